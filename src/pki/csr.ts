@@ -1,0 +1,155 @@
+import { createPublicKey, verify, type KeyObject } from 'node:crypto';
+import * as asn1js from 'asn1js';
+import * as pkijs from 'pkijs';
+import { CsrError } from './errors.js';
+import { describeKey, keyLabel, SIGNATURE_ALGORITHMS, type KeyDescription } from './keys.js';
+import { OID } from './oids.js';
+import { decodePem } from './pem.js';
+
+/** The subject alternative names a CSR asks for, by kind. */
+export interface CsrSans {
+  uris: string[];
+  dns: string[];
+  ips: string[];
+  emails: string[];
+  /** GeneralName kinds we do not issue (otherName, directoryName, ...), counted for the error. */
+  other: number;
+}
+
+export interface ParsedCsr {
+  /** SubjectPublicKeyInfo DER exactly as in the CSR. */
+  publicKeyDer: Buffer;
+  publicKey: KeyObject;
+  key: KeyDescription;
+  sans: CsrSans;
+  signatureAlgorithm: string;
+}
+
+/** Untrusted-input bounds: far above what any Istio client sends, far below what could cost us. */
+export const CSR_LIMITS = { maxSans: 8, maxSanLength: 1024 } as const;
+
+/** Keys we sign for: RSA 2048-8192 bits and EC P-256/P-384, as Istio's agents and ztunnel generate. */
+export function checkWorkloadKey(key: KeyDescription): void {
+  if (key.kind === 'rsa' && key.bits >= 2048 && key.bits <= 8192) return;
+  if (key.kind === 'ec' && (key.curve === 'P-256' || key.curve === 'P-384')) return;
+  throw new CsrError('key', `CSR key ${keyLabel(key)} is not accepted: use RSA 2048-8192 bits or EC P-256/P-384`);
+}
+
+/**
+ * Parses a PEM CSR (the first PEM block, whatever its label, as istiod does), checks its
+ * self-signature and key, and returns what the CA needs. Throws CsrError on anything else.
+ */
+export function parseCsrPem(pem: string): ParsedCsr {
+  const block = decodePem(pem)[0];
+  if (!block) throw new CsrError('malformed', 'certificate signing request is not properly encoded: no PEM block found');
+  return parseCsrDer(block.der);
+}
+
+export function parseCsrDer(der: Buffer): ParsedCsr {
+  const csr = decodeCsr(der);
+  const publicKeyDer = Buffer.from(csr.subjectPublicKeyInfo.toSchema().toBER());
+  let publicKey: KeyObject;
+  try {
+    publicKey = createPublicKey({ key: publicKeyDer, format: 'der', type: 'spki' });
+  } catch {
+    throw new CsrError('key', 'CSR public key cannot be read: use RSA 2048-8192 bits or EC P-256/P-384');
+  }
+  const key = describeKey(publicKey);
+  checkWorkloadKey(key);
+  const signatureAlgorithm = verifySelfSignature(csr, publicKey);
+  return { publicKeyDer, publicKey, key, sans: readSans(csr), signatureAlgorithm };
+}
+
+function decodeCsr(der: Buffer): pkijs.CertificationRequest {
+  const asn1 = asn1js.fromBER(der);
+  if (asn1.offset === -1 || asn1.offset !== der.length) {
+    throw new CsrError('malformed', 'failed to parse X.509 certificate signing request: invalid DER');
+  }
+  try {
+    return new pkijs.CertificationRequest({ schema: asn1.result });
+  } catch {
+    throw new CsrError('malformed', 'failed to parse X.509 certificate signing request: not a PKCS#10 structure');
+  }
+}
+
+function verifySelfSignature(csr: pkijs.CertificationRequest, publicKey: KeyObject): string {
+  const alg = SIGNATURE_ALGORITHMS[csr.signatureAlgorithm.algorithmId];
+  if (!alg || alg.hash === 'sha1') {
+    const name = alg?.name ?? csr.signatureAlgorithm.algorithmId;
+    throw new CsrError('signature', `CSR signature algorithm ${name} is not accepted: sign with SHA-256 or stronger`);
+  }
+  let ok = false;
+  try {
+    ok = verify(alg.hash, csr.tbsView, publicKey, csr.signatureValue.valueBlock.valueHexView);
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new CsrError('signature', 'CSR signature does not verify with the CSR public key');
+  return alg.name;
+}
+
+function readSans(csr: pkijs.CertificationRequest): CsrSans {
+  const sans: CsrSans = { uris: [], dns: [], ips: [], emails: [], other: 0 };
+  let sanExtensions = 0;
+  for (const attr of csr.attributes ?? []) {
+    if (attr.type !== OID.extensionRequest) continue;
+    for (const value of attr.values) {
+      let exts: pkijs.Extensions;
+      try {
+        exts = new pkijs.Extensions({ schema: value });
+      } catch {
+        throw new CsrError('malformed', 'CSR extension request cannot be parsed');
+      }
+      for (const ext of exts.extensions) {
+        if (ext.extnID !== OID.subjectAltName) continue;
+        if (++sanExtensions > 1) throw new CsrError('malformed', 'CSR carries more than one SubjectAltName extension');
+        const altName = ext.parsedValue;
+        if (!(altName instanceof pkijs.AltName)) throw new CsrError('malformed', 'CSR SubjectAltName extension cannot be parsed');
+        for (const name of altName.altNames) addSan(sans, name);
+      }
+    }
+  }
+  const count = sans.uris.length + sans.dns.length + sans.ips.length + sans.emails.length + sans.other;
+  if (count > CSR_LIMITS.maxSans) {
+    throw new CsrError('san', `CSR asks for ${count} subject alternative names; at most ${CSR_LIMITS.maxSans} are accepted`);
+  }
+  return sans;
+}
+
+function addSan(sans: CsrSans, name: pkijs.GeneralName): void {
+  const text = (v: unknown): string => {
+    if (typeof v !== 'string') throw new CsrError('malformed', 'CSR SubjectAltName entry cannot be parsed');
+    if (v.length > CSR_LIMITS.maxSanLength) {
+      throw new CsrError('san', `CSR subject alternative name is longer than ${CSR_LIMITS.maxSanLength} characters`);
+    }
+    return v;
+  };
+  switch (name.type) {
+    case 1:
+      sans.emails.push(text(name.value));
+      return;
+    case 2:
+      sans.dns.push(text(name.value));
+      return;
+    case 6:
+      sans.uris.push(text(name.value));
+      return;
+    case 7: {
+      const bytes = name.value instanceof asn1js.OctetString ? name.value.valueBlock.valueHexView : undefined;
+      sans.ips.push(bytes ? formatIp(bytes) : '(unreadable IP)');
+      return;
+    }
+    default:
+      sans.other++;
+  }
+}
+
+function formatIp(bytes: Uint8Array): string {
+  if (bytes.length === 4) return Array.from(bytes).join('.');
+  if (bytes.length === 16) {
+    const groups: string[] = [];
+    for (let i = 0; i < 16; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
+    return groups.join(':');
+  }
+  return Buffer.from(bytes).toString('hex');
+}

@@ -1,0 +1,34 @@
+/**
+ * Pure X.509 work: parse and check CSRs, build and sign certificates, load and verify a cacerts
+ * bundle. No I/O: callers hand in bytes and get bytes back.
+ */
+export { decodePem, encodePem, splitCertificatePem, withOneNewline, type PemBlock } from './pem.js';
+export { OID } from './oids.js';
+export { CsrError, BundleError, type CsrProblem } from './errors.js';
+export {
+  describeKey,
+  keyLabel,
+  generateKeyPair,
+  signatureAlgorithmForKey,
+  spkiDer,
+  privateKeyPem,
+  KEY_SPECS,
+  type KeyDescription,
+  type KeySpec,
+  type SignatureAlgorithm,
+} from './keys.js';
+export { encodeName, EMPTY_NAME_DER, type NameAttributes } from './name.js';
+export { type ExtensionSpec, type SanEntry } from './extensions.js';
+export { signCertificate, randomSerial, keyIdentifier, type CertificateTemplate, type Signer } from './certificate.js';
+export { workloadLeaf, servingLeaf, caCertificate, CLOCK_SKEW_GRACE_MS, type LeafParams, type CaParams } from './profiles.js';
+export { parseCsrPem, parseCsrDer, checkWorkloadKey, CSR_LIMITS, type ParsedCsr, type CsrSans } from './csr.js';
+export { buildCsrPem, type CsrRequest } from './csr-build.js';
+export { inspectCertificate, type CertificateFacts } from './inspect.js';
+export {
+  verifySigningBundle,
+  type BundleFiles,
+  type BundleLayout,
+  type NamedText,
+  type SigningBundle,
+  type LoadedCertificate,
+} from './bundle.js';
