@@ -5,6 +5,7 @@ import { KeyUsageBit } from './extensions.js';
 import { inspectCertificate, type CertificateFacts } from './inspect.js';
 import { signatureAlgorithmForKey, spkiDer, describeKey, keyLabel } from './keys.js';
 import { decodePem, encodePem } from './pem.js';
+import { issuedBy as x509IssuedBy } from './verify.js';
 
 export interface NamedText {
   /** Path or file name, used in error messages. */
@@ -72,13 +73,7 @@ function loadPrivateKey(file: NamedText): KeyObject {
 const describe = (c: LoadedCertificate) => c.x509.subject.replace(/\n/g, ', ') || '(empty subject)';
 
 /** Issued-by check with a real signature verification (node:crypto), not only a name match. */
-function issuedBy(child: LoadedCertificate, parent: LoadedCertificate): boolean {
-  try {
-    return child.x509.checkIssued(parent.x509) && child.x509.verify(parent.x509.publicKey);
-  } catch {
-    return false;
-  }
-}
+const issuedBy = (child: LoadedCertificate, parent: LoadedCertificate): boolean => x509IssuedBy(child.x509, parent.x509);
 
 function checkValidity(cert: LoadedCertificate, file: string, now: Date): void {
   const notAfter = new Date(cert.x509.validTo);

@@ -32,3 +32,4 @@ export {
   type SigningBundle,
   type LoadedCertificate,
 } from './bundle.js';
+export { issuedBy, verifyCertificateChain } from './verify.js';

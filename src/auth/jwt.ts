@@ -1,0 +1,147 @@
+import { readFileSync } from 'node:fs';
+import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { errors as joseErrors } from 'jose';
+import { isKubernetesName, parseServiceAccountUsername, spiffeId } from './spiffe.js';
+import { AuthError, type Authenticator, type CallCredentials, type Caller } from './types.js';
+
+export interface JwtAuthenticatorOptions {
+  issuer: string;
+  audience: string;
+  trustDomain: string;
+  /** Exactly one of jwksFile / jwksUri. */
+  jwksFile?: string | undefined;
+  jwksUri?: string | undefined;
+  /** Leeway for exp/nbf, seconds (at most 60). */
+  clockToleranceSeconds?: number;
+}
+
+/** Tokens beyond this size are refused before any parsing. Kubernetes tokens are about 1 KiB. */
+export const MAX_TOKEN_BYTES = 16 * 1024;
+const BEARER = 'Bearer ';
+
+/** The bearer token of a call, or undefined when there is none. */
+export function bearerToken(creds: CallCredentials): string | undefined {
+  const header = creds.authorization.find((v) => v.startsWith(BEARER));
+  if (header === undefined) {
+    if (creds.authorization.length > 0) throw new AuthError('unauthenticated', 'authorization header is not of the form "Bearer <token>"');
+    return undefined;
+  }
+  const token = header.slice(BEARER.length).trim();
+  if (token.length === 0) throw new AuthError('unauthenticated', 'bearer token is empty');
+  if (token.length > MAX_TOKEN_BYTES) throw new AuthError('unauthenticated', `bearer token is larger than ${MAX_TOKEN_BYTES} bytes`);
+  return token;
+}
+
+/** A key set read from a JWKS file, re-read when a token names a key id it does not hold (key rotation). */
+function fileKeySet(path: string): JWTVerifyGetKey {
+  const load = () => createLocalJWKSet(JSON.parse(readFileSync(path, 'utf8')));
+  let keys = load();
+  let lastReload = 0;
+  return async (header, token) => {
+    try {
+      return await keys(header, token);
+    } catch (err) {
+      if (!(err instanceof joseErrors.JWKSNoMatchingKey) || Date.now() - lastReload < 5_000) throw err;
+      lastReload = Date.now();
+      keys = load();
+      return keys(header, token);
+    }
+  };
+}
+
+interface KubernetesClaims {
+  namespace?: unknown;
+  serviceaccount?: { name?: unknown; uid?: unknown };
+  pod?: { name?: unknown; uid?: unknown };
+}
+
+/**
+ * Verifies Kubernetes projected service-account tokens locally with jose against the issuer's
+ * JWKS: signature, iss, aud, exp/nbf. The remote JWKS is cached and refetched on an unknown kid.
+ */
+export class JwtAuthenticator implements Authenticator {
+  readonly name = 'jwt';
+  private readonly keys: JWTVerifyGetKey;
+
+  constructor(private readonly options: JwtAuthenticatorOptions) {
+    if (options.jwksFile) this.keys = fileKeySet(options.jwksFile);
+    else if (options.jwksUri) this.keys = createRemoteJWKSet(new URL(options.jwksUri), { cooldownDuration: 5_000, timeoutDuration: 5_000 });
+    else throw new Error('JwtAuthenticator needs a JWKS file or URI');
+  }
+
+  async authenticate(creds: CallCredentials): Promise<Caller | undefined> {
+    const token = bearerToken(creds);
+    if (token === undefined) return undefined;
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, this.keys, {
+        issuer: this.options.issuer,
+        audience: this.options.audience,
+        clockTolerance: Math.min(this.options.clockToleranceSeconds ?? 60, 60),
+      }));
+    } catch (err) {
+      throw this.describe(err);
+    }
+    return this.callerFrom(payload);
+  }
+
+  private callerFrom(payload: JWTPayload): Caller {
+    const k8s = (payload['kubernetes.io'] ?? {}) as KubernetesClaims;
+    let ns: string | undefined;
+    let sa: string | undefined;
+    const fromSub = typeof payload.sub === 'string' ? parseServiceAccountUsername(payload.sub) : undefined;
+    if (fromSub) [ns, sa] = fromSub;
+    else if (typeof k8s.namespace === 'string' && typeof k8s.serviceaccount?.name === 'string') {
+      [ns, sa] = [k8s.namespace, k8s.serviceaccount.name];
+    }
+    if (!ns || !sa || !isKubernetesName(ns) || !isKubernetesName(sa)) {
+      throw new AuthError('unauthenticated', 'token subject is not a Kubernetes service account (want sub "system:serviceaccount:<ns>:<sa>")');
+    }
+    return {
+      identity: spiffeId(this.options.trustDomain, ns, sa),
+      namespace: ns,
+      serviceAccount: sa,
+      podName: typeof k8s.pod?.name === 'string' ? k8s.pod.name : undefined,
+      podUid: typeof k8s.pod?.uid === 'string' ? k8s.pod.uid : undefined,
+      authenticator: this.name,
+    };
+  }
+
+  /** A caller-facing reason that names the failed check and never echoes the token. */
+  private describe(err: unknown): AuthError {
+    const e = joseErrors;
+    if (err instanceof AuthError) return err;
+    if (err instanceof e.JWTExpired) return new AuthError('unauthenticated', 'token has expired');
+    if (err instanceof e.JWTClaimValidationFailed) {
+      switch (err.claim) {
+        case 'iss':
+          return new AuthError('unauthenticated', `token issuer is not trusted (want "${this.options.issuer}")`);
+        case 'aud':
+          return new AuthError('unauthenticated', `token audience does not include "${this.options.audience}"`);
+        case 'nbf':
+          return new AuthError('unauthenticated', 'token is not valid yet (nbf)');
+        case 'iat':
+          return new AuthError('unauthenticated', 'token issued-at time is invalid');
+        default:
+          return new AuthError('unauthenticated', `token claim "${err.claim}" is invalid`);
+      }
+    }
+    if (err instanceof e.JWSSignatureVerificationFailed) return new AuthError('unauthenticated', 'token signature does not verify');
+    if (err instanceof e.JWKSNoMatchingKey) return new AuthError('unauthenticated', 'token is signed by a key the issuer does not publish');
+    if (err instanceof e.JOSEAlgNotAllowed || err instanceof e.JOSENotSupported) {
+      return new AuthError('unauthenticated', 'token signature algorithm is not supported');
+    }
+    if (err instanceof e.JWTInvalid || err instanceof e.JWSInvalid || err instanceof e.JWKSMultipleMatchingKeys) {
+      return new AuthError('unauthenticated', 'token is malformed (not a signed JWT)');
+    }
+    if (err instanceof e.JWKSTimeout || err instanceof e.JWKSInvalid || err instanceof TypeError || isNetworkError(err)) {
+      return new AuthError('unavailable', 'token keys cannot be fetched from the issuer right now; retry');
+    }
+    return new AuthError('unauthenticated', 'token cannot be verified');
+  }
+}
+
+function isNetworkError(err: unknown): boolean {
+  const code = (err as { code?: unknown; cause?: { code?: unknown } })?.cause?.code ?? (err as { code?: unknown })?.code;
+  return typeof code === 'string' && /^(ECONNREFUSED|ECONNRESET|ENOTFOUND|ETIMEDOUT|EAI_AGAIN|UND_ERR)/.test(code);
+}

@@ -1,0 +1,45 @@
+/** What an authenticator sees of a call: the credentials, detached from gRPC. */
+export interface CallCredentials {
+  /** Values of the `authorization` metadata key. */
+  authorization: string[];
+  /** Values of the `clusterid` metadata key (Istio agents always send one, possibly empty). */
+  clusterId: string[];
+}
+
+/** An authenticated caller. */
+export interface Caller {
+  /** spiffe://<trust-domain>/ns/<ns>/sa/<sa> */
+  identity: string;
+  namespace: string;
+  serviceAccount: string;
+  podName?: string | undefined;
+  podUid?: string | undefined;
+  /** Which authenticator vouched for the caller. */
+  authenticator: string;
+}
+
+export type AuthFailure = 'unauthenticated' | 'unavailable';
+
+/**
+ * A caller could not be authenticated. `unavailable` means we could not decide (key source or API
+ * server down): agents retry UNAVAILABLE, and a healthy workload must not be told it is unknown.
+ */
+export class AuthError extends Error {
+  constructor(
+    readonly failure: AuthFailure,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AuthError';
+  }
+}
+
+/**
+ * One way of authenticating a caller. Returns undefined when the call carries no credential of its
+ * kind (the next authenticator is tried), a Caller on success, and throws AuthError when the
+ * credential is present but not acceptable.
+ */
+export interface Authenticator {
+  readonly name: string;
+  authenticate(creds: CallCredentials): Promise<Caller | undefined>;
+}

@@ -1,0 +1,43 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BundleError, verifySigningBundle, type BundleFiles, type NamedText, type SigningBundle } from '../pki/index.js';
+
+/** The two layouts Istio accepts in a cacerts folder. Kubernetes TLS wins when tls.crt exists, as in istiod. */
+export const ISTIO_FILES = { cert: 'ca-cert.pem', key: 'ca-key.pem', chain: 'cert-chain.pem', root: 'root-cert.pem' } as const;
+export const TLS_FILES = { cert: 'tls.crt', key: 'tls.key', root: 'ca.crt' } as const;
+
+function read(dir: string, file: string): NamedText {
+  const path = join(dir, file);
+  try {
+    return { name: path, text: readFileSync(path, 'utf8') };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new BundleError(path, code === 'ENOENT' ? 'file is missing' : `cannot be read (${code ?? (err as Error).message})`);
+  }
+}
+
+/** Reads the files of a cacerts folder (following Kubernetes' ..data symlinks) in the layout it holds. */
+export function readCacertsFiles(dir: string): BundleFiles {
+  if (!existsSync(dir)) throw new BundleError(dir, 'cacerts folder does not exist');
+  if (existsSync(join(dir, TLS_FILES.cert))) {
+    const cert = read(dir, TLS_FILES.cert);
+    const roots = read(dir, TLS_FILES.root);
+    return { layout: 'kubernetes-tls', signingCert: cert, signingKey: read(dir, TLS_FILES.key), chain: [cert, roots], roots };
+  }
+  const present = Object.values(ISTIO_FILES).filter((f) => existsSync(join(dir, f)));
+  if (present.length === 0) {
+    throw new BundleError(dir, `no signing bundle found: expected ${Object.values(ISTIO_FILES).join(', ')} (Istio layout) or ${Object.values(TLS_FILES).join(', ')} (Kubernetes TLS layout)`);
+  }
+  return {
+    layout: 'istio',
+    signingCert: read(dir, ISTIO_FILES.cert),
+    signingKey: read(dir, ISTIO_FILES.key),
+    chain: [read(dir, ISTIO_FILES.chain)],
+    roots: read(dir, ISTIO_FILES.root),
+  };
+}
+
+/** Reads and fully verifies the bundle in `dir`. Throws BundleError naming the file and the problem. */
+export function loadCacerts(dir: string, now: Date = new Date()): SigningBundle {
+  return verifySigningBundle(readCacertsFiles(dir), now);
+}

@@ -1,0 +1,99 @@
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import {
+  caCertificate,
+  encodeName,
+  encodePem,
+  generateKeyPair,
+  inspectCertificate,
+  keyIdentifier,
+  privateKeyPem,
+  randomSerial,
+  signatureAlgorithmForKey,
+  signCertificate,
+  spkiDer,
+  type KeySpec,
+} from '../pki/index.js';
+
+export interface CaMaterial {
+  certPem: string;
+  keyPem: string;
+}
+
+export interface RootOptions {
+  key: KeySpec;
+  ttlMs: number;
+  organization: string;
+  commonName?: string;
+  now?: Date;
+}
+
+/** A self-signed root CA with a fresh key. */
+export function createRootCa(o: RootOptions): CaMaterial {
+  const { privateKey } = generateKeyPair(o.key);
+  return { certPem: rootCertificateForKey(privateKeyPem(privateKey), o), keyPem: privateKeyPem(privateKey) };
+}
+
+/** A self-signed root for an existing key: used to re-issue a root that keeps its key (old leaves still verify). */
+export function rootCertificateForKey(keyPem: string, o: Omit<RootOptions, 'key'>): string {
+  const privateKey = createPrivateKey(keyPem);
+  const algorithm = signatureAlgorithmForKey(privateKey);
+  if (!algorithm) throw new Error('unsupported root key type');
+  const now = o.now ?? new Date();
+  const subjectDer = encodeName({ organization: o.organization, commonName: o.commonName });
+  const der = signCertificate(
+    caCertificate({
+      serialNumber: randomSerial(),
+      subjectDer,
+      publicKeyDer: spkiDer(privateKey),
+      notBefore: now,
+      notAfter: new Date(now.getTime() + o.ttlMs),
+    }),
+    { subjectDer, privateKey, algorithm },
+  );
+  return encodePem('CERTIFICATE', der);
+}
+
+export interface IntermediateOptions {
+  root: CaMaterial;
+  key: KeySpec;
+  ttlMs: number;
+  organization: string;
+  commonName: string;
+  now?: Date;
+}
+
+/** The four files of an Istio-layout cacerts folder. */
+export interface CacertsFiles {
+  'ca-cert.pem': string;
+  'ca-key.pem': string;
+  'cert-chain.pem': string;
+  'root-cert.pem': string;
+}
+
+/** An intermediate signed by `root`, as an Istio cacerts folder (cert-chain = intermediate + root, as Istio's Makefile writes it). */
+export function createIntermediateCa(o: IntermediateOptions): CacertsFiles {
+  const rootKey = createPrivateKey(o.root.keyPem);
+  const rootX509 = new X509Certificate(o.root.certPem);
+  const algorithm = signatureAlgorithmForKey(rootKey);
+  if (!algorithm) throw new Error('unsupported root key type');
+  const rootFacts = inspectCertificate(rootX509.raw);
+  const { privateKey } = generateKeyPair(o.key);
+  const now = o.now ?? new Date();
+  const rootNotAfter = new Date(rootX509.validTo);
+  const wanted = new Date(now.getTime() + o.ttlMs);
+  const der = signCertificate(
+    caCertificate({
+      serialNumber: randomSerial(),
+      subjectDer: encodeName({ organization: o.organization, commonName: o.commonName }),
+      publicKeyDer: spkiDer(privateKey),
+      notBefore: now,
+      notAfter: wanted > rootNotAfter ? rootNotAfter : wanted,
+      issuerKeyId: rootFacts.subjectKeyId ?? keyIdentifier(spkiDer(rootX509.publicKey)),
+      pathLen: 0,
+    }),
+    { subjectDer: rootFacts.subjectDer, privateKey: rootKey, algorithm },
+  );
+  const certPem = encodePem('CERTIFICATE', der);
+  const rootPem = encodePem('CERTIFICATE', rootX509.raw);
+  return { 'ca-cert.pem': certPem, 'ca-key.pem': privateKeyPem(privateKey), 'cert-chain.pem': certPem + rootPem, 'root-cert.pem': rootPem };
+}

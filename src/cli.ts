@@ -1,0 +1,193 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { identityFromToken, requestWorkloadCertificate } from './client/index.js';
+import { parseServeConfig, requireAuthenticator, SERVE_FLAGS, type ServeConfig } from './config.js';
+import { DEV_GRPC_LISTEN, DEV_MONITORING_LISTEN, ensureDevEnvironment, mintDevToken, writeFileAtomic, defaultDevDir } from './dev/index.js';
+import { formatGoDuration } from './duration.js';
+import { ConfigError, flagHelp, parseFlags, parseHostPort, type FlagSpec } from './flags.js';
+import { createLogger } from './observability/index.js';
+import { BundleError, KEY_SPECS, type KeySpec } from './pki/index.js';
+import { startService } from './server/index.js';
+
+const USAGE = `svid-ca: a pluggable certificate authority for Istio
+
+Usage:
+  svid-ca serve [flags]           run the CA (IstioCertificateService/CreateCertificate)
+  svid-ca dev-token [flags]       print a service-account token from the dev issuer
+  svid-ca request [flags]         do what a sidecar does: key, CSR, call, verify, write files
+  svid-ca help [COMMAND]          flags of a command
+`;
+
+const DEV_TOKEN_FLAGS: readonly FlagSpec[] = [
+  { name: 'namespace', kind: 'string', default: 'default', help: 'namespace of the service account' },
+  { name: 'service-account', kind: 'string', default: 'default', help: 'service account name' },
+  { name: 'pod', kind: 'string', help: 'pod name to put in the token (kubernetes.io.pod)' },
+  { name: 'audience', kind: 'string', default: 'istio-ca', help: 'token audience' },
+  { name: 'ttl', kind: 'duration', default: '1h', help: 'token lifetime' },
+  { name: 'dev-dir', kind: 'string', help: 'where the dev CA lives (default: certs-dev/ of the package)' },
+];
+
+const REQUEST_FLAGS: readonly FlagSpec[] = [
+  { name: 'ca', kind: 'hostport', default: DEV_GRPC_LISTEN, help: "the CA's address, as an agent's CA_ADDR" },
+  { name: 'root', kind: 'string', help: "root bundle file that the CA's serving certificate must chain to (required)" },
+  { name: 'token', kind: 'string', help: 'file holding the service-account token, or - for stdin (required)' },
+  { name: 'out', kind: 'string', help: 'folder for key.pem, cert-chain.pem, root-cert.pem (required)' },
+  { name: 'key', kind: 'string', default: 'ec-p256', help: `key type: ${KEY_SPECS.join(', ')}` },
+  { name: 'ttl', kind: 'duration', help: 'requested lifetime (validity_duration); default: the CA decides' },
+  { name: 'trust-domain', kind: 'string', default: 'cluster.local', help: 'trust domain of the SPIFFE ID asked for' },
+  { name: 'identity', kind: 'string', help: 'SPIFFE ID to ask for (default: from the token subject)' },
+  { name: 'server-name', kind: 'string', help: 'TLS name to verify (default: the host of --ca)' },
+];
+
+function required(values: Map<string, unknown>, name: string): string {
+  const v = values.get(name);
+  if (typeof v !== 'string' || v === '') throw new ConfigError(`--${name}: a value is required`);
+  return v;
+}
+
+/** --dev fills in whatever the operator left at its default with the embedded dev CA and issuer. */
+async function applyDevDefaults(cfg: ServeConfig): Promise<void> {
+  const env = await ensureDevEnvironment(cfg.devDir ?? defaultDevDir());
+  const isDefault = (k: string) => cfg.sources[k] === 'default';
+  if (isDefault('cacerts')) cfg.cacerts = env.cacertsDir;
+  if (isDefault('listen')) cfg.listen = parseHostPort(DEV_GRPC_LISTEN)!;
+  if (isDefault('monitoring-listen')) cfg.monitoringListen = parseHostPort(DEV_MONITORING_LISTEN)!;
+  if (!cfg.jwt) cfg.jwt = { issuer: env.issuer, audience: 'istio-ca', jwksFile: env.jwksFile };
+  if (env.created) process.stderr.write(`svid-ca: created the dev CA and JWT issuer in ${env.dir}\n`);
+}
+
+async function serve(argv: string[]): Promise<number> {
+  const cfg = parseServeConfig(argv, process.env);
+  if (cfg.dev) await applyDevDefaults(cfg);
+  requireAuthenticator(cfg);
+  const logger = createLogger(cfg.logLevel);
+  logger.info(
+    {
+      settings: {
+        cacerts: cfg.cacerts,
+        trustDomain: cfg.trustDomain,
+        defaultTtl: formatGoDuration(cfg.defaultTtlMs),
+        maxTtl: formatGoDuration(cfg.maxTtlMs),
+        servingDns: cfg.servingDns,
+        jwtIssuer: cfg.jwt?.issuer,
+        jwtAudience: cfg.jwt?.audience,
+        clusterId: cfg.clusterId,
+      },
+      sources: cfg.sources,
+    },
+    'starting svid-ca',
+  );
+  let service: Awaited<ReturnType<typeof startService>>;
+  try {
+    service = await startService(cfg, logger);
+  } catch (err) {
+    if (err instanceof BundleError) {
+      logger.fatal({ file: err.file, problem: err.problem }, 'cannot load the signing bundle');
+      logger.flush();
+      process.stderr.write(`svid-ca: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+  return new Promise<number>((resolve) => {
+    const stop = (signal: string) => {
+      logger.info({ signal }, 'shutting down');
+      service.close(25_000).then(() => {
+        logger.flush();
+        resolve(0);
+      });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+async function devToken(argv: string[]): Promise<number> {
+  const { values } = parseFlags(DEV_TOKEN_FLAGS, argv, process.env);
+  const env = await ensureDevEnvironment((values.get('dev-dir') as string | undefined) ?? defaultDevDir());
+  const token = await mintDevToken(env, {
+    namespace: required(values, 'namespace'),
+    serviceAccount: required(values, 'service-account'),
+    podName: values.get('pod') as string | undefined,
+    audience: values.get('audience') as string,
+    ttlSeconds: Math.floor((values.get('ttl') as number) / 1000),
+  });
+  process.stdout.write(token + '\n');
+  return 0;
+}
+
+async function request(argv: string[]): Promise<number> {
+  const { values } = parseFlags(REQUEST_FLAGS, argv, process.env);
+  const key = values.get('key') as string;
+  if (!KEY_SPECS.includes(key as KeySpec)) throw new ConfigError(`--key: invalid value "${key}" (want one of ${KEY_SPECS.join(', ')})`);
+  const tokenArg = required(values, 'token');
+  const token = (tokenArg === '-' ? readFileSync(0, 'utf8') : readFileSync(tokenArg, 'utf8')).trim();
+  const rootPem = readFileSync(required(values, 'root'), 'utf8');
+  const out = required(values, 'out');
+  const ca = values.get('ca') as { host: string; port: number };
+  const identity = (values.get('identity') as string | undefined) ?? identityFromToken(token, values.get('trust-domain') as string);
+  const ttl = values.get('ttl') as number | undefined;
+  const result = await requestWorkloadCertificate({
+    address: `${ca.host}:${ca.port}`,
+    rootPem,
+    serverName: values.get('server-name') as string | undefined,
+    token,
+    key: key as KeySpec,
+    identity,
+    ttlSeconds: ttl === undefined ? undefined : Math.floor(ttl / 1000),
+  });
+  writeFileAtomic(join(out, 'key.pem'), result.keyPem, 0o600);
+  writeFileAtomic(join(out, 'cert-chain.pem'), result.certChain.join(''));
+  writeFileAtomic(join(out, 'root-cert.pem'), result.rootPem);
+  process.stdout.write(
+    `identity: ${result.leaf.subjectAltName?.replace(/^URI:/, '')}\nserial:   ${result.leaf.serialNumber.toLowerCase()}\nexpires:  ${new Date(result.leaf.validTo).toISOString()}\nwritten:  ${join(out, 'key.pem')}, ${join(out, 'cert-chain.pem')}, ${join(out, 'root-cert.pem')}\n`,
+  );
+  return 0;
+}
+
+const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; flags: readonly FlagSpec[]; env?: string }> = {
+  serve: { run: serve, flags: SERVE_FLAGS, env: 'SVID_CA_' },
+  'dev-token': { run: devToken, flags: DEV_TOKEN_FLAGS },
+  request: { run: request, flags: REQUEST_FLAGS },
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
+    const topic = rest[0] && COMMANDS[rest[0]];
+    process.stdout.write(topic ? `svid-ca ${rest[0]} flags:\n${flagHelp(topic.flags, topic.env)}\n` : USAGE);
+    return 0;
+  }
+  const cmd = COMMANDS[command];
+  if (!cmd) {
+    process.stderr.write(`svid-ca: unknown command "${command}"\n${USAGE}`);
+    return 2;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(`svid-ca ${command} flags:\n${flagHelp(cmd.flags, cmd.env)}\n`);
+    return 0;
+  }
+  try {
+    return await cmd.run(rest);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`svid-ca: ${err.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`svid-ca: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+    if (code !== 0 || process.argv[2] !== 'serve') setTimeout(() => process.exit(code), 100).unref();
+    else process.exit(code);
+  },
+  (err: Error) => {
+    process.stderr.write(`svid-ca: ${err.stack ?? err.message}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,175 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/** Request outcomes, a closed set so label values stay bounded. */
+export type Outcome =
+  | 'issued'
+  | 'unauthenticated'
+  | 'permission_denied'
+  | 'invalid_csr'
+  | 'invalid_ttl'
+  | 'unavailable'
+  | 'overloaded'
+  | 'internal';
+
+/** istiod's error label values for citadel_server_csr_sign_err_count. */
+export type SignErrorLabel = 'CA_NOT_READY' | 'CSR_ERROR' | 'TTL_ERROR' | 'CERT_GEN_ERROR' | 'UNKNOWN';
+
+export type CertificateRole = 'root' | 'intermediate' | 'signer' | 'serving';
+
+export interface TrackedCertificate {
+  role: CertificateRole;
+  subject: string;
+  serial: string;
+  notAfter: Date;
+}
+
+/**
+ * The CA's metrics. istiod's names are kept exactly (no `_total` suffix) so existing Istio
+ * dashboards and alerts work unchanged; svid-ca's own carry the `svid_ca_` prefix.
+ */
+export class CaMetrics {
+  readonly registry: Registry;
+  readonly csrCount: Counter;
+  readonly successCount: Counter;
+  readonly authnFailureCount: Counter;
+  readonly signErrorCount: Counter<'error'>;
+  readonly requests: Counter<'outcome'>;
+  readonly issueDuration: Histogram;
+  readonly inFlight: Gauge;
+  readonly issuedTtl: Histogram;
+  readonly ttlClamped: Counter;
+  readonly bundleReloads: Counter<'result'>;
+  readonly lastReload: Gauge;
+  readonly signerBeforeMaxTtl: Gauge;
+  readonly certExpiry: Gauge<'role' | 'subject' | 'serial'>;
+  private rootExpiry: number | undefined;
+  private chainExpiry: number | undefined;
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    const registers = [(this.registry = new Registry())];
+    const self = this;
+    this.csrCount = new Counter({ name: 'citadel_server_csr_count', help: 'The number of CSRs received by the CA server.', registers });
+    this.successCount = new Counter({
+      name: 'citadel_server_success_cert_issuance_count',
+      help: 'The number of certificates issuances that have succeeded.',
+      registers,
+    });
+    this.authnFailureCount = new Counter({
+      name: 'citadel_server_authentication_failure_count',
+      help: 'The number of authentication failures.',
+      registers,
+    });
+    this.signErrorCount = new Counter({
+      name: 'citadel_server_csr_sign_err_count',
+      help: 'The number of errors occurred when signing the CSR.',
+      labelNames: ['error'],
+      registers,
+    });
+    new Gauge({
+      name: 'citadel_server_root_cert_expiry_timestamp',
+      help: 'The unix timestamp, in seconds, when the CA root certificate will expire (first root of the bundle).',
+      registers,
+      collect() {
+        if (self.rootExpiry !== undefined) this.set(self.rootExpiry);
+      },
+    });
+    new Gauge({
+      name: 'citadel_server_root_cert_expiry_seconds',
+      help: 'The time remaining, in seconds, before the CA root certificate will expire.',
+      registers,
+      collect() {
+        if (self.rootExpiry !== undefined) this.set(self.rootExpiry - Date.now() / 1000);
+      },
+    });
+    new Gauge({
+      name: 'citadel_server_cert_chain_expiry_timestamp',
+      help: 'The unix timestamp, in seconds, when the CA certificate chain will expire (first certificate of the chain).',
+      registers,
+      collect() {
+        if (self.chainExpiry !== undefined) this.set(self.chainExpiry);
+      },
+    });
+    new Gauge({
+      name: 'citadel_server_cert_chain_expiry_seconds',
+      help: 'The time remaining, in seconds, before the CA certificate chain will expire.',
+      registers,
+      collect() {
+        if (self.chainExpiry !== undefined) this.set(self.chainExpiry - Date.now() / 1000);
+      },
+    });
+    this.requests = new Counter({
+      name: 'svid_ca_requests_total',
+      help: 'CreateCertificate calls by outcome.',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.issueDuration = new Histogram({
+      name: 'svid_ca_issue_duration_seconds',
+      help: 'Time to answer a CreateCertificate call, from receipt to response.',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    });
+    this.inFlight = new Gauge({ name: 'svid_ca_requests_in_flight', help: 'CreateCertificate calls being handled now.', registers });
+    this.issuedTtl = new Histogram({
+      name: 'svid_ca_issued_ttl_seconds',
+      help: 'Lifetime granted to issued workload certificates.',
+      buckets: [300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400, 30 * 86400, 90 * 86400],
+      registers,
+    });
+    this.ttlClamped = new Counter({
+      name: 'svid_ca_ttl_clamped_total',
+      help: "Certificates whose lifetime was cut short by the signing certificate's expiry.",
+      registers,
+    });
+    this.bundleReloads = new Counter({
+      name: 'svid_ca_bundle_reloads_total',
+      help: 'cacerts bundle reload attempts by result.',
+      labelNames: ['result'],
+      registers,
+    });
+    this.lastReload = new Gauge({
+      name: 'svid_ca_bundle_last_reload_timestamp_seconds',
+      help: 'Unix time of the last successful cacerts bundle load.',
+      registers,
+    });
+    this.signerBeforeMaxTtl = new Gauge({
+      name: 'svid_ca_signer_expires_before_max_ttl',
+      help: '1 when the signing certificate expires sooner than the max TTL from now (leaves are being clamped), else 0.',
+      registers,
+    });
+    this.certExpiry = new Gauge({
+      name: 'svid_ca_cert_expiry_timestamp_seconds',
+      help: 'Unix time at which each certificate svid-ca depends on expires, by role (root, intermediate, signer, serving).',
+      labelNames: ['role', 'subject', 'serial'],
+      registers,
+    });
+    for (const outcome of ['issued', 'unauthenticated', 'permission_denied', 'invalid_csr', 'invalid_ttl', 'unavailable', 'overloaded', 'internal']) {
+      this.requests.inc({ outcome }, 0);
+    }
+    for (const result of ['success', 'failure']) this.bundleReloads.inc({ result }, 0);
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'svid_ca_' });
+  }
+
+  /** Records the certificates of the signing bundle (roots, chain, signer) replacing the previous ones. */
+  setBundleCertificates(certs: TrackedCertificate[], firstRoot: Date | undefined, firstChain: Date | undefined): void {
+    const serving = this.trackedServing;
+    this.certExpiry.reset();
+    for (const c of [...certs, ...serving]) this.setExpiry(c);
+    this.rootExpiry = firstRoot ? firstRoot.getTime() / 1000 : undefined;
+    this.chainExpiry = firstChain ? firstChain.getTime() / 1000 : undefined;
+    this.trackedBundle = certs;
+  }
+
+  setServingCertificate(cert: TrackedCertificate): void {
+    for (const old of this.trackedServing) this.certExpiry.remove({ role: old.role, subject: old.subject, serial: old.serial });
+    this.trackedServing = [cert];
+    this.setExpiry(cert);
+  }
+
+  private trackedBundle: TrackedCertificate[] = [];
+  private trackedServing: TrackedCertificate[] = [];
+
+  private setExpiry(c: TrackedCertificate): void {
+    this.certExpiry.set({ role: c.role, subject: c.subject, serial: c.serial }, c.notAfter.getTime() / 1000);
+  }
+}

@@ -1,0 +1,116 @@
+import * as grpc from '@grpc/grpc-js';
+import { authenticateCall, authorizeSans, type AuthenticationOptions, type Authenticator, type Caller } from '../auth/index.js';
+import type { Authority, IssuedCertificate } from '../ca/index.js';
+import type { CaMetrics, Logger } from '../observability/index.js';
+import { parseCsrPem } from '../pki/index.js';
+import { classifyError, RequestError } from './errors.js';
+import { readRequestMetadata, readValidityDuration } from './metadata.js';
+import type { IstioCertificateRequest, IstioCertificateResponse } from './proto.js';
+
+export interface CertificateServiceDeps {
+  authority: Authority;
+  authenticators: readonly Authenticator[];
+  authOptions: AuthenticationOptions;
+  metrics: CaMetrics;
+  logger: Logger;
+}
+
+/** The audit record: one line per decision. Never a token, key or CSR. */
+interface AuditRecord {
+  event: 'issued' | 'denied';
+  identity?: string | undefined;
+  namespace?: string | undefined;
+  serviceAccount?: string | undefined;
+  pod?: string | undefined;
+  clusterId?: string | undefined;
+  requestedTtlSeconds?: number | undefined;
+  grantedTtlSeconds?: number | undefined;
+  serial?: string | undefined;
+  notAfter?: string | undefined;
+  signerSki?: string | undefined;
+  code: string;
+  reason?: string | undefined;
+  durationMs: number;
+}
+
+function firstString(md: grpc.Metadata, key: string): string[] {
+  return md.get(key).map((v) => (typeof v === 'string' ? v : v.toString('utf8')));
+}
+
+/** IstioCertificateService/CreateCertificate: authenticate, parse, authorize, check TTL, sign, answer. */
+export function createCertificateHandler(deps: CertificateServiceDeps): grpc.handleUnaryCall<IstioCertificateRequest, IstioCertificateResponse> {
+  const { authority, metrics, logger } = deps;
+  return (call, callback) => {
+    const started = process.hrtime.bigint();
+    metrics.csrCount.inc();
+    metrics.inFlight.inc();
+    const clusterIds = firstString(call.metadata, 'clusterid');
+    let caller: Caller | undefined;
+    let requestedTtl: bigint | undefined;
+
+    const finish = (issued: IssuedCertificate | undefined, err: unknown) => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      metrics.inFlight.dec();
+      metrics.issueDuration.observe(seconds);
+      const record: AuditRecord = {
+        event: issued ? 'issued' : 'denied',
+        identity: caller?.identity,
+        namespace: caller?.namespace,
+        serviceAccount: caller?.serviceAccount,
+        pod: caller?.podName,
+        clusterId: clusterIds[0],
+        requestedTtlSeconds: requestedTtl !== undefined && requestedTtl > 0n ? Number(requestedTtl) : undefined,
+        code: 'OK',
+        durationMs: Math.round(seconds * 1e6) / 1e3,
+      };
+      if (issued) {
+        metrics.successCount.inc();
+        metrics.requests.inc({ outcome: 'issued' });
+        metrics.issuedTtl.observe(issued.grantedMs / 1000);
+        if (issued.clamped) {
+          metrics.ttlClamped.inc();
+          logger.debug({ identity: caller?.identity, requestedMs: issued.requestedMs, grantedMs: issued.grantedMs }, 'TTL clamped to the signing certificate expiry');
+        }
+        Object.assign(record, {
+          grantedTtlSeconds: Math.round(issued.grantedMs / 1000),
+          serial: issued.serialHex,
+          notAfter: issued.notAfter.toISOString(),
+          signerSki: issued.signerKeyId,
+        });
+        logger.info({ audit: record }, 'certificate issued');
+        callback(null, { cert_chain: issued.certChain });
+        return;
+      }
+      const failure = classifyError(err);
+      metrics.requests.inc({ outcome: failure.outcome });
+      if (failure.signError) metrics.signErrorCount.inc({ error: failure.signError });
+      if (failure.authentication) metrics.authnFailureCount.inc();
+      record.code = grpc.status[failure.code];
+      record.reason = failure.message;
+      if (failure.unexpected) logger.error({ err, audit: record }, 'request failed unexpectedly');
+      else logger.info({ audit: record }, 'certificate denied');
+      callback({ code: failure.code, details: failure.message });
+    };
+
+    const handle = async (): Promise<IssuedCertificate> => {
+      const creds = { authorization: firstString(call.metadata, 'authorization'), clusterId: clusterIds };
+      caller = await authenticateCall(deps.authenticators, creds, deps.authOptions);
+      const metadata = readRequestMetadata(call.request.metadata);
+      if (metadata.impersonatedIdentity) {
+        throw new RequestError(grpc.status.UNAUTHENTICATED, 'unauthenticated', 'request impersonation authentication failure: impersonation is not enabled on this CA (no trusted node accounts)');
+      }
+      if (typeof call.request.csr !== 'string' || call.request.csr.length === 0) {
+        throw new RequestError(grpc.status.INVALID_ARGUMENT, 'invalid_csr', 'CSR error: the request carries no CSR (field csr is empty)');
+      }
+      const csr = parseCsrPem(call.request.csr);
+      authorizeSans(csr.sans, caller.identity);
+      requestedTtl = readValidityDuration(call.request.validity_duration);
+      return authority.issue({ identity: caller.identity, csr, requestedTtlSeconds: requestedTtl });
+    };
+
+    handle().then(
+      (issued) => finish(issued, undefined),
+      (err: unknown) => finish(undefined, err),
+    );
+  };
+}
