@@ -87,15 +87,24 @@ export class JwtAuthenticator implements Authenticator {
 
   private callerFrom(payload: JWTPayload): Caller {
     const k8s = (payload['kubernetes.io'] ?? {}) as KubernetesClaims;
-    let ns: string | undefined;
-    let sa: string | undefined;
-    const fromSub = typeof payload.sub === 'string' ? parseServiceAccountUsername(payload.sub) : undefined;
-    if (fromSub) [ns, sa] = fromSub;
-    else if (typeof k8s.namespace === 'string' && typeof k8s.serviceaccount?.name === 'string') {
-      [ns, sa] = [k8s.namespace, k8s.serviceaccount.name];
-    }
-    if (!ns || !sa || !isKubernetesName(ns) || !isKubernetesName(sa)) {
-      throw new AuthError('unauthenticated', 'token subject is not a Kubernetes service account (want sub "system:serviceaccount:<ns>:<sa>")');
+    const notServiceAccount = () =>
+      new AuthError('unauthenticated', 'token subject is not a Kubernetes service account (want sub "system:serviceaccount:<ns>:<sa>")');
+    const claimed =
+      typeof k8s.namespace === 'string' && typeof k8s.serviceaccount?.name === 'string' ? [k8s.namespace, k8s.serviceaccount.name] : undefined;
+    let ns: string;
+    let sa: string;
+    if (payload.sub !== undefined) {
+      // A Kubernetes token always has sub; its kubernetes.io claims, when present, must agree with it.
+      const fromSub = parseServiceAccountUsername(payload.sub);
+      if (!fromSub) throw notServiceAccount();
+      [ns, sa] = fromSub;
+      if (claimed && (claimed[0] !== ns || claimed[1] !== sa)) {
+        throw new AuthError('unauthenticated', 'token kubernetes.io claims do not match its subject');
+      }
+    } else if (claimed && isKubernetesName(claimed[0]!) && isKubernetesName(claimed[1]!)) {
+      [ns, sa] = claimed as [string, string];
+    } else {
+      throw notServiceAccount();
     }
     return {
       identity: spiffeId(this.options.trustDomain, ns, sa),

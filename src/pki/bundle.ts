@@ -70,7 +70,7 @@ function loadPrivateKey(file: NamedText): KeyObject {
   }
 }
 
-const describe = (c: LoadedCertificate) => c.x509.subject.replace(/\n/g, ', ') || '(empty subject)';
+const describe = (c: LoadedCertificate) => (c.x509.subject ?? '').replace(/\n/g, ', ') || '(empty subject)';
 
 /** Issued-by check with a real signature verification (node:crypto), not only a name match. */
 const issuedBy = (child: LoadedCertificate, parent: LoadedCertificate): boolean => x509IssuedBy(child.x509, parent.x509);

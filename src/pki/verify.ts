@@ -9,6 +9,8 @@ export function issuedBy(child: X509Certificate, parent: X509Certificate): boole
   }
 }
 
+const nameOf = (c: X509Certificate): string => (c.subject ?? '').replace(/\n/g, ', ') || c.subjectAltName || '(empty subject)';
+
 function validAt(c: X509Certificate, at: Date): boolean {
   return new Date(c.validFrom) <= at && at < new Date(c.validTo);
 }
@@ -21,15 +23,15 @@ export function verifyCertificateChain(leaf: X509Certificate, intermediates: X50
   const path = [leaf];
   let current = leaf;
   for (let depth = 0; depth < 10; depth++) {
-    if (!validAt(current, at)) throw new Error(`certificate "${current.subject || current.subjectAltName}" is not valid at ${at.toISOString()}`);
+    if (!validAt(current, at)) throw new Error(`certificate "${nameOf(current)}" is not valid at ${at.toISOString()}`);
     const root = roots.find((r) => r.raw.equals(current.raw) || issuedBy(current, r));
     if (root) {
       if (!root.raw.equals(current.raw)) path.push(root);
       return path;
     }
     const next = intermediates.find((c) => !path.includes(c) && issuedBy(current, c));
-    if (!next) throw new Error(`no issuer found for "${current.subject.replace(/\n/g, ', ') || current.subjectAltName}" among the chain and roots`);
-    if (!next.ca) throw new Error(`chain certificate "${next.subject.replace(/\n/g, ', ')}" is not a CA`);
+    if (!next) throw new Error(`no issuer found for "${nameOf(current)}" among the chain and roots`);
+    if (!next.ca) throw new Error(`chain certificate "${nameOf(next)}" is not a CA`);
     path.push(next);
     current = next;
   }

@@ -40,7 +40,7 @@ export interface RunningService {
   close(graceMs?: number): Promise<void>;
 }
 
-const subjectOf = (c: LoadedCertificate) => c.x509.subject.replace(/\n/g, ', ');
+const subjectOf = (c: LoadedCertificate) => (c.x509.subject ?? '').replace(/\n/g, ', ');
 
 /** The certificates of a bundle by role, for the expiry metrics. */
 export function trackedCertificates(bundle: SigningBundle): TrackedCertificate[] {
