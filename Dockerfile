@@ -1,0 +1,30 @@
+# syntax=docker/dockerfile:1
+# svid-ca image: `docker build -t svid-ca:0.1.0 .`
+# test/production-install.test.ts reads the runtime stage's COPY and `npm ci` lines and repeats them in a temp
+# folder, then starts the server from there: keep each COPY on one line and the runtime install as `npm ci ...`.
+
+# Build: full dependencies (TypeScript) and `tsc`.
+FROM node:20-bookworm-slim AS build
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json ./
+COPY src/ src/
+RUN npm run build
+
+# Runtime: production dependencies only, the compiled code and the protos the server loads at start.
+FROM node:20-bookworm-slim AS runtime
+ENV NODE_ENV=production
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+COPY --from=build /src/dist/ dist/
+COPY proto/ proto/
+# Files stay owned by root and read-only to the process; it runs as a numeric non-root user so that
+# Kubernetes' runAsNonRoot can verify it without a passwd lookup.
+USER 65532:65532
+# 15012: gRPC over TLS (IstioCertificateService). 15014: plain HTTP /healthz, /readyz, /metrics.
+EXPOSE 15012 15014
+# No HEALTHCHECK: Kubernetes probes /healthz and /readyz (deploy/kubernetes/deployment.yaml).
+ENTRYPOINT ["node", "/app/dist/cli.js"]
+CMD ["serve"]
