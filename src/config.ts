@@ -1,6 +1,8 @@
 import { LOG_LEVELS } from './observability/index.js';
 import { ConfigError, parseFlags, type FlagSource, type FlagSpec, type HostPort } from './flags.js';
-import { formatGoDuration } from './duration.js';
+import { formatGoDuration, parseDuration } from './duration.js';
+import { parseGrace, type Grace } from './ca/index.js';
+import { KEY_SPECS, type KeySpec } from './pki/index.js';
 
 export { ConfigError } from './flags.js';
 
@@ -20,6 +22,16 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'jwt-audience', kind: 'string', default: 'istio-ca', help: 'audience the token must carry' },
   { name: 'cluster-id', kind: 'string', help: 'when set, a non-empty clusterid header naming another cluster is UNAUTHENTICATED' },
   { name: 'log-level', kind: 'string', default: 'info', help: `one of ${LOG_LEVELS.join(', ')}` },
+  { name: 'reload-interval', kind: 'duration', default: '10s', help: 'poll the cacerts folder this often, besides watching it' },
+  { name: 'allow-root-replacement', kind: 'boolean', help: 'accept a reload whose root bundle shares no root with the current one (breaks workloads that trust only the old root)' },
+  { name: 'serving-cert-grace', kind: 'string', default: '50%', help: 'renew the serving certificate when less than this remains: a percentage of its life or a duration' },
+  { name: 'signer-expiry-warning', kind: 'duration', default: '720h', help: 'warn when the signing certificate expires within this' },
+  { name: 'self-signed', kind: 'boolean', help: 'no cacerts: make and use a self-signed root (bootstrapping only)' },
+  { name: 'self-signed-dir', kind: 'string', help: 'persist the self-signed root here (key mode 0600); in memory only when unset' },
+  { name: 'self-signed-ttl', kind: 'duration', default: '87600h', istioEnv: 'CITADEL_SELF_SIGNED_CA_CERT_TTL', help: 'lifetime of the self-signed root' },
+  { name: 'self-signed-key', kind: 'string', default: 'ec-p256', help: 'key of the self-signed root: ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096' },
+  { name: 'root-grace-percentile', kind: 'int', default: '20', istioEnv: 'CITADEL_SELF_SIGNED_ROOT_CERT_GRACE_PERIOD_PERCENTILE', help: 're-issue the self-signed root (same key) when less than this percentage of its life remains' },
+  { name: 'root-check-interval', kind: 'duration', default: '1h', istioEnv: 'CITADEL_SELF_SIGNED_ROOT_CERT_CHECK_INTERVAL', help: 'how often the self-signed root is checked for re-issue' },
   { name: 'dev', kind: 'boolean', help: 'development mode: create and use the dev CA and JWT issuer in certs-dev/, listen on loopback' },
   { name: 'dev-dir', kind: 'string', help: 'where the dev CA lives (default: certs-dev/ of the package)' },
 ];
@@ -29,6 +41,14 @@ export interface JwtConfig {
   audience: string;
   jwksFile?: string | undefined;
   jwksUri?: string | undefined;
+}
+
+export interface SelfSignedConfig {
+  dir: string | undefined;
+  ttlMs: number;
+  key: KeySpec;
+  gracePercentile: number;
+  checkIntervalMs: number;
 }
 
 export interface ServeConfig {
@@ -42,6 +62,11 @@ export interface ServeConfig {
   servingCertTtlMs: number;
   jwt: JwtConfig | undefined;
   clusterId: string | undefined;
+  reloadIntervalMs: number;
+  allowRootReplacement: boolean;
+  servingCertGrace: Grace;
+  signerExpiryWarningMs: number;
+  selfSigned: SelfSignedConfig | undefined;
   logLevel: string;
   dev: boolean;
   devDir: string | undefined;
@@ -66,6 +91,11 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     servingCertTtlMs: ms('serving-cert-ttl'),
     jwt: undefined,
     clusterId: str('cluster-id'),
+    reloadIntervalMs: ms('reload-interval'),
+    allowRootReplacement: values.get('allow-root-replacement') as boolean,
+    servingCertGrace: { fraction: 0.5 },
+    signerExpiryWarningMs: ms('signer-expiry-warning'),
+    selfSigned: undefined,
     logLevel: str('log-level')!,
     dev: values.get('dev') as boolean,
     devDir: str('dev-dir'),
@@ -82,6 +112,17 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   }
   if (cfg.servingCertTtlMs < 1000) throw new ConfigError('--serving-cert-ttl: must be at least 1s');
   if (cfg.servingDns.length === 0) throw new ConfigError('--serving-dns: at least one DNS name is required');
+  if (cfg.reloadIntervalMs < 1000) throw new ConfigError('--reload-interval: must be at least 1s');
+  const grace = parseGrace(str('serving-cert-grace')!, parseDuration);
+  if (!grace) throw new ConfigError(`--serving-cert-grace: invalid value "${str('serving-cert-grace')}" (want a percentage such as 50% or a duration such as 6h)`);
+  cfg.servingCertGrace = grace;
+  if (values.get('self-signed')) {
+    const key = str('self-signed-key')!;
+    if (!KEY_SPECS.includes(key as KeySpec)) throw new ConfigError(`--self-signed-key: invalid value "${key}" (want one of ${KEY_SPECS.join(', ')})`);
+    const pct = values.get('root-grace-percentile') as number;
+    if (pct < 1 || pct > 99) throw new ConfigError(`--root-grace-percentile: invalid value "${pct}" (want 1 to 99)`);
+    cfg.selfSigned = { dir: str('self-signed-dir'), ttlMs: ms('self-signed-ttl'), key: key as KeySpec, gracePercentile: pct, checkIntervalMs: ms('root-check-interval') };
+  }
   const jwksFile = str('jwks-file');
   const jwksUri = str('jwks-uri');
   const issuer = str('jwt-issuer');

@@ -7,8 +7,8 @@ import {
   servingLeaf,
   signCertificate,
   spkiDer,
-  workloadLeaf,
   CLOCK_SKEW_GRACE_MS,
+  WorkloadLeafEncoder,
   type ParsedCsr,
   type SigningBundle,
 } from '../pki/index.js';
@@ -16,6 +16,20 @@ import { grantValidity, type TtlPolicy } from './ttl.js';
 
 /** Serial as OpenSSL and Node print it: hex without the DER sign byte. */
 const serialHex = (serial: Buffer): string => (serial.length > 1 && serial[0] === 0 ? serial.subarray(1) : serial).toString('hex');
+
+/**
+ * One leaf encoder per signing bundle (its constant DER parts are encoded once); a replaced
+ * bundle's encoder goes with it.
+ */
+const leafEncoders = new WeakMap<SigningBundle, WorkloadLeafEncoder>();
+function leafEncoderFor(bundle: SigningBundle): WorkloadLeafEncoder {
+  let encoder = leafEncoders.get(bundle);
+  if (!encoder) {
+    encoder = new WorkloadLeafEncoder(bundle.signer, bundle.signingCert.facts.subjectKeyId);
+    leafEncoders.set(bundle, encoder);
+  }
+  return encoder;
+}
 
 /** The CA cannot sign right now (no valid signer); callers should retry, so this maps to UNAVAILABLE. */
 export class CaUnavailableError extends Error {
@@ -98,17 +112,14 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
     const validity = grantValidity(this.policy, req.requestedTtlSeconds, bundle.notAfter, now);
     const serial = randomSerial();
     const keyId = bundle.signingCert.facts.subjectKeyId;
-    const der = signCertificate(
-      workloadLeaf({
-        spiffeId: req.identity,
-        serialNumber: serial,
-        publicKeyDer: req.csr.publicKeyDer,
-        notBefore: validity.notBefore,
-        notAfter: validity.notAfter,
-        issuerKeyId: keyId,
-      }),
-      bundle.signer,
-    );
+    // The workload profile through the fast encoder (byte-identical to signCertificate(workloadLeaf(...)), see test/fast-path.test.ts).
+    const der = leafEncoderFor(bundle).issue({
+      spiffeId: req.identity,
+      serialNumber: serial,
+      publicKeyDer: req.csr.publicKeyDer,
+      notBefore: validity.notBefore,
+      notAfter: validity.notAfter,
+    });
     return {
       certChain: [encodePem('CERTIFICATE', der), ...bundle.chainPems, bundle.rootsPem],
       serialHex: serialHex(serial),

@@ -34,12 +34,12 @@ export function createRootCa(o: RootOptions): CaMaterial {
 }
 
 /** A self-signed root for an existing key: used to re-issue a root that keeps its key (old leaves still verify). */
-export function rootCertificateForKey(keyPem: string, o: Omit<RootOptions, 'key'>): string {
+export function rootCertificateForKey(keyPem: string, o: Omit<RootOptions, 'key'> & { subjectDer?: Buffer }): string {
   const privateKey = createPrivateKey(keyPem);
   const algorithm = signatureAlgorithmForKey(privateKey);
   if (!algorithm) throw new Error('unsupported root key type');
   const now = o.now ?? new Date();
-  const subjectDer = encodeName({ organization: o.organization, commonName: o.commonName });
+  const subjectDer = o.subjectDer ?? encodeName({ organization: o.organization, commonName: o.commonName });
   const der = signCertificate(
     caCertificate({
       serialNumber: randomSerial(),

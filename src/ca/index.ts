@@ -3,3 +3,6 @@ export { Authority, CaUnavailableError, type IssueRequest, type IssuedCertificat
 export { grantValidity, TtlError, type TtlPolicy, type Validity } from './ttl.js';
 export { loadCacerts, readCacertsFiles, ISTIO_FILES, TLS_FILES } from './cacerts.js';
 export { createRootCa, createIntermediateCa, rootCertificateForKey, type CaMaterial, type CacertsFiles, type RootOptions, type IntermediateOptions } from './hierarchy.js';
+export { CacertsReloader, compareRoots, type ReloaderOptions, type ReloadResult, type RootChange } from './reloader.js';
+export { ServingCertificateManager, parseGrace, type Grace, type ServingManagerOptions } from './serving.js';
+export { SelfSignedRoot, bundleFromRoot, rootNeedsRotation, type SelfSignedOptions, type SelfSignedRootMaterial } from './self-signed.js';

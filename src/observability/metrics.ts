@@ -157,7 +157,6 @@ export class CaMetrics {
     for (const c of [...certs, ...serving]) this.setExpiry(c);
     this.rootExpiry = firstRoot ? firstRoot.getTime() / 1000 : undefined;
     this.chainExpiry = firstChain ? firstChain.getTime() / 1000 : undefined;
-    this.trackedBundle = certs;
   }
 
   setServingCertificate(cert: TrackedCertificate): void {
@@ -166,7 +165,6 @@ export class CaMetrics {
     this.setExpiry(cert);
   }
 
-  private trackedBundle: TrackedCertificate[] = [];
   private trackedServing: TrackedCertificate[] = [];
 
   private setExpiry(c: TrackedCertificate): void {

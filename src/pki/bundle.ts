@@ -13,7 +13,7 @@ export interface NamedText {
   text: string;
 }
 
-export type BundleLayout = 'istio' | 'kubernetes-tls';
+export type BundleLayout = 'istio' | 'kubernetes-tls' | 'self-signed';
 
 /** The files of a cacerts folder, already read. `chain` lists the chain files in istiod's order. */
 export interface BundleFiles {
@@ -147,7 +147,10 @@ export function verifySigningBundle(files: BundleFiles, now: Date = new Date()):
   // chain does not start with the signing certificate, put it first: without it no client can
   // build a path, and istiod would silently return an unusable chain.
   const chainPems = chainCerts.map((c) => encodePem('CERTIFICATE', c.der));
-  if (!chainCerts[0]?.der.equals(signingCert.der)) {
+  const signerIsRoot = path.length === 1;
+  if (chainCerts.length === 0 && signerIsRoot) {
+    // A root signing directly (self-signed mode): istiod answers [leaf, root bundle].
+  } else if (!chainCerts[0]?.der.equals(signingCert.der)) {
     chainPems.unshift(encodePem('CERTIFICATE', signingCert.der));
     if (files.layout === 'istio') warnings.push(`${files.chain[0]?.name ?? 'cert-chain.pem'} does not start with the signing certificate; svid-ca puts it first in responses`);
   }

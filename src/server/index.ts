@@ -1,5 +1,6 @@
 /** gRPC wiring: the CreateCertificate handler, health, TLS, limits, errors to status codes. */
-export { startService, recordBundleMetrics, trackedCertificates, type RunningService, type ServiceOptions } from './service.js';
+export { startService, type RunningService, type ServiceOptions } from './service.js';
+export { BundleLifecycle, recordBundleMetrics, trackedCertificates, warnAboutSigner } from './lifecycle.js';
 export { loadServices, PROTO_DIR, CA_SERVICE_NAME, CREATE_CERTIFICATE_PATH, type IstioCertificateRequest, type IstioCertificateResponse } from './proto.js';
 export { classifyError, RequestError, type Failure } from './errors.js';
 export { ServingTls, type KeyAndChain } from './tls.js';

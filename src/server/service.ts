@@ -1,8 +1,9 @@
 import type { Server as HttpServer } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import { JwtAuthenticator, type Authenticator } from '../auth/index.js';
-import { Authority, loadCacerts } from '../ca/index.js';
-import { CaMetrics, startMonitoringServer, type Logger, type TrackedCertificate } from '../observability/index.js';
+import { Authority, loadCacerts, SelfSignedRoot, type Grace, type SelfSignedOptions } from '../ca/index.js';
+import { CaMetrics, startMonitoringServer, type Logger } from '../observability/index.js';
+import { BundleLifecycle, warnAboutSigner } from './lifecycle.js';
 import type { SigningBundle, LoadedCertificate } from '../pki/index.js';
 import { createCertificateHandler } from './certificate-service.js';
 import { HealthService } from './health.js';
@@ -27,10 +28,19 @@ export interface ServiceOptions {
   jwt: { issuer: string; audience: string; jwksFile?: string | undefined; jwksUri?: string | undefined } | undefined;
   clusterId: string | undefined;
   maxRequestBytes?: number;
+  reloadIntervalMs?: number;
+  allowRootReplacement?: boolean;
+  servingCertGrace?: Grace;
+  signerExpiryWarningMs?: number;
+  selfSigned?: SelfSignedOptionsInput | undefined;
 }
+
+/** Self-signed mode settings; the root's Organization is the trust domain, as istiod writes it. */
+export type SelfSignedOptionsInput = Omit<SelfSignedOptions, 'organization'>;
 
 export interface RunningService {
   authority: Authority;
+  lifecycle: BundleLifecycle;
   metrics: CaMetrics;
   health: HealthService;
   servingTls: ServingTls;
@@ -41,36 +51,6 @@ export interface RunningService {
 }
 
 const subjectOf = (c: LoadedCertificate) => (c.x509.subject ?? '').replace(/\n/g, ', ');
-
-/** The certificates of a bundle by role, for the expiry metrics. */
-export function trackedCertificates(bundle: SigningBundle): TrackedCertificate[] {
-  const track = (role: TrackedCertificate['role'], c: LoadedCertificate): TrackedCertificate => ({
-    role,
-    subject: subjectOf(c),
-    serial: c.facts.serialHex,
-    notAfter: new Date(c.x509.validTo),
-  });
-  const rootDers = bundle.roots.map((r) => r.der);
-  const intermediates = bundle.chainCerts.filter(
-    (c) => !c.der.equals(bundle.signingCert.der) && !rootDers.some((d) => d.equals(c.der)),
-  );
-  const unique = new Map<string, TrackedCertificate>();
-  for (const t of [...bundle.roots.map((c) => track('root', c)), ...intermediates.map((c) => track('intermediate', c)), track('signer', bundle.signingCert)]) {
-    unique.set(`${t.role}/${t.serial}/${t.subject}`, t);
-  }
-  return [...unique.values()];
-}
-
-export function recordBundleMetrics(metrics: CaMetrics, bundle: SigningBundle, maxTtlMs: number, now = new Date()): void {
-  const firstRoot = bundle.roots[0];
-  const firstChain = bundle.chainCerts[0];
-  metrics.setBundleCertificates(
-    trackedCertificates(bundle),
-    firstRoot ? new Date(firstRoot.x509.validTo) : undefined,
-    firstChain ? new Date(firstChain.x509.validTo) : undefined,
-  );
-  metrics.signerBeforeMaxTtl.set(bundle.notAfter.getTime() - now.getTime() < maxTtlMs ? 1 : 0);
-}
 
 function describeBundle(bundle: SigningBundle) {
   return {
@@ -90,21 +70,23 @@ function grpcAddress(l: Listen): string {
 
 /** Loads the bundle, issues the serving certificate, and starts the gRPC and monitoring listeners. */
 export async function startService(options: ServiceOptions, logger: Logger): Promise<RunningService> {
-  const bundle = loadCacerts(options.cacerts);
+  const selfSigned = options.selfSigned
+    ? new SelfSignedRoot({ ...options.selfSigned, organization: options.trustDomain }, (event) =>
+        logger.info({ dir: options.selfSigned?.dir ?? '(memory only)' }, `self-signed root ${event}`),
+      )
+    : undefined;
+  const bundle = selfSigned ? selfSigned.bundle() : loadCacerts(options.cacerts);
   const authority = new Authority(bundle, { defaultTtlMs: options.defaultTtlMs, maxTtlMs: options.maxTtlMs });
-  logger.info({ cacerts: options.cacerts, ...describeBundle(bundle) }, 'signing bundle loaded');
-  for (const w of bundle.warnings) logger.warn({ cacerts: options.cacerts }, w);
-  if (bundle.notAfter.getTime() - Date.now() < options.maxTtlMs) {
-    logger.warn({ signerNotAfter: bundle.notAfter.toISOString() }, 'the signing certificate expires sooner than --max-ttl from now: leaves will be clamped to its expiry');
-  }
+  logger.info({ cacerts: selfSigned ? '(self-signed)' : options.cacerts, ...describeBundle(bundle) }, 'signing bundle loaded');
+  warnAboutSigner(logger, bundle, options.maxTtlMs, options.signerExpiryWarningMs ?? 720 * 3_600_000);
 
   const metrics = new CaMetrics();
-  recordBundleMetrics(metrics, bundle, options.maxTtlMs);
+  let servingTls: ServingTls | undefined;
+  const lifecycle = new BundleLifecycle(authority, options, metrics, logger, () => servingTls, selfSigned);
+  lifecycle.recordBundle(bundle);
   metrics.lastReload.set(Date.now() / 1000);
-
-  const serving = authority.issueServing(options.servingDns, options.servingCertTtlMs);
-  const servingTls = new ServingTls(serving);
-  metrics.setServingCertificate({ role: 'serving', subject: options.servingDns.join(','), serial: serving.serialHex, notAfter: serving.notAfter });
+  const serving = lifecycle.serving.current;
+  servingTls = new ServingTls(serving);
   logger.info({ dnsNames: options.servingDns, notAfter: serving.notAfter.toISOString(), serial: serving.serialHex }, 'serving certificate issued');
 
   const authenticators: Authenticator[] = [];
@@ -148,10 +130,12 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
     server.forceShutdown();
     throw err;
   }
+  lifecycle.start();
   logger.info({ grpc: grpcAddress({ ...options.listen, port: grpcPort }), monitoring: grpcAddress({ ...options.monitoringListen, port: monitoring.port }) }, 'svid-ca serving');
 
   return {
     authority,
+    lifecycle,
     metrics,
     health,
     servingTls,
@@ -162,6 +146,7 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
       accepting = false;
       refreshHealth();
       clearInterval(readinessTimer);
+      lifecycle.stop();
       health.close();
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {

@@ -1,0 +1,151 @@
+import { formatGoDuration } from '../duration.js';
+import { CacertsReloader, SelfSignedRoot, ServingCertificateManager, type Authority, type Grace, type ReloadResult } from '../ca/index.js';
+import type { CaMetrics, Logger, TrackedCertificate } from '../observability/index.js';
+import { BundleError, type LoadedCertificate, type SigningBundle } from '../pki/index.js';
+import type { ServingTls } from './tls.js';
+
+export interface LifecycleOptions {
+  cacerts: string;
+  maxTtlMs: number;
+  servingDns: string[];
+  servingCertTtlMs: number;
+  servingCertGrace?: Grace | undefined;
+  reloadIntervalMs?: number | undefined;
+  allowRootReplacement?: boolean | undefined;
+  signerExpiryWarningMs?: number | undefined;
+}
+
+const subjectOf = (c: LoadedCertificate) => (c.x509.subject ?? '').replace(/\n/g, ', ');
+
+/** The certificates of a bundle by role, for the expiry metrics. */
+export function trackedCertificates(bundle: SigningBundle): TrackedCertificate[] {
+  const track = (role: TrackedCertificate['role'], c: LoadedCertificate): TrackedCertificate => ({
+    role,
+    subject: subjectOf(c),
+    serial: c.facts.serialHex,
+    notAfter: new Date(c.x509.validTo),
+  });
+  const rootDers = bundle.roots.map((r) => r.der);
+  const intermediates = bundle.chainCerts.filter((c) => !c.der.equals(bundle.signingCert.der) && !rootDers.some((d) => d.equals(c.der)));
+  const unique = new Map<string, TrackedCertificate>();
+  for (const t of [...bundle.roots.map((c) => track('root', c)), ...intermediates.map((c) => track('intermediate', c)), track('signer', bundle.signingCert)]) {
+    unique.set(`${t.role}/${t.serial}/${t.subject}`, t);
+  }
+  return [...unique.values()];
+}
+
+/** Expiry gauges (svid-ca's and istiod's) and the clamping flag for a bundle. */
+export function recordBundleMetrics(metrics: CaMetrics, bundle: SigningBundle, maxTtlMs: number, now = new Date()): void {
+  const firstRoot = bundle.roots[0];
+  const firstChain = bundle.chainCerts[0];
+  metrics.setBundleCertificates(
+    trackedCertificates(bundle),
+    firstRoot ? new Date(firstRoot.x509.validTo) : undefined,
+    firstChain ? new Date(firstChain.x509.validTo) : undefined,
+  );
+  metrics.signerBeforeMaxTtl.set(bundle.notAfter.getTime() - now.getTime() < maxTtlMs ? 1 : 0);
+}
+
+const DEFAULTS = { reloadIntervalMs: 10_000, signerExpiryWarningMs: 720 * 3_600_000, grace: { fraction: 0.5 } as Grace };
+
+/** The expiry warnings an operator needs at start and after each reload. */
+export function warnAboutSigner(logger: Logger, bundle: SigningBundle, maxTtlMs: number, warningMs: number, now = Date.now()): void {
+  const left = bundle.notAfter.getTime() - now;
+  const fields = { signerNotAfter: bundle.notAfter.toISOString(), signerTimeLeft: formatGoDuration(left) };
+  if (left < maxTtlMs) logger.warn({ ...fields, maxTtl: formatGoDuration(maxTtlMs) }, 'the signing certificate expires sooner than --max-ttl from now: leaves will be clamped to its expiry');
+  if (left < warningMs) logger.warn({ ...fields, warning: formatGoDuration(warningMs) }, 'the signing certificate expires within --signer-expiry-warning: rotate the intermediate');
+  for (const w of bundle.warnings) logger.warn({}, w);
+}
+
+/**
+ * Everything that changes the signing material while svid-ca runs: cacerts hot reload (or the
+ * self-signed root rotator), and the serving certificate, re-issued after each change and renewed
+ * before it expires.
+ */
+export class BundleLifecycle {
+  readonly serving: ServingCertificateManager;
+  private reloader: CacertsReloader | undefined;
+
+  constructor(
+    private readonly authority: Authority,
+    private readonly options: LifecycleOptions,
+    private readonly metrics: CaMetrics,
+    private readonly logger: Logger,
+    private readonly tls: () => ServingTls | undefined,
+    private readonly selfSigned: SelfSignedRoot | undefined,
+  ) {
+    this.serving = new ServingCertificateManager(authority, {
+      dnsNames: options.servingDns,
+      ttlMs: options.servingCertTtlMs,
+      grace: options.servingCertGrace ?? DEFAULTS.grace,
+    });
+    this.recordServing();
+    this.serving.on('renewed', (cert, reason) => {
+      this.tls()?.update(cert);
+      this.recordServing();
+      logger.info({ reason, notAfter: cert.notAfter.toISOString(), serial: cert.serialHex, renewAt: this.serving.renewAt().toISOString() }, 'serving certificate renewed');
+    });
+    this.serving.on('error', (err) => logger.error({ err: err.message }, 'serving certificate renewal failed; retrying'));
+    authority.on('bundle', (bundle) => {
+      this.metrics.lastReload.set(Date.now() / 1000);
+      this.recordBundle(bundle);
+      this.serving.renew('signing bundle changed');
+    });
+  }
+
+  start(): void {
+    this.serving.start();
+    if (this.selfSigned) {
+      this.selfSigned.startRotation(this.authority, (err) => this.logger.error({ err: err.message }, 'self-signed root rotation failed'));
+      return;
+    }
+    this.reloader = new CacertsReloader(
+      this.authority,
+      {
+        dir: this.options.cacerts,
+        pollIntervalMs: this.options.reloadIntervalMs ?? DEFAULTS.reloadIntervalMs,
+        allowRootReplacement: this.options.allowRootReplacement ?? false,
+      },
+      { onResult: (r) => this.onReload(r) },
+    );
+    this.reloader.start();
+  }
+
+  /** Checks the cacerts folder now (tests and the poll call this). */
+  checkNow(): ReloadResult | undefined {
+    return this.reloader?.check();
+  }
+
+  stop(): void {
+    this.reloader?.stop();
+    this.serving.stop();
+    this.selfSigned?.stop();
+  }
+
+  recordBundle(bundle: SigningBundle): void {
+    recordBundleMetrics(this.metrics, bundle, this.options.maxTtlMs);
+  }
+
+  private recordServing(): void {
+    const c = this.serving.current;
+    this.metrics.setServingCertificate({ role: 'serving', subject: this.options.servingDns.join(','), serial: c.serialHex, notAfter: c.notAfter });
+  }
+
+  private onReload(r: ReloadResult): void {
+    if (r.result === 'success') {
+      this.metrics.bundleReloads.inc({ result: 'success' });
+      this.logger.info(
+        { cacerts: this.options.cacerts, signer: (r.bundle.signingCert.x509.subject ?? '').replace(/\n/g, ', '), signerNotAfter: r.bundle.notAfter.toISOString(), rootsAdded: r.roots.added, rootsRemoved: r.roots.removed },
+        'signing bundle reloaded',
+      );
+      warnAboutSigner(this.logger, r.bundle, this.options.maxTtlMs, this.options.signerExpiryWarningMs ?? DEFAULTS.signerExpiryWarningMs);
+    } else if (r.result === 'failure') {
+      this.metrics.bundleReloads.inc({ result: 'failure' });
+      const e = r.error;
+      this.logger.error(
+        e instanceof BundleError ? { file: e.file, problem: e.problem } : { err: e.message },
+        'cacerts reload refused; still serving with the current bundle',
+      );
+    }
+  }
+}
