@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { errors as joseErrors } from 'jose';
@@ -13,6 +14,49 @@ export interface JwtAuthenticatorOptions {
   jwksUri?: string | undefined;
   /** Leeway for exp/nbf, seconds (at most 60). */
   clockToleranceSeconds?: number;
+  /** How many verified tokens to remember (by SHA-256) until they expire; 0 turns the cache off. Default 10,000. */
+  verifiedTokenCacheSize?: number;
+}
+
+/**
+ * Verified tokens by the SHA-256 of the token, each until its own exp (without clock tolerance).
+ * An agent presents the same token on every retry and rotation until kubelet refreshes it, and a
+ * signature check costs ~100 us while a hash costs ~1 us. Bounded: at capacity the oldest entry
+ * goes. Holds no token: only its hash and the Caller it proved. A key removed from the JWKS stops
+ * new tokens at once; tokens it verified before stay accepted until their exp, as with any
+ * bearer token already accepted.
+ */
+export class VerifiedTokenCache {
+  readonly #entries = new Map<string, { caller: Caller; expiresAtMs: number }>();
+
+  constructor(readonly maxEntries: number) {}
+
+  static keyOf(token: string): string {
+    return createHash('sha256').update(token).digest('base64');
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  get(key: string, nowMs: number = Date.now()): Caller | undefined {
+    const entry = this.#entries.get(key);
+    if (!entry) return undefined;
+    if (nowMs >= entry.expiresAtMs) {
+      this.#entries.delete(key);
+      return undefined;
+    }
+    return { ...entry.caller };
+  }
+
+  set(key: string, caller: Caller, expiresAtMs: number, nowMs: number = Date.now()): void {
+    if (this.maxEntries <= 0 || expiresAtMs <= nowMs) return;
+    if (this.#entries.size >= this.maxEntries && !this.#entries.has(key)) {
+      const oldest = this.#entries.keys().next().value;
+      if (oldest !== undefined) this.#entries.delete(oldest);
+    }
+    this.#entries.set(key, { caller: { ...caller }, expiresAtMs });
+  }
 }
 
 /** Tokens beyond this size are refused before any parsing. Kubernetes tokens are about 1 KiB. */
@@ -62,8 +106,11 @@ interface KubernetesClaims {
 export class JwtAuthenticator implements Authenticator {
   readonly name = 'jwt';
   private readonly keys: JWTVerifyGetKey;
+  /** Tokens already verified, until their exp (see VerifiedTokenCache). */
+  readonly verified: VerifiedTokenCache;
 
   constructor(private readonly options: JwtAuthenticatorOptions) {
+    this.verified = new VerifiedTokenCache(options.verifiedTokenCacheSize ?? 10_000);
     if (options.jwksFile) this.keys = fileKeySet(options.jwksFile);
     else if (options.jwksUri) this.keys = createRemoteJWKSet(new URL(options.jwksUri), { cooldownDuration: 5_000, timeoutDuration: 5_000 });
     else throw new Error('JwtAuthenticator needs a JWKS file or URI');
@@ -72,6 +119,9 @@ export class JwtAuthenticator implements Authenticator {
   async authenticate(creds: CallCredentials): Promise<Caller | undefined> {
     const token = bearerToken(creds);
     if (token === undefined) return undefined;
+    const cacheKey = VerifiedTokenCache.keyOf(token);
+    const cached = this.verified.get(cacheKey);
+    if (cached) return cached;
     let payload: JWTPayload;
     try {
       ({ payload } = await jwtVerify(token, this.keys, {
@@ -82,7 +132,9 @@ export class JwtAuthenticator implements Authenticator {
     } catch (err) {
       throw this.describe(err);
     }
-    return this.callerFrom(payload);
+    const caller = this.callerFrom(payload);
+    if (typeof payload.exp === 'number') this.verified.set(cacheKey, caller, payload.exp * 1000);
+    return caller;
   }
 
   private callerFrom(payload: JWTPayload): Caller {
