@@ -43,6 +43,7 @@ export class CaMetrics {
   readonly signerBeforeMaxTtl: Gauge;
   readonly certExpiry: Gauge<'role' | 'subject' | 'serial'>;
   private rootExpiry: number | undefined;
+  private signer: { notAfterMs: number; maxTtlMs: number } | undefined;
   private chainExpiry: number | undefined;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
@@ -136,6 +137,10 @@ export class CaMetrics {
       name: 'svid_ca_signer_expires_before_max_ttl',
       help: '1 when the signing certificate expires sooner than the max TTL from now (leaves are being clamped), else 0.',
       registers,
+      // Evaluated at scrape time: it must flip to 1 as time passes, not only when a bundle loads.
+      collect() {
+        if (self.signer) this.set(self.signer.notAfterMs - Date.now() < self.signer.maxTtlMs ? 1 : 0);
+      },
     });
     this.certExpiry = new Gauge({
       name: 'svid_ca_cert_expiry_timestamp_seconds',
@@ -157,6 +162,11 @@ export class CaMetrics {
     for (const c of [...certs, ...serving]) this.setExpiry(c);
     this.rootExpiry = firstRoot ? firstRoot.getTime() / 1000 : undefined;
     this.chainExpiry = firstChain ? firstChain.getTime() / 1000 : undefined;
+  }
+
+  /** The signer whose expiry svid_ca_signer_expires_before_max_ttl compares with the max TTL. */
+  setSigner(notAfter: Date, maxTtlMs: number): void {
+    this.signer = { notAfterMs: notAfter.getTime(), maxTtlMs };
   }
 
   setServingCertificate(cert: TrackedCertificate): void {

@@ -35,7 +35,7 @@ export function trackedCertificates(bundle: SigningBundle): TrackedCertificate[]
 }
 
 /** Expiry gauges (svid-ca's and istiod's) and the clamping flag for a bundle. */
-export function recordBundleMetrics(metrics: CaMetrics, bundle: SigningBundle, maxTtlMs: number, now = new Date()): void {
+export function recordBundleMetrics(metrics: CaMetrics, bundle: SigningBundle, maxTtlMs: number): void {
   const firstRoot = bundle.roots[0];
   const firstChain = bundle.chainCerts[0];
   metrics.setBundleCertificates(
@@ -43,7 +43,7 @@ export function recordBundleMetrics(metrics: CaMetrics, bundle: SigningBundle, m
     firstRoot ? new Date(firstRoot.x509.validTo) : undefined,
     firstChain ? new Date(firstChain.x509.validTo) : undefined,
   );
-  metrics.signerBeforeMaxTtl.set(bundle.notAfter.getTime() - now.getTime() < maxTtlMs ? 1 : 0);
+  metrics.setSigner(bundle.notAfter, maxTtlMs);
 }
 
 const DEFAULTS = { reloadIntervalMs: 10_000, signerExpiryWarningMs: 720 * 3_600_000, grace: { fraction: 0.5 } as Grace };
