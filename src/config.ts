@@ -3,6 +3,9 @@ import { ConfigError, parseFlags, type FlagSource, type FlagSpec, type HostPort 
 import { formatGoDuration, parseDuration } from './duration.js';
 import { parseGrace, type Grace } from './ca/index.js';
 import { KEY_SPECS, type KeySpec } from './pki/index.js';
+import { parseNodeAccounts } from './auth/index.js';
+// Type only: loading @kubernetes/client-node is left to `serve` with a Kubernetes flag.
+import type { KubeOptions } from './kube/index.js';
 
 export { ConfigError } from './flags.js';
 
@@ -32,6 +35,18 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'self-signed-key', kind: 'string', default: 'ec-p256', help: 'key of the self-signed root: ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096' },
   { name: 'root-grace-percentile', kind: 'int', default: '20', istioEnv: 'CITADEL_SELF_SIGNED_ROOT_CERT_GRACE_PERIOD_PERCENTILE', help: 're-issue the self-signed root (same key) when less than this percentage of its life remains' },
   { name: 'root-check-interval', kind: 'duration', default: '1h', istioEnv: 'CITADEL_SELF_SIGNED_ROOT_CERT_CHECK_INTERVAL', help: 'how often the self-signed root is checked for re-issue' },
+  { name: 'kubeconfig', kind: 'string', help: 'kubeconfig file for the Kubernetes API (default: the in-cluster service account)' },
+  { name: 'token-review', kind: 'boolean', help: 'authenticate bearer tokens with the Kubernetes TokenReview API (audience --jwt-audience)' },
+  { name: 'token-review-cache-ttl', kind: 'duration', default: '60s', help: "keep a token's positive TokenReview this long at most (and never past its exp)" },
+  { name: 'token-review-concurrency', kind: 'int', default: '32', help: 'TokenReviews in flight at most; further calls wait' },
+  { name: 'client-cert-auth', kind: 'boolean', help: 'accept a valid SVID of the trust domain presented as TLS client certificate as the identity (renewal without a token)' },
+  { name: 'trusted-node-accounts', kind: 'list', help: 'ns/sa,... allowed to impersonate workloads on their own node (ztunnel), e.g. istio-system/ztunnel' },
+  { name: 'publish-root-configmap', kind: 'boolean', help: 'keep ConfigMap istio-ca-root-cert equal to the root bundle in every namespace (leader only)' },
+  { name: 'root-configmap-namespace-selector', kind: 'string', help: 'label selector: publish istio-ca-root-cert only in matching namespaces' },
+  { name: 'leader-election-namespace', kind: 'string', help: "namespace of the svid-ca Lease (default: the pod's namespace, else istio-system)" },
+  { name: 'istiod-cert-secret', kind: 'string', help: "ns/name of a kubernetes.io/tls Secret to keep istiod's serving certificate in, e.g. istio-system/istiod-tls (leader only)" },
+  { name: 'istiod-dns', kind: 'list', default: 'istiod.istio-system.svc', help: "DNS SANs of istiod's serving certificate" },
+  { name: 'istiod-cert-ttl', kind: 'duration', default: '24h', help: "lifetime of istiod's serving certificate (renewed at half-life)" },
   { name: 'dev', kind: 'boolean', help: 'development mode: create and use the dev CA and JWT issuer in certs-dev/, listen on loopback' },
   { name: 'dev-dir', kind: 'string', help: 'where the dev CA lives (default: certs-dev/ of the package)' },
 ];
@@ -67,6 +82,9 @@ export interface ServeConfig {
   servingCertGrace: Grace;
   signerExpiryWarningMs: number;
   selfSigned: SelfSignedConfig | undefined;
+  /** Kubernetes integration (src/kube); undefined when no flag asks for it. */
+  kubernetes: KubeOptions | undefined;
+  clientCertAuth: boolean;
   logLevel: string;
   dev: boolean;
   devDir: string | undefined;
@@ -96,6 +114,8 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     servingCertGrace: { fraction: 0.5 },
     signerExpiryWarningMs: ms('signer-expiry-warning'),
     selfSigned: undefined,
+    kubernetes: undefined,
+    clientCertAuth: values.get('client-cert-auth') === true,
     logLevel: str('log-level')!,
     dev: values.get('dev') as boolean,
     devDir: str('dev-dir'),
@@ -139,10 +159,50 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new ConfigError(`--jwks-uri: invalid value "${jwksUri}" (want an https:// URL)`);
   }
   if (issuer) cfg.jwt = { issuer, audience: str('jwt-audience')!, jwksFile, jwksUri };
+  cfg.kubernetes = kubernetesConfig(values, str('jwt-audience')!);
   return cfg;
+}
+
+/** The Kubernetes flags, checked; undefined when none of them asks for the API server. */
+function kubernetesConfig(values: Map<string, unknown>, audience: string): KubeOptions | undefined {
+  const str = (n: string) => (values.get(n) as string | undefined) || undefined;
+  const trusted = (values.get('trusted-node-accounts') as string[] | undefined) ?? [];
+  try {
+    parseNodeAccounts(trusted);
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  const concurrency = values.get('token-review-concurrency') as number;
+  if (concurrency < 1) throw new ConfigError('--token-review-concurrency: must be at least 1');
+  const selector = str('root-configmap-namespace-selector');
+  const publish = values.get('publish-root-configmap') === true;
+  if (selector && !publish) throw new ConfigError('--root-configmap-namespace-selector: only meaningful with --publish-root-configmap');
+  const secret = str('istiod-cert-secret');
+  let istiodCert: KubeOptions['istiodCert'];
+  if (secret) {
+    const [namespace, name, ...rest] = secret.split('/');
+    if (rest.length > 0 || !namespace || !name) throw new ConfigError(`--istiod-cert-secret: invalid value "${secret}" (want namespace/name, e.g. istio-system/istiod-tls)`);
+    const dnsNames = values.get('istiod-dns') as string[];
+    if (dnsNames.length === 0) throw new ConfigError('--istiod-dns: at least one DNS name is required');
+    const ttlMs = values.get('istiod-cert-ttl') as number;
+    if (ttlMs < 60_000) throw new ConfigError('--istiod-cert-ttl: must be at least 1m');
+    istiodCert = { namespace, name, dnsNames, ttlMs };
+  }
+  const options: KubeOptions = {
+    kubeconfig: str('kubeconfig'),
+    tokenReview: values.get('token-review') === true ? { audiences: [audience], cacheTtlMs: values.get('token-review-cache-ttl') as number, concurrency } : undefined,
+    trustedNodeAccounts: trusted,
+    publishRootConfigMap: publish ? { namespaceSelector: selector } : undefined,
+    leaderElectionNamespace: str('leader-election-namespace'),
+    istiodCert,
+  };
+  const needed = options.tokenReview || trusted.length > 0 || options.publishRootConfigMap || options.istiodCert;
+  return needed ? options : undefined;
 }
 
 /** Checks that need the final config (after --dev filled in its defaults). */
 export function requireAuthenticator(cfg: ServeConfig): void {
-  if (!cfg.jwt) throw new ConfigError('--jwt-issuer: no authenticator configured; set --jwt-issuer with --jwks-file or --jwks-uri');
+  if (!cfg.jwt && !cfg.kubernetes?.tokenReview && !cfg.clientCertAuth) {
+    throw new ConfigError('--jwt-issuer: no authenticator configured; set --jwt-issuer with --jwks-file or --jwks-uri, or --token-review, or --client-cert-auth');
+  }
 }

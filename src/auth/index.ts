@@ -4,3 +4,6 @@ export { JwtAuthenticator, bearerToken, MAX_TOKEN_BYTES, type JwtAuthenticatorOp
 export { authenticateCall, type AuthenticationOptions } from './authenticate.js';
 export { authorizeSans, AuthzError, type AuthzFailure } from './authorize.js';
 export { spiffeId, parseServiceAccountUsername, isKubernetesName } from './spiffe.js';
+export { TokenReviewAuthenticator, ConcurrencyLimit, type TokenReviewer, type TokenReviewStatus, type TokenReviewAuthenticatorOptions } from './token-review.js';
+export { ClientCertAuthenticator, type ClientCertAuthenticatorOptions } from './client-cert.js';
+export { ImpersonationAuthorizer, parseNodeAccounts, parseWorkloadSpiffeId, type PodDirectory, type PodFacts, type ImpersonationOptions } from './impersonation.js';

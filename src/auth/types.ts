@@ -4,6 +4,8 @@ export interface CallCredentials {
   authorization: string[];
   /** Values of the `clusterid` metadata key (Istio agents always send one, possibly empty). */
   clusterId: string[];
+  /** DER of the client's TLS certificate, present only when the handshake verified it against the root bundle. */
+  peerCertificate?: Buffer | undefined;
 }
 
 /** An authenticated caller. */

@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { authenticateCall, authorizeSans, type AuthenticationOptions, type Authenticator, type Caller } from '../auth/index.js';
+import { AuthError, authenticateCall, authorizeSans, AuthzError, type AuthenticationOptions, type Authenticator, type Caller, type ImpersonationAuthorizer } from '../auth/index.js';
 import type { Authority, IssuedCertificate } from '../ca/index.js';
 import type { CaMetrics, Logger } from '../observability/index.js';
 import { parseCsrPem } from '../pki/index.js';
@@ -11,6 +11,8 @@ export interface CertificateServiceDeps {
   authority: Authority;
   authenticators: readonly Authenticator[];
   authOptions: AuthenticationOptions;
+  /** --trusted-node-accounts: honours metadata ImpersonatedIdentity (ztunnel); absent = impersonation refused. */
+  impersonation?: ImpersonationAuthorizer | undefined;
   metrics: CaMetrics;
   logger: Logger;
 }
@@ -22,6 +24,8 @@ interface AuditRecord {
   namespace?: string | undefined;
   serviceAccount?: string | undefined;
   pod?: string | undefined;
+  /** metadata ImpersonatedIdentity, when the caller asked to impersonate (ztunnel). */
+  impersonatedIdentity?: string | undefined;
   clusterId?: string | undefined;
   requestedTtlSeconds?: number | undefined;
   grantedTtlSeconds?: number | undefined;
@@ -31,6 +35,18 @@ interface AuditRecord {
   code: string;
   reason?: string | undefined;
   durationMs: number;
+}
+
+/** The SAN rule; for an impersonation a SAN other than the impersonated identity is an impersonation failure (UNAUTHENTICATED, counted). */
+function authorizeSansFor(sans: Parameters<typeof authorizeSans>[0], identity: string, impersonating: boolean): void {
+  try {
+    authorizeSans(sans, identity);
+  } catch (err) {
+    if (impersonating && err instanceof AuthzError && err.failure === 'permission_denied') {
+      throw new AuthError('unauthenticated', `impersonation refused: the CSR's SAN must equal the impersonated identity (${err.message})`);
+    }
+    throw err;
+  }
 }
 
 function firstString(md: grpc.Metadata, key: string): string[] {
@@ -46,6 +62,7 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
     metrics.inFlight.inc();
     const clusterIds = firstString(call.metadata, 'clusterid');
     let caller: Caller | undefined;
+    let impersonatedIdentity: string | undefined;
     let requestedTtl: bigint | undefined;
 
     const finish = (issued: IssuedCertificate | undefined, err: unknown) => {
@@ -58,6 +75,7 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
         namespace: caller?.namespace,
         serviceAccount: caller?.serviceAccount,
         pod: caller?.podName,
+        impersonatedIdentity,
         clusterId: clusterIds[0],
         requestedTtlSeconds: requestedTtl !== undefined && requestedTtl > 0n ? Number(requestedTtl) : undefined,
         code: 'OK',
@@ -93,19 +111,24 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
     };
 
     const handle = async (): Promise<IssuedCertificate> => {
-      const creds = { authorization: firstString(call.metadata, 'authorization'), clusterId: clusterIds };
+      // grpc-js exposes the client certificate only when the handshake verified it (--client-cert-auth).
+      const peerCertificate = call.getAuthContext?.()?.sslPeerCertificate?.raw;
+      const creds = { authorization: firstString(call.metadata, 'authorization'), clusterId: clusterIds, peerCertificate };
       caller = await authenticateCall(deps.authenticators, creds, deps.authOptions);
       const metadata = readRequestMetadata(call.request.metadata);
+      let identity = caller.identity;
       if (metadata.impersonatedIdentity) {
-        throw new RequestError(grpc.status.UNAUTHENTICATED, 'unauthenticated', 'request impersonation authentication failure: impersonation is not enabled on this CA (no trusted node accounts)');
+        impersonatedIdentity = metadata.impersonatedIdentity.slice(0, 512);
+        if (!deps.impersonation) throw new AuthError('unauthenticated', 'impersonation refused: impersonation is not enabled on this CA (no --trusted-node-accounts)');
+        identity = deps.impersonation.authorize(caller, metadata.impersonatedIdentity);
       }
       if (typeof call.request.csr !== 'string' || call.request.csr.length === 0) {
         throw new RequestError(grpc.status.INVALID_ARGUMENT, 'invalid_csr', 'CSR error: the request carries no CSR (field csr is empty)');
       }
       const csr = parseCsrPem(call.request.csr);
-      authorizeSans(csr.sans, caller.identity);
+      authorizeSansFor(csr.sans, identity, impersonatedIdentity !== undefined);
       requestedTtl = readValidityDuration(call.request.validity_duration);
-      return authority.issue({ identity: caller.identity, csr, requestedTtlSeconds: requestedTtl });
+      return authority.issue({ identity, csr, requestedTtlSeconds: requestedTtl });
     };
 
     handle().then(

@@ -1,6 +1,7 @@
 import type { Server as HttpServer } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
-import { JwtAuthenticator, type Authenticator } from '../auth/index.js';
+import { ClientCertAuthenticator, ImpersonationAuthorizer, JwtAuthenticator, parseNodeAccounts, TokenReviewAuthenticator, type Authenticator } from '../auth/index.js';
+import type { KubeOptions, KubernetesIntegration } from '../kube/index.js';
 import { Authority, loadCacerts, SelfSignedRoot, type Grace, type SelfSignedOptions } from '../ca/index.js';
 import { CaMetrics, startMonitoringServer, type Logger } from '../observability/index.js';
 import { BundleLifecycle, warnAboutSigner } from './lifecycle.js';
@@ -8,7 +9,7 @@ import type { SigningBundle, LoadedCertificate } from '../pki/index.js';
 import { createCertificateHandler } from './certificate-service.js';
 import { HealthService } from './health.js';
 import { loadServices } from './proto.js';
-import { ServingTls } from './tls.js';
+import { ClientCaProvider, ServingTls } from './tls.js';
 
 interface Listen {
   host: string;
@@ -33,6 +34,10 @@ export interface ServiceOptions {
   servingCertGrace?: Grace;
   signerExpiryWarningMs?: number;
   selfSigned?: SelfSignedOptionsInput | undefined;
+  /** Kubernetes integration: TokenReview, impersonation, root ConfigMaps, istiod-tls (src/kube). */
+  kubernetes?: KubeOptions | undefined;
+  /** --client-cert-auth: request client certificates, verified against the current root bundle. */
+  clientCertAuth?: boolean | undefined;
 }
 
 /** Self-signed mode settings; the root's Organization is the trust domain, as istiod writes it. */
@@ -44,6 +49,8 @@ export interface RunningService {
   metrics: CaMetrics;
   health: HealthService;
   servingTls: ServingTls;
+  /** The Kubernetes parts, when options.kubernetes asked for any. */
+  kube: KubernetesIntegration | undefined;
   grpcPort: number;
   monitoringPort: number;
   isReady(): boolean;
@@ -86,13 +93,31 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
   lifecycle.recordBundle(bundle);
   metrics.lastReload.set(Date.now() / 1000);
   const serving = lifecycle.serving.current;
-  servingTls = new ServingTls(serving);
+  // --client-cert-auth: the listener asks for (does not require) a client certificate, verified
+  // against the current root bundle; a bundle change rebuilds the secure context.
+  const clientCa = options.clientCertAuth ? new ClientCaProvider(authority.bundle.rootsPem) : null;
+  if (clientCa) authority.on('bundle', (b) => clientCa.update(b.rootsPem));
+  servingTls = new ServingTls(serving, clientCa);
   logger.info({ dnsNames: options.servingDns, notAfter: serving.notAfter.toISOString(), serial: serving.serialHex }, 'serving certificate issued');
 
+  // Loaded only when asked for: @kubernetes/client-node is large.
+  const kube: KubernetesIntegration | undefined = options.kubernetes
+    ? (await import('../kube/index.js')).startKubernetes(options.kubernetes, { authority, registry: metrics.registry, logger })
+    : undefined;
+
+  // Fixed order: client certificate, JWT, TokenReview; the first that yields a caller wins.
   const authenticators: Authenticator[] = [];
+  if (options.clientCertAuth) authenticators.push(new ClientCertAuthenticator({ trustDomain: options.trustDomain }));
   if (options.jwt) {
     authenticators.push(new JwtAuthenticator({ ...options.jwt, trustDomain: options.trustDomain }));
   }
+  const tokenReview = options.kubernetes?.tokenReview;
+  if (tokenReview && kube?.tokenReviewer) {
+    authenticators.push(new TokenReviewAuthenticator({ ...tokenReview, reviewer: kube.tokenReviewer, trustDomain: options.trustDomain }));
+  }
+  const impersonation = kube?.pods
+    ? new ImpersonationAuthorizer({ trustedNodeAccounts: parseNodeAccounts(options.kubernetes?.trustedNodeAccounts ?? []), pods: kube.pods, trustDomain: options.trustDomain })
+    : undefined;
 
   const services = loadServices();
   const health = new HealthService();
@@ -107,6 +132,7 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
       authority,
       authenticators,
       authOptions: { clusterId: options.clusterId },
+      impersonation,
       metrics,
       logger,
     }),
@@ -139,6 +165,7 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
     metrics,
     health,
     servingTls,
+    kube,
     grpcPort,
     monitoringPort: monitoring.port,
     isReady,
@@ -158,6 +185,7 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
           resolve();
         });
       });
+      await kube?.close();
       const closed = new Promise<void>((resolve) => monitoring.server.close(() => resolve()));
       monitoring.server.closeAllConnections();
       await closed;

@@ -18,12 +18,13 @@ export class ServingTls implements grpc.experimental.CertificateProvider {
   private identity: grpc.experimental.IdentityCertificateUpdate;
   private readonly identityListeners = new Set<IdentityListener>();
 
-  constructor(initial: KeyAndChain) {
+  constructor(initial: KeyAndChain, clientCa: ClientCaProvider | null = null) {
     this.identity = toUpdate(initial);
     // grpc-js 1.14 names the factory's parameters (ca, identity) but hands them to a constructor
-    // taking (identity, ca): the first argument is the identity. null for the other: client
-    // certificates are not requested.
-    this.credentials = grpc.experimental.createCertificateProviderServerCredentials(this, null, false);
+    // taking (identity, ca): the first argument is the identity. With a CA provider the listener
+    // requests (requestCert) but does not require (false) a client certificate; without one
+    // (null) client certificates are not requested.
+    this.credentials = grpc.experimental.createCertificateProviderServerCredentials(this, clientCa, false);
   }
 
   update(next: KeyAndChain): void {
@@ -46,6 +47,39 @@ export class ServingTls implements grpc.experimental.CertificateProvider {
 
   addCaCertificateListener(_listener: CaListener): void {}
   removeCaCertificateListener(_listener: CaListener): void {}
+}
+
+/**
+ * The roots client certificates are verified against (--client-cert-auth): the current root bundle.
+ * update() rebuilds the listener's secure context, so new handshakes use the new bundle.
+ */
+export class ClientCaProvider implements grpc.experimental.CertificateProvider {
+  private ca: grpc.experimental.CaCertificateUpdate;
+  private readonly caListeners = new Set<CaListener>();
+
+  constructor(rootsPem: string) {
+    this.ca = { caCertificate: Buffer.from(rootsPem) };
+  }
+
+  update(rootsPem: string): void {
+    this.ca = { caCertificate: Buffer.from(rootsPem) };
+    for (const l of this.caListeners) l(this.ca);
+  }
+
+  addCaCertificateListener(listener: CaListener): void {
+    this.caListeners.add(listener);
+    // Same ordering concern as ServingTls.addIdentityCertificateListener.
+    queueMicrotask(() => {
+      if (this.caListeners.has(listener)) listener(this.ca);
+    });
+  }
+
+  removeCaCertificateListener(listener: CaListener): void {
+    this.caListeners.delete(listener);
+  }
+
+  addIdentityCertificateListener(_listener: IdentityListener): void {}
+  removeIdentityCertificateListener(_listener: IdentityListener): void {}
 }
 
 function toUpdate(k: KeyAndChain): grpc.experimental.IdentityCertificateUpdate {

@@ -1,0 +1,53 @@
+import { X509Certificate } from 'node:crypto';
+import { inspectCertificate } from '../pki/index.js';
+import { parseWorkloadSpiffeId } from './impersonation.js';
+import { AuthError, type Authenticator, type CallCredentials, type Caller } from './types.js';
+
+export interface ClientCertAuthenticatorOptions {
+  trustDomain: string;
+  clock?: () => Date;
+}
+
+/**
+ * Renewal over mTLS without a token (VMs with PROV_CERT, agents holding a valid SVID). The TLS
+ * listener has already verified the presented chain against the current root bundle (grpc-js hands
+ * a peer certificate to the handler only when the handshake authorized it). Because connections
+ * are long-lived, the leaf's validity period is checked again on every call.
+ *
+ * A certificate that does not qualify falls through to the token authenticators when the call
+ * also carries a token; without one the call fails with the reason.
+ */
+export class ClientCertAuthenticator implements Authenticator {
+  readonly name = 'client-cert';
+
+  constructor(private readonly options: ClientCertAuthenticatorOptions) {}
+
+  async authenticate(creds: CallCredentials): Promise<Caller | undefined> {
+    const der = creds.peerCertificate;
+    if (!der) return undefined;
+    const hasToken = creds.authorization.length > 0;
+    const reject = (reason: string): undefined => {
+      if (hasToken) return undefined;
+      throw new AuthError('unauthenticated', `client certificate not accepted: ${reason}`);
+    };
+    let cert: X509Certificate;
+    let facts: ReturnType<typeof inspectCertificate>;
+    try {
+      cert = new X509Certificate(der);
+      facts = inspectCertificate(der);
+    } catch {
+      return reject('it cannot be parsed');
+    }
+    const now = (this.options.clock ?? (() => new Date()))();
+    if (now < new Date(cert.validFrom)) return reject(`it is not valid before ${new Date(cert.validFrom).toISOString()}`);
+    if (now >= new Date(cert.validTo)) return reject(`it expired at ${new Date(cert.validTo).toISOString()}`);
+    if (facts.isCa) return reject('it is a CA certificate');
+    if (facts.uriSans.length !== 1) return reject(`it must carry exactly one URI SAN (a SPIFFE ID), it has ${facts.uriSans.length}`);
+    const uri = facts.uriSans[0]!;
+    const id = parseWorkloadSpiffeId(uri);
+    if (!id || id.trustDomain !== this.options.trustDomain) {
+      return reject(`its URI SAN is not a SPIFFE ID of trust domain ${this.options.trustDomain} (spiffe://${this.options.trustDomain}/ns/<ns>/sa/<sa>)`);
+    }
+    return { identity: uri, namespace: id.namespace, serviceAccount: id.serviceAccount, authenticator: this.name };
+  }
+}

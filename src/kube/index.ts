@@ -1,0 +1,17 @@
+/** Kubernetes API access: TokenReview, the pod index, root ConfigMap publication, the istiod-tls Secret, leader election. */
+export { startKubernetes, LEASE_NAME, type KubernetesIntegration, type KubernetesDeps } from './integration.js';
+export { needsKubernetes, DEFAULT_LEASE_TIMING, type KubeOptions, type TokenReviewOptions, type IstiodCertOptions, type LeaseTiming } from './options.js';
+export { createKubeClients, loadKubeConfig, podNamespace, holderIdentity, type KubeClients } from './client.js';
+export { KubeTokenReviewer } from './token-reviewer.js';
+export { PodIndex } from './pod-index.js';
+export { LeaderElector, type LeaderElectorOptions } from './leader-election.js';
+export {
+  RootConfigMapPublisher,
+  ROOT_CONFIGMAP,
+  ROOT_CONFIGMAP_KEY,
+  ROOT_CONFIGMAP_LABEL,
+  SKIPPED_NAMESPACES,
+  type RootConfigMapPublisherOptions,
+} from './root-configmap-publisher.js';
+export { IstiodCertManager, type IstiodCertManagerOptions } from './istiod-cert.js';
+export { describeKubeError, type KubeFailure } from './errors.js';
