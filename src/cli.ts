@@ -9,6 +9,7 @@ import { ConfigError, flagHelp, parseFlags, parseHostPort, type FlagSpec } from 
 import { createLogger } from './observability/index.js';
 import { BundleError, KEY_SPECS, type KeySpec } from './pki/index.js';
 import { startService } from './server/index.js';
+import { runCacertsCommand } from './operator/index.js';
 
 const USAGE = `svid-ca: a pluggable certificate authority for Istio
 
@@ -16,6 +17,8 @@ Usage:
   svid-ca serve [flags]           run the CA (IstioCertificateService/CreateCertificate)
   svid-ca dev-token [flags]       print a service-account token from the dev issuer
   svid-ca request [flags]         do what a sidecar does: key, CSR, call, verify, write files
+  svid-ca cacerts COMMAND         build, check and rotate cacerts folders (init-root, init-intermediate,
+                                  verify, bundle, plan-rotation); svid-ca cacerts help
   svid-ca help [COMMAND]          flags of a command
 `;
 
@@ -158,6 +161,14 @@ export async function main(argv: string[]): Promise<number> {
     const topic = rest[0] && COMMANDS[rest[0]];
     process.stdout.write(topic ? `svid-ca ${rest[0]} flags:\n${flagHelp(topic.flags, topic.env)}\n` : USAGE);
     return 0;
+  }
+  if (command === 'cacerts') {
+    try {
+      return runCacertsCommand(rest);
+    } catch (err) {
+      process.stderr.write(`svid-ca: ${(err as Error).message}\n`);
+      return err instanceof ConfigError ? 2 : 1;
+    }
   }
   const cmd = COMMANDS[command];
   if (!cmd) {

@@ -1,0 +1,151 @@
+/** `svid-ca cacerts ...`: the operator's rotation tooling, run as the real command on real folders. */
+import { spawnSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadCacerts } from '../src/ca/index.js';
+import { decodePem } from '../src/pki/index.js';
+import { makeIntermediate, makeRoot, opensslVerify, removeDir, tempDir, writeCacerts } from './helpers/pki.js';
+import { createTestIssuer } from './helpers/server.js';
+import { freePort, startCli, waitForStatus } from './helpers/process.js';
+
+const work = tempDir('svid-ca-cacerts-cli-');
+afterAll(() => removeDir(work));
+const cli = (...args: string[]) => spawnSync(process.execPath, ['dist/cli.js', 'cacerts', ...args], { encoding: 'utf8', timeout: 30_000 });
+
+describe('init-root and init-intermediate', () => {
+  it('make a cacerts folder that verifies, with private keys at mode 0600', () => {
+    const r = cli('init-root', '--out', join(work, 'root'), '--key', 'ec-p384', '--org', 'Example Corp');
+    expect(r.status).toBe(0);
+    const i = cli('init-intermediate', '--root', join(work, 'root'), '--out', join(work, 'cacerts'), '--cluster', 'east', '--ttl', '720h');
+    expect(i.status).toBe(0);
+    expect(i.stdout).toContain('kubectl create secret generic cacerts');
+    expect(i.stdout).toContain('OK: svid-ca serve would accept');
+    expect(statSync(join(work, 'root', 'root-key.pem')).mode & 0o777).toBe(0o600);
+    expect(statSync(join(work, 'cacerts', 'ca-key.pem')).mode & 0o777).toBe(0o600);
+    const b = loadCacerts(join(work, 'cacerts'));
+    expect(b.signingCert.x509.subject).toContain('CN=svid-ca intermediate east');
+    expect(b.signingCert.x509.subject).toContain('O=Example Corp');
+    const cacerts = (f: string) => readFileSync(join(work, 'cacerts', f), 'utf8');
+    expect(opensslVerify(cacerts('root-cert.pem'), [], cacerts('ca-cert.pem'))).toContain('OK');
+    expect(Math.round((b.notAfter.getTime() - Date.now()) / 86_400_000)).toBe(30);
+  });
+
+  it('refuses a bad --key and a missing --out with exit 2', () => {
+    expect(cli('init-root', '--out', join(work, 'x'), '--key', 'dsa').status).toBe(2);
+    expect(cli('init-root').status).toBe(2);
+  });
+});
+
+describe('verify agrees with serve', () => {
+  const root = makeRoot({ notBefore: new Date(Date.now() - 86_400_000) });
+  const signer = makeIntermediate(root);
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const bundles: Record<string, () => string> = {
+    'good Istio layout': () => writeCacerts(tempDir(), { signer, roots: [root] }),
+    'good TLS layout': () => writeCacerts(tempDir(), { signer, roots: [root], layout: 'kubernetes-tls' }),
+    'good two-level chain': () => {
+      const mid = makeIntermediate(root);
+      return writeCacerts(tempDir(), { signer: makeIntermediate(mid), intermediates: [mid], roots: [root] });
+    },
+    'key mismatch': () => writeCacerts(tempDir(), { signer, roots: [root], keyPem: makeIntermediate(root).keyPem }),
+    'not a CA': () => writeCacerts(tempDir(), { signer: makeIntermediate(root, { ca: false }), roots: [root] }),
+    'foreign root': () => {
+      const d = writeCacerts(tempDir(), { signer, roots: [makeRoot()] });
+      writeFileSync(join(d, 'cert-chain.pem'), signer.certPem);
+      return d;
+    },
+    'expired signer': () => writeCacerts(tempDir(), { signer: makeIntermediate(root, { notBefore: new Date(Date.now() - 7200_000), notAfter: new Date(Date.now() - 3600_000) }), roots: [root] }),
+    'half-written cert': () => {
+      const d = writeCacerts(tempDir(), { signer, roots: [root] });
+      writeFileSync(join(d, 'ca-cert.pem'), signer.certPem.slice(0, 100));
+      return d;
+    },
+    'missing key': () => {
+      const d = writeCacerts(tempDir(), { signer, roots: [root] });
+      rmSync(join(d, 'ca-key.pem'));
+      return d;
+    },
+    'encrypted key': () => writeCacerts(tempDir(), { signer, roots: [root], keyPem: privateKey.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'x' }).toString() }),
+  };
+
+  it.each(Object.keys(bundles))('%s', (name) => {
+    const dir = bundles[name]!();
+    let serveAccepts = true;
+    let reason = '';
+    try {
+      loadCacerts(dir);
+    } catch (err) {
+      serveAccepts = false;
+      reason = (err as Error).message;
+    }
+    const r = cli('verify', dir);
+    expect(r.status).toBe(serveAccepts ? 0 : 1);
+    if (serveAccepts) expect(r.stdout).toContain('OK: svid-ca serve would accept');
+    else expect(r.stdout).toContain(`REJECTED: ${reason}`);
+    expect(name.startsWith('good')).toBe(serveAccepts);
+    removeDir(dir);
+  });
+
+  it('and the real serve process agrees on a good and a bad folder', async () => {
+    const issuer = await createTestIssuer(tempDir());
+    const bad = bundles['key mismatch']!();
+    const serveBad = spawnSync(process.execPath, ['dist/cli.js', 'serve', '--cacerts', bad, '--jwt-issuer', issuer.issuer, '--jwks-file', issuer.jwksFile, '--listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0'], { encoding: 'utf8', timeout: 20_000 });
+    expect(serveBad.status).toBe(1);
+    expect(cli('verify', bad).status).toBe(1);
+    const good = bundles['good Istio layout']!();
+    const port = await freePort();
+    const serve = startCli(['serve', '--cacerts', good, '--jwt-issuer', issuer.issuer, '--jwks-file', issuer.jwksFile, '--listen', '127.0.0.1:0', '--monitoring-listen', `127.0.0.1:${port}`]);
+    await waitForStatus(`http://127.0.0.1:${port}/readyz`);
+    serve.child.kill('SIGTERM');
+    expect(await serve.exited).toBe(0);
+    expect(cli('verify', good).status).toBe(0);
+  });
+
+  it('--at checks as of another time', () => {
+    const dir = bundles['good Istio layout']!();
+    expect(cli('verify', dir, '--at', new Date(Date.now() + 30 * 86_400_000).toISOString()).status).toBe(0);
+    const later = cli('verify', dir, '--at', new Date(Date.now() + 400 * 86_400_000).toISOString());
+    expect(later.status).toBe(1);
+    expect(later.stdout).toMatch(/expired at/);
+    expect(cli('verify', dir, '--at', 'tomorrow').status).toBe(2);
+  });
+});
+
+describe('bundle and plan-rotation', () => {
+  const oldRoot = makeRoot({ cn: 'old root' });
+  const newRoot = makeRoot({ cn: 'new root' });
+  const oldInt = makeIntermediate(oldRoot, { cn: 'old intermediate' });
+  const newInt = makeIntermediate(newRoot, { cn: 'new intermediate' });
+  const oldDir = writeCacerts(join(work, 'old'), { signer: oldInt, roots: [oldRoot] });
+  const newDir = writeCacerts(join(work, 'new'), { signer: newInt, roots: [newRoot] });
+
+  it('bundle writes the transition folder: the chosen intermediate, old + new roots', () => {
+    for (const signer of ['old', 'new'] as const) {
+      const out = join(work, `step-${signer}`);
+      const r = cli('bundle', oldDir, newDir, '--out', out, '--signer', signer);
+      expect(r.status).toBe(0);
+      const b = loadCacerts(out);
+      expect(b.roots.map((c) => c.x509.subject)).toEqual([oldRoot.cert.subject, newRoot.cert.subject]);
+      expect(b.signingCert.x509.fingerprint256).toBe((signer === 'old' ? oldInt : newInt).cert.fingerprint256);
+      expect(decodePem(readFileSync(join(out, 'root-cert.pem'), 'utf8'))).toHaveLength(2);
+    }
+  });
+
+  it('plan-rotation prints the four ordered steps for a root change, one for an intermediate change', () => {
+    const plan = cli('plan-rotation', oldDir, newDir, '--max-ttl', '24h');
+    expect(plan.status).toBe(0);
+    const steps = ['1. Add the new root everywhere', '2. Wait until every workload has renewed', '3. Switch to the new intermediate', '4. After another full renewal period'];
+    let at = -1;
+    for (const s of steps) {
+      const i = plan.stdout.indexOf(s);
+      expect(i).toBeGreaterThan(at);
+      at = i;
+    }
+    expect(plan.stdout).toContain('24h0m0s');
+    const sameRoot = writeCacerts(join(work, 'same-root'), { signer: makeIntermediate(oldRoot, { cn: 'next intermediate' }), roots: [oldRoot] });
+    const simple = cli('plan-rotation', oldDir, sameRoot);
+    expect(simple.stdout).toContain('intermediate rotation, one step');
+  });
+});
