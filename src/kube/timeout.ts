@@ -1,17 +1,16 @@
-import type { ConfigurationOptions, Middleware } from '@kubernetes/client-node';
+import { Observable, type ConfigurationOptions, type ObservableMiddleware } from '@kubernetes/client-node';
 
 /**
- * Per-call options that abort the request after `ms`. The object API's typings ask for Observable
- * middleware, but its promise layer wraps what it is given in PromiseMiddlewareWrapper, so promise
- * middleware (client-node's exported `Middleware`) is what actually runs; hence the cast.
+ * Per-call options that abort the request after `ms`: the generated object APIs hand these
+ * options to their Observable layer, so the middleware is client-node's Observable kind.
  */
 export function withTimeout(ms: number): ConfigurationOptions {
-  const middleware: Middleware = {
-    pre: async (ctx) => {
+  const middleware: ObservableMiddleware = {
+    pre: (ctx) => {
       ctx.setSignal(AbortSignal.timeout(ms));
-      return ctx;
+      return new Observable(Promise.resolve(ctx));
     },
-    post: async (res) => res,
+    post: (res) => new Observable(Promise.resolve(res)),
   };
-  return { middleware: [middleware], middlewareMergeStrategy: 'append' } as unknown as ConfigurationOptions;
+  return { middleware: [middleware], middlewareMergeStrategy: 'append' };
 }
