@@ -93,13 +93,41 @@ interface CsrParts {
 }
 
 /** CertificationRequest ::= SEQUENCE { info SEQUENCE { version, subject, spki, [0] attributes }, algorithm, signature } */
+/**
+ * asn1js decodes children past the end their parent declares (a shortened outer length still
+ * parses) and accepts indefinite lengths; DER allows neither. Every constructed element must
+ * hold exactly its children.
+ */
+function wellFramed(block: Block, depth = 0): boolean {
+  if (depth > 32) return false;
+  if (!block.idBlock.isConstructed) return true;
+  if (block.lenBlock.isIndefiniteForm) return false;
+  let total = 0;
+  for (const child of children(block)) {
+    if (!wellFramed(child, depth + 1)) return false;
+    total += child.valueBeforeDecodeView.byteLength;
+  }
+  return total === block.lenBlock.length;
+}
+
+/** asn1js.fromBER, with its rare exceptions on hostile input (a RangeError from a DataView) turned into a CsrError. */
+function decodeBer(bytes: Uint8Array, error: () => CsrError): Block {
+  let asn1: ReturnType<typeof asn1js.fromBER>;
+  try {
+    asn1 = asn1js.fromBER(bytes);
+  } catch {
+    throw error();
+  }
+  if (asn1.offset === -1 || asn1.offset !== bytes.byteLength || !wellFramed(asn1.result)) throw error();
+  return asn1.result;
+}
+
 function decodeCsr(der: Buffer): CsrParts {
   // A plain Uint8Array view: asn1js 3.1 takes a slower path for Buffer (~2x on a CSR).
-  const asn1 = asn1js.fromBER(new Uint8Array(der.buffer, der.byteOffset, der.byteLength));
-  if (asn1.offset === -1 || asn1.offset !== der.length) {
-    throw new CsrError('malformed', 'failed to parse X.509 certificate signing request: invalid DER');
-  }
-  const root = asn1.result;
+  const root = decodeBer(
+    new Uint8Array(der.buffer, der.byteOffset, der.byteLength),
+    () => new CsrError('malformed', 'failed to parse X.509 certificate signing request: invalid DER'),
+  );
   if (!is(root, UNIVERSAL, TAG.sequence, true)) throw notPkcs10();
   const [info, algorithm, signature, extra] = children(root);
   if (extra !== undefined || !is(info, UNIVERSAL, TAG.sequence, true) || !is(signature, UNIVERSAL, TAG.bitString, false)) throw notPkcs10();
@@ -210,9 +238,9 @@ function formatIp(bytes: Uint8Array): string {
 /** GeneralNames ::= SEQUENCE OF GeneralName (RFC 5280 4.2.1.6), sorted into what we issue and what we do not. */
 function addSans(sans: CsrSans, extnValue: Uint8Array): void {
   const bad = () => new CsrError('malformed', 'CSR SubjectAltName extension cannot be parsed');
-  const asn1 = asn1js.fromBER(extnValue);
-  if (asn1.offset === -1 || !is(asn1.result, UNIVERSAL, TAG.sequence, true)) throw bad();
-  for (const name of children(asn1.result)) {
+  const altNames = decodeBer(extnValue, bad);
+  if (!is(altNames, UNIVERSAL, TAG.sequence, true)) throw bad();
+  for (const name of children(altNames)) {
     if (!(name instanceof asn1js.BaseBlock) || name.idBlock.tagClass !== CONTEXT || name.idBlock.isHexOnly) throw bad();
     const tag = name.idBlock.tagNumber;
     const constructed = name.idBlock.isConstructed;
