@@ -1,0 +1,127 @@
+/**
+ * --client-cert-auth: renewal over mTLS without a token. A real grpc-js client presents its SVID
+ * with grpc.credentials.createSsl(root, key, certChain) to the real svid-ca service; the listener
+ * verifies it against the current root bundle (and a new bundle rebuilds that).
+ */
+import { X509Certificate } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Authority, loadCacerts } from '../src/ca/index.js';
+import { buildCsrPem, generateKeyPair, parseCsrPem, privateKeyPem } from '../src/pki/index.js';
+import { loadServices } from '../src/server/index.js';
+import type { CaClient } from '../src/client/index.js';
+import { makeCacerts, makeIntermediate, makeRoot, removeDir, tempDir, writeCacerts } from './helpers/pki.js';
+import { call, clientFor, createTestIssuer, startTestServer, type TestIssuer, type TestServer } from './helpers/server.js';
+
+const ID = 'spiffe://cluster.local/ns/vm/sa/legacy';
+const DAY = 86_400_000;
+
+interface Svid {
+  keyPem: string;
+  chainPem: string;
+}
+
+/** An SVID for `identity` signed by the cacerts in `dir`, valid from `at` for `ttlMs`. */
+function svid(dir: string, identity: string, at = new Date(), ttlMs = 3_600_000): Svid {
+  const authority = new Authority(loadCacerts(dir), { defaultTtlMs: ttlMs, maxTtlMs: ttlMs }, () => at);
+  const { privateKey } = generateKeyPair('ec-p256');
+  const csr = parseCsrPem(buildCsrPem({ privateKey, sans: [{ type: 'uri', value: identity }], subjectOrganization: '' }));
+  const issued = authority.issue({ identity, csr, requestedTtlSeconds: BigInt(Math.floor(ttlMs / 1000)) });
+  return { keyPem: privateKeyPem(privateKey), chainPem: issued.certChain.slice(0, -1).join('') };
+}
+
+const csrFor = (id = ID) => buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: id }], subjectOrganization: '' });
+const request = (id = ID) => ({ csr: csrFor(id), validity_duration: '3600', metadata: { fields: {} } });
+
+let issuer: TestIssuer;
+let server: TestServer;
+let dir: string;
+let root: ReturnType<typeof makeRoot>;
+const clients: CaClient[] = [];
+
+function clientWithCert(trustPem: string, cert: Svid): CaClient {
+  const { ca } = loadServices();
+  const c = new ca(server.address, grpc.credentials.createSsl(Buffer.from(trustPem), Buffer.from(cert.keyPem), Buffer.from(cert.chainPem))) as unknown as CaClient;
+  clients.push(c);
+  return c;
+}
+
+beforeAll(async () => {
+  // A hierarchy valid since three days ago, so an SVID that expired yesterday chains to it.
+  const since = new Date(Date.now() - 3 * DAY);
+  root = makeRoot({ notBefore: since });
+  const signer = makeIntermediate(root, { notBefore: since });
+  dir = writeCacerts(tempDir(), { signer, roots: [root] });
+  issuer = await createTestIssuer();
+  server = await startTestServer({ cacerts: dir, issuer, clientCertAuth: true });
+});
+
+afterAll(async () => {
+  for (const c of clients) c.close();
+  await server?.close();
+  removeDir(dir);
+});
+
+describe('client-certificate authentication (real grpc-js client presenting its SVID)', () => {
+  it('renews with a valid SVID and no token; the identity is the SVID\'s URI SAN', async () => {
+    const { res, err } = await call(clientWithCert(root.certPem, svid(dir, ID)), request());
+    expect(err).toBeUndefined();
+    expect(new X509Certificate(res!.cert_chain[0]!).subjectAltName).toBe(`URI:${ID}`);
+    const audit = server.logs.records().filter((l) => l.msg === 'certificate issued').at(-1)!.audit as Record<string, unknown>;
+    expect(audit).toMatchObject({ identity: ID, namespace: 'vm', serviceAccount: 'legacy' });
+  });
+
+  it('gives the SVID holder its own identity only', async () => {
+    const { err } = await call(clientWithCert(root.certPem, svid(dir, ID)), request('spiffe://cluster.local/ns/vm/sa/other'));
+    expect(err?.code).toBe(grpc.status.PERMISSION_DENIED);
+  });
+
+  it('does not authenticate an expired SVID', async () => {
+    const expired = svid(dir, ID, new Date(Date.now() - 2 * DAY), 3_600_000);
+    expect(new Date(new X509Certificate(expired.chainPem).validTo).getTime()).toBeLessThan(Date.now());
+    const { err } = await call(clientWithCert(root.certPem, expired), request());
+    expect(err?.code).toBe(grpc.status.UNAUTHENTICATED);
+  });
+
+  it('does not authenticate an SVID from a foreign root', async () => {
+    const foreign = makeCacerts();
+    try {
+      const { err } = await call(clientWithCert(root.certPem, svid(foreign.dir, ID)), request());
+      expect(err?.code).toBe(grpc.status.UNAUTHENTICATED);
+    } finally {
+      removeDir(foreign.dir);
+    }
+  });
+
+  it('an SVID of another trust domain is refused with the reason', async () => {
+    const { err } = await call(clientWithCert(root.certPem, svid(dir, 'spiffe://other.domain/ns/vm/sa/legacy')), request());
+    expect(err?.code).toBe(grpc.status.UNAUTHENTICATED);
+    expect(err?.details).toContain('trust domain cluster.local');
+  });
+
+  it('a token still works when the client presents no certificate', async () => {
+    const token = await issuer.token({ namespace: 'vm', serviceAccount: 'legacy' });
+    const plain = clientFor(server, root.certPem);
+    clients.push(plain);
+    const { err } = await call(plain, request(), { authorization: `Bearer ${token}` });
+    expect(err).toBeUndefined();
+  });
+
+  it('verifies client certificates against the new root bundle after a bundle change', async () => {
+    const oldSvid = svid(dir, ID);
+    const nextRoot = makeRoot({ cn: 'next root' });
+    const nextSigner = makeIntermediate(nextRoot, { cn: 'next intermediate' });
+    const nextDir = writeCacerts(tempDir(), { signer: nextSigner, roots: [nextRoot] });
+    try {
+      server.service.authority.replaceBundle(loadCacerts(nextDir));
+      // The client trusts both roots: the serving certificate may be re-issued under the new one.
+      const trust = root.certPem + nextRoot.certPem;
+      const refusedOld = await call(clientWithCert(trust, oldSvid), request());
+      expect(refusedOld.err?.code).toBe(grpc.status.UNAUTHENTICATED);
+      const { err } = await call(clientWithCert(trust, svid(nextDir, ID)), request());
+      expect(err).toBeUndefined();
+    } finally {
+      removeDir(nextDir);
+    }
+  });
+});
