@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve, sep } from 'node:path';
 import { identityFromToken, requestWorkloadCertificate } from './client/index.js';
 import { parseServeConfig, requireAuthenticator, SERVE_FLAGS, type ServeConfig } from './config.js';
 import { DEV_GRPC_LISTEN, DEV_MONITORING_LISTEN, ensureDevEnvironment, mintDevToken, writeFileAtomic, defaultDevDir } from './dev/index.js';
@@ -60,11 +60,25 @@ async function applyDevDefaults(cfg: ServeConfig): Promise<void> {
   if (env.created) process.stderr.write(`svid-ca: created the dev CA and JWT issuer in ${env.dir}\n`);
 }
 
+/** The dev CA's keys sit in a source tree: never sign production workloads with them. */
+function refuseDevCaInProduction(cfg: ServeConfig): void {
+  if (process.env.NODE_ENV !== 'production') return;
+  const devDir = resolve(cfg.devDir ?? defaultDevDir());
+  const cacerts = resolve(cfg.cacerts);
+  if (cfg.dev || cacerts === devDir || cacerts.startsWith(devDir + sep)) {
+    throw new ConfigError(`--cacerts: ${cacerts} is the development CA (certs-dev/), refused with NODE_ENV=production`);
+  }
+}
+
 async function serve(argv: string[]): Promise<number> {
   const cfg = parseServeConfig(argv, process.env);
   if (cfg.dev) await applyDevDefaults(cfg);
   requireAuthenticator(cfg);
+  refuseDevCaInProduction(cfg);
   const logger = createLogger(cfg.logLevel);
+  // One request's bug must never take the CA down: log it and keep serving.
+  process.on('uncaughtException', (err) => logger.error({ err }, 'uncaught exception; still serving'));
+  process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled rejection; still serving'));
   logger.info(
     {
       settings: {
@@ -96,9 +110,9 @@ async function serve(argv: string[]): Promise<number> {
   return new Promise<number>((resolve) => {
     const stop = (signal: string) => {
       logger.info({ signal }, 'shutting down');
-      service.close(25_000).then(() => {
-        logger.flush();
-        resolve(0);
+      service.close(cfg.shutdownGraceMs).then(() => {
+        logger.info({}, 'stopped');
+        logger.flush(() => resolve(0));
       });
     };
     process.once('SIGTERM', () => stop('SIGTERM'));

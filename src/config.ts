@@ -47,6 +47,12 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'istiod-cert-secret', kind: 'string', help: "ns/name of a kubernetes.io/tls Secret to keep istiod's serving certificate in, e.g. istio-system/istiod-tls (leader only)" },
   { name: 'istiod-dns', kind: 'list', default: 'istiod.istio-system.svc', help: "DNS SANs of istiod's serving certificate" },
   { name: 'istiod-cert-ttl', kind: 'duration', default: '24h', help: "lifetime of istiod's serving certificate (renewed at half-life)" },
+  { name: 'audit-log', kind: 'string', help: 'also append one JSON audit line per decision to this file; no certificate is issued while it cannot be written' },
+  { name: 'max-request-bytes', kind: 'int', default: '65536', help: 'largest gRPC request accepted; larger: RESOURCE_EXHAUSTED' },
+  { name: 'max-connections', kind: 'int', default: '20000', help: 'open connections on the gRPC listener; more are closed at once' },
+  { name: 'max-concurrent-streams', kind: 'int', default: '128', help: 'concurrent HTTP/2 streams (calls) per connection' },
+  { name: 'idle-timeout', kind: 'duration', default: '15m', help: 'close a connection with no call for this long (agents reconnect on their next renewal)' },
+  { name: 'shutdown-grace', kind: 'duration', default: '25s', help: "on SIGTERM, let calls in flight finish for up to this long (inside Kubernetes' 30 s)" },
   { name: 'dev', kind: 'boolean', help: 'development mode: create and use the dev CA and JWT issuer in certs-dev/, listen on loopback' },
   { name: 'dev-dir', kind: 'string', help: 'where the dev CA lives (default: certs-dev/ of the package)' },
 ];
@@ -85,6 +91,10 @@ export interface ServeConfig {
   /** Kubernetes integration (src/kube); undefined when no flag asks for it. */
   kubernetes: KubeOptions | undefined;
   clientCertAuth: boolean;
+  auditLog: string | undefined;
+  maxRequestBytes: number;
+  limits: { maxConnections: number; maxConcurrentStreams: number; idleTimeoutMs: number };
+  shutdownGraceMs: number;
   logLevel: string;
   dev: boolean;
   devDir: string | undefined;
@@ -116,6 +126,14 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     selfSigned: undefined,
     kubernetes: undefined,
     clientCertAuth: values.get('client-cert-auth') === true,
+    auditLog: str('audit-log'),
+    maxRequestBytes: values.get('max-request-bytes') as number,
+    limits: {
+      maxConnections: values.get('max-connections') as number,
+      maxConcurrentStreams: values.get('max-concurrent-streams') as number,
+      idleTimeoutMs: ms('idle-timeout'),
+    },
+    shutdownGraceMs: ms('shutdown-grace'),
     logLevel: str('log-level')!,
     dev: values.get('dev') as boolean,
     devDir: str('dev-dir'),
@@ -132,6 +150,10 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   }
   if (cfg.servingCertTtlMs < 1000) throw new ConfigError('--serving-cert-ttl: must be at least 1s');
   if (cfg.servingDns.length === 0) throw new ConfigError('--serving-dns: at least one DNS name is required');
+  if (cfg.maxRequestBytes < 1024 || cfg.maxRequestBytes > 16 * 1024 * 1024) throw new ConfigError('--max-request-bytes: must be between 1024 and 16777216');
+  if (cfg.limits.maxConnections < 1) throw new ConfigError('--max-connections: must be at least 1');
+  if (cfg.limits.maxConcurrentStreams < 1) throw new ConfigError('--max-concurrent-streams: must be at least 1');
+  if (cfg.limits.idleTimeoutMs < 10_000) throw new ConfigError('--idle-timeout: must be at least 10s (agents ping every 30s)');
   if (cfg.reloadIntervalMs < 1000) throw new ConfigError('--reload-interval: must be at least 1s');
   const grace = parseGrace(str('serving-cert-grace')!, parseDuration);
   if (!grace) throw new ConfigError(`--serving-cert-grace: invalid value "${str('serving-cert-grace')}" (want a percentage such as 50% or a duration such as 6h)`);

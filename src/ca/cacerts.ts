@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { BundleError, verifySigningBundle, type BundleFiles, type NamedText, type SigningBundle } from '../pki/index.js';
 
@@ -37,7 +37,24 @@ export function readCacertsFiles(dir: string): BundleFiles {
   };
 }
 
+/** A private key readable beyond its owner is worth a warning (not a refusal: Kubernetes fsGroup setups use 0440). */
+function keyModeWarning(keyPath: string): string | undefined {
+  try {
+    const mode = statSync(keyPath).mode & 0o777;
+    if (mode & 0o077) {
+      return `${keyPath} is readable by ${mode & 0o007 ? 'others' : 'its group'} (mode ${mode.toString(8).padStart(4, '0')}); the signing key should be 0400 or 0600 (0440 only with a pod fsGroup of its own)`;
+    }
+  } catch {
+    // unreadable files are reported by the load itself
+  }
+  return undefined;
+}
+
 /** Reads and fully verifies the bundle in `dir`. Throws BundleError naming the file and the problem. */
 export function loadCacerts(dir: string, now: Date = new Date()): SigningBundle {
-  return verifySigningBundle(readCacertsFiles(dir), now);
+  const files = readCacertsFiles(dir);
+  const bundle = verifySigningBundle(files, now);
+  const warning = keyModeWarning(files.signingKey.name);
+  if (warning) bundle.warnings.push(warning);
+  return bundle;
 }

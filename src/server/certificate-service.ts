@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { AuthError, authenticateCall, authorizeSans, AuthzError, type AuthenticationOptions, type Authenticator, type Caller, type ImpersonationAuthorizer } from '../auth/index.js';
 import type { Authority, IssuedCertificate } from '../ca/index.js';
-import type { CaMetrics, Logger } from '../observability/index.js';
+import type { AuditLog, AuditRecord, CaMetrics, Logger } from '../observability/index.js';
 import { parseCsrPem } from '../pki/index.js';
 import { classifyError, RequestError } from './errors.js';
 import { readRequestMetadata, readValidityDuration } from './metadata.js';
@@ -15,26 +15,7 @@ export interface CertificateServiceDeps {
   impersonation?: ImpersonationAuthorizer | undefined;
   metrics: CaMetrics;
   logger: Logger;
-}
-
-/** The audit record: one line per decision. Never a token, key or CSR. */
-interface AuditRecord {
-  event: 'issued' | 'denied';
-  identity?: string | undefined;
-  namespace?: string | undefined;
-  serviceAccount?: string | undefined;
-  pod?: string | undefined;
-  /** metadata ImpersonatedIdentity, when the caller asked to impersonate (ztunnel). */
-  impersonatedIdentity?: string | undefined;
-  clusterId?: string | undefined;
-  requestedTtlSeconds?: number | undefined;
-  grantedTtlSeconds?: number | undefined;
-  serial?: string | undefined;
-  notAfter?: string | undefined;
-  signerSki?: string | undefined;
-  code: string;
-  reason?: string | undefined;
-  durationMs: number;
+  audit: AuditLog;
 }
 
 /** The SAN rule; for an impersonation a SAN other than the impersonated identity is an impersonation failure (UNAUTHENTICATED, counted). */
@@ -82,22 +63,28 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
         durationMs: Math.round(seconds * 1e6) / 1e3,
       };
       if (issued) {
-        metrics.successCount.inc();
-        metrics.requests.inc({ outcome: 'issued' });
-        metrics.issuedTtl.observe(issued.grantedMs / 1000);
-        if (issued.clamped) {
-          metrics.ttlClamped.inc();
-          logger.debug({ identity: caller?.identity, requestedMs: issued.requestedMs, grantedMs: issued.grantedMs }, 'TTL clamped to the signing certificate expiry');
-        }
         Object.assign(record, {
           grantedTtlSeconds: Math.round(issued.grantedMs / 1000),
           serial: issued.serialHex,
           notAfter: issued.notAfter.toISOString(),
           signerSki: issued.signerKeyId,
         });
-        logger.info({ audit: record }, 'certificate issued');
-        callback(null, { cert_chain: issued.certChain });
-        return;
+        try {
+          // No certificate leaves without its audit record.
+          deps.audit.record(record);
+          metrics.successCount.inc();
+          metrics.requests.inc({ outcome: 'issued' });
+          metrics.issuedTtl.observe(issued.grantedMs / 1000);
+          if (issued.clamped) {
+            metrics.ttlClamped.inc();
+            logger.debug({ identity: caller?.identity, requestedMs: issued.requestedMs, grantedMs: issued.grantedMs }, 'TTL clamped to the signing certificate expiry');
+          }
+          callback(null, { cert_chain: issued.certChain });
+          return;
+        } catch (auditErr) {
+          err = auditErr;
+          Object.assign(record, { event: 'denied', grantedTtlSeconds: undefined, serial: undefined, notAfter: undefined });
+        }
       }
       const failure = classifyError(err);
       metrics.requests.inc({ outcome: failure.outcome });
@@ -105,8 +92,12 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
       if (failure.authentication) metrics.authnFailureCount.inc();
       record.code = grpc.status[failure.code];
       record.reason = failure.message;
-      if (failure.unexpected) logger.error({ err, audit: record }, 'request failed unexpectedly');
-      else logger.info({ audit: record }, 'certificate denied');
+      if (failure.unexpected) logger.error({ err }, 'request failed unexpectedly');
+      try {
+        deps.audit.record(record, failure.unexpected ? 'request failed unexpectedly' : 'certificate denied');
+      } catch {
+        // A denial whose record cannot be written is still a denial; AuditLog has logged the failure.
+      }
       callback({ code: failure.code, details: failure.message });
     };
 

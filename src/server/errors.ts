@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { AuthError, AuthzError } from '../auth/index.js';
 import { CaUnavailableError, TtlError } from '../ca/index.js';
 import { CsrError } from '../pki/index.js';
+import { AuditWriteError } from '../observability/index.js';
 import type { Outcome, SignErrorLabel } from '../observability/index.js';
 
 /** A request refused for a reason the caller can act on; the message goes back as the status details. */
@@ -49,6 +50,9 @@ export function classifyError(err: unknown): Failure {
   }
   if (err instanceof TtlError) {
     return { code: grpc.status.INVALID_ARGUMENT, outcome: 'invalid_ttl', message: `CSR signing error (${err.message})`, signError: 'TTL_ERROR' };
+  }
+  if (err instanceof AuditWriteError) {
+    return { code: grpc.status.UNAVAILABLE, outcome: 'unavailable', message: `CA not ready: ${err.message}; no certificate is issued without its audit record, retry` };
   }
   if (err instanceof CaUnavailableError) {
     return { code: grpc.status.UNAVAILABLE, outcome: 'unavailable', message: `CA not ready: ${err.message}`, signError: 'CA_NOT_READY' };

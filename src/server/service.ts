@@ -3,7 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ClientCertAuthenticator, ImpersonationAuthorizer, JwtAuthenticator, parseNodeAccounts, TokenReviewAuthenticator, type Authenticator } from '../auth/index.js';
 import type { KubeOptions, KubernetesIntegration } from '../kube/index.js';
 import { Authority, loadCacerts, SelfSignedRoot, type Grace, type SelfSignedOptions } from '../ca/index.js';
-import { CaMetrics, startMonitoringServer, type Logger } from '../observability/index.js';
+import { AuditLog, CaMetrics, startMonitoringServer, type Logger } from '../observability/index.js';
 import { BundleLifecycle, warnAboutSigner } from './lifecycle.js';
 import type { SigningBundle, LoadedCertificate } from '../pki/index.js';
 import { createCertificateHandler } from './certificate-service.js';
@@ -38,7 +38,20 @@ export interface ServiceOptions {
   kubernetes?: KubeOptions | undefined;
   /** --client-cert-auth: request client certificates, verified against the current root bundle. */
   clientCertAuth?: boolean | undefined;
+  /** --audit-log: also append audit records to this file; issuance stops while it cannot be written. */
+  auditLog?: string | undefined;
+  /** Connection limits (--max-connections, --max-concurrent-streams, --idle-timeout). */
+  limits?: Partial<ConnectionLimits> | undefined;
 }
+
+export interface ConnectionLimits {
+  maxConnections: number;
+  maxConcurrentStreams: number;
+  idleTimeoutMs: number;
+}
+
+/** Defaults sized for istio-agent: one long-lived HTTP/2 connection per agent with a ping every 30 s. */
+export const DEFAULT_LIMITS: ConnectionLimits = { maxConnections: 20_000, maxConcurrentStreams: 128, idleTimeoutMs: 15 * 60_000 };
 
 /** Self-signed mode settings; the root's Organization is the trust domain, as istiod writes it. */
 export type SelfSignedOptionsInput = Omit<SelfSignedOptions, 'organization'>;
@@ -69,6 +82,20 @@ function describeBundle(bundle: SigningBundle) {
     roots: bundle.roots.map(subjectOf),
     chainLength: bundle.chainPems.length,
   };
+}
+
+/**
+ * Caps open connections on the gRPC listener. grpc-js has no option for it, so this sets Node's
+ * net.Server maxConnections on the HTTP/2 servers grpc-js created (an internal field, pinned by the
+ * exact grpc-js version and checked by test/hardening.test.ts): connections past the cap are closed at once.
+ */
+function applyMaxConnections(server: grpc.Server, max: number, logger: Logger): void {
+  const servers = (server as unknown as { http2Servers?: Map<{ maxConnections: number }, unknown> }).http2Servers;
+  if (!servers || servers.size === 0) {
+    logger.warn({}, 'cannot apply --max-connections: grpc-js internals changed');
+    return;
+  }
+  for (const http2Server of servers.keys()) http2Server.maxConnections = max;
 }
 
 function grpcAddress(l: Listen): string {
@@ -119,13 +146,20 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
     ? new ImpersonationAuthorizer({ trustedNodeAccounts: parseNodeAccounts(options.kubernetes?.trustedNodeAccounts ?? []), pods: kube.pods, trustDomain: options.trustDomain })
     : undefined;
 
+  const audit = new AuditLog(logger, options.auditLog);
+  const limits = { ...DEFAULT_LIMITS, ...options.limits };
   const services = loadServices();
   const health = new HealthService();
   const server = new grpc.Server({
+    // Larger messages are refused by grpc-js with RESOURCE_EXHAUSTED before they reach the handler.
     'grpc.max_receive_message_length': options.maxRequestBytes ?? 64 * 1024,
-    // istio-agent pings every 30 s; allow that without a GOAWAY for too many pings.
+    'grpc.max_concurrent_streams': limits.maxConcurrentStreams,
+    'grpc.max_connection_idle_ms': limits.idleTimeoutMs,
+    // istio-agent pings every 30 s; allow that (even between calls) without a GOAWAY for too many pings.
     'grpc.keepalive_permit_without_calls': 1,
     'grpc.http2.min_ping_interval_without_data_ms': 10_000,
+    'grpc.keepalive_time_ms': 60_000,
+    'grpc.keepalive_timeout_ms': 20_000,
   });
   server.addService(services.ca.service, {
     CreateCertificate: createCertificateHandler({
@@ -135,12 +169,14 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
       impersonation,
       metrics,
       logger,
+      audit,
     }),
   });
   server.addService(services.health.service, health.handlers);
   const grpcPort = await new Promise<number>((resolve, reject) => {
     server.bindAsync(grpcAddress(options.listen), servingTls.credentials, (err, port) => (err ? reject(err) : resolve(port)));
   });
+  applyMaxConnections(server, limits.maxConnections, logger);
   let accepting = true;
   const isReady = () => accepting && authority.isReady();
   const refreshHealth = () => health.set(isReady());
@@ -186,6 +222,7 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
         });
       });
       await kube?.close();
+      audit.close();
       const closed = new Promise<void>((resolve) => monitoring.server.close(() => resolve()));
       monitoring.server.closeAllConnections();
       await closed;
