@@ -93,6 +93,41 @@ function fileKeySet(path: string): JWTVerifyGetKey {
   };
 }
 
+/** A fetch of the JWKS that failed for reasons of the network or the issuer, not of the token. */
+function isFetchFailure(err: unknown): boolean {
+  if (err instanceof joseErrors.JWKSTimeout || err instanceof joseErrors.JWKSInvalid) return true;
+  if (err instanceof joseErrors.JOSEError) return /JSON Web Key Set HTTP response/.test(err.message);
+  // fetch() rejections ("fetch failed", connection refused, TLS errors) are not JOSE errors.
+  return err instanceof Error;
+}
+
+/**
+ * A remote JWKS (cached by jose, refetched on an unknown kid after a cooldown) that keeps the last
+ * key set it fetched: when the issuer cannot be reached, tokens signed by known keys still verify.
+ * With nothing ever fetched, the failure is UNAVAILABLE (agents retry), never UNAUTHENTICATED.
+ */
+function remoteKeySet(uri: string): JWTVerifyGetKey {
+  const remote = createRemoteJWKSet(new URL(uri), { cooldownDuration: 5_000, timeoutDuration: 5_000, cacheMaxAge: 10 * 60_000 });
+  let lastGood: { keys: JWTVerifyGetKey; uat: string } | undefined;
+  return async (header, token) => {
+    try {
+      const key = await remote(header, token);
+      const jwks = remote.jwks();
+      const uat = JSON.stringify(jwks);
+      if (jwks && lastGood?.uat !== uat) lastGood = { keys: createLocalJWKSet(jwks), uat };
+      return key;
+    } catch (err) {
+      if (!lastGood || !isFetchFailure(err)) throw err;
+      try {
+        return await lastGood.keys(header, token);
+      } catch {
+        // A kid we never saw while the issuer is unreachable may be a new key: retryable, not a rejection.
+        throw err;
+      }
+    }
+  };
+}
+
 interface KubernetesClaims {
   namespace?: unknown;
   serviceaccount?: { name?: unknown; uid?: unknown };
@@ -112,7 +147,7 @@ export class JwtAuthenticator implements Authenticator {
   constructor(private readonly options: JwtAuthenticatorOptions) {
     this.verified = new VerifiedTokenCache(options.verifiedTokenCacheSize ?? 10_000);
     if (options.jwksFile) this.keys = fileKeySet(options.jwksFile);
-    else if (options.jwksUri) this.keys = createRemoteJWKSet(new URL(options.jwksUri), { cooldownDuration: 5_000, timeoutDuration: 5_000 });
+    else if (options.jwksUri) this.keys = remoteKeySet(options.jwksUri);
     else throw new Error('JwtAuthenticator needs a JWKS file or URI');
   }
 
@@ -195,7 +230,7 @@ export class JwtAuthenticator implements Authenticator {
     if (err instanceof e.JWTInvalid || err instanceof e.JWSInvalid || err instanceof e.JWKSMultipleMatchingKeys) {
       return new AuthError('unauthenticated', 'token is malformed (not a signed JWT)');
     }
-    if (err instanceof e.JWKSTimeout || err instanceof e.JWKSInvalid || err instanceof TypeError || isNetworkError(err)) {
+    if (isFetchFailure(err) || isNetworkError(err)) {
       return new AuthError('unavailable', 'token keys cannot be fetched from the issuer right now; retry');
     }
     return new AuthError('unauthenticated', 'token cannot be verified');
