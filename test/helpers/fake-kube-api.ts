@@ -31,6 +31,8 @@ export interface RecordedRequest {
   namespace: string | undefined;
   name: string | undefined;
   status: number;
+  /** Which kubeconfig user sent it (see kubeconfigFor). */
+  user: string;
 }
 
 export interface Permission {
@@ -133,14 +135,27 @@ export class FakeKubeApi {
   private readonly watches = new Set<OpenWatch>();
   private readonly sockets = new Set<Socket>();
   private rv = 1000;
+  /** bearer token -> user name */
+  private readonly users = new Map<string, string>();
 
   private constructor(
     private readonly server: Server,
     readonly url: string,
     readonly kubeconfigPath: string,
     readonly bearerToken: string,
+    private readonly caPem: string,
   ) {
     for (const k of Object.keys(TYPE) as Kind[]) this.store.set(k, new Map());
+    this.users.set(bearerToken, 'svid-ca');
+  }
+
+  /** A kubeconfig for another client (e.g. a second svid-ca replica), so recorded requests say who sent them. */
+  kubeconfigFor(user: string): string {
+    const token = randomBytes(16).toString('hex');
+    this.users.set(token, user);
+    const path = join(tempDir('svid-ca-kube-'), 'kubeconfig');
+    writeFileSync(path, kubeconfigYaml(this.url, this.caPem, token, user));
+    return path;
   }
 
   static async start(): Promise<FakeKubeApi> {
@@ -159,18 +174,8 @@ export class FakeKubeApi {
     const url = `https://127.0.0.1:${port}`;
     const token = randomBytes(16).toString('hex');
     const kubeconfigPath = join(tempDir('svid-ca-kube-'), 'kubeconfig');
-    writeFileSync(
-      kubeconfigPath,
-      stringify({
-        apiVersion: 'v1',
-        kind: 'Config',
-        clusters: [{ name: 'fake', cluster: { server: url, 'certificate-authority-data': Buffer.from(pki.root.certPem).toString('base64'), 'tls-server-name': 'localhost' } }],
-        users: [{ name: 'svid-ca', user: { token } }],
-        contexts: [{ name: 'fake', context: { cluster: 'fake', user: 'svid-ca' } }],
-        'current-context': 'fake',
-      }),
-    );
-    api = new FakeKubeApi(server, url, kubeconfigPath, token);
+    writeFileSync(kubeconfigPath, kubeconfigYaml(url, pki.root.certPem, token, 'svid-ca'));
+    api = new FakeKubeApi(server, url, kubeconfigPath, token, pki.root.certPem);
     server.on('connection', (s: Socket) => {
       api!.sockets.add(s);
       s.on('close', () => api!.sockets.delete(s));
@@ -289,6 +294,7 @@ export class FakeKubeApi {
       namespace: route?.namespace,
       name: route?.name,
       status: 0,
+      user: this.users.get((req.headers.authorization ?? '').replace(/^Bearer /, '')) ?? '',
     };
     this.requests.push(rec);
     const send = (code: number, body: unknown) => {
@@ -296,7 +302,7 @@ export class FakeKubeApi {
       res.writeHead(code, { 'content-type': 'application/json' });
       res.end(JSON.stringify(body));
     };
-    if (req.headers.authorization !== `Bearer ${this.bearerToken}`) return send(401, status(401, 'Unauthorized', 'Unauthorized'));
+    if (!rec.user) return send(401, status(401, 'Unauthorized', 'Unauthorized'));
     const body = ['POST', 'PUT', 'PATCH'].includes(rec.method) ? await readJson(req) : undefined;
     if (!route) return send(404, status(404, 'NotFound', `the server could not find the requested resource (${u.pathname})`));
     if (route.resource === 'tokenreviews') {
@@ -417,6 +423,27 @@ export class FakeKubeApi {
       type = now && before ? 'MODIFIED' : now ? 'ADDED' : before ? 'DELETED' : undefined;
     }
     if (type) w.res.write(JSON.stringify({ type, object: e.object }) + '\n');
+  }
+}
+
+function kubeconfigYaml(server: string, caPem: string, token: string, user: string): string {
+  return stringify({
+    apiVersion: 'v1',
+    kind: 'Config',
+    // The server's certificate names localhost; the client connects to 127.0.0.1 and verifies that name.
+    clusters: [{ name: 'fake', cluster: { server, 'certificate-authority-data': Buffer.from(caPem).toString('base64'), 'tls-server-name': 'localhost' } }],
+    users: [{ name: user, user: { token } }],
+    contexts: [{ name: 'fake', context: { cluster: 'fake', user } }],
+    'current-context': 'fake',
+  });
+}
+
+/** Polls until check() holds (watches and leases are asynchronous); throws naming what did not happen. */
+export async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
   }
 }
 
