@@ -117,8 +117,16 @@ export class IstiodCertManager {
       { secret: this.ref(), reason: verdict.why, dnsNames: this.o.dnsNames, serial: serving.serialHex, notAfter: serving.notAfter.toISOString() },
       'istiod serving certificate written',
     );
-    const half = serving.notBefore.getTime() + (serving.notAfter.getTime() - serving.notBefore.getTime()) / 2;
-    return Math.max(1000, Math.min(half - Date.now(), RECHECK_MS));
+    const renewAt = this.renewAt(serving.notBefore.getTime(), serving.notAfter.getTime());
+    return Math.max(1000, Math.min(renewAt - Date.now(), RECHECK_MS));
+  }
+
+  /**
+   * Half-life, measured on the intended lifetime: notBefore is backdated for clock skew, so the
+   * midpoint of notBefore..notAfter would come too early for short lifetimes.
+   */
+  private renewAt(from: number, to: number): number {
+    return to - Math.min(this.o.ttlMs, to - from) / 2;
   }
 
   /** When the Secret's certificate should be renewed, or why it must be replaced now. */
@@ -144,7 +152,7 @@ export class IstiodCertManager {
       if (dns.length !== want.length || want.some((d) => !dns.includes(d))) return replace('its DNS names differ from --istiod-dns');
       const from = new Date(leaf.validFrom).getTime();
       const to = new Date(leaf.validTo).getTime();
-      const renewAt = from + (to - from) / 2;
+      const renewAt = this.renewAt(from, to);
       if (now >= renewAt) return replace('it is past half of its lifetime');
       return { renewAt, why: 'current' };
     } catch {
