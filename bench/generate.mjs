@@ -1,0 +1,89 @@
+// Worker thread of the load generator: pre-generates distinct requests before a run (a CSR and a
+// token per request, no two alike) so that the timed run only writes bytes.
+//
+// Each request is { frame, authorization, identity }: `frame` is the gRPC message (5-byte prefix +
+// protobuf IstioCertificateRequest encoded once with protobufjs), `authorization` the header value.
+import { createPublicKey, generateKeyPairSync, sign } from 'node:crypto';
+import { parentPort, workerData } from 'node:worker_threads';
+import * as asn1js from 'asn1js';
+import { importPKCS8, SignJWT } from 'jose';
+import { requestType } from './proto.mjs';
+
+const { start, count, csrKey, keyPoolSize, jwt, trustDomain, validitySeconds } = workerData;
+
+const ber = (block) => Buffer.from(block.toBER(false));
+
+/** A TLV around already-encoded DER parts: asn1js writes the identifier and the length. */
+function tlv(tagClass, tagNumber, parts) {
+  const block = new asn1js.Primitive({ idBlock: { tagClass, tagNumber }, valueHex: Buffer.concat(parts) });
+  block.idBlock.isConstructed = true;
+  return ber(block);
+}
+const sequence = (parts) => tlv(1, 16, parts);
+
+const newKey = () =>
+  csrKey === 'rsa-2048' ? generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey : generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
+
+// RSA key generation takes ~50-100 ms: RSA requests draw from a pool of keys (CSRs still differ
+// in SAN and signature); EC requests get a fresh key each, as ztunnel does.
+const pool = keyPoolSize > 0 ? Array.from({ length: keyPoolSize }, newKey) : undefined;
+
+// The constant parts of a ztunnel-style CSR: version 0, empty subject, extensionRequest header.
+const VERSION = ber(new asn1js.Integer({ value: 0 }));
+const EMPTY_NAME = sequence([]);
+const EXTENSION_REQUEST_OID = ber(new asn1js.ObjectIdentifier({ value: '1.2.840.113549.1.9.14' }));
+const SAN_HEAD = Buffer.concat([ber(new asn1js.ObjectIdentifier({ value: '2.5.29.17' })), ber(new asn1js.Boolean({ value: true }))]);
+
+/** PKCS#10 CSR DER: empty subject, the key's SPKI, a critical URI SAN; signed with the key. */
+function csrDer(privateKey, spiffeId) {
+  const uri = new asn1js.IA5String({ value: spiffeId });
+  uri.idBlock.tagClass = 3;
+  uri.idBlock.tagNumber = 6;
+  const san = sequence([SAN_HEAD, ber(new asn1js.OctetString({ valueHex: sequence([ber(uri)]) }))]);
+  const attribute = sequence([EXTENSION_REQUEST_OID, tlv(1, 17, [sequence([san])])]);
+  const info = sequence([VERSION, EMPTY_NAME, spkiOf(privateKey), tlv(3, 0, [attribute])]);
+  const rsa = privateKey.asymmetricKeyType === 'rsa';
+  const algorithm = rsa
+    ? sequence([ber(new asn1js.ObjectIdentifier({ value: '1.2.840.113549.1.1.11' })), ber(new asn1js.Null())])
+    : sequence([ber(new asn1js.ObjectIdentifier({ value: '1.2.840.10045.4.3.2' }))]);
+  return sequence([info, algorithm, ber(new asn1js.BitString({ valueHex: sign('sha256', info, privateKey) }))]);
+}
+
+const spkiCache = new WeakMap();
+function spkiOf(privateKey) {
+  let der = spkiCache.get(privateKey);
+  if (!der) {
+    der = createPublicKey(privateKey).export({ type: 'spki', format: 'der' });
+    spkiCache.set(privateKey, der);
+  }
+  return der;
+}
+
+function pem(der) {
+  return `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64').match(/.{1,64}/g).join('\n')}\n-----END CERTIFICATE REQUEST-----\n`;
+}
+
+const signingKey = await importPKCS8(jwt.signingKeyPem, 'ES256');
+const now = Math.floor(Date.now() / 1000);
+const out = [];
+for (let i = start; i < start + count; i++) {
+  const sa = `w${i}`;
+  const identity = `spiffe://${trustDomain}/ns/bench/sa/${sa}`;
+  const key = pool ? pool[i % pool.length] : newKey();
+  const message = requestType.encode({ csr: pem(csrDer(key, identity)), validityDuration: validitySeconds }).finish();
+  const frame = Buffer.alloc(5 + message.length);
+  frame.writeUInt32BE(message.length, 1); // gRPC framing: compressed flag 0, 4-byte big-endian length
+  frame.set(message, 5);
+  const token = await new SignJWT({
+    'kubernetes.io': { namespace: 'bench', serviceaccount: { name: sa, uid: `uid-${i}` }, pod: { name: `${sa}-pod`, uid: `pod-${i}` } },
+  })
+    .setProtectedHeader({ alg: 'ES256', kid: jwt.kid, typ: 'JWT' })
+    .setIssuer(jwt.issuer)
+    .setSubject(`system:serviceaccount:bench:${sa}`)
+    .setAudience('istio-ca')
+    .setIssuedAt(now)
+    .setExpirationTime(now + 6 * 3600)
+    .sign(signingKey);
+  out.push({ frame, authorization: `Bearer ${token}`, identity });
+}
+parentPort.postMessage(out);

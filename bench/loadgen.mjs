@@ -1,0 +1,181 @@
+// The load generator: its own process (forked by run.mjs, talking over IPC). It pre-generates
+// distinct requests in worker threads, opens one HTTP/2 connection per caller (raw node:http2 over
+// TLS, as an agent holds one channel), and then only writes pre-framed gRPC messages.
+//
+// Messages from run.mjs: {type:'prepare', ...} -> {type:'ready'}; {type:'run', ...} ->
+// {type:'started'}, {type:'finished'} (as soon as the last call ends, so run.mjs reads the server's
+// CPU then), {type:'result', ...}.
+import { X509Certificate } from 'node:crypto';
+import http2 from 'node:http2';
+import { cpus } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { CREATE_CERTIFICATE_PATH, responseType } from './proto.mjs';
+
+const STATUS_NAMES = ['OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND', 'ALREADY_EXISTS', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS', 'UNAUTHENTICATED'];
+// istio-agent's CA client retry policy: these codes, up to 5 calls, 100 ms exponential backoff.
+const RETRYABLE = new Set([1, 2, 4, 8, 10, 13, 14, 'transport']);
+const MAX_CALLS = 5;
+const BACKOFF_MS = 100;
+
+let requests = [];
+
+async function prepare(msg) {
+  const workers = Math.max(1, Math.min(cpus().length, 4));
+  const per = Math.ceil(msg.count / workers);
+  const parts = await Promise.all(
+    Array.from({ length: workers }, (_, w) => {
+      const start = w * per;
+      const count = Math.max(0, Math.min(per, msg.count - start));
+      return new Promise((resolve, reject) => {
+        const worker = new Worker(new URL('./generate.mjs', import.meta.url), { workerData: { ...msg.generator, start: start + msg.offset, count } });
+        worker.once('message', (items) => {
+          resolve(items);
+          worker.terminate();
+        });
+        worker.once('error', reject);
+      });
+    }),
+  );
+  requests = parts.flat().map((r) => ({ frame: Buffer.from(r.frame), authorization: r.authorization, identity: r.identity }));
+}
+
+function connect(target) {
+  return new Promise((resolve) => {
+    const session = http2.connect(`https://127.0.0.1:${target.port}`, { ca: target.rootPem, servername: target.serverName });
+    session.on('error', () => {});
+    session.once('connect', () => resolve(session));
+    session.once('close', () => resolve(session));
+  });
+}
+
+/** One CreateCertificate call: resolves with the gRPC status (or 'transport') and, when asked, the response body. */
+function call(session, req, keepBody) {
+  return new Promise((resolve) => {
+    let status;
+    const body = keepBody ? [] : undefined;
+    let stream;
+    try {
+      stream = session.request({
+        ':method': 'POST',
+        ':path': CREATE_CERTIFICATE_PATH,
+        'content-type': 'application/grpc',
+        te: 'trailers',
+        'grpc-timeout': '30S',
+        authorization: req.authorization,
+        clusterid: 'Kubernetes',
+      });
+    } catch {
+      resolve({ code: 'transport' });
+      return;
+    }
+    stream.on('response', (h) => {
+      if (h['grpc-status'] !== undefined) status = Number(h['grpc-status']);
+    });
+    stream.on('trailers', (t) => {
+      if (t['grpc-status'] !== undefined) status = Number(t['grpc-status']);
+    });
+    stream.on('data', (d) => body?.push(d));
+    stream.on('error', () => {});
+    stream.on('close', () => resolve({ code: status ?? 'transport', body: body && Buffer.concat(body) }));
+    stream.end(req.frame);
+  });
+}
+
+/** The leaf of a sampled response must name the request's identity and verify under the signing certificate. */
+function checkResponse(body, identity, signerPublicKey) {
+  try {
+    const len = body.readUInt32BE(1);
+    const res = responseType.decode(body.subarray(5, 5 + len));
+    const leaf = new X509Certificate(res.certChain[0]);
+    return res.certChain.length >= 2 && leaf.subjectAltName === `URI:${identity}` && leaf.verify(signerPublicKey);
+  } catch {
+    return false;
+  }
+}
+
+function percentile(sorted, p) {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function run(msg) {
+  const target = msg.target;
+  const sessions = await Promise.all(Array.from({ length: msg.callers }, () => connect(target)));
+  const signerPublicKey = new X509Certificate(target.signerPem).publicKey;
+  const latencies = new Float64Array(requests.length);
+  let done = 0;
+  let next = 0;
+  let retries = 0;
+  let exhausted = false;
+  const codes = {};
+  const samples = [];
+  const sampleEvery = Math.max(1, Math.floor(requests.length / 200));
+
+  process.send({ type: 'started' });
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const deadline = msg.durationMs ? t0 + msg.durationMs : Infinity;
+  const caller = async (c) => {
+    for (;;) {
+      if (performance.now() >= deadline) return;
+      const i = next++;
+      if (i >= requests.length) {
+        exhausted = msg.durationMs !== undefined;
+        return;
+      }
+      const req = requests[i];
+      const keep = i % sampleEvery === 0;
+      const start = performance.now();
+      let result;
+      for (let attempt = 1; ; attempt++) {
+        if (sessions[c].destroyed || sessions[c].closed) sessions[c] = await connect(target);
+        result = await call(sessions[c], req, keep);
+        if (result.code === 0 || !msg.retry || attempt >= MAX_CALLS || !RETRYABLE.has(result.code)) break;
+        retries++;
+        await new Promise((r) => setTimeout(r, BACKOFF_MS * 2 ** (attempt - 1)));
+      }
+      const name = typeof result.code === 'number' ? STATUS_NAMES[result.code] ?? String(result.code) : result.code;
+      codes[name] = (codes[name] ?? 0) + 1;
+      if (result.code === 0) {
+        latencies[done++] = performance.now() - start;
+        if (keep) samples.push({ body: result.body, identity: req.identity });
+      }
+    }
+  };
+  await Promise.all(sessions.map((_, c) => caller(c)));
+  const elapsedMs = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  process.send({ type: 'finished' });
+
+  for (const s of sessions) s.close();
+  let badResponses = 0;
+  for (const s of samples) if (!checkResponse(s.body, s.identity, signerPublicKey)) badResponses++;
+  const sorted = latencies.subarray(0, done).sort();
+  return {
+    type: 'result',
+    requests: Object.values(codes).reduce((a, b) => a + b, 0),
+    issued: codes.OK ?? 0,
+    codes,
+    retries,
+    exhausted,
+    elapsedMs,
+    p50: percentile(sorted, 50),
+    p90: percentile(sorted, 90),
+    p99: percentile(sorted, 99),
+    max: sorted.length ? sorted[sorted.length - 1] : NaN,
+    loadgenCpuSeconds: (cpu.user + cpu.system) / 1e6,
+    sampled: samples.length,
+    badResponses,
+  };
+}
+
+process.on('message', async (msg) => {
+  if (msg.type === 'prepare') {
+    await prepare(msg);
+    process.send({ type: 'ready', count: requests.length });
+  } else if (msg.type === 'run') {
+    process.send(await run(msg));
+  } else if (msg.type === 'exit') {
+    process.exit(0);
+  }
+});

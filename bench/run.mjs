@@ -1,0 +1,244 @@
+// svid-ca benchmark: `npm run bench [-- --quick] [-- --json FILE] [-- --only ec-p256,rsa-2048,storm] [-- --profile DIR]`.
+//
+// Starts the built svid-ca (dist/cli.js) in a child process per scenario, drives it from a separate
+// load-generator process (loadgen.mjs) with distinct pre-generated CSRs and tokens over raw
+// node:http2, and prints one table: requests, errors by code, issued/s, latency percentiles, server
+// CPU (from /proc/<pid>/stat), peak RSS (VmHWM), and efficiency against this machine's own
+// `openssl speed` limit for one CSR verify + one sign on all cores, measured in the same run.
+import { execFileSync, fork, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createIntermediateCa, createRootCa } from '../dist/ca/index.js';
+import { ensureDevEnvironment } from '../dist/dev/index.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const QUICK = args.includes('--quick');
+const jsonFile = args.includes('--json') ? args[args.indexOf('--json') + 1] : undefined;
+const profileDir = args.includes('--profile') ? args[args.indexOf('--profile') + 1] : undefined;
+const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : undefined;
+const CORES = cpus().length;
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+
+const SCENARIOS = [
+  { name: 'ec-p256', title: 'EC P-256 signer, P-256 CSRs, 64 callers', signer: 'dev', csrKey: 'ec-p256', callers: 64, durationMs: QUICK ? 5_000 : 30_000, poolRate: 5_000 },
+  { name: 'rsa-2048', title: 'RSA-2048 signer, RSA-2048 CSRs, 64 callers', signer: 'rsa-2048', csrKey: 'rsa-2048', callers: 64, durationMs: QUICK ? 5_000 : 30_000, poolRate: 2_500 },
+  { name: 'storm', title: `storm: ${QUICK ? '1,000' : '10,000'} identities at once, ${QUICK ? 100 : 1000} callers, agent retries`, signer: 'dev', csrKey: 'ec-p256', callers: QUICK ? 100 : 1000, count: QUICK ? 1_000 : 10_000, retry: true },
+].filter((s) => !only || only.includes(s.name));
+
+const log = (...a) => process.stderr.write(`[bench] ${a.join(' ')}\n`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** `openssl speed -multi <cores>`: sign/s and verify/s of the algorithm on all cores. */
+function opensslSpeed(alg) {
+  const out = execFileSync('openssl', ['speed', '-seconds', QUICK ? '1' : '3', '-multi', String(CORES), alg], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const line = out.split('\n').reverse().find((l) => (alg.startsWith('rsa') ? /^rsa\s+\d+ bits/.test(l.trim()) : /ecdsa \(nistp256\)/.test(l)));
+  const nums = line.trim().split(/\s+/).slice(-2).map(Number);
+  return { sign: nums[0], verify: nums[1] };
+}
+
+/** Issuances per second the CPU allows: one CSR verify + one sign each, all cores. */
+const limitOf = (s) => 1 / (1 / s.sign + 1 / s.verify);
+
+function cpuSeconds(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime + stime
+}
+function memoryKiB(pid, key) {
+  const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm'));
+  return m ? Number(m[1]) : NaN;
+}
+
+async function startServer(dir, extraArgs) {
+  const logFile = join(dir, `server-${Date.now()}.log`);
+  const fd = openSync(logFile, 'w');
+  const nodeArgs = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+  const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist', 'cli.js'), 'serve', '--dev', '--dev-dir', join(dir, 'dev'), '--listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0', ...extraArgs], {
+    stdio: ['ignore', fd, fd],
+  });
+  for (let i = 0; i < 300; i++) {
+    await sleep(100);
+    const line = readFileSync(logFile, 'utf8').split('\n').find((l) => l.includes('"svid-ca serving"'));
+    if (line) {
+      const rec = JSON.parse(line);
+      return { child, grpcPort: Number(rec.grpc.split(':').pop()), monitoringPort: Number(rec.monitoring.split(':').pop()), logFile };
+    }
+    if (child.exitCode !== null) break;
+  }
+  child.kill('SIGKILL');
+  throw new Error(`svid-ca did not start; see ${logFile}:\n${readFileSync(logFile, 'utf8').slice(-2000)}`);
+}
+
+function stopServer(server) {
+  return new Promise((resolve) => {
+    if (server.child.exitCode !== null) return resolve();
+    const t = setTimeout(() => server.child.kill('SIGKILL'), 5_000);
+    server.child.once('exit', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    server.child.kill('SIGTERM');
+  });
+}
+
+/** One probe as kubelet makes it: a new connection, GET, time to the full answer. */
+function probe(port, path) {
+  const start = performance.now();
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path, agent: false, timeout: 5_000 }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ ms: performance.now() - start, ok: res.statusCode === 200 }));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve({ ms: performance.now() - start, ok: false }));
+  });
+}
+
+function forkLoadgen() {
+  const child = fork(join(ROOT, 'bench', 'loadgen.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const waiters = [];
+  child.on('message', (m) => {
+    const i = waiters.findIndex((w) => w.type === m.type);
+    if (i >= 0) waiters.splice(i, 1)[0].resolve(m);
+  });
+  return { child, next: (type) => new Promise((resolve) => waiters.push({ type, resolve })) };
+}
+
+async function runScenario(s, dir, env, speed) {
+  log(`${s.name}: ${s.title}`);
+  let extra = [];
+  let rootPem = readFileSync(join(env.cacertsDir, 'root-cert.pem'), 'utf8');
+  let signerPem = readFileSync(join(env.cacertsDir, 'ca-cert.pem'), 'utf8');
+  if (s.signer === 'rsa-2048') {
+    const cacerts = join(dir, 'rsa-cacerts');
+    const root = createRootCa({ key: 'rsa-2048', ttlMs: 30 * 86_400_000, organization: 'svid-ca bench', commonName: 'bench RSA root' });
+    const files = createIntermediateCa({ root, key: 'rsa-2048', ttlMs: 7 * 86_400_000, organization: 'svid-ca bench', commonName: 'bench RSA intermediate' });
+    mkdirSync(cacerts, { recursive: true });
+    for (const [name, text] of Object.entries(files)) writeFileSync(join(cacerts, name), text, { mode: 0o600 });
+    extra = ['--cacerts', cacerts];
+    rootPem = files['root-cert.pem'];
+    signerPem = files['ca-cert.pem'];
+  }
+  const count = s.count ?? Math.ceil((s.durationMs / 1000) * s.poolRate);
+  const jwks = JSON.parse(readFileSync(env.jwksFile, 'utf8'));
+  const lg = forkLoadgen();
+  const t = performance.now();
+  lg.child.send({
+    type: 'prepare',
+    count,
+    offset: 0,
+    generator: {
+      csrKey: s.csrKey,
+      keyPoolSize: s.csrKey === 'rsa-2048' ? 64 : 0,
+      trustDomain: 'cluster.local',
+      validitySeconds: 86_400,
+      jwt: { signingKeyPem: readFileSync(env.signingKeyFile, 'utf8'), kid: jwks.keys[0].kid, issuer: env.issuer },
+    },
+  });
+  await lg.next('ready');
+  log(`${s.name}: ${count} distinct requests pre-generated in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+
+  const server = await startServer(dir, extra);
+  try {
+    const pid = server.child.pid;
+    let probes = [];
+    let rssMax = 0;
+    let probing = true;
+    const prober = (async () => {
+      while (probing) {
+        const [h, r] = await Promise.all([probe(server.monitoringPort, '/healthz'), probe(server.monitoringPort, '/readyz')]);
+        probes.push(h, r);
+        rssMax = Math.max(rssMax, memoryKiB(pid, 'VmRSS'));
+        await sleep(50);
+      }
+    })();
+    await sleep(300);
+    probes = [];
+    lg.child.send({ type: 'run', callers: s.callers, durationMs: s.durationMs, retry: !!s.retry, target: { port: server.grpcPort, rootPem, serverName: 'localhost', signerPem } });
+    await lg.next('started');
+    const cpu0 = cpuSeconds(pid);
+    await lg.next('finished');
+    const cpu1 = cpuSeconds(pid);
+    probing = false;
+    const result = await lg.next('result');
+    await prober;
+    lg.child.send({ type: 'exit' });
+    const seconds = result.elapsedMs / 1000;
+    const issuedPerSec = result.issued / seconds;
+    const errors = Object.fromEntries(Object.entries(result.codes).filter(([k]) => k !== 'OK'));
+    if (result.badResponses > 0) errors.BAD_RESPONSE = result.badResponses;
+    const sp = s.csrKey === 'rsa-2048' ? speed.rsa2048 : speed.ecdsap256;
+    return {
+      scenario: s.name,
+      title: s.title,
+      requests: result.requests,
+      issued: result.issued,
+      errors,
+      retries: result.retries,
+      seconds: Number(seconds.toFixed(2)),
+      poolExhausted: result.exhausted,
+      issuedPerSec: Math.round(issuedPerSec),
+      p50ms: Number(result.p50.toFixed(1)),
+      p90ms: Number(result.p90.toFixed(1)),
+      p99ms: Number(result.p99.toFixed(1)),
+      maxMs: Number(result.max.toFixed(1)),
+      serverCores: Number(((cpu1 - cpu0) / seconds).toFixed(2)),
+      serverCpuUsPerCert: Math.round(((cpu1 - cpu0) * 1e6) / Math.max(1, result.issued)),
+      loadgenCores: Number((result.loadgenCpuSeconds / seconds).toFixed(2)),
+      peakRssMiB: Math.round(Math.max(memoryKiB(pid, 'VmHWM'), rssMax) / 1024),
+      probeMaxMs: Number(Math.max(...probes.map((p) => p.ms)).toFixed(1)),
+      probeFailures: probes.filter((p) => !p.ok).length,
+      opensslLimitPerSec: Math.round(limitOf(sp)),
+      efficiency: Number((issuedPerSec / limitOf(sp)).toFixed(3)),
+      sampledResponsesChecked: result.sampled,
+    };
+  } finally {
+    await stopServer(server);
+    if (lg.child.exitCode === null) lg.child.kill();
+  }
+}
+
+function table(rows) {
+  const head = ['scenario', 'requests', 'errors', 'issued/s', 'p50 ms', 'p90 ms', 'p99 ms', 'server cores', 'server us/cert', 'loadgen cores', 'peak RSS MiB', 'probe max ms', 'efficiency'];
+  const body = rows.map((r) => [
+    r.scenario + (r.poolExhausted ? ' (pool used up)' : ''),
+    String(r.requests),
+    Object.keys(r.errors).length ? Object.entries(r.errors).map(([k, v]) => `${k}:${v}`).join(' ') : '0',
+    String(r.issuedPerSec),
+    String(r.p50ms),
+    String(r.p90ms),
+    String(r.p99ms),
+    String(r.serverCores),
+    String(r.serverCpuUsPerCert),
+    String(r.loadgenCores),
+    String(r.peakRssMiB),
+    String(r.probeMaxMs),
+    `${(r.efficiency * 100).toFixed(1)}% of ${r.opensslLimitPerSec}/s`,
+  ]);
+  const lines = [head, ...body].map((cols) => `| ${cols.join(' | ')} |`);
+  lines.splice(1, 0, `|${head.map(() => '---').join('|')}|`);
+  return lines.join('\n');
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'svid-ca-bench-'));
+try {
+  const env = await ensureDevEnvironment(join(dir, 'dev'));
+  log(`openssl speed on ${CORES} cores (${QUICK ? 1 : 3} s per operation)...`);
+  const speed = { ecdsap256: opensslSpeed('ecdsap256') };
+  if (SCENARIOS.some((s) => s.csrKey === 'rsa-2048')) speed.rsa2048 = opensslSpeed('rsa2048');
+  for (const [k, v] of Object.entries(speed)) log(`openssl ${k}: sign ${v.sign}/s, verify ${v.verify}/s -> ${Math.round(limitOf(v))} issuances/s`);
+  const rows = [];
+  for (const s of SCENARIOS) rows.push(await runScenario(s, dir, env, speed));
+  const out = { date: new Date().toISOString(), node: process.version, cores: CORES, quick: QUICK, openssl: speed, scenarios: rows };
+  process.stdout.write(`\n${table(rows)}\n\n`);
+  for (const r of rows) {
+    process.stdout.write(`${r.scenario}: ${r.title}; ${r.issued} issued in ${r.seconds} s, ${r.retries} retries, ${r.sampledResponsesChecked} sampled responses checked, max latency ${r.maxMs} ms, probe failures ${r.probeFailures}\n`);
+  }
+  if (jsonFile) writeFileSync(jsonFile, JSON.stringify(out, null, 2) + '\n');
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
