@@ -1,0 +1,151 @@
+/**
+ * The RBAC in deploy/kubernetes must allow every API request svid-ca makes. The required
+ * permissions are not written down here: they are derived from the requests a local fake
+ * Kubernetes API server recorded during a full run of TokenReview, the pod index, the root
+ * ConfigMap publisher, leader election and the istiod-tls Secret, then checked against the rules
+ * of the rendered (`kubectl kustomize deploy/kubernetes`) Roles and ClusterRoles bound to
+ * svid-ca's ServiceAccount, including resourceNames restrictions.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
+import { loadCacerts } from '../src/ca/index.js';
+import { FakeKubeApi, waitFor, type Permission } from './helpers/fake-kube-api.js';
+import { makeCacerts, makeIntermediate, makeRoot, removeDir, tempDir, writeCacerts } from './helpers/pki.js';
+import { createTestIssuer, startTestServer } from './helpers/server.js';
+
+const KUSTOMIZE_DIR = 'deploy/kubernetes';
+const NS = 'istio-system';
+
+interface Rule {
+  apiGroups?: string[];
+  resources?: string[];
+  verbs?: string[];
+  resourceNames?: string[];
+}
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Manifest = any;
+
+let pki: ReturnType<typeof makeCacerts>;
+let fake: FakeKubeApi;
+let recorded: Permission[] = [];
+
+beforeAll(async () => {
+  pki = makeCacerts();
+  fake = await FakeKubeApi.start();
+  for (const ns of [NS, 'default', 'demo', 'kube-system']) fake.addNamespace(ns);
+  fake.addPod({ namespace: NS, name: 'ztunnel-a', serviceAccount: 'ztunnel', nodeName: 'node-1' });
+  fake.addServiceAccountToken('tok', { namespace: 'demo', serviceAccount: 'web' });
+  const server = await startTestServer({
+    cacerts: pki.dir,
+    issuer: await createTestIssuer(),
+    kubernetes: {
+      kubeconfig: fake.kubeconfigPath,
+      tokenReview: { audiences: ['istio-ca'], cacheTtlMs: 60_000, concurrency: 4 },
+      trustedNodeAccounts: [`${NS}/ztunnel`],
+      publishRootConfigMap: {},
+      leaderElectionNamespace: NS,
+      istiodCert: { namespace: NS, name: 'istiod-tls', dnsNames: ['istiod.istio-system.svc'], ttlMs: 3_600_000 },
+      leaseTiming: { leaseDurationMs: 1500, renewDeadlineMs: 1000, retryPeriodMs: 150 },
+    },
+  });
+  try {
+    const kube = server.service.kube!;
+    const cm = () => fake.get('configmaps', 'demo', 'istio-ca-root-cert');
+    const roots = () => server.service.authority.bundle.rootsPem;
+    expect((await kube.tokenReviewer!.review('tok', ['istio-ca'])).authenticated).toBe(true);
+    await waitFor('pod index', () => kube.pods!.isSynced());
+    await waitFor('root ConfigMaps and istiod-tls', () => cm()?.data?.['root-cert.pem'] === roots() && fake.get('secrets', NS, 'istiod-tls') !== undefined);
+    // Drift revert (update), then a bundle change (update of every ConfigMap and of the Secret).
+    fake.put('configmaps', { ...cm(), data: { 'root-cert.pem': 'edited' } });
+    await waitFor('drift revert', () => cm()?.data?.['root-cert.pem'] === roots());
+    const nextRoot = makeRoot();
+    const nextDir = writeCacerts(tempDir(), { signer: makeIntermediate(nextRoot), roots: [pki.root, nextRoot] });
+    server.service.authority.replaceBundle(loadCacerts(nextDir));
+    removeDir(nextDir);
+    const caCrt = () => Buffer.from(fake.get('secrets', NS, 'istiod-tls')?.data?.['ca.crt'] ?? '', 'base64').toString('utf8');
+    await waitFor('bundle change published', () => cm()?.data?.['root-cert.pem'] === roots() && caCrt() === roots());
+  } finally {
+    await server.close();
+  }
+  recorded = fake.permissions();
+}, 60_000);
+
+afterAll(async () => {
+  await fake?.close();
+  removeDir(pki.dir);
+});
+
+function render(): Manifest[] {
+  const out = execFileSync('kubectl', ['kustomize', KUSTOMIZE_DIR], { encoding: 'utf8' });
+  return parseAllDocuments(out).map((d) => d.toJS()).filter(Boolean);
+}
+
+function covers(rule: Rule, p: Permission): boolean {
+  const has = (list: string[] | undefined, v: string) => !!list && (list.includes(v) || list.includes('*'));
+  if (!has(rule.apiGroups, p.group) || !has(rule.resources, p.resource) || !has(rule.verbs, p.verb)) return false;
+  // A rule limited to names never allows list, watch or create (the request names no object).
+  if (rule.resourceNames && rule.resourceNames.length > 0) return p.name !== undefined && rule.resourceNames.includes(p.name);
+  return true;
+}
+
+const show = (p: Permission) => `${p.verb} ${p.group || 'core'}/${p.resource}${p.name ? `/${p.name}` : ''} in ${p.namespace ?? '(all namespaces)'}`;
+
+describe('RBAC of deploy/kubernetes against the requests recorded by a local fake Kubernetes API server', () => {
+  it('the full run exercised every kind of request svid-ca makes', () => {
+    const kinds = new Set(recorded.map((p) => `${p.group}/${p.resource}:${p.verb}`));
+    for (const k of [
+      'authentication.k8s.io/tokenreviews:create',
+      '/pods:list',
+      '/pods:watch',
+      '/namespaces:list',
+      '/namespaces:watch',
+      '/configmaps:list',
+      '/configmaps:watch',
+      '/configmaps:create',
+      '/configmaps:update',
+      'coordination.k8s.io/leases:get',
+      'coordination.k8s.io/leases:create',
+      'coordination.k8s.io/leases:update',
+      '/secrets:get',
+      '/secrets:create',
+      '/secrets:update',
+    ]) {
+      expect(kinds, k).toContain(k);
+    }
+  });
+
+  it.runIf(existsSync(KUSTOMIZE_DIR))('bound Roles and ClusterRoles allow every recorded request', () => {
+    const docs = render();
+    const sa = docs.find((d) => d.kind === 'ServiceAccount');
+    expect(sa, 'a ServiceAccount in the bundle').toBeDefined();
+    const boundTo = (b: Manifest) => (b.subjects ?? []).some((s: Manifest) => s.kind === 'ServiceAccount' && s.name === sa.metadata.name && s.namespace === sa.metadata.namespace);
+    const roleRules = (kind: string, name: string, namespace?: string): Rule[] =>
+      docs.filter((d) => d.kind === kind && d.metadata.name === name && (kind === 'ClusterRole' || d.metadata.namespace === namespace)).flatMap((d) => d.rules ?? []);
+    // Cluster-wide: ClusterRoles bound by ClusterRoleBindings.
+    const clusterRules = docs
+      .filter((d) => d.kind === 'ClusterRoleBinding' && boundTo(d))
+      .flatMap((b) => roleRules(b.roleRef.kind, b.roleRef.name));
+    // Per namespace: Roles (or ClusterRoles) bound by RoleBindings there.
+    const namespacedRules = (ns: string): Rule[] =>
+      docs.filter((d) => d.kind === 'RoleBinding' && d.metadata.namespace === ns && boundTo(d)).flatMap((b) => roleRules(b.roleRef.kind, b.roleRef.name, ns));
+
+    // Requests into namespaces svid-ca does not own (root ConfigMaps) must be allowed cluster-wide.
+    const byPermission = new Map<string, Permission[]>();
+    for (const p of recorded) {
+      const k = `${p.group}|${p.resource}|${p.verb}|${p.name ?? ''}`;
+      byPermission.set(k, [...(byPermission.get(k) ?? []), p]);
+    }
+    const missing: string[] = [];
+    for (const ps of byPermission.values()) {
+      const namespaces = new Set(ps.map((p) => p.namespace));
+      const spansNamespaces = namespaces.size > 1 || namespaces.has(undefined) || ![...namespaces].every((n) => n === NS);
+      for (const p of ps) {
+        const ok = clusterRules.some((r) => covers(r, p)) || (!spansNamespaces && p.namespace !== undefined && namespacedRules(p.namespace).some((r) => covers(r, p)));
+        if (!ok) missing.push(show(p));
+      }
+    }
+    expect([...new Set(missing)]).toEqual([]);
+  });
+});
