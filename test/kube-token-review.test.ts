@@ -124,6 +124,21 @@ describe('TokenReview authenticator against a local fake Kubernetes API server',
     expect(tokenReviews().length - before).toBe(1);
   });
 
+  it("keeps a cached result no longer than the token's exp, even within the cache TTL", async () => {
+    const jwt = await (await createTestIssuer()).token({ namespace: 'demo', serviceAccount: 'web', expiresInSeconds: 1 });
+    fake.addServiceAccountToken(jwt, { namespace: 'demo', serviceAccount: 'web' });
+    const { client } = await serve({ cacheTtlMs: 600_000 });
+    const before = tokenReviews().length;
+    expect((await call(client, request(), bearer(jwt))).err).toBeUndefined();
+    expect((await call(client, request(), bearer(jwt))).err).toBeUndefined();
+    expect(tokenReviews().length - before).toBe(1);
+    const exp = JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString('utf8')).exp as number;
+    await new Promise((r) => setTimeout(r, Math.max(0, exp * 1000 - Date.now()) + 50));
+    // The fake still says yes (it does not look at exp); svid-ca must ask again.
+    expect((await call(client, request(), bearer(jwt))).err).toBeUndefined();
+    expect(tokenReviews().length - before).toBe(2);
+  });
+
   it('with --token-review-cache-ttl 0 every call is reviewed', async () => {
     fake.addServiceAccountToken('tok-nocache', { namespace: 'demo', serviceAccount: 'web' });
     const { client } = await serve({ cacheTtlMs: 0 });
