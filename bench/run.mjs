@@ -1,4 +1,5 @@
-// svid-ca benchmark: `npm run bench [-- --quick] [-- --json FILE] [-- --only ec-p256,rsa-2048,storm] [-- --profile DIR]`.
+// svid-ca benchmark: `npm run bench [-- --quick] [-- --json FILE] [-- --only ec-p256,rsa-2048,storm] [-- --profile DIR]
+// [-- --pool-rate N]` (requests pre-generated per second of run; a run that uses them all up ends early and says so).
 //
 // Starts the built svid-ca (dist/cli.js) in a child process per scenario, drives it from a separate
 // load-generator process (loadgen.mjs) with distinct pre-generated CSRs and tokens over raw
@@ -19,13 +20,14 @@ const args = process.argv.slice(2);
 const QUICK = args.includes('--quick');
 const jsonFile = args.includes('--json') ? args[args.indexOf('--json') + 1] : undefined;
 const profileDir = args.includes('--profile') ? args[args.indexOf('--profile') + 1] : undefined;
+const poolRateArg = args.includes('--pool-rate') ? Number(args[args.indexOf('--pool-rate') + 1]) : undefined;
 const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : undefined;
 const CORES = cpus().length;
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
 const SCENARIOS = [
-  { name: 'ec-p256', title: 'EC P-256 signer, P-256 CSRs, 64 callers', signer: 'dev', csrKey: 'ec-p256', callers: 64, durationMs: QUICK ? 5_000 : 30_000, poolRate: 5_000 },
-  { name: 'rsa-2048', title: 'RSA-2048 signer, RSA-2048 CSRs, 64 callers', signer: 'rsa-2048', csrKey: 'rsa-2048', callers: 64, durationMs: QUICK ? 5_000 : 30_000, poolRate: 2_500 },
+  { name: 'ec-p256', title: 'EC P-256 signer, P-256 CSRs, 64 callers', signer: 'dev', csrKey: 'ec-p256', callers: 64, durationMs: QUICK ? 5_000 : 30_000, poolRate: poolRateArg ?? 3_000 },
+  { name: 'rsa-2048', title: 'RSA-2048 signer, RSA-2048 CSRs, 64 callers', signer: 'rsa-2048', csrKey: 'rsa-2048', callers: 64, durationMs: QUICK ? 5_000 : 30_000, poolRate: poolRateArg ?? 1_500 },
   { name: 'storm', title: `storm: ${QUICK ? '1,000' : '10,000'} identities at once, ${QUICK ? 100 : 1000} callers, agent retries`, signer: 'dev', csrKey: 'ec-p256', callers: QUICK ? 100 : 1000, count: QUICK ? 1_000 : 10_000, retry: true },
 ].filter((s) => !only || only.includes(s.name));
 
