@@ -47,8 +47,16 @@ export class AuditLog {
 
   /** Writes the record; throws AuditWriteError when the audit file cannot take it. */
   record(record: AuditRecord, message = record.event === 'issued' ? 'certificate issued' : 'certificate denied'): void {
-    if (this.path) this.append(JSON.stringify({ time: new Date().toISOString(), ...record }) + '\n');
+    const line = this.path ? JSON.stringify({ time: new Date().toISOString(), ...record }) + '\n' : undefined;
+    if (record.event === 'issued') {
+      // File first: an issuance whose record cannot be written is turned into a denial by the caller.
+      if (line) this.append(line);
+      this.logger.info({ audit: record }, message);
+      return;
+    }
+    // A denial reaches the pino log even while the file cannot take it.
     this.logger.info({ audit: record }, message);
+    if (line) this.append(line);
   }
 
   private append(line: string): void {

@@ -152,7 +152,14 @@ export class CaMetrics {
       this.requests.inc({ outcome }, 0);
     }
     for (const result of ['success', 'failure']) this.bundleReloads.inc({ result }, 0);
-    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'svid_ca_' });
+    if (options.defaultMetrics !== false) {
+      collectDefaultMetrics({ register: this.registry, prefix: 'svid_ca_' });
+      // prom-client's *_total gauges break the naming rule promtool checks (a _total is a counter);
+      // their per-type twins (svid_ca_nodejs_active_handles{type} ...) carry the same numbers.
+      for (const name of ['svid_ca_nodejs_active_handles_total', 'svid_ca_nodejs_active_requests_total', 'svid_ca_nodejs_active_resources_total']) {
+        this.registry.removeSingleMetric(name);
+      }
+    }
   }
 
   /** Records the certificates of the signing bundle (roots, chain, signer) replacing the previous ones. */

@@ -4,6 +4,7 @@ import type { Authority, IssuedCertificate } from '../ca/index.js';
 import type { AuditLog, AuditRecord, CaMetrics, Logger } from '../observability/index.js';
 import { parseCsrPem } from '../pki/index.js';
 import { classifyError, RequestError } from './errors.js';
+import { wholeSeconds } from './lifecycle.js';
 import { readRequestMetadata, readValidityDuration } from './metadata.js';
 import type { IstioCertificateRequest, IstioCertificateResponse } from './proto.js';
 
@@ -66,7 +67,8 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
         Object.assign(record, {
           grantedTtlSeconds: Math.round(issued.grantedMs / 1000),
           serial: issued.serialHex,
-          notAfter: issued.notAfter.toISOString(),
+          // The not-after the certificate carries (whole seconds), so the record matches the leaf.
+          notAfter: wholeSeconds(issued.notAfter).toISOString(),
           signerSki: issued.signerKeyId,
         });
         try {
@@ -102,6 +104,13 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
     };
 
     const handle = async (): Promise<IssuedCertificate> => {
+      // The requested TTL goes into every audit record, also of calls refused before the TTL check;
+      // a malformed value is reported below, in its turn.
+      try {
+        requestedTtl = readValidityDuration(call.request.validity_duration);
+      } catch {
+        requestedTtl = undefined;
+      }
       // grpc-js exposes the client certificate only when the handshake verified it (--client-cert-auth).
       const peerCertificate = call.getAuthContext?.()?.sslPeerCertificate?.raw;
       const creds = { authorization: firstString(call.metadata, 'authorization'), clusterId: clusterIds, peerCertificate };

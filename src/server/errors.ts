@@ -34,7 +34,10 @@ export interface Failure {
  * INTERNAL (5 calls), and gives up at once on UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT.
  */
 export function classifyError(err: unknown): Failure {
-  if (err instanceof RequestError) return { code: err.code, outcome: err.outcome, message: err.message };
+  if (err instanceof RequestError) {
+    // istiod counts a request it cannot read a CSR from (an empty csr field included) as CSR_ERROR.
+    return { code: err.code, outcome: err.outcome, message: err.message, ...(err.outcome === 'invalid_csr' ? { signError: 'CSR_ERROR' as const } : {}) };
+  }
   if (err instanceof AuthError) {
     return err.failure === 'unavailable'
       ? { code: grpc.status.UNAVAILABLE, outcome: 'unavailable', message: `authentication unavailable: ${err.message}` }

@@ -16,13 +16,17 @@ export interface LifecycleOptions {
 }
 
 const subjectOf = (c: LoadedCertificate) => (c.x509.subject ?? '').replace(/\n/g, ', ');
+/** A serial as OpenSSL, Node and the audit log print it: without the DER sign byte. */
+const printedSerial = (hex: string) => (hex.length > 2 && hex.startsWith('00') ? hex.slice(2) : hex);
+/** X.509 times have whole seconds: the not-after the certificate really carries. */
+export const wholeSeconds = (d: Date) => new Date(Math.floor(d.getTime() / 1000) * 1000);
 
 /** The certificates of a bundle by role, for the expiry metrics. */
 export function trackedCertificates(bundle: SigningBundle): TrackedCertificate[] {
   const track = (role: TrackedCertificate['role'], c: LoadedCertificate): TrackedCertificate => ({
     role,
     subject: subjectOf(c),
-    serial: c.facts.serialHex,
+    serial: printedSerial(c.facts.serialHex),
     notAfter: new Date(c.x509.validTo),
   });
   const rootDers = bundle.roots.map((r) => r.der);
@@ -128,7 +132,7 @@ export class BundleLifecycle {
 
   private recordServing(): void {
     const c = this.serving.current;
-    this.metrics.setServingCertificate({ role: 'serving', subject: this.options.servingDns.join(','), serial: c.serialHex, notAfter: c.notAfter });
+    this.metrics.setServingCertificate({ role: 'serving', subject: this.options.servingDns.join(','), serial: c.serialHex, notAfter: wholeSeconds(c.notAfter) });
   }
 
   private onReload(r: ReloadResult): void {
