@@ -14,6 +14,8 @@ export interface JwtAuthenticatorOptions {
   jwksUri?: string | undefined;
   /** Leeway for exp/nbf, seconds (at most 60). */
   clockToleranceSeconds?: number;
+  /** Minimum time between JWKS refetches on an unknown kid (default 5 s). */
+  jwksCooldownMs?: number | undefined;
   /** How many verified tokens to remember (by SHA-256) until they expire; 0 turns the cache off. Default 10,000. */
   verifiedTokenCacheSize?: number;
 }
@@ -106,8 +108,8 @@ function isFetchFailure(err: unknown): boolean {
  * key set it fetched: when the issuer cannot be reached, tokens signed by known keys still verify.
  * With nothing ever fetched, the failure is UNAVAILABLE (agents retry), never UNAUTHENTICATED.
  */
-function remoteKeySet(uri: string): JWTVerifyGetKey {
-  const remote = createRemoteJWKSet(new URL(uri), { cooldownDuration: 5_000, timeoutDuration: 5_000, cacheMaxAge: 10 * 60_000 });
+function remoteKeySet(uri: string, cooldownMs = 5_000): JWTVerifyGetKey {
+  const remote = createRemoteJWKSet(new URL(uri), { cooldownDuration: cooldownMs, timeoutDuration: 5_000, cacheMaxAge: 10 * 60_000 });
   let lastGood: { keys: JWTVerifyGetKey; uat: string } | undefined;
   return async (header, token) => {
     try {
@@ -147,7 +149,7 @@ export class JwtAuthenticator implements Authenticator {
   constructor(private readonly options: JwtAuthenticatorOptions) {
     this.verified = new VerifiedTokenCache(options.verifiedTokenCacheSize ?? 10_000);
     if (options.jwksFile) this.keys = fileKeySet(options.jwksFile);
-    else if (options.jwksUri) this.keys = remoteKeySet(options.jwksUri);
+    else if (options.jwksUri) this.keys = remoteKeySet(options.jwksUri, options.jwksCooldownMs);
     else throw new Error('JwtAuthenticator needs a JWKS file or URI');
   }
 

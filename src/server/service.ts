@@ -26,7 +26,7 @@ export interface ServiceOptions {
   maxTtlMs: number;
   servingDns: string[];
   servingCertTtlMs: number;
-  jwt: { issuer: string; audience: string; jwksFile?: string | undefined; jwksUri?: string | undefined } | undefined;
+  jwt: { issuer: string; audience: string; jwksFile?: string | undefined; jwksUri?: string | undefined; jwksCooldownMs?: number | undefined } | undefined;
   clusterId: string | undefined;
   maxRequestBytes?: number;
   reloadIntervalMs?: number;
