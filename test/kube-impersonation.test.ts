@@ -61,6 +61,8 @@ beforeAll(async () => {
   });
   client = clientFor(server, pki.root.certPem);
   await until('the pod index to sync', () => server.service.kube?.pods?.isSynced() === true);
+  // The watch is opened just after the list; wait for it so request counts below are settled.
+  await until('the pod watch to open', () => fake.openWatches('pods') === 1);
 });
 
 afterAll(async () => {
