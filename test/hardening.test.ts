@@ -105,6 +105,7 @@ describe('garbage on the wire', () => {
       const sock: TLSSocket = tlsConnect({ host: '127.0.0.1', port, servername: 'localhost', ca: root.certPem, ALPNProtocols: ['h2'] }, () => {
         sock.write(Buffer.alloc(4096, 0xab));
       });
+      sock.resume(); // consume the server's GOAWAY so that its end-of-stream is seen
       sock.on('close', () => done(true));
       sock.on('error', () => undefined);
       return sock;
