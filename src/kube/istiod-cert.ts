@@ -31,6 +31,8 @@ export class IstiodCertManager {
   private timer: NodeJS.Timeout | undefined;
   private running = false;
   private failures = 0;
+  private inCheck = false;
+  private rerun = false;
   private checking: Promise<void> = Promise.resolve();
 
   constructor(private readonly o: IstiodCertManagerOptions) {}
@@ -38,7 +40,9 @@ export class IstiodCertManager {
   /** Checks now (on start, on becoming leader, after a bundle change). */
   kick(): void {
     this.running = true;
-    this.schedule(0);
+    // A check in progress may have read the old bundle: run again right after it, never beside it.
+    if (this.inCheck) this.rerun = true;
+    else this.schedule(0);
   }
 
   async stop(): Promise<void> {
@@ -56,18 +60,27 @@ export class IstiodCertManager {
     clearTimeout(this.timer);
     if (!this.running) return;
     this.timer = setTimeout(() => {
-      this.checking = this.check().then(
-        (nextMs) => {
-          this.failures = 0;
-          if (nextMs !== undefined) this.schedule(nextMs);
-        },
-        (err: unknown) => {
-          this.failures++;
-          const retry = Math.min(1000 * 2 ** (this.failures - 1), RECHECK_MS);
-          this.o.logger.warn({ secret: this.ref(), problem: describeKubeError(err).message, retryInMs: retry }, 'istiod serving certificate: update failed; retrying');
-          this.schedule(retry);
-        },
-      );
+      this.inCheck = true;
+      this.checking = this.check()
+        .then(
+          (nextMs) => {
+            this.failures = 0;
+            return nextMs;
+          },
+          (err: unknown) => {
+            this.failures++;
+            const retry = Math.min(1000 * 2 ** (this.failures - 1), RECHECK_MS);
+            this.o.logger.warn({ secret: this.ref(), problem: describeKubeError(err).message, retryInMs: retry }, 'istiod serving certificate: update failed; retrying');
+            return retry;
+          },
+        )
+        .then((nextMs) => {
+          this.inCheck = false;
+          if (this.rerun) {
+            this.rerun = false;
+            this.schedule(0);
+          } else if (nextMs !== undefined) this.schedule(nextMs);
+        });
     }, ms);
     this.timer.unref();
   }
