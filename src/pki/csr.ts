@@ -46,6 +46,17 @@ export function parseCsrPem(pem: string): ParsedCsr {
 }
 
 export function parseCsrDer(der: Buffer): ParsedCsr {
+  try {
+    return parseCsrDerUnguarded(der);
+  } catch (err) {
+    if (err instanceof CsrError) throw err;
+    // pkijs/asn1js throw plain errors (RangeError, "Wrong input string ...") on some malformed
+    // inputs deep inside structures they accepted at first: still the caller's malformed CSR.
+    throw new CsrError('malformed', 'failed to parse X.509 certificate signing request: malformed content');
+  }
+}
+
+function parseCsrDerUnguarded(der: Buffer): ParsedCsr {
   const csr = decodeCsr(der);
   const publicKeyDer = Buffer.from(csr.subjectPublicKeyInfo.toSchema().toBER());
   let publicKey: KeyObject;
