@@ -125,7 +125,7 @@ describe('TokenReview authenticator against a local fake Kubernetes API server',
   });
 
   it("keeps a cached result no longer than the token's exp, even within the cache TTL", async () => {
-    const jwt = await (await createTestIssuer()).token({ namespace: 'demo', serviceAccount: 'web', expiresInSeconds: 1 });
+    const jwt = await (await createTestIssuer()).token({ namespace: 'demo', serviceAccount: 'web', expiresInSeconds: 2 });
     fake.addServiceAccountToken(jwt, { namespace: 'demo', serviceAccount: 'web' });
     const { client } = await serve({ cacheTtlMs: 600_000 });
     const before = tokenReviews().length;
