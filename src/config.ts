@@ -53,6 +53,8 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'max-concurrent-streams', kind: 'int', default: '128', help: 'concurrent HTTP/2 streams (calls) per connection' },
   { name: 'idle-timeout', kind: 'duration', default: '15m', help: 'close a connection with no call for this long (agents reconnect on their next renewal)' },
   { name: 'shutdown-grace', kind: 'duration', default: '25s', help: "on SIGTERM, let calls in flight finish for up to this long (inside Kubernetes' 30 s)" },
+  { name: 'max-pending', kind: 'int', default: '2048', help: 'calls admitted and not yet answered; more get RESOURCE_EXHAUSTED at once (agents retry with backoff)' },
+  { name: 'priority-namespaces', kind: 'list', default: 'istio-system', help: 'namespaces whose callers (gateways, ztunnel) are signed first in a storm' },
   { name: 'dev', kind: 'boolean', help: 'development mode: create and use the dev CA and JWT issuer in certs-dev/, listen on loopback' },
   { name: 'dev-dir', kind: 'string', help: 'where the dev CA lives (default: certs-dev/ of the package)' },
 ];
@@ -95,6 +97,7 @@ export interface ServeConfig {
   maxRequestBytes: number;
   limits: { maxConnections: number; maxConcurrentStreams: number; idleTimeoutMs: number };
   shutdownGraceMs: number;
+  admission: { maxPending: number; priorityNamespaces: string[] };
   logLevel: string;
   dev: boolean;
   devDir: string | undefined;
@@ -134,6 +137,7 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
       idleTimeoutMs: ms('idle-timeout'),
     },
     shutdownGraceMs: ms('shutdown-grace'),
+    admission: { maxPending: values.get('max-pending') as number, priorityNamespaces: values.get('priority-namespaces') as string[] },
     logLevel: str('log-level')!,
     dev: values.get('dev') as boolean,
     devDir: str('dev-dir'),
@@ -151,6 +155,7 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   if (cfg.servingCertTtlMs < 1000) throw new ConfigError('--serving-cert-ttl: must be at least 1s');
   if (cfg.servingDns.length === 0) throw new ConfigError('--serving-dns: at least one DNS name is required');
   if (cfg.maxRequestBytes < 1024 || cfg.maxRequestBytes > 16 * 1024 * 1024) throw new ConfigError('--max-request-bytes: must be between 1024 and 16777216');
+  if (cfg.admission.maxPending < 1) throw new ConfigError('--max-pending: must be at least 1');
   if (cfg.limits.maxConnections < 1) throw new ConfigError('--max-connections: must be at least 1');
   if (cfg.limits.maxConcurrentStreams < 1) throw new ConfigError('--max-concurrent-streams: must be at least 1');
   if (cfg.limits.idleTimeoutMs < 10_000) throw new ConfigError('--idle-timeout: must be at least 10s (agents ping every 30s)');

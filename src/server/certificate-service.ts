@@ -3,6 +3,7 @@ import { AuthError, authenticateCall, authorizeSans, AuthzError, type Authentica
 import type { Authority, IssuedCertificate } from '../ca/index.js';
 import type { AuditLog, AuditRecord, CaMetrics, Logger } from '../observability/index.js';
 import { parseCsrPem } from '../pki/index.js';
+import { Admission, claimedNamespace, dedupKey } from './admission.js';
 import { classifyError, RequestError } from './errors.js';
 import { wholeSeconds } from './lifecycle.js';
 import { readRequestMetadata, readValidityDuration } from './metadata.js';
@@ -17,6 +18,7 @@ export interface CertificateServiceDeps {
   metrics: CaMetrics;
   logger: Logger;
   audit: AuditLog;
+  admission: Admission;
 }
 
 /** The SAN rule; for an impersonation a SAN other than the impersonated identity is an impersonation failure (UNAUTHENTICATED, counted). */
@@ -113,7 +115,7 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
       }
       // grpc-js exposes the client certificate only when the handshake verified it (--client-cert-auth).
       const peerCertificate = call.getAuthContext?.()?.sslPeerCertificate?.raw;
-      const creds = { authorization: firstString(call.metadata, 'authorization'), clusterId: clusterIds, peerCertificate };
+      const creds = { authorization, clusterId: clusterIds, peerCertificate };
       caller = await authenticateCall(deps.authenticators, creds, deps.authOptions);
       const metadata = readRequestMetadata(call.request.metadata);
       let identity = caller.identity;
@@ -125,15 +127,36 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
       if (typeof call.request.csr !== 'string' || call.request.csr.length === 0) {
         throw new RequestError(grpc.status.INVALID_ARGUMENT, 'invalid_csr', 'CSR error: the request carries no CSR (field csr is empty)');
       }
-      const csr = parseCsrPem(call.request.csr);
+      const csrPem = call.request.csr;
+      const ttl = readValidityDuration(call.request.validity_duration);
+      requestedTtl = ttl;
+      // Parsing (signature check) and signing are the CPU-bound part: they run on the admission
+      // queue, priority namespaces first, identical concurrent requests once.
+      const csr = await deps.admission.run(priority, undefined, () => parseCsrPem(csrPem));
       authorizeSansFor(csr.sans, identity, impersonatedIdentity !== undefined);
-      requestedTtl = readValidityDuration(call.request.validity_duration);
-      return authority.issue({ identity, csr, requestedTtlSeconds: requestedTtl });
+      return deps.admission.run(priority, dedupKey(identity, csr.publicKeyDer, ttl), () =>
+        authority.issue({ identity, csr, requestedTtlSeconds: ttl }),
+      );
     };
 
+    const authorization = firstString(call.metadata, 'authorization');
+    const priority = deps.admission.isPriority(claimedNamespace(authorization));
+    if (!deps.admission.tryAdmit(priority)) {
+      finish(
+        undefined,
+        new RequestError(grpc.status.RESOURCE_EXHAUSTED, 'overloaded', `CA overloaded: ${deps.admission.pendingCount} requests pending; retry with backoff`),
+      );
+      return;
+    }
     handle().then(
-      (issued) => finish(issued, undefined),
-      (err: unknown) => finish(undefined, err),
+      (issued) => {
+        deps.admission.release();
+        finish(issued, undefined);
+      },
+      (err: unknown) => {
+        deps.admission.release();
+        finish(undefined, err);
+      },
     );
   };
 }

@@ -1,0 +1,147 @@
+import { createHash } from 'node:crypto';
+
+/** FIFO with O(1) push and shift. */
+class Fifo<T> {
+  private items: (T | undefined)[] = [];
+  private head = 0;
+  get length(): number {
+    return this.items.length - this.head;
+  }
+  push(item: T): void {
+    this.items.push(item);
+  }
+  shift(): T | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const item = this.items[this.head];
+    this.items[this.head++] = undefined;
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return item;
+  }
+}
+
+interface Job {
+  run(): void;
+}
+
+export interface AdmissionOptions {
+  /** Calls admitted and not yet answered; beyond it new calls get RESOURCE_EXHAUSTED at once. */
+  maxPending: number;
+  /** Namespaces whose callers go first and may use a reserve above maxPending (gateways, ztunnel). */
+  priorityNamespaces: readonly string[];
+  /** Longest slice of signing work done in one event-loop turn, so health checks and new calls interleave. */
+  sliceMs?: number;
+}
+
+/**
+ * Admission control for restart storms: a bound on pending calls (the excess is refused at once with
+ * RESOURCE_EXHAUSTED, which istio-agent retries with backoff, instead of queueing without bound), a
+ * signing queue that serves priority namespaces first in short slices, and one signature for
+ * concurrent identical requests (same identity, same public key, same requested TTL).
+ */
+export class Admission {
+  private pending = 0;
+  private readonly high = new Fifo<Job>();
+  private readonly low = new Fifo<Job>();
+  private draining = false;
+  private readonly inFlight = new Map<string, Promise<unknown>>();
+  private readonly priority: Set<string>;
+  private readonly reserve: number;
+
+  constructor(private readonly options: AdmissionOptions) {
+    this.priority = new Set(options.priorityNamespaces);
+    // Priority callers may go 10% past the bound, so a storm of others cannot lock gateways out.
+    this.reserve = Math.max(1, Math.ceil(options.maxPending / 10));
+  }
+
+  get pendingCount(): number {
+    return this.pending;
+  }
+
+  isPriority(namespace: string | undefined): boolean {
+    return namespace !== undefined && this.priority.has(namespace);
+  }
+
+  /** Takes a pending slot; false when the CA is full (the caller answers RESOURCE_EXHAUSTED). */
+  tryAdmit(priority: boolean): boolean {
+    const limit = this.options.maxPending + (priority ? this.reserve : 0);
+    if (this.pending >= limit) return false;
+    this.pending++;
+    return true;
+  }
+
+  release(): void {
+    if (this.pending > 0) this.pending--;
+  }
+
+  /**
+   * Runs `work` on the signing queue (priority first). Concurrent calls with the same `dedupKey`
+   * share one run and its result.
+   */
+  run<T>(priority: boolean, dedupKey: string | undefined, work: () => T): Promise<T> {
+    if (dedupKey !== undefined) {
+      const existing = this.inFlight.get(dedupKey);
+      if (existing) return existing as Promise<T>;
+    }
+    const promise = new Promise<T>((resolve, reject) => {
+      (priority ? this.high : this.low).push({
+        run: () => {
+          try {
+            resolve(work());
+          } catch (err) {
+            reject(err);
+          }
+        },
+      });
+    });
+    if (dedupKey !== undefined) {
+      this.inFlight.set(dedupKey, promise);
+      const forget = () => this.inFlight.delete(dedupKey);
+      promise.then(forget, forget);
+    }
+    this.schedule();
+    return promise;
+  }
+
+  private schedule(): void {
+    if (this.draining) return;
+    this.draining = true;
+    setImmediate(() => this.drain());
+  }
+
+  private drain(): void {
+    const deadline = performance.now() + (this.options.sliceMs ?? 5);
+    let job: Job | undefined;
+    do {
+      job = this.high.shift() ?? this.low.shift();
+      job?.run();
+    } while (job && performance.now() < deadline);
+    this.draining = false;
+    if (this.high.length + this.low.length > 0) this.schedule();
+  }
+}
+
+/** The dedup key of a signing request: identity, public key and requested TTL. */
+export function dedupKey(identity: string, publicKeyDer: Buffer, requestedTtlSeconds: bigint): string {
+  return createHash('sha256').update(identity).update('\0').update(publicKeyDer).update('\0').update(requestedTtlSeconds.toString()).digest('base64');
+}
+
+/**
+ * The namespace a bearer token claims, read without verification: used only to order work (never
+ * to decide anything), so that gateways and ztunnel in istio-system go first in a storm.
+ */
+export function claimedNamespace(authorization: string[]): string | undefined {
+  const header = authorization.find((v) => v.startsWith('Bearer '));
+  const payload = header?.split('.')[1];
+  if (!payload || payload.length > 8192) return undefined;
+  try {
+    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { sub?: unknown; 'kubernetes.io'?: { namespace?: unknown } };
+    if (typeof claims['kubernetes.io']?.namespace === 'string') return claims['kubernetes.io'].namespace;
+    if (typeof claims.sub === 'string') return claims.sub.split(':')[2];
+  } catch {
+    // not a JWT: no priority
+  }
+  return undefined;
+}

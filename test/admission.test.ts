@@ -1,0 +1,148 @@
+/**
+ * Admission control against the real server: a JWKS server (local HTTP, real jose fetch) that holds
+ * its answer keeps calls pending, so the bound, the istio-system reserve and deduplication can be
+ * observed exactly.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { X509Certificate } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair as joseKeyPair, SignJWT, type CryptoKey } from 'jose';
+import { afterEach, describe, expect, it } from 'vitest';
+import { buildCsrPem, decodePem, generateKeyPair } from '../src/pki/index.js';
+import { Admission } from '../src/server/index.js';
+import { makeCacerts, removeDir } from './helpers/pki.js';
+import { call, clientFor, createTestIssuer, fetchText, startTestServer, TEST_ISSUER } from './helpers/server.js';
+
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!();
+});
+
+/** A JWKS endpoint that answers only when released. */
+async function heldJwks() {
+  const { privateKey, publicKey } = await joseKeyPair('ES256', { extractable: true });
+  const jwk = { ...(await exportJWK(publicKey)), alg: 'ES256' };
+  const kid = await calculateJwkThumbprint(jwk);
+  const waiting: ServerResponse[] = [];
+  let released = false;
+  const body = JSON.stringify({ keys: [{ ...jwk, kid }] });
+  const server = createServer((_req: IncomingMessage, res: ServerResponse) => {
+    if (released) res.writeHead(200, { 'content-type': 'application/json' }).end(body);
+    else waiting.push(res);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  cleanups.push(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
+  return {
+    uri: `http://127.0.0.1:${(server.address() as { port: number }).port}/jwks`,
+    release() {
+      released = true;
+      for (const res of waiting.splice(0)) res.writeHead(200, { 'content-type': 'application/json' }).end(body);
+    },
+    token: (ns: string, sa: string, key: CryptoKey = privateKey) =>
+      new SignJWT({ 'kubernetes.io': { namespace: ns, serviceaccount: { name: sa } } })
+        .setProtectedHeader({ alg: 'ES256', kid })
+        .setIssuer(TEST_ISSUER)
+        .setSubject(`system:serviceaccount:${ns}:${sa}`)
+        .setAudience('istio-ca')
+        .setIssuedAt()
+        .setExpirationTime('1h')
+        .sign(key),
+  };
+}
+
+async function setup(maxPending: number) {
+  const jwks = await heldJwks();
+  const pki = makeCacerts();
+  const issuer = await createTestIssuer();
+  const server = await startTestServer({
+    cacerts: pki.dir,
+    issuer,
+    jwt: { issuer: TEST_ISSUER, audience: 'istio-ca', jwksUri: jwks.uri },
+    admission: { maxPending, priorityNamespaces: ['istio-system'] },
+  });
+  const client = clientFor(server, pki.root.certPem);
+  cleanups.push(() => removeDir(pki.dir), () => server.close(), () => client.close());
+  return { jwks, server, client };
+}
+
+const csrFor = (id: string) => buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: id }] });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('admission control', () => {
+  it('refuses calls beyond --max-pending at once with RESOURCE_EXHAUSTED; admitted ones are issued', async () => {
+    const { jwks, server, client } = await setup(3);
+    const token = await jwks.token('demo', 'web');
+    const id = 'spiffe://cluster.local/ns/demo/sa/web';
+    const calls = Array.from({ length: 10 }, () => call(client, { csr: csrFor(id) }, { authorization: `Bearer ${token}` }));
+    await sleep(300);
+    expect(server.service.metrics.inFlight).toBeDefined();
+    jwks.release();
+    const results = await Promise.all(calls);
+    const codes = results.map((r) => (r.err ? grpc.status[r.err.code] : 'OK'));
+    expect(codes.filter((c) => c === 'OK')).toHaveLength(3);
+    expect(codes.filter((c) => c === 'RESOURCE_EXHAUSTED')).toHaveLength(7);
+    expect(results.find((r) => r.err)?.err?.details).toMatch(/CA overloaded: 3 requests pending; retry with backoff/);
+    const metrics = (await fetchText(`http://127.0.0.1:${server.service.monitoringPort}/metrics`)).body;
+    expect(metrics).toMatch(/svid_ca_requests_total\{outcome="overloaded"\} 7/);
+    expect(metrics).toMatch(/svid_ca_requests_total\{outcome="issued"\} 3/);
+    // Once drained, new calls are admitted again.
+    expect((await call(client, { csr: csrFor(id) }, { authorization: `Bearer ${token}` })).err).toBeUndefined();
+  });
+
+  it('istio-system callers (gateways, ztunnel) get a reserve above the bound', async () => {
+    const { jwks, client } = await setup(3);
+    const web = await jwks.token('demo', 'web');
+    const gw = await jwks.token('istio-system', 'istio-ingressgateway');
+    const others = Array.from({ length: 5 }, () => call(client, { csr: csrFor('spiffe://cluster.local/ns/demo/sa/web') }, { authorization: `Bearer ${web}` }));
+    await sleep(200);
+    const gateway = call(client, { csr: csrFor('spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway') }, { authorization: `Bearer ${gw}` });
+    await sleep(200);
+    jwks.release();
+    const [gwResult, ...rest] = await Promise.all([gateway, ...others]);
+    expect(gwResult!.err).toBeUndefined();
+    expect(rest.filter((r) => r.err?.code === grpc.status.RESOURCE_EXHAUSTED)).toHaveLength(2);
+  });
+
+  it('concurrent identical requests (same identity and key) are signed once', async () => {
+    const { jwks, server, client } = await setup(100);
+    const token = await jwks.token('demo', 'web');
+    const csr = csrFor('spiffe://cluster.local/ns/demo/sa/web');
+    const a = call(client, { csr, validity_duration: '3600' }, { authorization: `Bearer ${token}` });
+    const b = call(client, { csr, validity_duration: '3600' }, { authorization: `Bearer ${token}` });
+    const different = call(client, { csr: csrFor('spiffe://cluster.local/ns/demo/sa/web'), validity_duration: '3600' }, { authorization: `Bearer ${token}` });
+    await sleep(200);
+    jwks.release();
+    const [ra, rb, rc] = await Promise.all([a, b, different]);
+    const serial = (r: typeof ra) => new X509Certificate(decodePem(r.res!.cert_chain[0]!)[0]!.der).serialNumber;
+    expect(serial(ra)).toBe(serial(rb));
+    expect(serial(rc)).not.toBe(serial(ra));
+    const audits = server.logs.records().filter((r) => (r.audit as { event?: string } | undefined)?.event === 'issued');
+    expect(audits).toHaveLength(3);
+    expect(new Set(audits.map((r) => (r.audit as { serial: string }).serial)).size).toBe(2);
+  });
+});
+
+describe('the signing queue', () => {
+  it('runs priority work first, and work of one slice before yielding to I/O', async () => {
+    const admission = new Admission({ maxPending: 10, priorityNamespaces: ['istio-system'] });
+    const order: string[] = [];
+    const jobs = [
+      admission.run(false, undefined, () => order.push('low-1')),
+      admission.run(false, undefined, () => order.push('low-2')),
+      admission.run(true, undefined, () => order.push('high-1')),
+      admission.run(true, undefined, () => order.push('high-2')),
+    ];
+    await Promise.all(jobs);
+    expect(order).toEqual(['high-1', 'high-2', 'low-1', 'low-2']);
+  });
+
+  it('a job that throws rejects only its own promise', async () => {
+    const admission = new Admission({ maxPending: 10, priorityNamespaces: [] });
+    const bad = admission.run(false, undefined, () => {
+      throw new Error('boom');
+    });
+    const good = admission.run(false, undefined, () => 42);
+    await expect(bad).rejects.toThrow('boom');
+    await expect(good).resolves.toBe(42);
+  });
+});
