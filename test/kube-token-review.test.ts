@@ -176,3 +176,27 @@ describe('TokenReview with the API server down (local fake Kubernetes API server
     expect(err?.details).toContain('API server unreachable');
   });
 });
+
+describe('JWT and TokenReview together, against a local fake Kubernetes API server', () => {
+  it('a token the local JWKS refuses still passes when TokenReview vouches for it; JWT-valid tokens skip TokenReview', async () => {
+    const issuer = await createTestIssuer();
+    const server = await startTestServer({
+      cacerts: pki.dir,
+      issuer,
+      kubernetes: { kubeconfig: fake.kubeconfigPath, tokenReview: { audiences: ['istio-ca'], cacheTtlMs: 60_000, concurrency: 32 } },
+    });
+    const client = clientFor(server, pki.root.certPem);
+    running.push({ server, client });
+    fake.addServiceAccountToken('opaque-token', { namespace: 'demo', serviceAccount: 'web', podName: 'web-2', podUid: 'uid-2' });
+    const before = tokenReviews().length;
+    expect((await call(client, request(), bearer('opaque-token'))).err).toBeUndefined();
+    expect(tokenReviews().length).toBe(before + 1);
+    const jwt = await issuer.token({ namespace: 'demo', serviceAccount: 'web' });
+    expect((await call(client, request(), bearer(jwt))).err).toBeUndefined();
+    expect(tokenReviews().length).toBe(before + 1);
+    const refused = await call(client, request(), bearer('unknown-to-both'));
+    expect(refused.err?.code).toBe(grpc.status.UNAUTHENTICATED);
+    // The first refusal (the JWT authenticator's) is the reason given.
+    expect(refused.err?.details).toMatch(/malformed/);
+  });
+});

@@ -6,8 +6,11 @@ export interface AuthenticationOptions {
 }
 
 /**
- * Runs the authenticators in their fixed order; the first that yields a caller wins. A credential
- * that is present but bad fails the call at once rather than falling through to the next one.
+ * Runs the authenticators in their fixed order (client certificate, JWT, TokenReview); the first
+ * that yields a caller wins. One that refuses the credential does not end the call: the next may
+ * still vouch for it (a token the local JWKS does not know can pass TokenReview). If none does, the
+ * call fails with the first refusal, or UNAVAILABLE when any authenticator could not decide, since
+ * a retry may then succeed.
  */
 export async function authenticateCall(
   authenticators: readonly Authenticator[],
@@ -20,9 +23,19 @@ export async function authenticateCall(
       throw new AuthError('unauthenticated', `client claims to be in cluster "${claimed.slice(0, 128)}", but this CA serves cluster "${options.clusterId}"`);
     }
   }
+  let refused: AuthError | undefined;
+  let undecided: AuthError | undefined;
   for (const authenticator of authenticators) {
-    const caller = await authenticator.authenticate(creds);
-    if (caller) return caller;
+    try {
+      const caller = await authenticator.authenticate(creds);
+      if (caller) return caller;
+    } catch (err) {
+      if (!(err instanceof AuthError)) throw err;
+      if (err.failure === 'unavailable') undecided ??= err;
+      else refused ??= err;
+    }
   }
+  const failure = undecided ?? refused;
+  if (failure) throw failure;
   throw new AuthError('unauthenticated', 'no credentials: send "authorization: Bearer <service-account token>"');
 }
