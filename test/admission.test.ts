@@ -103,14 +103,16 @@ describe('admission control', () => {
     expect(rest.filter((r) => r.err?.code === grpc.status.RESOURCE_EXHAUSTED)).toHaveLength(2);
   });
 
-  it('concurrent identical requests (same identity and key) are signed once', async () => {
+  it('concurrent identical requests (an agent retrying while the first is queued) are signed once', async () => {
     const { jwks, server, client } = await setup(100);
     const token = await jwks.token('demo', 'web');
     const csr = csrFor('spiffe://cluster.local/ns/demo/sa/web');
     const a = call(client, { csr, validity_duration: '3600' }, { authorization: `Bearer ${token}` });
     const b = call(client, { csr, validity_duration: '3600' }, { authorization: `Bearer ${token}` });
     const different = call(client, { csr: csrFor('spiffe://cluster.local/ns/demo/sa/web'), validity_duration: '3600' }, { authorization: `Bearer ${token}` });
-    await sleep(200);
+    // All three are held in authentication (the JWKS has not answered) before it is released.
+    for (let i = 0; i < 200 && (await server.service.metrics.inFlight.get()).values[0]?.value !== 3; i++) await sleep(20);
+    expect((await server.service.metrics.inFlight.get()).values[0]?.value).toBe(3);
     jwks.release();
     const [ra, rb, rc] = await Promise.all([a, b, different]);
     const serial = (r: typeof ra) => new X509Certificate(decodePem(r.res!.cert_chain[0]!)[0]!.der).serialNumber;
@@ -127,10 +129,10 @@ describe('the signing queue', () => {
     const admission = new Admission({ maxPending: 10, priorityNamespaces: ['istio-system'] });
     const order: string[] = [];
     const jobs = [
-      admission.run(false, undefined, () => order.push('low-1')),
-      admission.run(false, undefined, () => order.push('low-2')),
-      admission.run(true, undefined, () => order.push('high-1')),
-      admission.run(true, undefined, () => order.push('high-2')),
+      admission.run(false, () => order.push('low-1')),
+      admission.run(false, () => order.push('low-2')),
+      admission.run(true, () => order.push('high-1')),
+      admission.run(true, () => order.push('high-2')),
     ];
     await Promise.all(jobs);
     expect(order).toEqual(['high-1', 'high-2', 'low-1', 'low-2']);
@@ -138,10 +140,10 @@ describe('the signing queue', () => {
 
   it('a job that throws rejects only its own promise', async () => {
     const admission = new Admission({ maxPending: 10, priorityNamespaces: [] });
-    const bad = admission.run(false, undefined, () => {
+    const bad = admission.run(false, () => {
       throw new Error('boom');
     });
-    const good = admission.run(false, undefined, () => 42);
+    const good = admission.run(false, () => 42);
     await expect(bad).rejects.toThrow('boom');
     await expect(good).resolves.toBe(42);
   });

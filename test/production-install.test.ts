@@ -11,6 +11,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, join, posix } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestIssuer } from './helpers/server.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const NPM_CI_TIMEOUT_MS = 240_000;
@@ -241,13 +242,25 @@ describe('production install from the Dockerfile runtime stage (no Docker: the s
     expect(entrypoint[0]).toBe('node');
     const script = inImage(entrypoint[1]!);
     const monitoringPort = await freePort();
+    // A production-style bundle (the dev CA is refused under the image's NODE_ENV=production), made
+    // with the installed copy's own operator commands, and a JWT issuer's JWKS file.
+    const installed = (...args: string[]) =>
+      new Promise<void>((resolve, reject) =>
+        execFile(process.execPath, [script, ...args], { cwd: app }, (err, _out, stderr) => (err ? reject(new Error(`${args.join(' ')}: ${stderr}`)) : resolve())),
+      );
+    await installed('cacerts', 'init-root', '--out', join(tmp, 'root'));
+    await installed('cacerts', 'init-intermediate', '--root', join(tmp, 'root'), '--out', join(tmp, 'cacerts'));
+    const issuer = await createTestIssuer(tmp);
     const argv = [
       script,
       ...entrypoint.slice(2),
       ...cmd,
-      '--dev',
-      '--dev-dir',
-      join(tmp, 'certs-dev'),
+      '--cacerts',
+      join(tmp, 'cacerts'),
+      '--jwt-issuer',
+      issuer.issuer,
+      '--jwks-file',
+      issuer.jwksFile,
       '--listen',
       '127.0.0.1:0',
       '--monitoring-listen',

@@ -1,5 +1,3 @@
-import { createHash } from 'node:crypto';
-
 /** FIFO with O(1) push and shift. */
 class Fifo<T> {
   private items: (T | undefined)[] = [];
@@ -38,15 +36,15 @@ export interface AdmissionOptions {
 /**
  * Admission control for restart storms: a bound on pending calls (the excess is refused at once with
  * RESOURCE_EXHAUSTED, which istio-agent retries with backoff, instead of queueing without bound), a
- * signing queue that serves priority namespaces first in short slices, and one signature for
- * concurrent identical requests (same identity, same public key, same requested TTL).
+ * signing queue that serves priority namespaces first in short slices, and one computation for
+ * concurrent identical requests.
  */
 export class Admission {
   private pending = 0;
   private readonly high = new Fifo<Job>();
   private readonly low = new Fifo<Job>();
   private draining = false;
-  private readonly inFlight = new Map<string, Promise<unknown>>();
+  private readonly inFlight = new Map<string, { result: Promise<unknown> }>();
   private readonly priority: Set<string>;
   private readonly reserve: number;
 
@@ -77,14 +75,21 @@ export class Admission {
   }
 
   /**
-   * Runs `work` on the signing queue (priority first). Concurrent calls with the same `dedupKey`
-   * share one run and its result.
+   * Concurrent computations with the same key share one: the first call's `start()` runs, later
+   * calls get its value until its `result` settles.
    */
-  run<T>(priority: boolean, dedupKey: string | undefined, work: () => T): Promise<T> {
-    if (dedupKey !== undefined) {
-      const existing = this.inFlight.get(dedupKey);
-      if (existing) return existing as Promise<T>;
-    }
+  share<T extends { result: Promise<unknown> }>(key: string, start: () => T): T {
+    const existing = this.inFlight.get(key);
+    if (existing) return existing as T;
+    const started = start();
+    this.inFlight.set(key, started);
+    const forget = () => this.inFlight.delete(key);
+    started.result.then(forget, forget);
+    return started;
+  }
+
+  /** Runs `work` on the signing queue, priority first. */
+  run<T>(priority: boolean, work: () => T): Promise<T> {
     const promise = new Promise<T>((resolve, reject) => {
       (priority ? this.high : this.low).push({
         run: () => {
@@ -96,11 +101,6 @@ export class Admission {
         },
       });
     });
-    if (dedupKey !== undefined) {
-      this.inFlight.set(dedupKey, promise);
-      const forget = () => this.inFlight.delete(dedupKey);
-      promise.then(forget, forget);
-    }
     this.schedule();
     return promise;
   }
@@ -121,11 +121,6 @@ export class Admission {
     this.draining = false;
     if (this.high.length + this.low.length > 0) this.schedule();
   }
-}
-
-/** The dedup key of a signing request: identity, public key and requested TTL. */
-export function dedupKey(identity: string, publicKeyDer: Buffer, requestedTtlSeconds: bigint): string {
-  return createHash('sha256').update(identity).update('\0').update(publicKeyDer).update('\0').update(requestedTtlSeconds.toString()).digest('base64');
 }
 
 /**

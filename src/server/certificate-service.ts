@@ -2,8 +2,9 @@ import * as grpc from '@grpc/grpc-js';
 import { AuthError, authenticateCall, authorizeSans, AuthzError, type AuthenticationOptions, type Authenticator, type Caller, type ImpersonationAuthorizer } from '../auth/index.js';
 import type { Authority, IssuedCertificate } from '../ca/index.js';
 import type { AuditLog, AuditRecord, CaMetrics, Logger } from '../observability/index.js';
-import { parseCsrPem } from '../pki/index.js';
-import { Admission, claimedNamespace, dedupKey } from './admission.js';
+import { readCsrPem } from '../pki/index.js';
+import { createHash } from 'node:crypto';
+import { Admission, claimedNamespace } from './admission.js';
 import { classifyError, RequestError } from './errors.js';
 import { wholeSeconds } from './lifecycle.js';
 import { readRequestMetadata, readValidityDuration } from './metadata.js';
@@ -37,6 +38,27 @@ function firstString(md: grpc.Metadata, key: string): string[] {
   return md.get(key).map((v) => (typeof v === 'string' ? v : v.toString('utf8')));
 }
 
+interface CallContext {
+  caller?: Caller | undefined;
+  impersonatedIdentity?: string | undefined;
+  requestedTtl?: bigint | undefined;
+}
+
+/** The identity of a request for deduplication: everything that decides its outcome. */
+function requestKey(authorization: string[], clusterIds: string[], req: IstioCertificateRequest): string {
+  return createHash('sha256')
+    .update(authorization.join('\n'))
+    .update('\0')
+    .update(clusterIds.join('\n'))
+    .update('\0')
+    .update(String(req.csr))
+    .update('\0')
+    .update(String(req.validity_duration))
+    .update('\0')
+    .update(JSON.stringify(req.metadata ?? null))
+    .digest('base64');
+}
+
 /** IstioCertificateService/CreateCertificate: authenticate, parse, authorize, check TTL, sign, answer. */
 export function createCertificateHandler(deps: CertificateServiceDeps): grpc.handleUnaryCall<IstioCertificateRequest, IstioCertificateResponse> {
   const { authority, metrics, logger } = deps;
@@ -45,9 +67,8 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
     metrics.csrCount.inc();
     metrics.inFlight.inc();
     const clusterIds = firstString(call.metadata, 'clusterid');
-    let caller: Caller | undefined;
-    let impersonatedIdentity: string | undefined;
-    let requestedTtl: bigint | undefined;
+    // What the computation learned (for the audit record); shared with identical concurrent calls.
+    let ctx: CallContext = {};
 
     const finish = (issued: IssuedCertificate | undefined, err: unknown) => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
@@ -55,13 +76,13 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
       metrics.issueDuration.observe(seconds);
       const record: AuditRecord = {
         event: issued ? 'issued' : 'denied',
-        identity: caller?.identity,
-        namespace: caller?.namespace,
-        serviceAccount: caller?.serviceAccount,
-        pod: caller?.podName,
-        impersonatedIdentity,
+        identity: ctx.caller?.identity,
+        namespace: ctx.caller?.namespace,
+        serviceAccount: ctx.caller?.serviceAccount,
+        pod: ctx.caller?.podName,
+        impersonatedIdentity: ctx.impersonatedIdentity,
         clusterId: clusterIds[0],
-        requestedTtlSeconds: requestedTtl !== undefined && requestedTtl > 0n ? Number(requestedTtl) : undefined,
+        requestedTtlSeconds: ctx.requestedTtl !== undefined && ctx.requestedTtl > 0n ? Number(ctx.requestedTtl) : undefined,
         code: 'OK',
         durationMs: Math.round(seconds * 1e6) / 1e3,
       };
@@ -81,7 +102,7 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
           metrics.issuedTtl.observe(issued.grantedMs / 1000);
           if (issued.clamped) {
             metrics.ttlClamped.inc();
-            logger.debug({ identity: caller?.identity, requestedMs: issued.requestedMs, grantedMs: issued.grantedMs }, 'TTL clamped to the signing certificate expiry');
+            logger.debug({ identity: ctx.caller?.identity, requestedMs: issued.requestedMs, grantedMs: issued.grantedMs }, 'TTL clamped to the signing certificate expiry');
           }
           callback(null, { cert_chain: issued.certChain });
           return;
@@ -105,22 +126,23 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
       callback({ code: failure.code, details: failure.message });
     };
 
-    const handle = async (): Promise<IssuedCertificate> => {
+    const handle = async (ctx: CallContext): Promise<IssuedCertificate> => {
       // The requested TTL goes into every audit record, also of calls refused before the TTL check;
       // a malformed value is reported below, in its turn.
       try {
-        requestedTtl = readValidityDuration(call.request.validity_duration);
+        ctx.requestedTtl = readValidityDuration(call.request.validity_duration);
       } catch {
-        requestedTtl = undefined;
+        ctx.requestedTtl = undefined;
       }
       // grpc-js exposes the client certificate only when the handshake verified it (--client-cert-auth).
       const peerCertificate = call.getAuthContext?.()?.sslPeerCertificate?.raw;
       const creds = { authorization, clusterId: clusterIds, peerCertificate };
-      caller = await authenticateCall(deps.authenticators, creds, deps.authOptions);
+      const caller = await authenticateCall(deps.authenticators, creds, deps.authOptions);
+      ctx.caller = caller;
       const metadata = readRequestMetadata(call.request.metadata);
       let identity = caller.identity;
       if (metadata.impersonatedIdentity) {
-        impersonatedIdentity = metadata.impersonatedIdentity.slice(0, 512);
+        ctx.impersonatedIdentity = metadata.impersonatedIdentity.slice(0, 512);
         if (!deps.impersonation) throw new AuthError('unauthenticated', 'impersonation refused: impersonation is not enabled on this CA (no --trusted-node-accounts)');
         identity = deps.impersonation.authorize(caller, metadata.impersonatedIdentity);
       }
@@ -129,14 +151,12 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
       }
       const csrPem = call.request.csr;
       const ttl = readValidityDuration(call.request.validity_duration);
-      requestedTtl = ttl;
+      ctx.requestedTtl = ttl;
       // Parsing (signature check) and signing are the CPU-bound part: they run on the admission
-      // queue, priority namespaces first, identical concurrent requests once.
-      const csr = await deps.admission.run(priority, undefined, () => parseCsrPem(csrPem));
-      authorizeSansFor(csr.sans, identity, impersonatedIdentity !== undefined);
-      return deps.admission.run(priority, dedupKey(identity, csr.publicKeyDer, ttl), () =>
-        authority.issue({ identity, csr, requestedTtlSeconds: ttl }),
-      );
+      // queue, priority namespaces first.
+      const csr = await deps.admission.run(priority, () => readCsrPem(csrPem));
+      authorizeSansFor(csr.sans, identity, ctx.impersonatedIdentity !== undefined);
+      return deps.admission.run(priority, () => authority.issue({ identity, csr, requestedTtlSeconds: ttl }));
     };
 
     const authorization = firstString(call.metadata, 'authorization');
@@ -148,7 +168,14 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
       );
       return;
     }
-    handle().then(
+    // Identical concurrent calls (same credentials, CSR, TTL and metadata: an agent's retry while the
+    // first is still queued) share one computation, so the same key is signed once.
+    const shared = deps.admission.share(requestKey(authorization, clusterIds, call.request), () => {
+      const own: CallContext = {};
+      return { ctx: own, result: handle(own) };
+    });
+    ctx = shared.ctx;
+    shared.result.then(
       (issued) => {
         deps.admission.release();
         finish(issued, undefined);

@@ -5,4 +5,4 @@ export { loadServices, PROTO_DIR, CA_SERVICE_NAME, CREATE_CERTIFICATE_PATH, type
 export { classifyError, RequestError, type Failure } from './errors.js';
 export { ServingTls, type KeyAndChain } from './tls.js';
 export { HealthService } from './health.js';
-export { Admission, dedupKey, claimedNamespace, type AdmissionOptions } from './admission.js';
+export { Admission, claimedNamespace, type AdmissionOptions } from './admission.js';
