@@ -8,7 +8,10 @@ import { formatGoDuration } from './duration.js';
 import { ConfigError, flagHelp, parseFlags, parseHostPort, type FlagSpec } from './flags.js';
 import { createLogger } from './observability/index.js';
 import { BundleError, KEY_SPECS, type KeySpec } from './pki/index.js';
-import { startService } from './server/index.js';
+import { reportReadiness, runPrimary, shareMetricsWithPrimary, startService } from './server/index.js';
+import { loadCacerts } from './ca/index.js';
+import cluster from 'node:cluster';
+import { availableParallelism } from 'node:os';
 import { runCacertsCommand } from './operator/index.js';
 
 const USAGE = `svid-ca: a pluggable certificate authority for Istio
@@ -95,9 +98,13 @@ async function serve(argv: string[]): Promise<number> {
     },
     'starting svid-ca',
   );
+  const workers = workerCount(cfg, logger);
+  if (workers > 1 && cluster.isPrimary) return servePrimary(cfg, logger, workers);
+  const inWorker = cluster.isWorker;
   let service: Awaited<ReturnType<typeof startService>>;
   try {
-    service = await startService(cfg, logger);
+    service = await startService({ ...cfg, monitoringListen: inWorker ? undefined : cfg.monitoringListen, onReadiness: inWorker ? reportReadiness : undefined }, logger);
+    if (inWorker) shareMetricsWithPrimary(service.metrics.registry);
   } catch (err) {
     if (err instanceof BundleError) {
       logger.fatal({ file: err.file, problem: err.problem }, 'cannot load the signing bundle');
@@ -108,7 +115,11 @@ async function serve(argv: string[]): Promise<number> {
     throw err;
   }
   return new Promise<number>((resolve) => {
+    let stopping = false;
     const stop = (signal: string) => {
+      // A terminal's Ctrl+C reaches the workers directly and through the primary: stop once.
+      if (stopping) return;
+      stopping = true;
       logger.info({ signal }, 'shutting down');
       service.close(cfg.shutdownGraceMs).then(() => {
         logger.info({}, 'stopped');
@@ -117,6 +128,46 @@ async function serve(argv: string[]): Promise<number> {
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+/** --workers: 0 means one per core; self-signed mode needs one process (one root, one rotator). */
+function workerCount(cfg: ServeConfig, logger: ReturnType<typeof createLogger>): number {
+  const wanted = cfg.workers === 0 ? availableParallelism() : cfg.workers;
+  if (wanted > 1 && cfg.selfSigned) {
+    if (cluster.isPrimary) logger.warn({ workers: wanted }, '--self-signed runs one process (one root and one rotator): ignoring --workers');
+    return 1;
+  }
+  return wanted;
+}
+
+/** The primary of --workers N: checks the bundle once (one clear line if unusable), then runs the workers. */
+async function servePrimary(cfg: ServeConfig, logger: ReturnType<typeof createLogger>, workers: number): Promise<number> {
+  try {
+    loadCacerts(cfg.cacerts);
+  } catch (err) {
+    if (err instanceof BundleError) {
+      logger.fatal({ file: err.file, problem: err.problem }, 'cannot load the signing bundle');
+      process.stderr.write(`svid-ca: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+  const primary = await runPrimary({ workers, monitoringListen: cfg.monitoringListen, shutdownGraceMs: cfg.shutdownGraceMs, logger });
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (code: number, why: string) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ why }, 'shutting down the workers');
+      primary.stop().then(() => {
+        logger.info({}, 'stopped');
+        logger.flush(() => resolve(code));
+      });
+    };
+    process.once('SIGTERM', () => stop(0, 'SIGTERM'));
+    process.once('SIGINT', () => stop(0, 'SIGINT'));
+    primary.startupFailure.then((code) => stop(code, 'a worker failed to start'));
   });
 }
 

@@ -55,6 +55,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'shutdown-grace', kind: 'duration', default: '25s', help: "on SIGTERM, let calls in flight finish for up to this long (inside Kubernetes' 30 s)" },
   { name: 'max-pending', kind: 'int', default: '2048', help: 'calls admitted and not yet answered; more get RESOURCE_EXHAUSTED at once (agents retry with backoff)' },
   { name: 'priority-namespaces', kind: 'list', default: 'istio-system', help: 'namespaces whose callers (gateways, ztunnel) are signed first in a storm' },
+  { name: 'workers', kind: 'int', default: '0', help: 'server processes sharing the gRPC port (node:cluster); 0 = one per core. The primary serves monitoring for all' },
   { name: 'dev', kind: 'boolean', help: 'development mode: create and use the dev CA and JWT issuer in certs-dev/, listen on loopback' },
   { name: 'dev-dir', kind: 'string', help: 'where the dev CA lives (default: certs-dev/ of the package)' },
 ];
@@ -98,6 +99,7 @@ export interface ServeConfig {
   limits: { maxConnections: number; maxConcurrentStreams: number; idleTimeoutMs: number };
   shutdownGraceMs: number;
   admission: { maxPending: number; priorityNamespaces: string[] };
+  workers: number;
   logLevel: string;
   dev: boolean;
   devDir: string | undefined;
@@ -137,6 +139,7 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
       idleTimeoutMs: ms('idle-timeout'),
     },
     shutdownGraceMs: ms('shutdown-grace'),
+    workers: values.get('workers') as number,
     admission: { maxPending: values.get('max-pending') as number, priorityNamespaces: values.get('priority-namespaces') as string[] },
     logLevel: str('log-level')!,
     dev: values.get('dev') as boolean,

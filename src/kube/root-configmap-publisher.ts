@@ -87,6 +87,8 @@ export class RootConfigMapPublisher {
 
     const self = this;
     this.gauge = new Gauge({
+      // With several worker processes each sees the same ConfigMaps: report one, not the sum.
+      aggregator: 'max',
       name: ROOT_CONFIGMAPS_METRIC,
       help: `Namespaces whose ${ROOT_CONFIGMAP} ConfigMap holds the current root bundle (current) or not yet (stale). Reported once the caches are loaded.`,
       labelNames: ['state'],

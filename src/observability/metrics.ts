@@ -67,6 +67,7 @@ export class CaMetrics {
       registers,
     });
     new Gauge({
+      aggregator: 'first',
       name: 'citadel_server_root_cert_expiry_timestamp',
       help: 'The unix timestamp, in seconds, when the CA root certificate will expire (first root of the bundle).',
       registers,
@@ -75,6 +76,7 @@ export class CaMetrics {
       },
     });
     new Gauge({
+      aggregator: 'min',
       name: 'citadel_server_root_cert_expiry_seconds',
       help: 'The time remaining, in seconds, before the CA root certificate will expire.',
       registers,
@@ -83,6 +85,7 @@ export class CaMetrics {
       },
     });
     new Gauge({
+      aggregator: 'first',
       name: 'citadel_server_cert_chain_expiry_timestamp',
       help: 'The unix timestamp, in seconds, when the CA certificate chain will expire (first certificate of the chain).',
       registers,
@@ -91,6 +94,7 @@ export class CaMetrics {
       },
     });
     new Gauge({
+      aggregator: 'min',
       name: 'citadel_server_cert_chain_expiry_seconds',
       help: 'The time remaining, in seconds, before the CA certificate chain will expire.',
       registers,
@@ -129,11 +133,13 @@ export class CaMetrics {
       registers,
     });
     this.lastReload = new Gauge({
+      aggregator: 'max',
       name: 'svid_ca_bundle_last_reload_timestamp_seconds',
       help: 'Unix time of the last successful cacerts bundle load.',
       registers,
     });
     this.signerBeforeMaxTtl = new Gauge({
+      aggregator: 'max',
       name: 'svid_ca_signer_expires_before_max_ttl',
       help: '1 when the signing certificate expires sooner than the max TTL from now (leaves are being clamped), else 0.',
       registers,
@@ -143,6 +149,7 @@ export class CaMetrics {
       },
     });
     this.certExpiry = new Gauge({
+      aggregator: 'first',
       name: 'svid_ca_cert_expiry_timestamp_seconds',
       help: 'Unix time at which each certificate svid-ca depends on expires, by role (root, intermediate, signer, serving).',
       labelNames: ['role', 'subject', 'serial'],

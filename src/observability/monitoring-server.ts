@@ -5,6 +5,8 @@ export interface MonitoringOptions {
   host: string;
   port: number;
   registry: Registry;
+  /** Overrides registry.metrics(), e.g. to aggregate the registries of worker processes. */
+  collect?: () => Promise<string>;
   /** Ready when a valid signing bundle is loaded and the gRPC listener accepts. */
   isReady: () => boolean;
 }
@@ -23,7 +25,7 @@ export async function startMonitoringServer(options: MonitoringOptions): Promise
       const ready = options.isReady();
       res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ready\n' : 'not ready\n');
     } else if (path === '/metrics') {
-      options.registry.metrics().then(
+      (options.collect ?? (() => options.registry.metrics()))().then(
         (body) => res.writeHead(200, { 'content-type': options.registry.contentType }).end(body),
         (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics collection failed: ${err.message}\n`),
       );

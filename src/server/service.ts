@@ -21,7 +21,10 @@ interface Listen {
 export interface ServiceOptions {
   cacerts: string;
   listen: Listen;
-  monitoringListen: Listen;
+  /** Undefined in a worker process: the primary serves monitoring for all workers. */
+  monitoringListen: Listen | undefined;
+  /** Called whenever readiness changes (worker processes report it to the primary). */
+  onReadiness?: ((ready: boolean) => void) | undefined;
   trustDomain: string;
   defaultTtlMs: number;
   maxTtlMs: number;
@@ -71,6 +74,7 @@ export interface RunningService {
   /** The Kubernetes parts, when options.kubernetes asked for any. */
   kube: KubernetesIntegration | undefined;
   grpcPort: number;
+  /** 0 when this process serves no monitoring listener (a worker). */
   monitoringPort: number;
   isReady(): boolean;
   close(graceMs?: number): Promise<void>;
@@ -187,21 +191,33 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
   applyMaxConnections(server, limits.maxConnections, logger);
   let accepting = true;
   const isReady = () => accepting && authority.isReady();
-  const refreshHealth = () => health.set(isReady());
+  let reported: boolean | undefined;
+  const refreshHealth = () => {
+    const ready = isReady();
+    health.set(ready);
+    if (ready !== reported) {
+      reported = ready;
+      options.onReadiness?.(ready);
+    }
+  };
   refreshHealth();
   const readinessTimer = setInterval(refreshHealth, 1000);
   readinessTimer.unref();
   authority.on('bundle', refreshHealth);
 
-  let monitoring: { server: HttpServer; port: number };
+  let monitoring: { server: HttpServer; port: number } | undefined;
+  const m = options.monitoringListen;
   try {
-    monitoring = await startMonitoringServer({ ...options.monitoringListen, registry: metrics.registry, isReady });
+    if (m) monitoring = await startMonitoringServer({ host: m.host, port: m.port, registry: metrics.registry, isReady });
   } catch (err) {
     server.forceShutdown();
     throw err;
   }
   lifecycle.start();
-  logger.info({ grpc: grpcAddress({ ...options.listen, port: grpcPort }), monitoring: grpcAddress({ ...options.monitoringListen, port: monitoring.port }) }, 'svid-ca serving');
+  logger.info(
+    { grpc: grpcAddress({ ...options.listen, port: grpcPort }), monitoring: m && monitoring ? grpcAddress({ host: m.host, port: monitoring.port }) : '(primary process)' },
+    'svid-ca serving',
+  );
 
   return {
     authority,
@@ -211,7 +227,7 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
     servingTls,
     kube,
     grpcPort,
-    monitoringPort: monitoring.port,
+    monitoringPort: monitoring?.port ?? 0,
     isReady,
     async close(graceMs = 5000) {
       accepting = false;
@@ -231,9 +247,11 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
       });
       await kube?.close();
       audit.close();
-      const closed = new Promise<void>((resolve) => monitoring.server.close(() => resolve()));
-      monitoring.server.closeAllConnections();
-      await closed;
+      if (monitoring) {
+        const closed = new Promise<void>((resolve) => monitoring!.server.close(() => resolve()));
+        monitoring.server.closeAllConnections();
+        await closed;
+      }
     },
   };
 }

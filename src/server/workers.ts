@@ -1,0 +1,111 @@
+import cluster, { type Worker } from 'node:cluster';
+import type { Server as HttpServer } from 'node:http';
+import { AggregatorRegistry, type PrometheusContentType, type Registry } from 'prom-client';
+import { startMonitoringServer, type Logger } from '../observability/index.js';
+
+/** What a worker process tells the primary. */
+export type WorkerMessage = { svidCa: 'ready'; ready: boolean };
+
+export function isWorkerMessage(m: unknown): m is WorkerMessage {
+  return typeof m === 'object' && m !== null && (m as { svidCa?: unknown }).svidCa === 'ready';
+}
+
+/** In a worker: tell the primary whether this process can issue. */
+export function reportReadiness(ready: boolean): void {
+  process.send?.({ svidCa: 'ready', ready } satisfies WorkerMessage);
+}
+
+/** In a worker: let the primary's AggregatorRegistry collect this process's metrics. */
+export function shareMetricsWithPrimary(registry: Registry): void {
+  // prom-client 15 installs the worker's answer to the primary's metrics request only when an
+  // AggregatorRegistry is constructed in the process.
+  new AggregatorRegistry();
+  AggregatorRegistry.setRegistries([registry]);
+}
+
+export interface PrimaryOptions {
+  workers: number;
+  monitoringListen: { host: string; port: number };
+  /** How long workers get to finish calls in flight after SIGTERM. */
+  shutdownGraceMs: number;
+  logger: Logger;
+}
+
+export interface Primary {
+  monitoringPort: number;
+  /** Resolves when the first worker fails to start (the service cannot run). */
+  startupFailure: Promise<number>;
+  stop(): Promise<void>;
+}
+
+/**
+ * The primary of `--workers N`: forks N full servers that share the gRPC listener (node:cluster
+ * hands connections out round-robin), serves /healthz, /readyz and /metrics for all of them (metrics
+ * aggregated with prom-client's AggregatorRegistry), restarts a worker that dies, and on shutdown
+ * passes SIGTERM on and waits for every worker's graceful exit. Signing never runs here, so the
+ * health endpoints answer at once even in a storm.
+ */
+export async function runPrimary(o: PrimaryOptions): Promise<Primary> {
+  const ready = new Map<number, boolean>();
+  const everReady = new Set<number>();
+  let stopping = false;
+  let failStartup: (code: number) => void = () => {};
+  const startupFailure = new Promise<number>((resolve) => (failStartup = resolve));
+  const restarts: number[] = [];
+
+  const fork = (): Worker => {
+    const worker = cluster.fork();
+    ready.set(worker.id, false);
+    worker.on('message', (m: unknown) => {
+      if (!isWorkerMessage(m)) return;
+      ready.set(worker.id, m.ready);
+      if (m.ready) everReady.add(worker.id);
+    });
+    worker.on('exit', (code, signal) => {
+      ready.delete(worker.id);
+      if (stopping) return;
+      if (!everReady.has(worker.id)) {
+        o.logger.fatal({ worker: worker.id, code, signal }, 'a worker failed to start; stopping');
+        failStartup(code || 1);
+        return;
+      }
+      const now = Date.now();
+      restarts.push(now);
+      while (restarts.length && restarts[0]! < now - 60_000) restarts.shift();
+      const delay = Math.min(1000 * restarts.length, 10_000);
+      o.logger.error({ worker: worker.id, code, signal, restartInMs: delay }, 'worker exited; restarting it');
+      setTimeout(() => {
+        if (!stopping) fork();
+      }, delay).unref();
+    });
+    return worker;
+  };
+
+  for (let i = 0; i < o.workers; i++) fork();
+  const aggregator = new AggregatorRegistry<PrometheusContentType>();
+  const isReady = () => !stopping && ready.size > 0 && [...ready.values()].every(Boolean);
+  const monitoring: { server: HttpServer; port: number } = await startMonitoringServer({
+    ...o.monitoringListen,
+    registry: aggregator,
+    collect: () => aggregator.clusterMetrics(),
+    isReady,
+  });
+  o.logger.info({ workers: o.workers, monitoring: `${o.monitoringListen.host}:${monitoring.port}` }, 'svid-ca primary serving monitoring for its workers');
+
+  return {
+    monitoringPort: monitoring.port,
+    startupFailure,
+    async stop() {
+      stopping = true;
+      const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && !w.isDead());
+      const exited = workers.map((w) => new Promise<void>((resolve) => (w.isDead() ? resolve() : w.once('exit', () => resolve()))));
+      for (const w of workers) w.process.kill('SIGTERM');
+      const killer = setTimeout(() => workers.forEach((w) => w.isDead() || w.process.kill('SIGKILL')), o.shutdownGraceMs + 5000);
+      await Promise.all(exited);
+      clearTimeout(killer);
+      const closed = new Promise<void>((resolve) => monitoring.server.close(() => resolve()));
+      monitoring.server.closeAllConnections();
+      await closed;
+    },
+  };
+}
