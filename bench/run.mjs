@@ -1,5 +1,5 @@
 // svid-ca benchmark: `npm run bench [-- --quick] [-- --json FILE] [-- --only ec-p256,rsa-2048,storm] [-- --profile DIR]
-// [-- --pool-rate N]` (requests pre-generated per second of run; a run that uses them all up ends early and says so).
+// [-- --pool-rate N] [-- --workers N]` (requests pre-generated per second of run; a run that uses them all up ends early and says so).
 //
 // Starts the built svid-ca (dist/cli.js) in a child process per scenario, drives it from a separate
 // load-generator process (loadgen.mjs) with distinct pre-generated CSRs and tokens over raw
@@ -7,7 +7,7 @@
 // CPU (from /proc/<pid>/stat), peak RSS (VmHWM), and efficiency against this machine's own
 // `openssl speed` limit for one CSR verify + one sign on all cores, measured in the same run.
 import { execFileSync, fork, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -22,6 +22,8 @@ const jsonFile = args.includes('--json') ? args[args.indexOf('--json') + 1] : un
 const profileDir = args.includes('--profile') ? args[args.indexOf('--profile') + 1] : undefined;
 const poolRateArg = args.includes('--pool-rate') ? Number(args[args.indexOf('--pool-rate') + 1]) : undefined;
 const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : undefined;
+// svid-ca's --workers (default: its own default, one per core).
+const workersArg = args.includes('--workers') ? args[args.indexOf('--workers') + 1] : undefined;
 const CORES = cpus().length;
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
@@ -45,29 +47,67 @@ function opensslSpeed(alg) {
 /** Issuances per second the CPU allows: one CSR verify + one sign each, all cores. */
 const limitOf = (s) => 1 / (1 / s.sign + 1 / s.verify);
 
-function cpuSeconds(pid) {
+function statFields(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime + stime
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
 }
+/** The server's processes: the primary and, with --workers, its worker children. */
+function serverPids(pid) {
+  const pids = [pid];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (Number(statFields(entry)[1]) === pid) pids.push(Number(entry));
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return pids;
+}
+function cpuSeconds(pid) {
+  let total = 0;
+  for (const p of serverPids(pid)) {
+    try {
+      const fields = statFields(p);
+      total += (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime + stime
+    } catch {
+      // gone
+    }
+  }
+  return total;
+}
+/** Summed over the server's processes (primary + workers). */
 function memoryKiB(pid, key) {
-  const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm'));
-  return m ? Number(m[1]) : NaN;
+  let total = 0;
+  for (const p of serverPids(pid)) {
+    try {
+      const m = readFileSync(`/proc/${p}/status`, 'utf8').match(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm'));
+      total += m ? Number(m[1]) : 0;
+    } catch {
+      // gone
+    }
+  }
+  return total;
 }
 
 async function startServer(dir, extraArgs) {
   const logFile = join(dir, `server-${Date.now()}.log`);
   const fd = openSync(logFile, 'w');
   const nodeArgs = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
-  const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist', 'cli.js'), 'serve', '--dev', '--dev-dir', join(dir, 'dev'), '--listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0', ...extraArgs], {
+  const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist', 'cli.js'), 'serve', '--dev', '--dev-dir', join(dir, 'dev'), '--listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0', ...(workersArg ? ['--workers', workersArg] : []), ...extraArgs], {
     stdio: ['ignore', fd, fd],
   });
   for (let i = 0; i < 300; i++) {
     await sleep(100);
-    const line = readFileSync(logFile, 'utf8').split('\n').find((l) => l.includes('"svid-ca serving"'));
-    if (line) {
+    const lines = readFileSync(logFile, 'utf8').split('\n');
+    const line = lines.find((l) => l.includes('"svid-ca serving"'));
+    // With --workers the primary serves monitoring and says where.
+    const primary = lines.find((l) => l.includes('"svid-ca primary serving monitoring for its workers"'));
+    const ready = line && (primary || !line.includes('(primary process)'));
+    if (ready) {
       const rec = JSON.parse(line);
-      return { child, grpcPort: Number(rec.grpc.split(':').pop()), monitoringPort: Number(rec.monitoring.split(':').pop()), logFile };
+      const mon = primary ? JSON.parse(primary).monitoring : rec.monitoring;
+      return { child, grpcPort: Number(rec.grpc.split(':').pop()), monitoringPort: Number(mon.split(':').pop()), logFile };
     }
     if (child.exitCode !== null) break;
   }
