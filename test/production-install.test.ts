@@ -7,11 +7,11 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { get } from 'node:http';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, join, posix } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestIssuer } from './helpers/server.js';
+import { freePort } from './helpers/process.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const NPM_CI_TIMEOUT_MS = 240_000;
@@ -118,16 +118,6 @@ function copySteps(stages: Stage[], runtime: Stage): CopyStep[] {
   return steps;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 function httpStatus(port: number, path: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {

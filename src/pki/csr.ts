@@ -155,7 +155,8 @@ function addSan(sans: CsrSans, name: pkijs.GeneralName): void {
   }
 }
 
-function formatIp(bytes: Uint8Array): string {
+/** An iPAddress SAN as text, for error messages: dotted IPv4, uncompressed IPv6, else hex. */
+export function formatIp(bytes: Uint8Array): string {
   if (bytes.length === 4) return Array.from(bytes).join('.');
   if (bytes.length === 16) {
     const groups: string[] = [];

@@ -1,6 +1,6 @@
 import { createPublicKey, verify, type KeyObject } from 'node:crypto';
 import * as asn1js from 'asn1js';
-import { checkWorkloadKey, CSR_LIMITS, type CsrSans, type ParsedCsr } from './csr.js';
+import { checkWorkloadKey, CSR_LIMITS, formatIp, type CsrSans, type ParsedCsr } from './csr.js';
 import { CsrError } from './errors.js';
 import { describeKey, SIGNATURE_ALGORITHMS } from './keys.js';
 import { OID } from './oids.js';
@@ -223,16 +223,6 @@ function sanText(bytes: Uint8Array): string {
     throw new CsrError('san', `CSR subject alternative name is longer than ${CSR_LIMITS.maxSanLength} characters`);
   }
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
-}
-
-function formatIp(bytes: Uint8Array): string {
-  if (bytes.length === 4) return Array.from(bytes).join('.');
-  if (bytes.length === 16) {
-    const groups: string[] = [];
-    for (let i = 0; i < 16; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
-    return groups.join(':');
-  }
-  return Buffer.from(bytes).toString('hex');
 }
 
 /** GeneralNames ::= SEQUENCE OF GeneralName (RFC 5280 4.2.1.6), sorted into what we issue and what we do not. */

@@ -1,0 +1,149 @@
+// svid-ca soak test: `npm run soak [-- --duration 10m] [-- --callers 16] [-- --reload-every 15s]`.
+// Runs the built server (one process) under steady issuance with a mix of bad requests and periodic
+// cacerts reloads (Kubernetes-style ..data swaps), samples RSS and open descriptors, and fails on
+// growth beyond a bound, on any lost request (deadline), or on any unexpected status code.
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createServer } from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { createCaClient } from '../dist/client/index.js';
+import { createIntermediateCa, createRootCa } from '../dist/ca/index.js';
+import { ensureDevEnvironment, mintDevToken } from '../dist/dev/index.js';
+import { parseDuration } from '../dist/duration.js';
+import { buildCsrPem, generateKeyPair } from '../dist/pki/index.js';
+
+const args = process.argv.slice(2);
+const arg = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt);
+const durationMs = parseDuration(arg('--duration', '10m'));
+const reloadEveryMs = parseDuration(arg('--reload-every', '15s'));
+const callers = Number(arg('--callers', '16'));
+const sampleEveryMs = Math.max(1000, Math.min(10_000, Math.floor(durationMs / 30)));
+if (!durationMs || !reloadEveryMs) throw new Error('usage: soak [--duration 10m] [--reload-every 15s] [--callers 16]');
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const log = (s) => process.stdout.write(s + '\n');
+
+const work = mkdtempSync(join(tmpdir(), 'svid-ca-soak-'));
+const freePort = () => new Promise((resolve) => { const s = createServer(); s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); }); });
+
+// A cacerts volume with two intermediates under one root, swapped like the kubelet does.
+const root = createRootCa({ key: 'ec-p256', ttlMs: 3650 * 86_400_000, organization: 'soak' });
+const intermediates = [1, 2].map((n) => createIntermediateCa({ root, key: 'ec-p256', ttlMs: 365 * 86_400_000, organization: 'soak', commonName: `soak intermediate ${n}` }));
+const vol = join(work, 'cacerts');
+mkdirSync(vol);
+let generation = 0;
+function publish(files) {
+  const stamp = `..gen_${++generation}`;
+  mkdirSync(join(vol, stamp));
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(vol, stamp, name), text, { mode: name.endsWith('key.pem') ? 0o600 : 0o644 });
+  let old;
+  try { old = readlinkSync(join(vol, '..data')); } catch { old = undefined; }
+  symlinkSync(stamp, join(vol, '..data_tmp'));
+  renameSync(join(vol, '..data_tmp'), join(vol, '..data'));
+  for (const name of Object.keys(files)) { try { symlinkSync(join('..data', name), join(vol, name)); } catch { /* linked */ } }
+  if (old) rmSync(join(vol, old), { recursive: true, force: true });
+}
+publish(intermediates[0]);
+
+const dev = await ensureDevEnvironment(join(work, 'dev'));
+const [grpcPort, monPort] = [await freePort(), await freePort()];
+const server = spawn(process.execPath, ['dist/cli.js', 'serve', '--workers', '1', '--cacerts', vol, '--jwt-issuer', dev.issuer, '--jwks-file', dev.jwksFile,
+  '--listen', `127.0.0.1:${grpcPort}`, '--monitoring-listen', `127.0.0.1:${monPort}`, '--reload-interval', '2s', '--max-ttl', '48h', '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] });
+for (let i = 0; ; i++) {
+  try { if ((await fetch(`http://127.0.0.1:${monPort}/readyz`)).status === 200) break; } catch { /* starting */ }
+  if (i > 200) throw new Error('svid-ca did not become ready');
+  await sleep(100);
+}
+
+const identities = Array.from({ length: 50 }, (_, i) => ({ ns: `ns${i % 5}`, sa: `sa${i}` }));
+const tokens = await Promise.all(identities.map((x) => mintDevToken(dev, { namespace: x.ns, serviceAccount: x.sa, ttlSeconds: Math.ceil(durationMs / 1000) + 3600 })));
+const keys = Array.from({ length: 64 }, () => generateKeyPair('ec-p256').privateKey);
+const client = createCaClient({ address: `localhost:${grpcPort}`, rootPem: root.certPem });
+
+// The request mix and the status each kind must get.
+const kinds = [
+  { name: 'valid', weight: 80, expect: 'OK' },
+  { name: 'bad token', weight: 5, expect: 'UNAUTHENTICATED' },
+  { name: 'foreign SAN', weight: 5, expect: 'PERMISSION_DENIED' },
+  { name: 'garbage CSR', weight: 5, expect: 'INVALID_ARGUMENT' },
+  { name: 'TTL over max', weight: 5, expect: 'INVALID_ARGUMENT' },
+];
+const pick = () => { let r = Math.random() * 100; for (const k of kinds) if ((r -= k.weight) < 0) return k; return kinds[0]; };
+const counts = new Map();
+const unexpected = [];
+let lost = 0;
+
+function oneCall() {
+  const kind = pick();
+  const i = Math.floor(Math.random() * identities.length);
+  const id = `spiffe://cluster.local/ns/${identities[i].ns}/sa/${identities[i].sa}`;
+  const key = keys[Math.floor(Math.random() * keys.length)];
+  const csr = kind.name === 'garbage CSR' ? '-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n'
+    : buildCsrPem({ privateKey: key, sans: [{ type: 'uri', value: kind.name === 'foreign SAN' ? `${id}-other` : id }] });
+  const token = kind.name === 'bad token' ? `${tokens[i].slice(0, -4)}AAAA` : tokens[i];
+  const md = new grpc.Metadata();
+  md.set('authorization', `Bearer ${token}`);
+  return new Promise((resolve) => {
+    client.CreateCertificate({ csr, validity_duration: kind.name === 'TTL over max' ? String(72 * 3600) : '3600' }, md, { deadline: Date.now() + 10_000 }, (err) => {
+      const code = err ? grpc.status[err.code] : 'OK';
+      counts.set(code, (counts.get(code) ?? 0) + 1);
+      if (err?.code === grpc.status.DEADLINE_EXCEEDED) lost++;
+      else if (code !== kind.expect) unexpected.push(`${kind.name}: got ${code} ${err?.details ?? ''}`);
+      resolve();
+    });
+  });
+}
+
+const start = Date.now();
+let running = true;
+const loops = Array.from({ length: callers }, async () => { while (running) await oneCall(); });
+let nextReload = start + reloadEveryMs;
+let reloads = 0;
+const samples = [];
+const fdCount = () => readdirSync(`/proc/${server.pid}/fd`).length;
+const rssMiB = () => Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${server.pid}/status`, 'utf8'))[1]) / 1024;
+log(`soak: ${Math.round(durationMs / 1000)} s, ${callers} callers, reload every ${Math.round(reloadEveryMs / 1000)} s, sample every ${sampleEveryMs / 1000} s`);
+log('t(s)   issued  denied  reloads  RSS(MiB)  fds');
+while (Date.now() - start < durationMs) {
+  await sleep(Math.min(sampleEveryMs, Math.max(0, nextReload - Date.now())) || 1);
+  if (Date.now() >= nextReload) {
+    publish(intermediates[++reloads % 2]);
+    nextReload += reloadEveryMs;
+  }
+  if (samples.length === 0 || Date.now() - samples.at(-1).t * 1000 - start >= sampleEveryMs) {
+    const s = { t: Math.round((Date.now() - start) / 1000), issued: counts.get('OK') ?? 0, denied: [...counts].filter(([c]) => c !== 'OK').reduce((a, [, n]) => a + n, 0), rss: rssMiB(), fds: fdCount() };
+    samples.push(s);
+    log(`${String(s.t).padEnd(6)} ${String(s.issued).padEnd(7)} ${String(s.denied).padEnd(7)} ${String(reloads).padEnd(8)} ${s.rss.toFixed(1).padEnd(9)} ${s.fds}`);
+  }
+}
+running = false;
+await Promise.all(loops);
+client.close();
+const metrics = await (await fetch(`http://127.0.0.1:${monPort}/metrics`)).text();
+const reloadOk = Number(/svid_ca_bundle_reloads_total\{result="success"\} (\d+)/.exec(metrics)?.[1] ?? 0);
+server.kill('SIGTERM');
+const exitCode = await new Promise((r) => server.once('exit', (c) => r(c)));
+rmSync(work, { recursive: true, force: true });
+
+// Growth: the steady state after warm-up (first fifth) against the end.
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const warm = samples.slice(Math.max(1, Math.floor(samples.length / 5)), Math.max(2, Math.floor(samples.length / 5) + 3));
+const end = samples.slice(-3);
+const rssGrowth = median(end.map((s) => s.rss)) - median(warm.map((s) => s.rss));
+const fdGrowth = median(end.map((s) => s.fds)) - median(warm.map((s) => s.fds));
+const RSS_BOUND_MIB = 64;
+const FD_BOUND = 32;
+const problems = [];
+if (unexpected.length) problems.push(`${unexpected.length} unexpected status codes, e.g. ${unexpected.slice(0, 3).join('; ')}`);
+if (lost) problems.push(`${lost} requests lost (deadline exceeded)`);
+if (rssGrowth > RSS_BOUND_MIB) problems.push(`RSS grew ${rssGrowth.toFixed(1)} MiB after warm-up (bound ${RSS_BOUND_MIB})`);
+if (fdGrowth > FD_BOUND) problems.push(`open descriptors grew by ${fdGrowth} (bound ${FD_BOUND})`);
+if (reloads > 0 && reloadOk < reloads) problems.push(`${reloads} bundle swaps but ${reloadOk} successful reloads`);
+if (exitCode !== 0) problems.push(`svid-ca exited ${exitCode} on SIGTERM`);
+log(`\nresult: ${[...counts].map(([c, n]) => `${c} ${n}`).join(', ')}; reloads ${reloadOk}/${reloads}; RSS growth ${rssGrowth.toFixed(1)} MiB; fd growth ${fdGrowth}`);
+if (problems.length) {
+  log(`SOAK FAILED: ${problems.join('; ')}`);
+  process.exit(1);
+}
+log('SOAK PASSED');

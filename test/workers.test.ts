@@ -1,0 +1,118 @@
+/**
+ * --workers N: the real command with two worker processes sharing the gRPC port, the primary
+ * serving health and aggregated metrics, reloads reaching every worker, a killed worker replaced,
+ * and SIGTERM draining all of them.
+ */
+import { execFileSync } from 'node:child_process';
+import { connect } from 'node:tls';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { buildCsrPem, generateKeyPair } from '../src/pki/index.js';
+import { makeIntermediate, makeRoot, removeDir, tempDir } from './helpers/pki.js';
+import { SecretVolume, istioFiles } from './helpers/k8s-volume.js';
+import { call, clientFor, createTestIssuer, fetchText, type TestServer } from './helpers/server.js';
+import { freePort, startCli, waitForStatus, type CliProcess } from './helpers/process.js';
+
+const work = tempDir('svid-ca-workers-');
+let proc: CliProcess | undefined;
+afterAll(async () => {
+  if (proc && proc.child.exitCode === null) {
+    proc.child.kill('SIGTERM');
+    await proc.exited;
+  }
+  removeDir(work);
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const metric = (body: string, name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(body)?.[1]);
+const workerPids = (primary: number) =>
+  execFileSync('ps', ['-o', 'pid=', '--ppid', String(primary)], { encoding: 'utf8' }).split('\n').map((l) => Number(l.trim())).filter(Boolean);
+
+function servingSerial(port: number, rootPem: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port, servername: 'localhost', ca: rootPem, ALPNProtocols: ['h2'] }, () => {
+      resolve(s.getPeerCertificate().serialNumber);
+      s.end();
+    });
+    s.on('error', reject);
+  });
+}
+
+describe('svid-ca serve --workers 2', () => {
+  it('shares the port, aggregates metrics, reloads in every worker, replaces a dead worker, drains on SIGTERM', async () => {
+    const root = makeRoot();
+    const first = makeIntermediate(root, { cn: 'first' });
+    const dir = join(work, 'cacerts');
+    const volume = new SecretVolume(dir);
+    volume.write(istioFiles(first, [root]));
+    const issuer = await createTestIssuer(work);
+    const [grpcPort, monPort] = [await freePort(), await freePort()];
+    proc = startCli([
+      'serve', '--workers', '2', '--cacerts', dir, '--jwt-issuer', issuer.issuer, '--jwks-file', issuer.jwksFile,
+      '--listen', `127.0.0.1:${grpcPort}`, '--monitoring-listen', `127.0.0.1:${monPort}`, '--reload-interval', '1s',
+    ]);
+    const base = `http://127.0.0.1:${monPort}`;
+    await waitForStatus(`${base}/readyz`);
+    expect(workerPids(proc.child.pid!)).toHaveLength(2);
+
+    // Both workers accept on the one port: new connections meet two different serving certificates.
+    const serials = new Set<string>();
+    for (let i = 0; i < 40 && serials.size < 2; i++) serials.add(await servingSerial(grpcPort, root.certPem));
+    expect(serials.size).toBe(2);
+
+    // Calls spread over many connections; the primary's /metrics adds up both workers.
+    const token = await issuer.token({ namespace: 'demo', serviceAccount: 'web' });
+    const id = 'spiffe://cluster.local/ns/demo/sa/web';
+    let issued = 0;
+    for (let i = 0; i < 8; i++) {
+      const c = clientFor({ address: `localhost:${grpcPort}` } as TestServer, root.certPem);
+      const r = await call(c, { csr: buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: id }] }) }, { authorization: `Bearer ${token}` });
+      c.close();
+      if (!r.err) issued++;
+    }
+    expect(issued).toBe(8);
+    const metrics = (await fetchText(`${base}/metrics`)).body;
+    expect(metric(metrics, 'citadel_server_success_cert_issuance_count')).toBe(8);
+    expect(metric(metrics, 'citadel_server_csr_count')).toBe(8);
+    expect(metrics.match(/svid_ca_cert_expiry_timestamp_seconds\{role="serving"/g)).toHaveLength(2);
+    expect(metrics.match(/svid_ca_cert_expiry_timestamp_seconds\{role="root"/g)).toHaveLength(1);
+
+    // A reload reaches every worker.
+    const second = makeIntermediate(root, { cn: 'second' });
+    volume.write(istioFiles(second, [root]));
+    for (let i = 0; i < 60; i++) {
+      const body = (await fetchText(`${base}/metrics`)).body;
+      if (/svid_ca_bundle_reloads_total\{result="success"\} 2/.test(body)) break;
+      await sleep(100);
+    }
+    const after = (await fetchText(`${base}/metrics`)).body;
+    expect(after).toMatch(/svid_ca_bundle_reloads_total\{result="success"\} 2/);
+    expect(after).toContain('CN=second');
+    expect(after).not.toContain('CN=first');
+
+    // A worker that dies is replaced; the service stays up.
+    const [victim] = workerPids(proc.child.pid!);
+    process.kill(victim!, 'SIGKILL');
+    await sleep(300);
+    for (let i = 0; i < 50 && !(workerPids(proc.child.pid!).length === 2 && (await fetchText(`${base}/readyz`)).status === 200); i++) await sleep(100);
+    const pids = workerPids(proc.child.pid!);
+    expect(pids).toHaveLength(2);
+    expect(pids).not.toContain(victim);
+    expect((await fetchText(`${base}/readyz`)).status).toBe(200);
+    expect(proc.stdout.join('')).toContain('worker exited; restarting it');
+
+    // SIGTERM to the primary drains the workers and exits 0.
+    proc.child.kill('SIGTERM');
+    expect(await proc.exited).toBe(0);
+    expect(proc.stdout.join('').match(/"msg":"stopped"/g)!.length).toBeGreaterThanOrEqual(3);
+    expect(readFileSync(join(dir, 'ca-cert.pem'), 'utf8')).toBe(second.certPem);
+  }, 60_000);
+
+  it('refuses a broken bundle in the primary with one line and exit 1', async () => {
+    const issuer = await createTestIssuer(work);
+    const r = startCli(['serve', '--workers', '2', '--cacerts', join(work, 'nope'), '--jwt-issuer', issuer.issuer, '--jwks-file', issuer.jwksFile, '--listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0']);
+    expect(await r.exited).toBe(1);
+    expect(r.stderr.join('').trim().split('\n')).toEqual([`svid-ca: ${join(work, 'nope')}: cacerts folder does not exist`]);
+  });
+});
