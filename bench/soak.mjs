@@ -120,6 +120,7 @@ while (Date.now() - start < durationMs) {
 running = false;
 await Promise.all(loops);
 client.close();
+await sleep(3000); // the last swap is picked up within the 2 s reload interval
 const metrics = await (await fetch(`http://127.0.0.1:${monPort}/metrics`)).text();
 const reloadOk = Number(/svid_ca_bundle_reloads_total\{result="success"\} (\d+)/.exec(metrics)?.[1] ?? 0);
 server.kill('SIGTERM');
