@@ -8,10 +8,9 @@ import { formatGoDuration } from './duration.js';
 import { ConfigError, flagHelp, parseFlags, parseHostPort, type FlagSpec } from './flags.js';
 import { createLogger } from './observability/index.js';
 import { BundleError, KEY_SPECS, type KeySpec } from './pki/index.js';
-import { reportReadiness, runPrimary, shareMetricsWithPrimary, startService } from './server/index.js';
+import { reportReadiness, runPrimary, shareMetricsWithPrimary, startService, usableCores } from './server/index.js';
 import { loadCacerts } from './ca/index.js';
 import cluster from 'node:cluster';
-import { availableParallelism } from 'node:os';
 import { runCacertsCommand } from './operator/index.js';
 
 const USAGE = `svid-ca: a pluggable certificate authority for Istio
@@ -131,9 +130,9 @@ async function serve(argv: string[]): Promise<number> {
   });
 }
 
-/** --workers: 0 means one per core; self-signed mode needs one process (one root, one rotator). */
+/** --workers: 0 means one per usable core; self-signed mode needs one process (one root, one rotator). */
 function workerCount(cfg: ServeConfig, logger: ReturnType<typeof createLogger>): number {
-  const wanted = cfg.workers === 0 ? availableParallelism() : cfg.workers;
+  const wanted = cfg.workers === 0 ? usableCores() : cfg.workers;
   if (wanted > 1 && cfg.selfSigned) {
     if (cluster.isPrimary) logger.warn({ workers: wanted }, '--self-signed runs one process (one root and one rotator): ignoring --workers');
     return 1;

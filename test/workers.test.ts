@@ -116,3 +116,23 @@ describe('svid-ca serve --workers 2', () => {
     expect(r.stderr.join('').trim().split('\n')).toEqual([`svid-ca: ${join(work, 'nope')}: cacerts folder does not exist`]);
   });
 });
+
+describe('usable cores', () => {
+  it('caps the CPU count by a cgroup v2 or v1 quota, and ignores "max"', async () => {
+    const { usableCores } = await import('../src/server/index.js');
+    const { availableParallelism } = await import('node:os');
+    const { mkdirSync, writeFileSync } = await import('node:fs');
+    const v2 = join(work, 'cg2');
+    mkdirSync(v2, { recursive: true });
+    writeFileSync(join(v2, 'cpu.max'), '150000 100000\n');
+    expect(usableCores(v2)).toBe(Math.min(2, availableParallelism()));
+    writeFileSync(join(v2, 'cpu.max'), 'max 100000\n');
+    expect(usableCores(v2)).toBe(availableParallelism());
+    const v1 = join(work, 'cg1');
+    mkdirSync(join(v1, 'cpu'), { recursive: true });
+    writeFileSync(join(v1, 'cpu', 'cpu.cfs_quota_us'), '50000');
+    writeFileSync(join(v1, 'cpu', 'cpu.cfs_period_us'), '100000');
+    expect(usableCores(v1)).toBe(1);
+    expect(usableCores(join(work, 'none'))).toBe(availableParallelism());
+  });
+});

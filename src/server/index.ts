@@ -6,4 +6,4 @@ export { classifyError, RequestError, type Failure } from './errors.js';
 export { ServingTls, type KeyAndChain } from './tls.js';
 export { HealthService } from './health.js';
 export { Admission, claimedNamespace, type AdmissionOptions } from './admission.js';
-export { runPrimary, reportReadiness, shareMetricsWithPrimary, type Primary, type PrimaryOptions } from './workers.js';
+export { runPrimary, reportReadiness, shareMetricsWithPrimary, usableCores, type Primary, type PrimaryOptions } from './workers.js';

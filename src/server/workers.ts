@@ -1,7 +1,34 @@
 import cluster, { type Worker } from 'node:cluster';
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
 import type { Server as HttpServer } from 'node:http';
 import { AggregatorRegistry, type PrometheusContentType, type Registry } from 'prom-client';
 import { startMonitoringServer, type Logger } from '../observability/index.js';
+
+/**
+ * Cores this process may use: the CPU affinity (availableParallelism) capped by a cgroup CPU quota,
+ * so that a pod limited to 2 CPUs on a 64-core node runs 2 workers, not 64.
+ */
+export function usableCores(cgroupRoot = '/sys/fs/cgroup'): number {
+  let cores = availableParallelism();
+  const quota = (text: string, period: string) => {
+    const q = Number(text);
+    const p = Number(period);
+    if (Number.isFinite(q) && q > 0 && Number.isFinite(p) && p > 0) cores = Math.min(cores, Math.max(1, Math.ceil(q / p)));
+  };
+  try {
+    const [q, p] = readFileSync(join(cgroupRoot, 'cpu.max'), 'utf8').trim().split(/\s+/);
+    if (q && q !== 'max' && p) quota(q, p);
+  } catch {
+    try {
+      quota(readFileSync(join(cgroupRoot, 'cpu', 'cpu.cfs_quota_us'), 'utf8').trim(), readFileSync(join(cgroupRoot, 'cpu', 'cpu.cfs_period_us'), 'utf8').trim());
+    } catch {
+      // no cgroup CPU limit visible
+    }
+  }
+  return cores;
+}
 
 /** What a worker process tells the primary. */
 export type WorkerMessage = { svidCa: 'ready'; ready: boolean };
