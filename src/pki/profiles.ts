@@ -7,7 +7,7 @@ import {
   KeyUsageBit,
   subjectAltName,
   subjectKeyIdentifier,
-  type ExtensionSpec,
+  type SanEntry,
 } from './extensions.js';
 import { EMPTY_NAME_DER } from './name.js';
 import { keyIdentifier, type CertificateTemplate } from './certificate.js';
@@ -24,47 +24,33 @@ export interface LeafParams {
   issuerKeyId: Buffer | undefined;
 }
 
-function leafExtensions(san: ExtensionSpec, issuerKeyId: Buffer | undefined): ExtensionSpec[] {
-  const exts = [
+/**
+ * The Istio leaf profile with the given SANs (critical, since the subject is empty): KU
+ * digitalSignature+keyEncipherment (critical), EKU serverAuth+clientAuth, CA:false (critical),
+ * AKI = issuer SKI, no SKI. Same profile as istiod's genCertTemplateFromCSR.
+ */
+function leafTemplate(p: LeafParams, sans: SanEntry[]): CertificateTemplate {
+  const extensions = [
     keyUsage([KeyUsageBit.digitalSignature, KeyUsageBit.keyEncipherment]),
     extKeyUsage([OID.serverAuth, OID.clientAuth]),
     basicConstraints(false),
   ];
-  if (issuerKeyId) exts.push(authorityKeyIdentifier(issuerKeyId));
-  exts.push(san);
-  return exts;
+  if (p.issuerKeyId) extensions.push(authorityKeyIdentifier(p.issuerKeyId));
+  extensions.push(subjectAltName(sans, true));
+  return { serialNumber: p.serialNumber, subjectDer: EMPTY_NAME_DER, notBefore: p.notBefore, notAfter: p.notAfter, publicKeyDer: p.publicKeyDer, extensions };
 }
 
-/**
- * The Istio workload leaf (an X.509 SVID): empty subject, one critical URI SAN, KU
- * digitalSignature+keyEncipherment (critical), EKU serverAuth+clientAuth, CA:false (critical),
- * AKI = issuer SKI, no SKI. Same profile as istiod's genCertTemplateFromCSR.
- */
+/** The Istio workload leaf (an X.509 SVID): the leaf profile with one URI SAN, the SPIFFE ID. */
 export function workloadLeaf(p: LeafParams & { spiffeId: string }): CertificateTemplate {
-  return {
-    serialNumber: p.serialNumber,
-    subjectDer: EMPTY_NAME_DER,
-    notBefore: p.notBefore,
-    notAfter: p.notAfter,
-    publicKeyDer: p.publicKeyDer,
-    extensions: leafExtensions(subjectAltName([{ type: 'uri', value: p.spiffeId }], true), p.issuerKeyId),
-  };
+  return leafTemplate(p, [{ type: 'uri', value: p.spiffeId }]);
 }
 
 /** svid-ca's own TLS serving certificate: the leaf profile with DNS SANs instead of a SPIFFE ID. */
 export function servingLeaf(p: LeafParams & { dnsNames: string[] }): CertificateTemplate {
-  const san = subjectAltName(
+  return leafTemplate(
+    p,
     p.dnsNames.map((value) => ({ type: 'dns' as const, value })),
-    true,
   );
-  return {
-    serialNumber: p.serialNumber,
-    subjectDer: EMPTY_NAME_DER,
-    notBefore: p.notBefore,
-    notAfter: p.notAfter,
-    publicKeyDer: p.publicKeyDer,
-    extensions: leafExtensions(san, p.issuerKeyId),
-  };
 }
 
 export interface CaParams {
