@@ -45,9 +45,11 @@ interface CallContext {
 }
 
 /** The identity of a request for deduplication: everything that decides its outcome. */
-function requestKey(authorization: string[], clusterIds: string[], req: IstioCertificateRequest): string {
+function requestKey(authorization: string[], clusterIds: string[], peerCertificate: Buffer | undefined, req: IstioCertificateRequest): string {
   return createHash('sha256')
     .update(authorization.join('\n'))
+    .update('\0')
+    .update(peerCertificate ?? Buffer.alloc(0))
     .update('\0')
     .update(clusterIds.join('\n'))
     .update('\0')
@@ -134,8 +136,6 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
       } catch {
         ctx.requestedTtl = undefined;
       }
-      // grpc-js exposes the client certificate only when the handshake verified it (--client-cert-auth).
-      const peerCertificate = call.getAuthContext?.()?.sslPeerCertificate?.raw;
       const creds = { authorization, clusterId: clusterIds, peerCertificate };
       const caller = await authenticateCall(deps.authenticators, creds, deps.authOptions);
       ctx.caller = caller;
@@ -160,6 +160,8 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
     };
 
     const authorization = firstString(call.metadata, 'authorization');
+    // grpc-js exposes the client certificate only when the handshake verified it (--client-cert-auth).
+    const peerCertificate = call.getAuthContext?.()?.sslPeerCertificate?.raw;
     const priority = deps.admission.isPriority(claimedNamespace(authorization));
     if (!deps.admission.tryAdmit(priority)) {
       finish(
@@ -170,7 +172,7 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
     }
     // Identical concurrent calls (same credentials, CSR, TTL and metadata: an agent's retry while the
     // first is still queued) share one computation, so the same key is signed once.
-    const shared = deps.admission.share(requestKey(authorization, clusterIds, call.request), () => {
+    const shared = deps.admission.share(requestKey(authorization, clusterIds, peerCertificate, call.request), () => {
       const own: CallContext = {};
       return { ctx: own, result: handle(own) };
     });
