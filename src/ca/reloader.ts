@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
-import { BundleError, type SigningBundle } from '../pki/index.js';
+import { BundleError, subjectText, type SigningBundle } from '../pki/index.js';
 import type { Authority } from './authority.js';
 import { loadCacerts, readCacertsFiles } from './cacerts.js';
 
@@ -28,7 +28,7 @@ export interface ReloadEvents {
   onResult(r: ReloadResult): void;
 }
 
-const rootKey = (b: SigningBundle) => new Map(b.roots.map((r) => [r.x509.fingerprint256, (r.x509.subject ?? '').replace(/\n/g, ', ')]));
+const rootKey = (b: SigningBundle) => new Map(b.roots.map((r) => [r.x509.fingerprint256, subjectText(r.x509)]));
 
 /** Which roots a reload adds and removes, by certificate fingerprint. */
 export function compareRoots(current: SigningBundle, next: SigningBundle): RootChange & { shared: number } {

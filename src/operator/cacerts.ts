@@ -4,7 +4,7 @@ import { X509Certificate } from 'node:crypto';
 import { createIntermediateCa, createRootCa, loadCacerts, readCacertsFiles, compareRoots } from '../ca/index.js';
 import { formatGoDuration } from '../duration.js';
 import { ConfigError, parseFlags, type FlagSpec } from '../flags.js';
-import { BundleError, decodePem, encodePem, KEY_SPECS, type KeySpec, type LoadedCertificate, type SigningBundle } from '../pki/index.js';
+import { BundleError, decodePem, encodePem, KEY_SPECS, subjectText, type KeySpec, type LoadedCertificate, type SigningBundle } from '../pki/index.js';
 import { writeFileAtomic } from '../dev/index.js';
 
 /** Operator commands for building and rotating cacerts folders, so nobody writes openssl by hand. */
@@ -55,7 +55,7 @@ function initRoot(argv: string[], out: Out): number {
   writeFileAtomic(join(dir, 'root-cert.pem'), root.certPem);
   const c = new X509Certificate(root.certPem);
   out(`wrote ${join(dir, 'root-cert.pem')} and ${join(dir, 'root-key.pem')} (mode 0600)`);
-  out(`root: ${c.subject.replace(/\n/g, ', ')}, expires ${new Date(c.validTo).toISOString()}`);
+  out(`root: ${subjectText(c)}, expires ${new Date(c.validTo).toISOString()}`);
   out('keep root-key.pem offline: svid-ca never needs it, only the intermediate key.');
   return 0;
 }
@@ -84,7 +84,7 @@ function describeCert(role: string, c: LoadedCertificate, at: Date): string {
   const notAfter = new Date(c.x509.validTo);
   const days = Math.floor((notAfter.getTime() - at.getTime()) / DAY);
   const ski = c.facts.subjectKeyId?.toString('hex') ?? '(none)';
-  return `  ${role.padEnd(12)} ${(c.x509.subject ?? '').replace(/\n/g, ', ') || '(empty subject)'}\n               SKI ${ski}  not after ${notAfter.toISOString()}  (${days} days left)`;
+  return `  ${role.padEnd(12)} ${subjectText(c.x509) || '(empty subject)'}\n               SKI ${ski}  not after ${notAfter.toISOString()}  (${days} days left)`;
 }
 
 function printBundle(b: SigningBundle, at: Date, out: Out): void {
@@ -168,8 +168,8 @@ function planRotation(argv: string[], out: Out): number {
   const newB = loadCacerts(newDir);
   const roots = compareRoots(oldB, newB);
   const wait = formatGoDuration(values.get('max-ttl') as number);
-  const newSigner = (newB.signingCert.x509.subject ?? '').replace(/\n/g, ', ');
-  out(`current: ${(oldB.signingCert.x509.subject ?? '').replace(/\n/g, ', ')} (expires ${oldB.notAfter.toISOString()})`);
+  const newSigner = subjectText(newB.signingCert.x509);
+  out(`current: ${subjectText(oldB.signingCert.x509)} (expires ${oldB.notAfter.toISOString()})`);
   out(`next:    ${newSigner} (expires ${newB.notAfter.toISOString()})`);
   if (roots.shared > 0 && roots.added.length === 0) {
     out('\nThe roots do not change: this is an intermediate rotation, one step.');

@@ -5,7 +5,7 @@ import { KeyUsageBit } from './extensions.js';
 import { inspectCertificate, type CertificateFacts } from './inspect.js';
 import { signatureAlgorithmForKey, spkiDer, describeKey, keyLabel } from './keys.js';
 import { decodePem, encodePem } from './pem.js';
-import { issuedBy as x509IssuedBy } from './verify.js';
+import { issuedBy as x509IssuedBy, subjectText } from './verify.js';
 
 export interface NamedText {
   /** Path or file name, used in error messages. */
@@ -70,7 +70,7 @@ function loadPrivateKey(file: NamedText): KeyObject {
   }
 }
 
-const describe = (c: LoadedCertificate) => (c.x509.subject ?? '').replace(/\n/g, ', ') || '(empty subject)';
+const describe = (c: LoadedCertificate) => subjectText(c.x509) || '(empty subject)';
 
 /** Issued-by check with a real signature verification (node:crypto), not only a name match. */
 const issuedBy = (child: LoadedCertificate, parent: LoadedCertificate): boolean => x509IssuedBy(child.x509, parent.x509);

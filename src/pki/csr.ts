@@ -35,6 +35,19 @@ export function checkWorkloadKey(key: KeyDescription): void {
   throw new CsrError('key', `CSR key ${keyLabel(key)} is not accepted: use RSA 2048-8192 bits or EC P-256/P-384`);
 }
 
+/** Imports a CSR's public key with `importKey` and checks it is one we sign for; shared by both CSR readers. */
+export function acceptWorkloadKey(publicKeyDer: Buffer, importKey: (der: Buffer) => KeyObject): { publicKey: KeyObject; key: KeyDescription } {
+  let publicKey: KeyObject;
+  try {
+    publicKey = importKey(publicKeyDer);
+  } catch {
+    throw new CsrError('key', 'CSR public key cannot be read: use RSA 2048-8192 bits or EC P-256/P-384');
+  }
+  const key = describeKey(publicKey);
+  checkWorkloadKey(key);
+  return { publicKey, key };
+}
+
 /**
  * Parses a PEM CSR (the first PEM block, whatever its label, as istiod does), checks its
  * self-signature and key, and returns what the CA needs. Throws CsrError on anything else.
@@ -59,14 +72,7 @@ export function parseCsrDer(der: Buffer): ParsedCsr {
 function parseCsrDerUnguarded(der: Buffer): ParsedCsr {
   const csr = decodeCsr(der);
   const publicKeyDer = Buffer.from(csr.subjectPublicKeyInfo.toSchema().toBER());
-  let publicKey: KeyObject;
-  try {
-    publicKey = createPublicKey({ key: publicKeyDer, format: 'der', type: 'spki' });
-  } catch {
-    throw new CsrError('key', 'CSR public key cannot be read: use RSA 2048-8192 bits or EC P-256/P-384');
-  }
-  const key = describeKey(publicKey);
-  checkWorkloadKey(key);
+  const { publicKey, key } = acceptWorkloadKey(publicKeyDer, (der) => createPublicKey({ key: der, format: 'der', type: 'spki' }));
   const signatureAlgorithm = verifySelfSignature(csr, publicKey);
   return { publicKeyDer, publicKey, key, sans: readSans(csr), signatureAlgorithm };
 }

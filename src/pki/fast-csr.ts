@@ -1,8 +1,8 @@
 import { createPublicKey, verify, type KeyObject } from 'node:crypto';
 import * as asn1js from 'asn1js';
-import { checkWorkloadKey, CSR_LIMITS, formatIp, type CsrSans, type ParsedCsr } from './csr.js';
+import { acceptWorkloadKey, CSR_LIMITS, formatIp, type CsrSans, type ParsedCsr } from './csr.js';
 import { CsrError } from './errors.js';
-import { describeKey, SIGNATURE_ALGORITHMS } from './keys.js';
+import { SIGNATURE_ALGORITHMS } from './keys.js';
 import { OID } from './oids.js';
 import { decodePem } from './pem.js';
 
@@ -288,14 +288,7 @@ function readSans(parts: CsrParts): CsrSans {
 export function readCsrDer(der: Buffer): ParsedCsr {
   const parts = decodeCsr(der);
   const publicKeyDer = bytesOf(parts.spki);
-  let publicKey: KeyObject;
-  try {
-    publicKey = importPublicKey(publicKeyDer);
-  } catch {
-    throw new CsrError('key', 'CSR public key cannot be read: use RSA 2048-8192 bits or EC P-256/P-384');
-  }
-  const key = describeKey(publicKey);
-  checkWorkloadKey(key);
+  const { publicKey, key } = acceptWorkloadKey(publicKeyDer, importPublicKey);
   const signatureAlgorithm = verifySelfSignature(parts, publicKey);
   return { publicKeyDer, publicKey, key, sans: readSans(parts), signatureAlgorithm };
 }

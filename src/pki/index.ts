@@ -34,4 +34,4 @@ export {
   type SigningBundle,
   type LoadedCertificate,
 } from './bundle.js';
-export { issuedBy, verifyCertificateChain } from './verify.js';
+export { issuedBy, subjectText, verifyCertificateChain } from './verify.js';

@@ -9,7 +9,12 @@ export function issuedBy(child: X509Certificate, parent: X509Certificate): boole
   }
 }
 
-const nameOf = (c: X509Certificate): string => (c.subject ?? '').replace(/\n/g, ', ') || c.subjectAltName || '(empty subject)';
+/** A certificate's subject on one line ("O=x, CN=y"); '' for an empty subject, which Node reports as undefined. */
+export function subjectText(c: X509Certificate): string {
+  return (c.subject ?? '').replace(/\n/g, ', ');
+}
+
+const nameOf = (c: X509Certificate): string => subjectText(c) || c.subjectAltName || '(empty subject)';
 
 function validAt(c: X509Certificate, at: Date): boolean {
   return new Date(c.validFrom) <= at && at < new Date(c.validTo);

@@ -1,7 +1,7 @@
 import { formatGoDuration } from '../duration.js';
 import { CacertsReloader, SelfSignedRoot, ServingCertificateManager, type Authority, type Grace, type ReloadResult } from '../ca/index.js';
 import type { CaMetrics, Logger, TrackedCertificate } from '../observability/index.js';
-import { BundleError, type LoadedCertificate, type SigningBundle } from '../pki/index.js';
+import { BundleError, subjectText, type LoadedCertificate, type SigningBundle } from '../pki/index.js';
 import type { ServingTls } from './tls.js';
 
 export interface LifecycleOptions {
@@ -15,7 +15,7 @@ export interface LifecycleOptions {
   signerExpiryWarningMs?: number | undefined;
 }
 
-const subjectOf = (c: LoadedCertificate) => (c.x509.subject ?? '').replace(/\n/g, ', ');
+const subjectOf = (c: LoadedCertificate) => subjectText(c.x509);
 /** A serial as OpenSSL, Node and the audit log print it: without the DER sign byte. */
 const printedSerial = (hex: string) => (hex.length > 2 && hex.startsWith('00') ? hex.slice(2) : hex);
 /** X.509 times have whole seconds: the not-after the certificate really carries. */
@@ -139,7 +139,7 @@ export class BundleLifecycle {
     if (r.result === 'success') {
       this.metrics.bundleReloads.inc({ result: 'success' });
       this.logger.info(
-        { cacerts: this.options.cacerts, signer: (r.bundle.signingCert.x509.subject ?? '').replace(/\n/g, ', '), signerNotAfter: r.bundle.notAfter.toISOString(), rootsAdded: r.roots.added, rootsRemoved: r.roots.removed },
+        { cacerts: this.options.cacerts, signer: subjectOf(r.bundle.signingCert), signerNotAfter: r.bundle.notAfter.toISOString(), rootsAdded: r.roots.added, rootsRemoved: r.roots.removed },
         'signing bundle reloaded',
       );
       warnAboutSigner(this.logger, r.bundle, this.options.maxTtlMs, this.options.signerExpiryWarningMs ?? DEFAULTS.signerExpiryWarningMs);

@@ -5,7 +5,7 @@ import type { KubeOptions, KubernetesIntegration } from '../kube/index.js';
 import { Authority, loadCacerts, SelfSignedRoot, type Grace, type SelfSignedOptions } from '../ca/index.js';
 import { AuditLog, CaMetrics, startMonitoringServer, type Logger } from '../observability/index.js';
 import { BundleLifecycle, warnAboutSigner } from './lifecycle.js';
-import type { SigningBundle, LoadedCertificate } from '../pki/index.js';
+import { subjectText, type SigningBundle, type LoadedCertificate } from '../pki/index.js';
 import { createCertificateHandler } from './certificate-service.js';
 import { Admission, type AdmissionOptions } from './admission.js';
 import { HealthService } from './health.js';
@@ -80,7 +80,7 @@ export interface RunningService {
   close(graceMs?: number): Promise<void>;
 }
 
-const subjectOf = (c: LoadedCertificate) => (c.x509.subject ?? '').replace(/\n/g, ', ');
+const subjectOf = (c: LoadedCertificate) => subjectText(c.x509);
 
 function describeBundle(bundle: SigningBundle) {
   return {

@@ -8,6 +8,31 @@ export interface KeyAndChain {
 type IdentityListener = grpc.experimental.IdentityCertificateUpdateListener;
 type CaListener = grpc.experimental.CaCertificateUpdateListener;
 
+/** The latest value of a certificate provider and its grpc-js listeners. */
+class Published<T> {
+  private readonly listeners = new Set<(value: T) => void>();
+
+  constructor(private value: T) {}
+
+  set(value: T): void {
+    this.value = value;
+    for (const l of this.listeners) l(value);
+  }
+
+  add(listener: (value: T) => void): void {
+    this.listeners.add(listener);
+    // Deliver the current value after grpc-js has registered its watcher: it subscribes to the
+    // provider before adding the watcher, so a synchronous call here would be lost.
+    queueMicrotask(() => {
+      if (this.listeners.has(listener)) listener(this.value);
+    });
+  }
+
+  remove(listener: (value: T) => void): void {
+    this.listeners.delete(listener);
+  }
+}
+
 /**
  * The gRPC listener's TLS identity, through grpc-js's certificate-provider credentials: update()
  * swaps the certificate for new handshakes (http2 setSecureContext) while open connections keep
@@ -15,11 +40,10 @@ type CaListener = grpc.experimental.CaCertificateUpdateListener;
  */
 export class ServingTls implements grpc.experimental.CertificateProvider {
   readonly credentials: grpc.ServerCredentials;
-  private identity: grpc.experimental.IdentityCertificateUpdate;
-  private readonly identityListeners = new Set<IdentityListener>();
+  private readonly identity: Published<grpc.experimental.IdentityCertificateUpdate>;
 
   constructor(initial: KeyAndChain, clientCa: ClientCaProvider | null = null) {
-    this.identity = toUpdate(initial);
+    this.identity = new Published<grpc.experimental.IdentityCertificateUpdate>(toUpdate(initial));
     // grpc-js 1.14 names the factory's parameters (ca, identity) but hands them to a constructor
     // taking (identity, ca): the first argument is the identity. With a CA provider the listener
     // requests (requestCert) but does not require (false) a client certificate; without one
@@ -28,21 +52,15 @@ export class ServingTls implements grpc.experimental.CertificateProvider {
   }
 
   update(next: KeyAndChain): void {
-    this.identity = toUpdate(next);
-    for (const l of this.identityListeners) l(this.identity);
+    this.identity.set(toUpdate(next));
   }
 
   addIdentityCertificateListener(listener: IdentityListener): void {
-    this.identityListeners.add(listener);
-    // Deliver the current identity after grpc-js has registered its watcher: it subscribes to us
-    // before adding the watcher, so a synchronous call here would be lost.
-    queueMicrotask(() => {
-      if (this.identityListeners.has(listener)) listener(this.identity);
-    });
+    this.identity.add(listener);
   }
 
   removeIdentityCertificateListener(listener: IdentityListener): void {
-    this.identityListeners.delete(listener);
+    this.identity.remove(listener);
   }
 
   addCaCertificateListener(_listener: CaListener): void {}
@@ -54,28 +72,22 @@ export class ServingTls implements grpc.experimental.CertificateProvider {
  * update() rebuilds the listener's secure context, so new handshakes use the new bundle.
  */
 export class ClientCaProvider implements grpc.experimental.CertificateProvider {
-  private ca: grpc.experimental.CaCertificateUpdate;
-  private readonly caListeners = new Set<CaListener>();
+  private readonly ca: Published<grpc.experimental.CaCertificateUpdate>;
 
   constructor(rootsPem: string) {
-    this.ca = { caCertificate: Buffer.from(rootsPem) };
+    this.ca = new Published<grpc.experimental.CaCertificateUpdate>({ caCertificate: Buffer.from(rootsPem) });
   }
 
   update(rootsPem: string): void {
-    this.ca = { caCertificate: Buffer.from(rootsPem) };
-    for (const l of this.caListeners) l(this.ca);
+    this.ca.set({ caCertificate: Buffer.from(rootsPem) });
   }
 
   addCaCertificateListener(listener: CaListener): void {
-    this.caListeners.add(listener);
-    // Same ordering concern as ServingTls.addIdentityCertificateListener.
-    queueMicrotask(() => {
-      if (this.caListeners.has(listener)) listener(this.ca);
-    });
+    this.ca.add(listener);
   }
 
   removeCaCertificateListener(listener: CaListener): void {
-    this.caListeners.delete(listener);
+    this.ca.remove(listener);
   }
 
   addIdentityCertificateListener(_listener: IdentityListener): void {}
