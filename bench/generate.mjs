@@ -63,7 +63,7 @@ function pem(der) {
   return `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64').match(/.{1,64}/g).join('\n')}\n-----END CERTIFICATE REQUEST-----\n`;
 }
 
-const signingKey = await importPKCS8(jwt.signingKeyPem, 'ES256');
+const signingKey = await importPKCS8(jwt.signingKeyPem, jwt.alg);
 const now = Math.floor(Date.now() / 1000);
 const out = [];
 for (let i = start; i < start + count; i++) {
@@ -77,7 +77,7 @@ for (let i = start; i < start + count; i++) {
   const token = await new SignJWT({
     'kubernetes.io': { namespace: 'bench', serviceaccount: { name: sa, uid: `uid-${i}` }, pod: { name: `${sa}-pod`, uid: `pod-${i}` } },
   })
-    .setProtectedHeader({ alg: 'ES256', kid: jwt.kid, typ: 'JWT' })
+    .setProtectedHeader({ alg: jwt.alg, kid: jwt.kid, typ: 'JWT' })
     .setIssuer(jwt.issuer)
     .setSubject(`system:serviceaccount:bench:${sa}`)
     .setAudience('istio-ca')

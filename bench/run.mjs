@@ -178,7 +178,7 @@ async function runScenario(s, dir, env, speed) {
       keyPoolSize: s.csrKey === 'rsa-2048' ? 64 : 0,
       trustDomain: 'cluster.local',
       validitySeconds: 86_400,
-      jwt: { signingKeyPem: readFileSync(env.signingKeyFile, 'utf8'), kid: jwks.keys[0].kid, issuer: env.issuer },
+      jwt: { signingKeyPem: readFileSync(env.signingKeyFile, 'utf8'), kid: jwks.keys[0].kid, alg: jwks.keys[0].alg ?? 'RS256', issuer: env.issuer },
     },
   });
   await lg.next('ready');

@@ -110,6 +110,23 @@ describe('WorkloadLeafEncoder against signCertificate(workloadLeaf(...))', () =>
     }
   }
 
+  it('frames SANs across the DER length-form boundaries (short form, one and two length octets) as the pkijs path does', () => {
+    const ca = signers['EC P-256']!;
+    const signer = signerOf(ca);
+    const issuerKeyId = inspectCertificate(ca.cert.raw).subjectKeyId;
+    const encoder = new WorkloadLeafEncoder(signer, issuerKeyId);
+    const csr = readCsrPem(buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: ID }] }));
+    const base = 'spiffe://cluster.local/ns/n/sa/';
+    // SAN element lengths around 127/128 and 255/256 (the URI, the GeneralNames SEQUENCE, the OCTET STRING, the Extension).
+    for (const total of [120, 123, 124, 125, 126, 127, 128, 129, 130, 250, 251, 252, 253, 254, 255, 256, 257, 600]) {
+      const spiffeId = base + 'a'.repeat(total - base.length);
+      const f = { spiffeId, serialNumber: randomSerial(), publicKeyDer: csr.publicKeyDer, notBefore: new Date(), notAfter: new Date(Date.now() + 60_000) };
+      const plainTbs = topLevel(signCertificate(workloadLeaf({ ...f, issuerKeyId }), signer))[0]!;
+      expect(encoder.encodeTbs(f).toString('hex'), `SPIFFE ID of ${total} characters`).toBe(plainTbs.toString('hex'));
+      expect(new X509Certificate(encoder.issue(f)).subjectAltName).toBe(`URI:${spiffeId}`);
+    }
+  });
+
   it('writes GeneralizedTime from 2050 and UTCTime before, as the pkijs path does, and a serial with a leading zero byte', () => {
     const ca = signers['EC P-256']!;
     const signer = signerOf(ca);

@@ -56,12 +56,14 @@ export async function ensureDevEnvironment(dir: string = defaultDevDir()): Promi
     env.created = true;
   }
   if (!existsSync(env.signingKeyFile)) {
-    const { privateKey } = generateKeyPair('ec-p256');
+    // RSA-2048 / RS256, as kube-apiserver signs service-account tokens by default (kubeadm's sa.key,
+    // EKS, GKE and AKS issuers): the dev tokens cost what real ones cost to verify.
+    const { privateKey } = generateKeyPair('rsa-2048');
     const jwk = await exportJWK(createPrivateKey(privateKeyPem(privateKey)));
-    const publicJwk = { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y };
+    const publicJwk = { kty: jwk.kty, n: jwk.n, e: jwk.e };
     const kid = await calculateJwkThumbprint(publicJwk);
     writeFileAtomic(env.signingKeyFile, privateKeyPem(privateKey), 0o600);
-    writeFileAtomic(env.jwksFile, JSON.stringify({ keys: [{ ...publicJwk, kid, alg: 'ES256', use: 'sig' }] }, null, 2) + '\n');
+    writeFileAtomic(env.jwksFile, JSON.stringify({ keys: [{ ...publicJwk, kid, alg: 'RS256', use: 'sig' }] }, null, 2) + '\n');
     env.created = true;
   }
   return env;
@@ -77,12 +79,14 @@ export interface DevTokenOptions {
 
 /** A token shaped like a Kubernetes projected service-account token, signed by the dev issuer. */
 export async function mintDevToken(env: DevEnvironment, o: DevTokenOptions): Promise<string> {
-  const jwks = JSON.parse(readFileSync(env.jwksFile, 'utf8')) as { keys: { kid: string }[] };
-  const key = await importPKCS8(readFileSync(env.signingKeyFile, 'utf8'), 'ES256');
+  const jwks = JSON.parse(readFileSync(env.jwksFile, 'utf8')) as { keys: { kid: string; alg?: string }[] };
+  // Dev environments made before the switch to RS256 hold an ES256 key: sign with what the JWKS says.
+  const alg = jwks.keys[0]!.alg ?? 'RS256';
+  const key = await importPKCS8(readFileSync(env.signingKeyFile, 'utf8'), alg);
   const k8s: Record<string, unknown> = { namespace: o.namespace, serviceaccount: { name: o.serviceAccount, uid: crypto.randomUUID() } };
   if (o.podName) k8s.pod = { name: o.podName, uid: crypto.randomUUID() };
   return new SignJWT({ 'kubernetes.io': k8s })
-    .setProtectedHeader({ alg: 'ES256', kid: jwks.keys[0]!.kid, typ: 'JWT' })
+    .setProtectedHeader({ alg, kid: jwks.keys[0]!.kid, typ: 'JWT' })
     .setIssuer(env.issuer)
     .setSubject(`system:serviceaccount:${o.namespace}:${o.serviceAccount}`)
     .setAudience(o.audience ?? 'istio-ca')

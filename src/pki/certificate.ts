@@ -1,4 +1,4 @@
-import { createHash, randomBytes, sign, type KeyObject } from 'node:crypto';
+import { createHash, randomFillSync, sign, type KeyObject } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
 import type { ExtensionSpec } from './extensions.js';
@@ -32,14 +32,36 @@ export interface Signer {
  */
 export function randomSerial(): Buffer {
   for (;;) {
-    let bytes = randomBytes(16);
+    let bytes = serialEntropy.next();
     let start = 0;
     while (start < bytes.length - 1 && bytes[start] === 0) start++;
     bytes = bytes.subarray(start);
     if (bytes.length === 1 && bytes[0] === 0) continue;
-    return bytes[0]! & 0x80 ? Buffer.concat([Buffer.from([0]), bytes]) : Buffer.from(bytes);
+    const out = Buffer.allocUnsafe(bytes.length + (bytes[0]! & 0x80 ? 1 : 0));
+    out[0] = 0;
+    out.set(bytes, out.length - bytes.length);
+    return out;
   }
 }
+
+/**
+ * 16-byte draws from the CSPRNG, filled 4 KiB at a time: one randomFillSync per 256 serials
+ * instead of one per certificate. Each draw is copied out, so no two serials share bytes.
+ */
+const serialEntropy = (() => {
+  const pool = Buffer.alloc(4096);
+  let at = pool.length;
+  return {
+    next(): Buffer {
+      if (at + 16 > pool.length) {
+        randomFillSync(pool);
+        at = 0;
+      }
+      at += 16;
+      return pool.subarray(at - 16, at);
+    },
+  };
+})();
 
 /** RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING contents. */
 export function keyIdentifier(publicKeyDer: Buffer): Buffer {

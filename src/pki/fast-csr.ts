@@ -201,10 +201,10 @@ function verifySelfSignature(parts: CsrParts, publicKey: KeyObject): string {
 }
 
 /** Extensions ::= SEQUENCE OF Extension; Extension ::= SEQUENCE { extnID OID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING } */
-function extensionValues(value: Block, oid: string): Uint8Array[] {
+function extensionValues(value: Block, oid: string): Block[] {
   const bad = () => new CsrError('malformed', 'CSR extension request cannot be parsed');
   if (!is(value, UNIVERSAL, TAG.sequence, true)) throw bad();
-  const found: Uint8Array[] = [];
+  const found: Block[] = [];
   for (const ext of children(value)) {
     if (!is(ext, UNIVERSAL, TAG.sequence, true)) throw bad();
     const items = children(ext);
@@ -212,7 +212,7 @@ function extensionValues(value: Block, oid: string): Uint8Array[] {
     const hasCritical = is(items[1], UNIVERSAL, TAG.boolean, false);
     const extnValue = items[hasCritical ? 2 : 1];
     if (id === undefined || !is(extnValue, UNIVERSAL, TAG.octetString, false) || items.length !== (hasCritical ? 3 : 2)) throw bad();
-    if (id === oid) found.push(contents(extnValue));
+    if (id === oid) found.push(extnValue);
   }
   return found;
 }
@@ -225,10 +225,25 @@ function sanText(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
 }
 
+/**
+ * The element an OCTET STRING's contents encode. asn1js already decodes OCTET STRING contents
+ * speculatively and keeps the result when it spans them exactly; that tree is used (after the same
+ * framing check) instead of decoding the bytes a second time.
+ */
+function encapsulated(octetString: Block, error: () => CsrError): Block {
+  const inner = (octetString as asn1js.OctetString).valueBlock.value;
+  const bytes = contents(octetString);
+  if (inner.length === 1 && inner[0]!.valueBeforeDecodeView.byteLength === bytes.byteLength) {
+    if (!wellFramed(inner[0]!)) throw error();
+    return inner[0]!;
+  }
+  return decodeBer(bytes, error);
+}
+
 /** GeneralNames ::= SEQUENCE OF GeneralName (RFC 5280 4.2.1.6), sorted into what we issue and what we do not. */
-function addSans(sans: CsrSans, extnValue: Uint8Array): void {
+function addSans(sans: CsrSans, extnValue: Block): void {
   const bad = () => new CsrError('malformed', 'CSR SubjectAltName extension cannot be parsed');
-  const altNames = decodeBer(extnValue, bad);
+  const altNames = encapsulated(extnValue, bad);
   if (!is(altNames, UNIVERSAL, TAG.sequence, true)) throw bad();
   for (const name of children(altNames)) {
     if (!(name instanceof asn1js.BaseBlock) || name.idBlock.tagClass !== CONTEXT || name.idBlock.isHexOnly) throw bad();

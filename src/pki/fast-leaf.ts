@@ -12,8 +12,8 @@ import { workloadLeaf } from './profiles.js';
  * the validity, the public key and the SPIFFE ID change. Building each one as a tree of pkijs
  * objects, encoding it, and re-parsing it for the signature costs ~1 ms; here the constant parts
  * (version, algorithm identifier, issuer Name, subject, KU/EKU/BC/AKI extensions) are encoded once
- * per signer with pkijs/asn1js and kept as DER, and each request only encodes its own fields with
- * asn1js and frames them with the pre-encoded parts (asn1js writes each identifier and length).
+ * per signer with pkijs/asn1js and kept as DER, and each request only frames its own fields (serial,
+ * validity, the CSR's SubjectPublicKeyInfo verbatim, the SAN) with the pre-encoded parts.
  * The TBS is byte for byte what signCertificate(workloadLeaf(...)) produces for the same serial
  * and validity (test/fast-path.test.ts checks that).
  */
@@ -30,16 +30,34 @@ export interface FastLeafFields {
 const ber = (block: { toBER(sizeOnly?: boolean): ArrayBuffer }): Buffer => Buffer.from(block.toBER(false));
 
 /**
- * A TLV whose contents are already-encoded DER elements: asn1js writes the identifier and the
- * length, the contents are the parts' bytes in order. (asn1js.RawData cannot be a child of a
- * constructed block in asn1js 3.1: the encoder hands children a writer that RawData ignores.)
+ * A DER element around already-encoded contents: one identifier octet (every tag here is below 31)
+ * and the definite length in its shortest form (X.690 8.1.3, 10.1). Writing these few bytes directly
+ * rather than through an asn1js block per element halves the encoder's cost; test/fast-path.test.ts
+ * holds the output to the pkijs path byte for byte, including SANs long enough for two-byte lengths.
  */
-function tlv(tagClass: number, tagNumber: number, parts: readonly Uint8Array[]): Buffer {
-  const block = new asn1js.Primitive({ idBlock: { tagClass, tagNumber }, valueHex: Buffer.concat(parts) });
-  block.idBlock.isConstructed = true;
-  return ber(block);
+function tlv(identifier: number, parts: readonly Uint8Array[]): Buffer {
+  let length = 0;
+  for (const p of parts) length += p.length;
+  const head = length < 0x80 ? 2 : length < 0x100 ? 3 : length < 0x10000 ? 4 : 5;
+  const out = Buffer.allocUnsafe(head + length);
+  out[0] = identifier;
+  if (head === 2) out[1] = length;
+  else {
+    out[1] = 0x80 | (head - 2);
+    out.writeUIntBE(length, 2, head - 2);
+  }
+  let at = head;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
-const sequence = (parts: readonly Uint8Array[]): Buffer => tlv(1, 16, parts);
+/** Identifier octets of the elements the encoder frames per request. */
+const ID = { integer: 0x02, bitString: 0x03, octetString: 0x04, sequence: 0x30, uri: 0x86, extensions: 0xa3 } as const;
+const sequence = (parts: readonly Uint8Array[]): Buffer => tlv(ID.sequence, parts);
+/** BIT STRING contents start with the count of unused bits: none for a signature. */
+const NO_UNUSED_BITS = Buffer.from([0]);
 
 /** RFC 5280 4.1.2.5, as certificate.ts x509Time writes it: whole seconds, UTCTime through 2049. */
 function encodeTime(date: Date): Buffer {
@@ -65,13 +83,14 @@ class TimeCache {
   }
 }
 
-/** The SubjectAltName extension of a leaf: critical, one URI GeneralName, as pkijs GeneralName type 6 writes it. */
+/**
+ * The SubjectAltName extension of a leaf: critical, one URI GeneralName ([6] IA5String), as pkijs
+ * GeneralName type 6 writes it. The identity is an authenticated SPIFFE ID (ASCII), written one
+ * byte per character as asn1js writes an IA5String.
+ */
 function sanExtension(spiffeId: string): Buffer {
-  const uri = new asn1js.IA5String({ value: spiffeId });
-  uri.idBlock.tagClass = 3; // context-specific [6] uniformResourceIdentifier
-  uri.idBlock.tagNumber = 6;
-  const altNames = sequence([ber(uri)]);
-  return sequence([SAN_HEADER, ber(new asn1js.OctetString({ valueHex: altNames }))]);
+  const altNames = sequence([tlv(ID.uri, [Buffer.from(spiffeId, 'latin1')])]);
+  return sequence([SAN_HEADER, tlv(ID.octetString, [altNames])]);
 }
 
 /** extnID 2.5.29.17 and critical TRUE: the constant head of every SAN extension we write. */
@@ -118,10 +137,11 @@ export class WorkloadLeafEncoder {
   /** The TBSCertificate DER for these fields: exposed so tests can compare it with the pkijs path byte for byte. */
   encodeTbs(f: FastLeafFields): Buffer {
     const validity = sequence([this.#times.get(f.notBefore), this.#times.get(f.notAfter)]);
-    const extensions = tlv(3, 3, [sequence([this.#fixedExtensions, sanExtension(f.spiffeId)])]);
+    const extensions = tlv(ID.extensions, [sequence([this.#fixedExtensions, sanExtension(f.spiffeId)])]);
     return sequence([
       this.#version,
-      ber(new asn1js.Integer({ valueHex: f.serialNumber })),
+      // randomSerial() is already DER-minimal and positive: it is the INTEGER's contents as they are.
+      tlv(ID.integer, [f.serialNumber]),
       this.#algorithmAndIssuer,
       validity,
       this.#subject,
@@ -134,6 +154,6 @@ export class WorkloadLeafEncoder {
   issue(f: FastLeafFields): Buffer {
     const tbs = this.encodeTbs(f);
     const signature = sign(this.signer.algorithm.hash, tbs, this.signer.privateKey);
-    return sequence([tbs, this.#algorithm, ber(new asn1js.BitString({ valueHex: signature }))]);
+    return sequence([tbs, this.#algorithm, tlv(ID.bitString, [NO_UNUSED_BITS, signature])]);
   }
 }
