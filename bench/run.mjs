@@ -7,6 +7,7 @@
 // CPU (from /proc/<pid>/stat), peak RSS (sampled total and VmHWM sum), and efficiency against this machine's own
 // `openssl speed` limit for one CSR verify + one sign on all cores, measured in the same run.
 import { execFileSync, fork, spawn } from 'node:child_process';
+import { createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
 import { mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { cpus, tmpdir } from 'node:os';
@@ -48,6 +49,36 @@ function opensslSpeed(alg) {
 
 /** Issuances per second the CPU allows: one CSR verify + one sign each, all cores. */
 const limitOf = (s) => 1 / (1 / s.sign + 1 / s.verify);
+
+/**
+ * What node:crypto (OpenSSL 3) costs per certificate on one core, measured in this process: the
+ * cryptography every issuance must do whatever the ASN.1 and transport cost. A CSR brings a key
+ * never seen before, so it is imported (JWK, as src/pki/fast-csr.ts does) and used once; the leaf
+ * is signed with a key made once; the token is an RS256 JWT (kube-apiserver's default).
+ */
+function cryptoFloor() {
+  const n = QUICK ? 500 : 2_000;
+  const data = Buffer.alloc(400, 7);
+  const csrKeys = Array.from({ length: n }, () => generateKeyPairSync('ec', { namedCurve: 'P-256' }));
+  const csrJwks = csrKeys.map((k) => k.publicKey.export({ format: 'jwk' }));
+  const csrSigs = csrKeys.map((k) => sign('sha256', data, k.privateKey));
+  const signer = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const rsaSig = sign('sha256', data, rsa.privateKey);
+  const usPer = (f) => {
+    f(0);
+    const c0 = process.cpuUsage();
+    for (let i = 0; i < n; i++) f(i);
+    const c = process.cpuUsage(c0);
+    return (c.user + c.system) / n;
+  };
+  const importUs = usPer((i) => createPublicKey({ key: csrJwks[i], format: 'jwk' }));
+  const importVerifyUs = usPer((i) => verify('sha256', data, createPublicKey({ key: csrJwks[i], format: 'jwk' }), csrSigs[i]));
+  const signUs = usPer(() => sign('sha256', data, signer));
+  const tokenUs = usPer(() => verify('sha256', data, rsa.publicKey, rsaSig));
+  const r = (x) => Math.round(x);
+  return { csrKeyImportUs: r(importUs), csrVerifyUs: r(importVerifyUs - importUs), leafSignUs: r(signUs), rs256VerifyUs: r(tokenUs), totalUs: r(importVerifyUs + signUs + tokenUs) };
+}
 
 function statFields(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -280,10 +311,13 @@ try {
   const speed = { ecdsap256: opensslSpeed('ecdsap256') };
   if (SCENARIOS.some((s) => s.csrKey === 'rsa-2048')) speed.rsa2048 = opensslSpeed('rsa2048');
   for (const [k, v] of Object.entries(speed)) log(`openssl ${k}: sign ${v.sign}/s, verify ${v.verify}/s -> ${Math.round(limitOf(v))} issuances/s`);
+  const floor = cryptoFloor();
+  const floorLine = `node:crypto per EC P-256 certificate, one core: CSR key import ${floor.csrKeyImportUs} us + CSR verify ${floor.csrVerifyUs} us + leaf sign ${floor.leafSignUs} us + RS256 token verify ${floor.rs256VerifyUs} us = ${floor.totalUs} us`;
+  log(floorLine);
   const rows = [];
   for (const s of SCENARIOS) rows.push(await runScenario(s, dir, env, speed));
-  const out = { date: new Date().toISOString(), node: process.version, cores: CORES, quick: QUICK, openssl: speed, scenarios: rows };
-  process.stdout.write(`\n${table(rows)}\n\n`);
+  const out = { date: new Date().toISOString(), node: process.version, cores: CORES, quick: QUICK, openssl: speed, cryptoFloor: floor, scenarios: rows };
+  process.stdout.write(`\n${table(rows)}\n\n${floorLine}\n`);
   for (const r of rows) {
     process.stdout.write(`${r.scenario}: ${r.title}; ${r.issued} ${r.efficiency === null ? 'answered SERVING' : 'issued'} in ${r.seconds} s, ${r.retries} retries, ${r.sampledResponsesChecked} sampled responses checked, max latency ${r.maxMs} ms, probe failures ${r.probeFailures}\n`);
   }
