@@ -127,6 +127,27 @@ describe('WorkloadLeafEncoder against signCertificate(workloadLeaf(...))', () =>
     }
   });
 
+  it('draws serials that are distinct, positive, DER-minimal, and unchanged after the entropy pool refills', () => {
+    const ca = signers['EC P-256']!;
+    const encoder = new WorkloadLeafEncoder(signerOf(ca), inspectCertificate(ca.cert.raw).subjectKeyId);
+    const csr = readCsrPem(buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: ID }] }));
+    const serials = Array.from({ length: 2_000 }, () => randomSerial());
+    const hexAtDraw = serials.map((b) => b.toString('hex'));
+    expect(new Set(hexAtDraw).size).toBe(serials.length);
+    for (const [i, b] of serials.entries()) {
+      expect(b.length).toBeGreaterThanOrEqual(1);
+      expect(b.length).toBeLessThanOrEqual(17);
+      expect(b[0]! & 0x80).toBe(0); // positive
+      if (b.length > 1 && b[0] === 0) expect(b[1]! & 0x80).toBe(0x80); // a leading zero only where the sign needs it
+      if (i < 100) {
+        const leaf = new X509Certificate(encoder.issue({ spiffeId: ID, serialNumber: b, publicKeyDer: csr.publicKeyDer, notBefore: new Date(), notAfter: new Date(Date.now() + 60_000) }));
+        expect(leaf.serialNumber.toLowerCase()).toBe(b.subarray(b[0] === 0 ? 1 : 0).toString('hex'));
+      }
+    }
+    // 2,000 draws span several 4 KiB refills: each serial is its own copy, not a view of the pool.
+    expect(serials.map((b) => b.toString('hex'))).toEqual(hexAtDraw);
+  });
+
   it('writes GeneralizedTime from 2050 and UTCTime before, as the pkijs path does, and a serial with a leading zero byte', () => {
     const ca = signers['EC P-256']!;
     const signer = signerOf(ca);
