@@ -46,7 +46,8 @@ interface CallContext {
 /**
  * The identity of a request for deduplication: everything that decides its outcome, joined as a
  * plain string (a Map hashes it once; a SHA-256 of the same ~2 KB cost more than the lookup saves).
- * It lives only while the call is pending.
+ * It lives only while the call is pending. Unambiguous: only the CSR can hold a NUL (header values,
+ * base64, an int64's digits and JSON cannot), and it sits between fields that cannot.
  */
 function requestKey(authorization: string[], clusterIds: string[], peerCertificate: Buffer | undefined, req: IstioCertificateRequest): string {
   return [
