@@ -282,6 +282,28 @@ async function runScenario(s, dir, env, speed) {
   }
 }
 
+/** The performance issue's targets, judged on this run's rows (skipped for scenarios not run or --quick ones). */
+function verdicts(rows) {
+  const by = Object.fromEntries(rows.map((r) => [r.scenario, r]));
+  const out = [];
+  const judge = (what, ok, figure) => out.push(`${ok ? 'met    ' : 'NOT met'}  ${what}: ${figure}`);
+  const ec = by['ec-p256'];
+  if (ec) {
+    judge('ec-p256 >= 6,000 issued/s with zero errors', ec.issuedPerSec >= 6000 && Object.keys(ec.errors).length === 0, `${ec.issuedPerSec}/s, errors ${JSON.stringify(ec.errors)}`);
+    judge('ec-p256 p99 <= 50 ms', ec.p99ms <= 50, `${ec.p99ms} ms`);
+    judge('ec-p256 <= 250 us of server CPU per certificate', ec.serverCpuUsPerCert <= 250, `${ec.serverCpuUsPerCert} us`);
+  }
+  const rsa = by['rsa-2048'];
+  if (rsa) judge('rsa-2048 >= 3,000 issued/s', rsa.issuedPerSec >= 3000, `${rsa.issuedPerSec}/s`);
+  const storm = by.storm;
+  if (storm) {
+    judge('storm: every request issued within 10 s', storm.issued === storm.requests && storm.seconds <= 10, `${storm.issued} of ${storm.requests} in ${storm.seconds} s`);
+    judge('storm: RSS under 512 MiB (largest sampled total)', storm.peakRssMiB < 512, `${storm.peakRssMiB} MiB (HWM sum ${storm.hwmSumMiB})`);
+    judge('storm: /healthz and /readyz within 100 ms', storm.probeMaxMs <= 100 && storm.probeFailures === 0, `max ${storm.probeMaxMs} ms, ${storm.probeFailures} failures`);
+  }
+  return out;
+}
+
 function table(rows) {
   const head = ['scenario', 'requests', 'errors', 'issued/s', 'p50 ms', 'p90 ms', 'p99 ms', 'server cores', 'server us/cert', 'loadgen cores', 'peak RSS MiB (sampled / HWM sum)', 'probe max ms', 'efficiency'];
   const body = rows.map((r) => [
@@ -316,8 +338,11 @@ try {
   log(floorLine);
   const rows = [];
   for (const s of SCENARIOS) rows.push(await runScenario(s, dir, env, speed));
-  const out = { date: new Date().toISOString(), node: process.version, cores: CORES, quick: QUICK, openssl: speed, cryptoFloor: floor, scenarios: rows };
+  const out = { date: new Date().toISOString(), node: process.version, cores: CORES, quick: QUICK, openssl: speed, cryptoFloor: floor, scenarios: rows, targets: QUICK ? undefined : verdicts(rows) };
   process.stdout.write(`\n${table(rows)}\n\n${floorLine}\n`);
+  // A --quick run is a smoke test (5 s, a tenth of the storm): its figures are not the targets' measure.
+  if (!QUICK) process.stdout.write(`\nTargets of the performance issue, this run:\n${verdicts(rows).join('\n')}\n\n`);
+  else process.stdout.write('\n');
   for (const r of rows) {
     process.stdout.write(`${r.scenario}: ${r.title}; ${r.issued} ${r.efficiency === null ? 'answered SERVING' : 'issued'} in ${r.seconds} s, ${r.retries} retries, ${r.sampledResponsesChecked} sampled responses checked, max latency ${r.maxMs} ms, probe failures ${r.probeFailures}\n`);
   }
