@@ -8,7 +8,7 @@
 // `openssl speed` limit for one CSR verify + one sign on all cores, measured in the same run.
 import { execFileSync, fork, spawn } from 'node:child_process';
 import { createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
-import { mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -23,6 +23,9 @@ const jsonFile = args.includes('--json') ? args[args.indexOf('--json') + 1] : un
 const profileDir = args.includes('--profile') ? args[args.indexOf('--profile') + 1] : undefined;
 const poolRateArg = args.includes('--pool-rate') ? Number(args[args.indexOf('--pool-rate') + 1]) : undefined;
 const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : undefined;
+// Extra node flags for the server (e.g. "--trace-gc"), and where to keep each scenario's server log.
+const serverNodeArgs = args.includes('--node-args') ? args[args.indexOf('--node-args') + 1].split(' ').filter(Boolean) : [];
+const keepLogsDir = args.includes('--keep-logs') ? args[args.indexOf('--keep-logs') + 1] : undefined;
 // svid-ca's --workers (default: its own default, one per core).
 const workersArg = args.includes('--workers') ? args[args.indexOf('--workers') + 1] : undefined;
 const CORES = cpus().length;
@@ -126,13 +129,13 @@ function memoryKiB(pid, key) {
 async function startServer(dir, extraArgs) {
   const logFile = join(dir, `server-${Date.now()}.log`);
   const fd = openSync(logFile, 'w');
-  const nodeArgs = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+  const nodeArgs = [...serverNodeArgs, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [])];
   const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist', 'cli.js'), 'serve', '--dev', '--dev-dir', join(dir, 'dev'), '--listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0', ...(workersArg ? ['--workers', workersArg] : []), ...extraArgs], {
     stdio: ['ignore', fd, fd],
   });
   for (let i = 0; i < 300; i++) {
     await sleep(100);
-    const lines = readFileSync(logFile, 'utf8').split('\n');
+    const lines = readFileSync(logFile, 'utf8').split('\n').filter((l) => l.startsWith('{'));
     const line = lines.find((l) => l.includes('"svid-ca serving"'));
     // With --workers the primary serves monitoring and says where.
     const primary = lines.find((l) => l.includes('"svid-ca primary serving monitoring for its workers"'));
@@ -278,6 +281,10 @@ async function runScenario(s, dir, env, speed) {
     };
   } finally {
     await stopServer(server);
+    if (keepLogsDir) {
+      mkdirSync(keepLogsDir, { recursive: true });
+      copyFileSync(server.logFile, join(keepLogsDir, `${s.name}.log`));
+    }
     if (lg.child.exitCode === null) lg.child.kill();
   }
 }
