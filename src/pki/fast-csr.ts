@@ -110,11 +110,16 @@ function wellFramed(block: Block, depth = 0): boolean {
   return total === block.lenBlock.length;
 }
 
-/** asn1js.fromBER, with its rare exceptions on hostile input (a RangeError from a DataView) turned into a CsrError. */
+/**
+ * asn1js.fromBER, with its rare exceptions on hostile input (a RangeError from a DataView) turned into
+ * a CsrError. parseEmbedded off: asn1js would otherwise try to decode the contents of every BIT STRING
+ * and OCTET STRING as ASN.1 (the public key, the signature, each extension value) on the chance they
+ * hold some; we decode the one we need (the SAN extension) ourselves, and the CSR costs ~15% less.
+ */
 function decodeBer(bytes: Uint8Array, error: () => CsrError): Block {
   let asn1: ReturnType<typeof asn1js.fromBER>;
   try {
-    asn1 = asn1js.fromBER(bytes);
+    asn1 = asn1js.fromBER(bytes, { parseEmbedded: false });
   } catch {
     throw error();
   }
@@ -225,25 +230,10 @@ function sanText(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
 }
 
-/**
- * The element an OCTET STRING's contents encode. asn1js already decodes OCTET STRING contents
- * speculatively and keeps the result when it spans them exactly; that tree is used (after the same
- * framing check) instead of decoding the bytes a second time.
- */
-function encapsulated(octetString: Block, error: () => CsrError): Block {
-  const inner = (octetString as asn1js.OctetString).valueBlock.value;
-  const bytes = contents(octetString);
-  if (inner.length === 1 && inner[0]!.valueBeforeDecodeView.byteLength === bytes.byteLength) {
-    if (!wellFramed(inner[0]!)) throw error();
-    return inner[0]!;
-  }
-  return decodeBer(bytes, error);
-}
-
 /** GeneralNames ::= SEQUENCE OF GeneralName (RFC 5280 4.2.1.6), sorted into what we issue and what we do not. */
 function addSans(sans: CsrSans, extnValue: Block): void {
   const bad = () => new CsrError('malformed', 'CSR SubjectAltName extension cannot be parsed');
-  const altNames = encapsulated(extnValue, bad);
+  const altNames = decodeBer(contents(extnValue), bad);
   if (!is(altNames, UNIVERSAL, TAG.sequence, true)) throw bad();
   for (const name of children(altNames)) {
     if (!(name instanceof asn1js.BaseBlock) || name.idBlock.tagClass !== CONTEXT || name.idBlock.isHexOnly) throw bad();
