@@ -1,5 +1,6 @@
 // Worker thread of the load generator: pre-generates distinct requests before a run (a CSR and a
-// token per request, no two alike) so that the timed run only writes bytes.
+// token per request, no two alike; or, for the renewals scenario, a token per workload reused by
+// its renewals) so that the timed run only writes bytes.
 //
 // Each request is { frame, authorization, identity }: `frame` is the gRPC message (5-byte prefix +
 // protobuf IstioCertificateRequest encoded once with protobufjs), `authorization` the header value.
@@ -9,7 +10,7 @@ import * as asn1js from 'asn1js';
 import { importPKCS8, SignJWT } from 'jose';
 import { requestType } from './proto.mjs';
 
-const { start, count, csrKey, keyPoolSize, jwt, trustDomain, validitySeconds } = workerData;
+const { start, count, csrKey, keyPoolSize, jwt, trustDomain, validitySeconds, identities, issuedAt } = workerData;
 
 const ber = (block) => Buffer.from(block.toBER(false));
 
@@ -64,26 +65,41 @@ function pem(der) {
 }
 
 const signingKey = await importPKCS8(jwt.signingKeyPem, jwt.alg);
-const now = Math.floor(Date.now() / 1000);
+// One issued-at for the whole run (run.mjs passes it), so that with `identities` every worker thread
+// mints the very same token for an identity (RS256 signatures are deterministic).
+const now = issuedAt ?? Math.floor(Date.now() / 1000);
+const tokens = new Map();
+async function tokenFor(k) {
+  let token = tokens.get(k);
+  if (!token) {
+    const sa = `w${k}`;
+    token = await new SignJWT({
+      'kubernetes.io': { namespace: 'bench', serviceaccount: { name: sa, uid: `uid-${k}` }, pod: { name: `${sa}-pod`, uid: `pod-${k}` } },
+    })
+      .setProtectedHeader({ alg: jwt.alg, kid: jwt.kid, typ: 'JWT' })
+      .setIssuer(jwt.issuer)
+      .setSubject(`system:serviceaccount:bench:${sa}`)
+      .setAudience('istio-ca')
+      .setIssuedAt(now)
+      .setExpirationTime(now + 6 * 3600)
+      .sign(signingKey);
+    // Distinct tokens are used once: keep only the reused ones.
+    if (identities) tokens.set(k, token);
+  }
+  return token;
+}
+
 const out = [];
 for (let i = start; i < start + count; i++) {
-  const sa = `w${i}`;
-  const identity = `spiffe://${trustDomain}/ns/bench/sa/${sa}`;
+  // Request i is identity i (no two alike), or with `identities` N one of N workloads renewing: the
+  // same token again, a new key and CSR every time (as istio-agent rotates).
+  const k = identities ? i % identities : i;
+  const identity = `spiffe://${trustDomain}/ns/bench/sa/w${k}`;
   const key = pool ? pool[i % pool.length] : newKey();
   const message = requestType.encode({ csr: pem(csrDer(key, identity)), validityDuration: validitySeconds }).finish();
   const frame = Buffer.alloc(5 + message.length);
   frame.writeUInt32BE(message.length, 1); // gRPC framing: compressed flag 0, 4-byte big-endian length
   frame.set(message, 5);
-  const token = await new SignJWT({
-    'kubernetes.io': { namespace: 'bench', serviceaccount: { name: sa, uid: `uid-${i}` }, pod: { name: `${sa}-pod`, uid: `pod-${i}` } },
-  })
-    .setProtectedHeader({ alg: jwt.alg, kid: jwt.kid, typ: 'JWT' })
-    .setIssuer(jwt.issuer)
-    .setSubject(`system:serviceaccount:bench:${sa}`)
-    .setAudience('istio-ca')
-    .setIssuedAt(now)
-    .setExpirationTime(now + 6 * 3600)
-    .sign(signingKey);
-  out.push({ frame, authorization: `Bearer ${token}`, identity });
+  out.push({ frame, authorization: `Bearer ${await tokenFor(k)}`, identity });
 }
 parentPort.postMessage(out);

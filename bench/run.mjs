@@ -34,6 +34,9 @@ const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }
 const SCENARIOS = [
   { name: 'ec-p256', title: 'EC P-256 signer, P-256 CSRs, 64 callers', signer: 'dev', csrKey: 'ec-p256', callers: 64, durationMs: QUICK ? 5_000 : 30_000, poolRate: poolRateArg ?? 3_000 },
   { name: 'rsa-2048', title: 'RSA-2048 signer, RSA-2048 CSRs, 64 callers', signer: 'rsa-2048', csrKey: 'rsa-2048', callers: 64, durationMs: QUICK ? 5_000 : 30_000, poolRate: poolRateArg ?? 2_000 },
+  // Steady-state renewals: 1,000 workloads renewing over and over, each with its own token (the
+  // server's verified-token cache answers all but the first of each), a fresh key and CSR every time.
+  { name: 'renewals', title: 'EC P-256, 64 callers, 1,000 workloads renewing (tokens reused, fresh key per CSR)', signer: 'dev', csrKey: 'ec-p256', callers: 64, identities: 1_000, durationMs: QUICK ? 5_000 : 30_000, poolRate: poolRateArg ?? 3_000 },
   // Not a certificate: the cost of one unary call through grpc-js over TLS and HTTP/2 with a handler that does nothing, the floor under every row above.
   { name: 'transport', title: 'grpc.health.v1 Health/Check on the same TLS connections (transport floor), 64 callers', signer: 'dev', health: true, callers: 64, durationMs: QUICK ? 3_000 : 10_000, poolRate: 10_000 },
   { name: 'storm', title: `storm: ${QUICK ? '1,000' : '10,000'} identities at once, ${QUICK ? 100 : 1000} callers, agent retries`, signer: 'dev', csrKey: 'ec-p256', callers: QUICK ? 100 : 1000, count: QUICK ? 1_000 : 10_000, retry: true },
@@ -215,6 +218,8 @@ async function runScenario(s, dir, env, speed) {
       keyPoolSize: s.csrKey === 'rsa-2048' ? 64 : 0,
       trustDomain: 'cluster.local',
       validitySeconds: 86_400,
+      identities: s.identities ?? 0,
+      issuedAt: Math.floor(Date.now() / 1000),
       jwt: { signingKeyPem: readFileSync(env.signingKeyFile, 'utf8'), kid: jwks.keys[0].kid, alg: jwks.keys[0].alg ?? 'RS256', issuer: env.issuer },
     },
   });
