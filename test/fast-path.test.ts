@@ -76,6 +76,15 @@ describe('WorkloadLeafEncoder against signCertificate(workloadLeaf(...))', () =>
     'RSA-2048': makeIntermediate(root, { key: 'rsa-2048' }),
   };
   const csrKeys: KeySpec[] = ['ec-p256', 'ec-p384', 'rsa-2048'];
+  /** The EC P-256 signer, its key id, an encoder for it, and a fresh P-256 CSR for ID. */
+  const p256Setup = () => {
+    const ca = signers['EC P-256']!;
+    const signer = signerOf(ca);
+    const issuerKeyId = inspectCertificate(ca.cert.raw).subjectKeyId;
+    const encoder = new WorkloadLeafEncoder(signer, issuerKeyId);
+    const csr = readCsrPem(buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: ID }] }));
+    return { signer, issuerKeyId, encoder, csr };
+  };
 
   for (const [signerName, ca] of Object.entries(signers)) {
     for (const csrKey of csrKeys) {
@@ -111,11 +120,7 @@ describe('WorkloadLeafEncoder against signCertificate(workloadLeaf(...))', () =>
   }
 
   it('frames SANs across the DER length-form boundaries (short form, one and two length octets) as the pkijs path does', () => {
-    const ca = signers['EC P-256']!;
-    const signer = signerOf(ca);
-    const issuerKeyId = inspectCertificate(ca.cert.raw).subjectKeyId;
-    const encoder = new WorkloadLeafEncoder(signer, issuerKeyId);
-    const csr = readCsrPem(buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: ID }] }));
+    const { signer, issuerKeyId, encoder, csr } = p256Setup();
     const base = 'spiffe://cluster.local/ns/n/sa/';
     // SAN element lengths around 127/128 and 255/256 (the URI, the GeneralNames SEQUENCE, the OCTET STRING, the Extension).
     for (const total of [120, 123, 124, 125, 126, 127, 128, 129, 130, 250, 251, 252, 253, 254, 255, 256, 257, 600]) {
@@ -128,9 +133,7 @@ describe('WorkloadLeafEncoder against signCertificate(workloadLeaf(...))', () =>
   });
 
   it('draws serials that are distinct, positive, DER-minimal, and unchanged after the entropy pool refills', () => {
-    const ca = signers['EC P-256']!;
-    const encoder = new WorkloadLeafEncoder(signerOf(ca), inspectCertificate(ca.cert.raw).subjectKeyId);
-    const csr = readCsrPem(buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: ID }] }));
+    const { encoder, csr } = p256Setup();
     const serials = Array.from({ length: 2_000 }, () => randomSerial());
     const hexAtDraw = serials.map((b) => b.toString('hex'));
     expect(new Set(hexAtDraw).size).toBe(serials.length);
@@ -149,11 +152,7 @@ describe('WorkloadLeafEncoder against signCertificate(workloadLeaf(...))', () =>
   });
 
   it('writes GeneralizedTime from 2050 and UTCTime before, as the pkijs path does, and a serial with a leading zero byte', () => {
-    const ca = signers['EC P-256']!;
-    const signer = signerOf(ca);
-    const issuerKeyId = inspectCertificate(ca.cert.raw).subjectKeyId;
-    const encoder = new WorkloadLeafEncoder(signer, issuerKeyId);
-    const csr = readCsrPem(buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: ID }] }));
+    const { signer, issuerKeyId, encoder, csr } = p256Setup();
     const f = {
       spiffeId: ID,
       serialNumber: Buffer.from('00ff0102030405060708090a0b0c0d0e0f', 'hex'),
@@ -170,9 +169,7 @@ describe('WorkloadLeafEncoder against signCertificate(workloadLeaf(...))', () =>
   });
 
   it('omits the AKI exactly as the pkijs path does when the issuer has no key identifier', () => {
-    const ca = signers['EC P-256']!;
-    const signer = signerOf(ca);
-    const csr = readCsrPem(buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: ID }] }));
+    const { signer, csr } = p256Setup();
     const f = { spiffeId: ID, serialNumber: randomSerial(), publicKeyDer: csr.publicKeyDer, notBefore: new Date(), notAfter: new Date(Date.now() + 60_000) };
     const tbs = new WorkloadLeafEncoder(signer, undefined).encodeTbs(f);
     expect(tbs.equals(topLevel(signCertificate(workloadLeaf({ ...f, issuerKeyId: undefined }), signer))[0]!)).toBe(true);
