@@ -5,13 +5,16 @@
  * tokens without `kid` are tried against the keys of their `alg`; tokens without `exp` are refused.
  * The same rules hold in file and URL mode: each case runs in both.
  */
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { calculateJwkThumbprint, exportJWK, generateKeyPair as joseKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair as joseKeyPair, importPKCS8, SignJWT, type CryptoKey, type JWK } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AuthError, JwtAuthenticator, type JwtAuthenticatorOptions } from '../src/auth/index.js';
+import { AuthError, JwtAuthenticator, maxAgeMs, type JwtAuthenticatorOptions } from '../src/auth/index.js';
+import { ConfigError, parseServeConfig } from '../src/config.js';
+import { ensureDevEnvironment, mintDevToken } from '../src/dev/index.js';
 import { buildCsrPem, generateKeyPair } from '../src/pki/index.js';
 import { makeCacerts, removeDir, tempDir } from './helpers/pki.js';
 import { call, clientFor, createTestIssuer, fetchText, startTestServer, TEST_ISSUER } from './helpers/server.js';
@@ -252,5 +255,46 @@ describe('the real server', () => {
     const noExp = await issue(await mint(k2, { exp: false }));
     expect(noExp.err?.code).toBe(grpc.status.UNAUTHENTICATED);
     expect(noExp.err?.details).toContain('token has no expiry (exp)');
+  });
+});
+
+describe('the dev issuer (--dev) follows the same rules', () => {
+  it('its tokens verify; without exp, or once its key leaves certs-dev/jwt/jwks.json, they are refused', async () => {
+    const dir = tempDir('svid-ca-dev-');
+    cleanups.push(() => removeDir(dir));
+    const env = await ensureDevEnvironment(dir);
+    // As `serve --dev` wires it (src/cli.ts applyDevDefaults): the dev JWKS file, followed like any --jwks-file.
+    const auth = new JwtAuthenticator({ issuer: env.issuer, audience: 'istio-ca', trustDomain: 'cluster.local', jwksFile: env.jwksFile, reloadIntervalMs: 1000 });
+    cleanups.push(() => auth.close());
+    expect((await auth.authenticate(creds(await mintDevToken(env, { namespace: 'demo', serviceAccount: 'web' }))))?.identity).toBe(ID);
+    const { kid, alg } = (JSON.parse(readFileSync(env.jwksFile, 'utf8')) as { keys: { kid: string; alg: string }[] }).keys[0]!;
+    const noExp = await new SignJWT({})
+      .setProtectedHeader({ alg, kid })
+      .setIssuer(env.issuer)
+      .setSubject('system:serviceaccount:demo:web')
+      .setAudience('istio-ca')
+      .setIssuedAt()
+      .sign(await importPKCS8(readFileSync(env.signingKeyFile, 'utf8'), alg));
+    expect((await refusal(auth, noExp)).message).toBe('token has no expiry (exp)');
+    const later = await mintDevToken(env, { namespace: 'demo', serviceAccount: 'web' });
+    writeFileSync(env.jwksFile, JSON.stringify({ keys: [] }));
+    await eventually('dev key removed', async () => !(await accepted(auth, later)));
+    expect((await refusal(auth, later)).message).toBe('token is signed by a key the issuer does not publish');
+  });
+});
+
+describe('--jwks-refresh-interval', () => {
+  it('defaults to 5m, is read from the flag or SVID_CA_JWKS_REFRESH_INTERVAL, and is at least 1s', () => {
+    expect(parseServeConfig([], {}).jwksRefreshIntervalMs).toBe(300_000);
+    expect(parseServeConfig(['--jwks-refresh-interval', '30s'], {}).jwksRefreshIntervalMs).toBe(30_000);
+    expect(parseServeConfig([], { SVID_CA_JWKS_REFRESH_INTERVAL: '2m' }).jwksRefreshIntervalMs).toBe(120_000);
+    expect(() => parseServeConfig(['--jwks-refresh-interval', '500ms'], {})).toThrow(new ConfigError('--jwks-refresh-interval: must be at least 1s'));
+  });
+
+  it('Cache-Control max-age is read as RFC 9111 writes it', () => {
+    expect(maxAgeMs('public, max-age=60')).toBe(60_000);
+    expect(maxAgeMs('max-age=0, must-revalidate')).toBe(0);
+    expect(maxAgeMs('s-maxage=10')).toBeUndefined();
+    expect(maxAgeMs(null)).toBeUndefined();
   });
 });
