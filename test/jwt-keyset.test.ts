@@ -199,6 +199,22 @@ describe.each<Mode>(['file', 'uri'])('key set rules (%s)', (mode) => {
   });
 });
 
+describe('--jwks-file watch', () => {
+  it('sees a ..data swap through fs.watch alone (the poll an hour away)', async () => {
+    const [k1, k2] = [await issuerKey(), await issuerKey()];
+    const dir = tempDir('svid-ca-jwks-vol-');
+    const volume = new SecretVolume(dir);
+    volume.write({ 'jwks.json': jwks(k1, k2) });
+    const auth = new JwtAuthenticator({ issuer: TEST_ISSUER, audience: 'istio-ca', trustDomain: 'cluster.local', jwksFile: join(dir, 'jwks.json'), reloadIntervalMs: 3600_000 });
+    cleanups.push(() => removeDir(dir), () => auth.close());
+    expect(await accepted(auth, await mint(k1))).toBe(true);
+    volume.write({ 'jwks.json': jwks(k2) });
+    // A kid-less token prompts no re-read: only the watch can tell the authenticator that key1 left.
+    await eventually('key1 refused', async () => !(await accepted(auth, await mint(k1, { kid: false }))), 10_000);
+    expect(await accepted(auth, await mint(k2, { kid: false }))).toBe(true);
+  });
+});
+
 describe('--jwks-uri refresh', () => {
   it('refetches every refresh interval, or sooner when Cache-Control max-age is shorter', async () => {
     const [k1, k2] = [await issuerKey(), await issuerKey()];

@@ -115,13 +115,23 @@ export interface KeySource {
 
 const label = (k: JwksKey) => (k.kid !== undefined ? k.kid : `sha256:${k.fingerprint.slice(0, 16)}`);
 
-/** Swaps `next` in for `current`, telling the listener which keys came and went. */
-function diff(source: string, current: KeySet | undefined, next: KeySet): { reload: KeySetReload; removed: Set<string> } {
+const sameKey = (a: JwksKey, b: JwksKey) => a.kid === b.kid && a.algorithms.join() === b.algorithms.join();
+
+/**
+ * What replacing `current` by `next` adds and removes (by fingerprint), and the set to use: keys
+ * that did not change are carried over as the same objects, so verifiers built for them stay.
+ */
+function diff(source: string, current: KeySet | undefined, next: KeySet): { set: KeySet; reload: KeySetReload; removed: Set<string> } {
   const before = new Map((current?.keys ?? []).map((k) => [k.fingerprint, k]));
   const after = new Set(next.keys.map((k) => k.fingerprint));
   const removed = [...before.values()].filter((k) => !after.has(k.fingerprint));
   const added = next.keys.filter((k) => !before.has(k.fingerprint));
+  const keys = next.keys.map((k) => {
+    const old = before.get(k.fingerprint);
+    return old && sameKey(old, k) ? old : k;
+  });
   return {
+    set: { keys, skipped: next.skipped },
     reload: { source, result: 'success', keys: next.keys.length, added: added.map(label), removed: removed.map(label), skipped: next.skipped },
     removed: new Set(removed.map((k) => k.fingerprint)),
   };
@@ -192,8 +202,8 @@ export class FileKeySource implements KeySource {
       return this.fail(digest, new JwksError(`JWKS file ${this.options.path}: ${(err as Error).message}`));
     }
     this.digest = digest;
-    const { reload, removed } = diff(this.options.path, this.current, next);
-    this.current = next;
+    const { set, reload, removed } = diff(this.options.path, this.current, next);
+    this.current = set;
     this.listener(reload, removed);
     return reload;
   }
@@ -308,8 +318,8 @@ export class RemoteKeySource implements KeySource {
       }
       const maxAge = maxAgeMs(res.headers.get('cache-control'));
       if (maxAge !== undefined) nextMs = Math.min(nextMs, Math.max(maxAge, MIN_REFRESH_MS));
-      const { reload, removed } = diff(this.options.uri, this.current, next);
-      this.current = next;
+      const { set, reload, removed } = diff(this.options.uri, this.current, next);
+      this.current = set;
       this.lastFailed = false;
       this.listener(reload, removed);
     } catch (err) {
