@@ -58,6 +58,8 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'workers', kind: 'int', default: '0', help: 'server processes sharing the gRPC port (node:cluster); 0 = one per core. The primary serves monitoring for all' },
   { name: 'dev', kind: 'boolean', help: 'development mode: create and use the dev CA and JWT issuer in certs-dev/, listen on loopback' },
   { name: 'dev-dir', kind: 'string', help: 'where the dev CA lives (default: certs-dev/ of the package)' },
+  // issue #12: the token issuer's key set is followed exactly
+  { name: 'jwks-refresh-interval', kind: 'duration', default: '5m', help: "refetch --jwks-uri this often (a shorter Cache-Control max-age in the answer wins); a removed key verifies no token after the next fetch" },
 ];
 
 export interface JwtConfig {
@@ -105,6 +107,8 @@ export interface ServeConfig {
   devDir: string | undefined;
   /** Where each setting came from, for the startup log. */
   sources: Record<string, string>;
+  /** --jwks-refresh-interval (issue #12). */
+  jwksRefreshIntervalMs: number;
 }
 
 const TRUST_DOMAIN = /^[a-z0-9._-]+$/;
@@ -144,6 +148,7 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     logLevel: str('log-level')!,
     dev: values.get('dev') as boolean,
     devDir: str('dev-dir'),
+    jwksRefreshIntervalMs: ms('jwks-refresh-interval'),
     sources: Object.fromEntries(
       [...sources].map(([k, v]) => [k, v.variable ? `${v.source} ${v.variable}` : (v.source satisfies FlagSource)]),
     ),
@@ -163,6 +168,7 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   if (cfg.limits.maxConcurrentStreams < 1) throw new ConfigError('--max-concurrent-streams: must be at least 1');
   if (cfg.limits.idleTimeoutMs < 10_000) throw new ConfigError('--idle-timeout: must be at least 10s (agents ping every 30s)');
   if (cfg.reloadIntervalMs < 1000) throw new ConfigError('--reload-interval: must be at least 1s');
+  if (cfg.jwksRefreshIntervalMs < 1000) throw new ConfigError('--jwks-refresh-interval: must be at least 1s');
   const grace = parseGrace(str('serving-cert-grace')!, parseDuration);
   if (!grace) throw new ConfigError(`--serving-cert-grace: invalid value "${str('serving-cert-grace')}" (want a percentage such as 50% or a duration such as 6h)`);
   cfg.servingCertGrace = grace;

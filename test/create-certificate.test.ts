@@ -166,6 +166,8 @@ describe('authentication failures are UNAUTHENTICATED with a reason, never echoi
     ['wrong audience', async () => ({ authorization: `Bearer ${await issuer.token({ namespace: 'demo', serviceAccount: 'web', audience: 'other' })}` }), /audience/],
     ['not yet valid', async () => ({ authorization: `Bearer ${await issuer.token({ namespace: 'demo', serviceAccount: 'web', notBeforeOffsetSeconds: 600 })}` }), /not valid yet/],
     ['subject is not a service account', async () => ({ authorization: `Bearer ${await issuer.token({ namespace: 'demo', serviceAccount: 'web', sub: 'user:alice' })}` }), /service account/],
+    // sub names demo/web, the kubernetes.io claims demo/admin: neither may be believed.
+    ['kubernetes.io claims disagree with sub', async () => ({ authorization: `Bearer ${await issuer.token({ namespace: 'demo', serviceAccount: 'admin', sub: 'system:serviceaccount:demo:web' })}` }), /kubernetes\.io claims do not match its subject/],
   ];
   it.each(cases)('%s', async (_name, metadata, reason) => {
     const md = await metadata();

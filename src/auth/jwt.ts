@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
-import { errors as joseErrors } from 'jose';
+import { createVerifier, TokenError } from 'fast-jwt';
+import { FileKeySource, JwksUnavailableError, RemoteKeySource, TOKEN_ALGORITHMS, type JwksKey, type KeySetListener, type KeySetReload, type KeySource } from './jwks.js';
 import { isKubernetesName, parseServiceAccountUsername, spiffeId } from './spiffe.js';
 import { AuthError, type Authenticator, type CallCredentials, type Caller } from './types.js';
 
@@ -18,18 +17,27 @@ export interface JwtAuthenticatorOptions {
   jwksCooldownMs?: number | undefined;
   /** How many verified tokens to remember (by SHA-256) until they expire; 0 turns the cache off. Default 10,000. */
   verifiedTokenCacheSize?: number;
+  /** --jwks-file: poll the file this often besides watching its folder (--reload-interval), milliseconds. Default 10 s. */
+  reloadIntervalMs?: number | undefined;
+  /** --jwks-uri: refetch this often (--jwks-refresh-interval), milliseconds; a shorter Cache-Control max-age wins. Default 5 min. */
+  jwksRefreshIntervalMs?: number | undefined;
+  /** Told of every load of the key set (metrics, logs); the authenticator itself has no logger. */
+  onKeySetReload?: ((reload: KeySetReload) => void) | undefined;
 }
+
+/** A token without kid is tried against at most this many keys of its alg (issue #12). */
+export const MAX_KIDLESS_CANDIDATES = 8;
 
 /**
  * Verified tokens by the SHA-256 of the token, each until its own exp (without clock tolerance).
  * An agent presents the same token on every retry and rotation until kubelet refreshes it, and a
- * signature check costs ~100 us while a hash costs ~1 us. Bounded: at capacity the oldest entry
- * goes. Holds no token: only its hash and the Caller it proved. A key removed from the JWKS stops
- * new tokens at once; tokens it verified before stay accepted until their exp, as with any
- * bearer token already accepted.
+ * signature check costs tens of us while a hash costs ~1 us. Bounded: at capacity the oldest entry
+ * goes. Holds no token: only its hash, the Caller it proved and the fingerprint of the key that
+ * verified it. The cache never outlives that key: when it leaves the issuer's key set, every
+ * token it verified is dropped (dropVerifiedBy) and must verify again.
  */
 export class VerifiedTokenCache {
-  readonly #entries = new Map<string, { caller: Caller; expiresAtMs: number }>();
+  readonly #entries = new Map<string, { caller: Caller; expiresAtMs: number; verifiedBy: string }>();
 
   constructor(readonly maxEntries: number) {}
 
@@ -51,13 +59,27 @@ export class VerifiedTokenCache {
     return { ...entry.caller };
   }
 
-  set(key: string, caller: Caller, expiresAtMs: number, nowMs: number = Date.now()): void {
+  /** Remembers a verified token until expiresAtMs (epoch ms); verifiedBy is the key's fingerprint. */
+  set(key: string, caller: Caller, expiresAtMs: number, nowMs: number = Date.now(), verifiedBy = ''): void {
     if (this.maxEntries <= 0 || expiresAtMs <= nowMs) return;
     if (this.#entries.size >= this.maxEntries && !this.#entries.has(key)) {
       const oldest = this.#entries.keys().next().value;
       if (oldest !== undefined) this.#entries.delete(oldest);
     }
-    this.#entries.set(key, { caller: { ...caller }, expiresAtMs });
+    this.#entries.set(key, { caller: { ...caller }, expiresAtMs, verifiedBy });
+  }
+
+  /** Forgets every token verified by one of these key fingerprints; returns how many went. */
+  dropVerifiedBy(fingerprints: ReadonlySet<string>): number {
+    if (fingerprints.size === 0) return 0;
+    let dropped = 0;
+    for (const [key, entry] of this.#entries) {
+      if (fingerprints.has(entry.verifiedBy)) {
+        this.#entries.delete(key);
+        dropped++;
+      }
+    }
+    return dropped;
   }
 }
 
@@ -78,79 +100,66 @@ export function bearerToken(creds: CallCredentials): string | undefined {
   return token;
 }
 
-/** A key set read from a JWKS file, re-read when a token names a key id it does not hold (key rotation). */
-function fileKeySet(path: string): JWTVerifyGetKey {
-  const load = () => createLocalJWKSet(JSON.parse(readFileSync(path, 'utf8')));
-  let keys = load();
-  let lastReload = 0;
-  return async (header, token) => {
-    try {
-      return await keys(header, token);
-    } catch (err) {
-      if (!(err instanceof joseErrors.JWKSNoMatchingKey) || Date.now() - lastReload < 5_000) throw err;
-      lastReload = Date.now();
-      keys = load();
-      return keys(header, token);
-    }
-  };
-}
-
-/** A fetch of the JWKS that failed for reasons of the network or the issuer, not of the token. */
-function isFetchFailure(err: unknown): boolean {
-  if (err instanceof joseErrors.JWKSTimeout || err instanceof joseErrors.JWKSInvalid) return true;
-  if (err instanceof joseErrors.JOSEError) return /JSON Web Key Set HTTP response/.test(err.message);
-  // fetch() rejections ("fetch failed", connection refused, TLS errors) are not JOSE errors.
-  return err instanceof Error;
-}
-
-/**
- * A remote JWKS (cached by jose, refetched on an unknown kid after a cooldown) that keeps the last
- * key set it fetched: when the issuer cannot be reached, tokens signed by known keys still verify.
- * With nothing ever fetched, the failure is UNAVAILABLE (agents retry), never UNAUTHENTICATED.
- */
-function remoteKeySet(uri: string, cooldownMs = 5_000): JWTVerifyGetKey {
-  const remote = createRemoteJWKSet(new URL(uri), { cooldownDuration: cooldownMs, timeoutDuration: 5_000, cacheMaxAge: 10 * 60_000 });
-  let lastGood: { keys: JWTVerifyGetKey; uat: string } | undefined;
-  return async (header, token) => {
-    try {
-      const key = await remote(header, token);
-      const jwks = remote.jwks();
-      const uat = JSON.stringify(jwks);
-      if (jwks && lastGood?.uat !== uat) lastGood = { keys: createLocalJWKSet(jwks), uat };
-      return key;
-    } catch (err) {
-      if (!lastGood || !isFetchFailure(err)) throw err;
-      try {
-        return await lastGood.keys(header, token);
-      } catch {
-        // A kid we never saw while the issuer is unreachable may be a new key: retryable, not a rejection.
-        throw err;
-      }
-    }
-  };
-}
-
 interface KubernetesClaims {
   namespace?: unknown;
   serviceaccount?: { name?: unknown; uid?: unknown };
   pod?: { name?: unknown; uid?: unknown };
 }
 
+type Claims = Record<string, unknown> & { sub?: unknown; exp?: unknown; iat?: unknown };
+type Verify = (token: string) => Claims;
+
+const BASE64URL = /^[A-Za-z0-9_-]+$/;
+const SUPPORTED = new Set<string>(TOKEN_ALGORITHMS);
+const malformed = () => new AuthError('unauthenticated', 'token is malformed (not a signed JWT)');
+
+/** The protected header's alg and kid (RFC 7515 section 4.1), read before any key is chosen. */
+function readHeader(token: string): { alg: string; kid: string | undefined } {
+  const dot = token.indexOf('.');
+  const segment = dot > 0 ? token.slice(0, dot) : '';
+  if (!BASE64URL.test(segment) || token.split('.').length !== 3) throw malformed();
+  let header: unknown;
+  try {
+    header = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'));
+  } catch {
+    throw malformed();
+  }
+  const { alg, kid } = (header ?? {}) as { alg?: unknown; kid?: unknown };
+  if (typeof header !== 'object' || Array.isArray(header) || typeof alg !== 'string' || (kid !== undefined && typeof kid !== 'string')) throw malformed();
+  return { alg, kid: kid as string | undefined };
+}
+
 /**
- * Verifies Kubernetes projected service-account tokens locally with jose against the issuer's
- * JWKS: signature, iss, aud, exp/nbf. The remote JWKS is cached and refetched on an unknown kid.
+ * Verifies Kubernetes projected service-account tokens locally against the issuer's JWKS:
+ * signature (fast-jwt over node:crypto, synchronous; one verifier per key, its KeyObject made
+ * once), iss, aud, exp (required, as Istio requires it) and nbf with at most 60 s of clock skew.
+ * The key is chosen by the token's kid; a token without kid is tried against the keys of its alg
+ * (at most MAX_KIDLESS_CANDIDATES). The key set follows the file or URL (see jwks.ts); a key that
+ * leaves it takes the tokens it verified out of the verified-token cache.
  */
 export class JwtAuthenticator implements Authenticator {
   readonly name = 'jwt';
-  private readonly keys: JWTVerifyGetKey;
+  private readonly source: KeySource;
+  private readonly verifiers = new WeakMap<JwksKey, Verify>();
   /** Tokens already verified, until their exp (see VerifiedTokenCache). */
   readonly verified: VerifiedTokenCache;
 
   constructor(private readonly options: JwtAuthenticatorOptions) {
     this.verified = new VerifiedTokenCache(options.verifiedTokenCacheSize ?? 10_000);
-    if (options.jwksFile) this.keys = fileKeySet(options.jwksFile);
-    else if (options.jwksUri) this.keys = remoteKeySet(options.jwksUri, options.jwksCooldownMs);
-    else throw new Error('JwtAuthenticator needs a JWKS file or URI');
+    const listener: KeySetListener = (reload, removed) => {
+      this.verified.dropVerifiedBy(removed);
+      options.onKeySetReload?.(reload);
+    };
+    if (options.jwksFile) {
+      this.source = new FileKeySource({ path: options.jwksFile, pollIntervalMs: options.reloadIntervalMs ?? 10_000, cooldownMs: options.jwksCooldownMs }, listener);
+    } else if (options.jwksUri) {
+      this.source = new RemoteKeySource({ uri: options.jwksUri, refreshIntervalMs: options.jwksRefreshIntervalMs ?? 5 * 60_000, cooldownMs: options.jwksCooldownMs }, listener);
+    } else throw new Error('JwtAuthenticator needs a JWKS file or URI');
+  }
+
+  /** Stops watching the JWKS file / refetching the JWKS URL. */
+  close(): void {
+    this.source.close();
   }
 
   async authenticate(creds: CallCredentials): Promise<Caller | undefined> {
@@ -159,22 +168,76 @@ export class JwtAuthenticator implements Authenticator {
     const cacheKey = VerifiedTokenCache.keyOf(token);
     const cached = this.verified.get(cacheKey);
     if (cached) return cached;
-    let payload: JWTPayload;
+    const header = readHeader(token);
+    let keys: readonly JwksKey[];
     try {
-      ({ payload } = await jwtVerify(token, this.keys, {
-        issuer: this.options.issuer,
-        audience: this.options.audience,
-        clockTolerance: Math.min(this.options.clockToleranceSeconds ?? 60, 60),
-      }));
+      keys = (await this.source.keys(header.kid)).keys;
     } catch (err) {
-      throw this.describe(err);
+      if (err instanceof JwksUnavailableError) throw new AuthError('unavailable', 'token keys cannot be fetched from the issuer right now; retry');
+      throw err;
     }
+    const { payload, key } = this.verifyWith(keys, token, header);
     const caller = this.callerFrom(payload);
-    if (typeof payload.exp === 'number') this.verified.set(cacheKey, caller, payload.exp * 1000);
+    this.verified.set(cacheKey, caller, (payload.exp as number) * 1000, Date.now(), key.fingerprint);
     return caller;
   }
 
-  private callerFrom(payload: JWTPayload): Caller {
+  /** Verifies the token with the key its header names, or with each key of its alg when it names none. */
+  private verifyWith(keys: readonly JwksKey[], token: string, header: { alg: string; kid: string | undefined }): { payload: Claims; key: JwksKey } {
+    if (!SUPPORTED.has(header.alg)) throw new AuthError('unauthenticated', 'token signature algorithm is not supported');
+    const candidates = keys.filter((k) => (header.kid === undefined || k.kid === header.kid) && k.algorithms.includes(header.alg));
+    if (candidates.length === 0) throw new AuthError('unauthenticated', 'token is signed by a key the issuer does not publish');
+    if (header.kid === undefined && candidates.length > MAX_KIDLESS_CANDIDATES) {
+      throw new AuthError(
+        'unauthenticated',
+        `token has no kid and ${candidates.length} issuer keys use ${header.alg}: at most ${MAX_KIDLESS_CANDIDATES} are tried (have the issuer set kid)`,
+      );
+    }
+    for (const key of candidates) {
+      try {
+        const payload = this.verifierFor(key)(token);
+        return { payload: this.checkClaims(payload), key };
+      } catch (err) {
+        // Another key of the same kid or alg may still verify it; any other failure is the token's own.
+        if (err instanceof TokenError && err.code === TokenError.codes.invalidSignature) continue;
+        throw this.describe(err);
+      }
+    }
+    if (header.kid === undefined) {
+      const n = candidates.length;
+      throw new AuthError('unauthenticated', `token signature does not verify with any of the ${n} issuer key${n === 1 ? '' : 's'} for ${header.alg} (the token has no kid)`);
+    }
+    throw new AuthError('unauthenticated', 'token signature does not verify');
+  }
+
+  private verifierFor(key: JwksKey): Verify {
+    let verify = this.verifiers.get(key);
+    if (!verify) {
+      verify = createVerifier({
+        key: key.pem,
+        algorithms: key.algorithms as never,
+        allowedIss: this.options.issuer,
+        allowedAud: this.options.audience,
+        requiredClaims: ['iss', 'aud', 'exp'],
+        // fast-jwt counts tolerance in milliseconds.
+        clockTolerance: Math.min(this.options.clockToleranceSeconds ?? 60, 60) * 1000,
+        cache: false,
+      }) as Verify;
+      this.verifiers.set(key, verify);
+    }
+    return verify;
+  }
+
+  /** What fast-jwt leaves to the caller: claim types jose checked (iat, sub). */
+  private checkClaims(payload: Claims): Claims {
+    if (payload.iat !== undefined && (typeof payload.iat !== 'number' || !Number.isFinite(payload.iat))) {
+      throw new AuthError('unauthenticated', 'token issued-at time is invalid');
+    }
+    if (payload.sub !== undefined && typeof payload.sub !== 'string') throw new AuthError('unauthenticated', 'token claim "sub" is invalid');
+    return payload;
+  }
+
+  private callerFrom(payload: Claims): Caller {
     const k8s = (payload['kubernetes.io'] ?? {}) as KubernetesClaims;
     const notServiceAccount = () =>
       new AuthError('unauthenticated', 'token subject is not a Kubernetes service account (want sub "system:serviceaccount:<ns>:<sa>")');
@@ -184,7 +247,7 @@ export class JwtAuthenticator implements Authenticator {
     let sa: string;
     if (payload.sub !== undefined) {
       // A Kubernetes token always has sub; its kubernetes.io claims, when present, must agree with it.
-      const fromSub = parseServiceAccountUsername(payload.sub);
+      const fromSub = parseServiceAccountUsername(payload.sub as string);
       if (!fromSub) throw notServiceAccount();
       [ns, sa] = fromSub;
       if (claimed && (claimed[0] !== ns || claimed[1] !== sa)) {
@@ -207,39 +270,31 @@ export class JwtAuthenticator implements Authenticator {
 
   /** A caller-facing reason that names the failed check and never echoes the token. */
   private describe(err: unknown): AuthError {
-    const e = joseErrors;
     if (err instanceof AuthError) return err;
-    if (err instanceof e.JWTExpired) return new AuthError('unauthenticated', 'token has expired');
-    if (err instanceof e.JWTClaimValidationFailed) {
-      switch (err.claim) {
-        case 'iss':
-          return new AuthError('unauthenticated', `token issuer is not trusted (want "${this.options.issuer}")`);
-        case 'aud':
-          return new AuthError('unauthenticated', `token audience does not include "${this.options.audience}"`);
-        case 'nbf':
-          return new AuthError('unauthenticated', 'token is not valid yet (nbf)');
-        case 'iat':
-          return new AuthError('unauthenticated', 'token issued-at time is invalid');
-        default:
-          return new AuthError('unauthenticated', `token claim "${err.claim}" is invalid`);
-      }
+    if (!(err instanceof TokenError)) return new AuthError('unauthenticated', 'token cannot be verified');
+    const c = TokenError.codes;
+    const claim = /\b(iss|aud|exp|nbf|iat|sub|jti)\b claim/.exec(err.message)?.[1];
+    switch (err.code) {
+      case c.expired:
+        return new AuthError('unauthenticated', 'token has expired');
+      case c.inactive:
+        return new AuthError('unauthenticated', 'token is not valid yet (nbf)');
+      case c.invalidSignature:
+      case c.verifyError:
+        return new AuthError('unauthenticated', 'token signature does not verify');
+      case c.invalidAlgorithm:
+        return new AuthError('unauthenticated', 'token signature algorithm is not supported');
+      case c.missingRequiredClaim:
+      case c.invalidClaimValue:
+      case c.invalidClaimType:
+        if (claim === 'iss') return new AuthError('unauthenticated', `token issuer is not trusted (want "${this.options.issuer}")`);
+        if (claim === 'aud') return new AuthError('unauthenticated', `token audience does not include "${this.options.audience}"`);
+        if (claim === 'exp' && err.code === c.missingRequiredClaim) return new AuthError('unauthenticated', 'token has no expiry (exp)');
+        if (claim === 'nbf') return new AuthError('unauthenticated', 'token is not valid yet (nbf)');
+        return new AuthError('unauthenticated', `token claim "${claim ?? 'unknown'}" is invalid`);
+      default:
+        // malformed, invalid payload, missing signature, unsupported crit header
+        return malformed();
     }
-    if (err instanceof e.JWSSignatureVerificationFailed) return new AuthError('unauthenticated', 'token signature does not verify');
-    if (err instanceof e.JWKSNoMatchingKey) return new AuthError('unauthenticated', 'token is signed by a key the issuer does not publish');
-    if (err instanceof e.JOSEAlgNotAllowed || err instanceof e.JOSENotSupported) {
-      return new AuthError('unauthenticated', 'token signature algorithm is not supported');
-    }
-    if (err instanceof e.JWTInvalid || err instanceof e.JWSInvalid || err instanceof e.JWKSMultipleMatchingKeys) {
-      return new AuthError('unauthenticated', 'token is malformed (not a signed JWT)');
-    }
-    if (isFetchFailure(err) || isNetworkError(err)) {
-      return new AuthError('unavailable', 'token keys cannot be fetched from the issuer right now; retry');
-    }
-    return new AuthError('unauthenticated', 'token cannot be verified');
   }
-}
-
-function isNetworkError(err: unknown): boolean {
-  const code = (err as { code?: unknown; cause?: { code?: unknown } })?.cause?.code ?? (err as { code?: unknown })?.code;
-  return typeof code === 'string' && /^(ECONNREFUSED|ECONNRESET|ENOTFOUND|ETIMEDOUT|EAI_AGAIN|UND_ERR)/.test(code);
 }

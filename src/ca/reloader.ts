@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import { watch, type FSWatcher } from 'node:fs';
 import { BundleError, subjectText, type SigningBundle } from '../pki/index.js';
 import type { Authority } from './authority.js';
 import { loadCacerts, readCacertsFiles } from './cacerts.js';
+import { FolderWatcher } from '../watch/index.js';
 
 export interface ReloaderOptions {
   dir: string;
@@ -46,12 +46,9 @@ export function compareRoots(current: SigningBundle, next: SigningBundle): RootC
  * fails any check is never swapped in: the current one keeps serving and the next change retries.
  */
 export class CacertsReloader {
-  private watcher: FSWatcher | undefined;
-  private pollTimer: NodeJS.Timeout | undefined;
-  private debounceTimer: NodeJS.Timeout | undefined;
+  private readonly watcher: FolderWatcher;
   private lastDigest: string | undefined;
   private lastFailed = false;
-  private stopped = false;
 
   constructor(
     private readonly authority: Authority,
@@ -59,43 +56,15 @@ export class CacertsReloader {
     private readonly events: ReloadEvents,
   ) {
     this.lastDigest = this.digest();
+    this.watcher = new FolderWatcher({ dir: options.dir, pollIntervalMs: options.pollIntervalMs, debounceMs: options.debounceMs }, () => this.check());
   }
 
   start(): void {
-    this.ensureWatch();
-    this.pollTimer = setInterval(() => {
-      this.ensureWatch();
-      this.check();
-    }, this.options.pollIntervalMs);
-    this.pollTimer.unref();
+    this.watcher.start();
   }
 
   stop(): void {
-    this.stopped = true;
-    this.watcher?.close();
-    this.watcher = undefined;
-    clearInterval(this.pollTimer);
-    clearTimeout(this.debounceTimer);
-  }
-
-  /** (Re)establishes the folder watch; the folder may be missing for a while (issue: deleted mount). */
-  private ensureWatch(): void {
-    if (this.watcher || this.stopped) return;
-    try {
-      this.watcher = watch(this.options.dir, { persistent: false }, () => this.schedule());
-      this.watcher.on('error', () => {
-        this.watcher?.close();
-        this.watcher = undefined;
-      });
-    } catch {
-      this.watcher = undefined;
-    }
-  }
-
-  private schedule(): void {
-    clearTimeout(this.debounceTimer);
-    this.debounceTimer = setTimeout(() => this.check(), this.options.debounceMs ?? 200);
-    this.debounceTimer.unref();
+    this.watcher.stop();
   }
 
   /** A digest of the bundle files' contents, to tell a real change from a touch; undefined if unreadable. */
@@ -112,7 +81,7 @@ export class CacertsReloader {
 
   /** Loads and swaps if the files changed (or the last attempt failed). Returns what happened. */
   check(): ReloadResult {
-    if (this.stopped) return { result: 'unchanged' };
+    if (this.watcher.isStopped) return { result: 'unchanged' };
     const digest = this.digest();
     if (digest === this.lastDigest && !this.lastFailed) return { result: 'unchanged' };
     this.lastDigest = digest;

@@ -42,6 +42,7 @@ export class CaMetrics {
   readonly lastReload: Gauge;
   readonly signerBeforeMaxTtl: Gauge;
   readonly certExpiry: Gauge<'role' | 'subject' | 'serial'>;
+  readonly jwksReloads: Counter<'result'>;
   private rootExpiry: number | undefined;
   private signer: { notAfterMs: number; maxTtlMs: number } | undefined;
   private chainExpiry: number | undefined;
@@ -155,6 +156,14 @@ export class CaMetrics {
       labelNames: ['role', 'subject', 'serial'],
       registers,
     });
+    // issue #12: loads of the token issuer's JWKS (--jwks-file change, --jwks-uri fetch).
+    this.jwksReloads = new Counter({
+      name: 'svid_ca_jwks_reloads_total',
+      help: "Loads of the token issuer's JWKS (file change or URL fetch) by result; on failure the last good key set stays in use.",
+      labelNames: ['result'],
+      registers,
+    });
+    for (const result of ['success', 'failure']) this.jwksReloads.inc({ result }, 0);
     for (const outcome of ['issued', 'unauthenticated', 'permission_denied', 'invalid_csr', 'invalid_ttl', 'unavailable', 'overloaded', 'internal']) {
       this.requests.inc({ outcome }, 0);
     }

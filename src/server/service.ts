@@ -1,6 +1,6 @@
 import type { Server as HttpServer } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
-import { ClientCertAuthenticator, ImpersonationAuthorizer, JwtAuthenticator, parseNodeAccounts, TokenReviewAuthenticator, type Authenticator } from '../auth/index.js';
+import { ClientCertAuthenticator, ImpersonationAuthorizer, JwtAuthenticator, parseNodeAccounts, TokenReviewAuthenticator, type Authenticator, type KeySetReload } from '../auth/index.js';
 import type { KubeOptions, KubernetesIntegration } from '../kube/index.js';
 import { Authority, loadCacerts, SelfSignedRoot, type Grace, type SelfSignedOptions } from '../ca/index.js';
 import { AuditLog, CaMetrics, startMonitoringServer, type Logger } from '../observability/index.js';
@@ -48,6 +48,8 @@ export interface ServiceOptions {
   admission?: Partial<AdmissionOptions> | undefined;
   /** Connection limits (--max-connections, --max-concurrent-streams, --idle-timeout). */
   limits?: Partial<ConnectionLimits> | undefined;
+  /** --jwks-refresh-interval: refetch a --jwks-uri this often (a shorter Cache-Control max-age wins). */
+  jwksRefreshIntervalMs?: number | undefined;
 }
 
 export interface ConnectionLimits {
@@ -108,6 +110,19 @@ function applyMaxConnections(server: grpc.Server, max: number, logger: Logger): 
   for (const http2Server of servers.keys()) http2Server.maxConnections = max;
 }
 
+/** Counts and logs a load of the token issuer's JWKS (svid_ca_jwks_reloads_total{result}). */
+function reportJwksReload(reload: KeySetReload, metrics: CaMetrics, logger: Logger): void {
+  metrics.jwksReloads.inc({ result: reload.result });
+  if (reload.result === 'failure') {
+    logger.error({ jwks: reload.source, problem: reload.error.message }, 'JWKS reload failed; keeping the current keys');
+    return;
+  }
+  const changed = reload.added.length > 0 || reload.removed.length > 0;
+  const fields = { jwks: reload.source, keys: reload.keys, added: reload.added, removed: reload.removed, skipped: reload.skipped.length > 0 ? reload.skipped : undefined };
+  if (changed || reload.skipped.length > 0) logger.info(fields, 'JWKS loaded');
+  else logger.debug(fields, 'JWKS unchanged');
+}
+
 function grpcAddress(l: Listen): string {
   return l.host.includes(':') ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`;
 }
@@ -145,8 +160,16 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
   // Fixed order: client certificate, JWT, TokenReview; the first that yields a caller wins.
   const authenticators: Authenticator[] = [];
   if (options.clientCertAuth) authenticators.push(new ClientCertAuthenticator({ trustDomain: options.trustDomain }));
+  let jwt: JwtAuthenticator | undefined;
   if (options.jwt) {
-    authenticators.push(new JwtAuthenticator({ ...options.jwt, trustDomain: options.trustDomain }));
+    jwt = new JwtAuthenticator({
+      ...options.jwt,
+      trustDomain: options.trustDomain,
+      reloadIntervalMs: options.reloadIntervalMs,
+      jwksRefreshIntervalMs: options.jwksRefreshIntervalMs,
+      onKeySetReload: (reload) => reportJwksReload(reload, metrics, logger),
+    });
+    authenticators.push(jwt);
   }
   const tokenReview = options.kubernetes?.tokenReview;
   if (tokenReview && kube?.tokenReviewer) {
@@ -236,6 +259,7 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
       refreshHealth();
       clearInterval(readinessTimer);
       lifecycle.stop();
+      jwt?.close();
       health.close();
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {
