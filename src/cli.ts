@@ -9,7 +9,7 @@ import { ConfigError, flagHelp, parseFlags, parseHostPort, type FlagSpec } from 
 import { createLogger } from './observability/index.js';
 import { BundleError, KEY_SPECS, type KeySpec } from './pki/index.js';
 import { reportReadiness, runPrimary, shareMetricsWithPrimary, startService, usableCores } from './server/index.js';
-import { loadCacerts } from './ca/index.js';
+import { loadCacerts, Pkcs11SigningKeySource } from './ca/index.js';
 import cluster from 'node:cluster';
 import { runCacertsCommand } from './operator/index.js';
 
@@ -97,6 +97,8 @@ async function serve(argv: string[]): Promise<number> {
     },
     'starting svid-ca',
   );
+  // issue #17: one libuv thread per PKCS#11 session in flight, plus the default four (read when the pool starts; workers inherit it).
+  if (cfg.signingKey && !process.env.UV_THREADPOOL_SIZE) process.env.UV_THREADPOOL_SIZE = String(cfg.signingKey.sessions + 4);
   const workers = workerCount(cfg, logger);
   if (workers > 1 && cluster.isPrimary) return servePrimary(cfg, logger, workers);
   const inWorker = cluster.isWorker;
@@ -140,10 +142,17 @@ function workerCount(cfg: ServeConfig, logger: ReturnType<typeof createLogger>):
   return wanted;
 }
 
+/** issue #17: the primary checks a --signing-key too; each async signature holds a libuv thread, so size the pool for the sessions. */
+function primaryTokenKey(cfg: ServeConfig, logger: ReturnType<typeof createLogger>): Pkcs11SigningKeySource | undefined {
+  if (!cfg.signingKey) return undefined;
+  return new Pkcs11SigningKeySource(cfg.signingKey, (level, fields, message) => logger[level](fields, message));
+}
+
 /** The primary of --workers N: checks the bundle once (one clear line if unusable), then runs the workers. */
 async function servePrimary(cfg: ServeConfig, logger: ReturnType<typeof createLogger>, workers: number): Promise<number> {
+  const tokenKey = primaryTokenKey(cfg, logger);
   try {
-    loadCacerts(cfg.cacerts);
+    loadCacerts(cfg.cacerts, undefined, tokenKey);
   } catch (err) {
     if (err instanceof BundleError) {
       logger.fatal({ file: err.file, problem: err.problem }, 'cannot load the signing bundle');
@@ -151,6 +160,9 @@ async function servePrimary(cfg: ServeConfig, logger: ReturnType<typeof createLo
       return 1;
     }
     throw err;
+  } finally {
+    // The workers open the token themselves (PKCS#11 state does not survive a process boundary).
+    tokenKey?.close();
   }
   const primary = await runPrimary({ workers, monitoringListen: cfg.monitoringListen, shutdownGraceMs: cfg.shutdownGraceMs, logger });
   return new Promise<number>((resolve) => {

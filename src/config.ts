@@ -1,7 +1,7 @@
 import { LOG_LEVELS } from './observability/index.js';
 import { ConfigError, parseFlags, type FlagSource, type FlagSpec, type HostPort } from './flags.js';
 import { formatGoDuration, parseDuration } from './duration.js';
-import { parseGrace, type Grace } from './ca/index.js';
+import { parseGrace, type Grace, type SigningKeyConfig } from './ca/index.js';
 import { KEY_SPECS, type KeySpec } from './pki/index.js';
 import { parseNodeAccounts } from './auth/index.js';
 // Type only: loading @kubernetes/client-node is left to `serve` with a Kubernetes flag.
@@ -60,6 +60,13 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'dev-dir', kind: 'string', help: 'where the dev CA lives (default: certs-dev/ of the package)' },
   // issue #12: the token issuer's key set is followed exactly
   { name: 'jwks-refresh-interval', kind: 'duration', default: '5m', help: "refetch --jwks-uri this often (a shorter Cache-Control max-age in the answer wins); a removed key verifies no token after the next fetch" },
+  // issue #17: the intermediate's private key on a PKCS#11 token
+  { name: 'signing-key', kind: 'string', help: 'PKCS#11 URI (RFC 7512) of the signing key, e.g. pkcs11:token=svid-ca;object=intermediate-2026; the cacerts folder then holds no key' },
+  { name: 'signing-key-file', kind: 'string', help: 'file holding the --signing-key URI, read again on every cacerts reload (rotate the key object with the certificate)' },
+  { name: 'pkcs11-module', kind: 'string', help: "the token vendor's PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so" },
+  { name: 'pkcs11-pin-file', kind: 'string', help: 'file holding the token user PIN (or pin-source=file:/path in the URI); never a flag value' },
+  { name: 'pkcs11-sessions', kind: 'int', default: '8', help: 'PKCS#11 sessions in the pool: concurrent signatures at most (about wanted signatures/s x token latency)' },
+  { name: 'pkcs11-sign-timeout', kind: 'duration', default: '5s', help: 'a token signature taking longer fails with UNAVAILABLE and the token is reconnected' },
 ];
 
 export interface JwtConfig {
@@ -109,6 +116,8 @@ export interface ServeConfig {
   sources: Record<string, string>;
   /** --jwks-refresh-interval (issue #12). */
   jwksRefreshIntervalMs: number;
+  /** --signing-key / --signing-key-file and the --pkcs11-* flags (issue #17); undefined: the key is in the cacerts folder. */
+  signingKey: SigningKeyConfig | undefined;
 }
 
 const TRUST_DOMAIN = /^[a-z0-9._-]+$/;
@@ -149,6 +158,7 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     dev: values.get('dev') as boolean,
     devDir: str('dev-dir'),
     jwksRefreshIntervalMs: ms('jwks-refresh-interval'),
+    signingKey: signingKeyConfig(values),
     sources: Object.fromEntries(
       [...sources].map(([k, v]) => [k, v.variable ? `${v.source} ${v.variable}` : (v.source satisfies FlagSource)]),
     ),
@@ -195,8 +205,26 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new ConfigError(`--jwks-uri: invalid value "${jwksUri}" (want an https:// URL)`);
   }
   if (issuer) cfg.jwt = { issuer, audience: str('jwt-audience')!, jwksFile, jwksUri };
+  if (cfg.signingKey && cfg.selfSigned) throw new ConfigError('--signing-key: not with --self-signed (the self-signed root key is generated in memory)');
   cfg.kubernetes = kubernetesConfig(values, str('jwt-audience')!);
   return cfg;
+}
+
+/** The issue #17 flags, checked; undefined when the key is in the cacerts folder. The URI itself is parsed at load. */
+function signingKeyConfig(values: Map<string, unknown>): SigningKeyConfig | undefined {
+  const str = (n: string) => (values.get(n) as string | undefined) || undefined;
+  const uri = str('signing-key');
+  const uriFile = str('signing-key-file');
+  if (uri && uriFile) throw new ConfigError('--signing-key and --signing-key-file: give one, not both');
+  if (!uri && !uriFile) {
+    for (const flag of ['pkcs11-module', 'pkcs11-pin-file']) if (str(flag)) throw new ConfigError(`--${flag}: only meaningful with --signing-key or --signing-key-file`);
+    return undefined;
+  }
+  const sessions = values.get('pkcs11-sessions') as number;
+  if (sessions < 1 || sessions > 1024) throw new ConfigError('--pkcs11-sessions: must be between 1 and 1024');
+  const signTimeoutMs = values.get('pkcs11-sign-timeout') as number;
+  if (signTimeoutMs < 100) throw new ConfigError('--pkcs11-sign-timeout: must be at least 100ms');
+  return { uri, uriFile, modulePath: str('pkcs11-module'), pinFile: str('pkcs11-pin-file'), sessions, signTimeoutMs };
 }
 
 /** The Kubernetes flags, checked; undefined when none of them asks for the API server. */

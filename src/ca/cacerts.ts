@@ -1,6 +1,8 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { BundleError, verifySigningBundle, type BundleFiles, type NamedText, type SigningBundle } from '../pki/index.js';
+import { X509Certificate } from 'node:crypto';
+import { BundleError, decodePem, verifySigningBundle, type BundleFiles, type NamedText, type SigningBundle } from '../pki/index.js';
+import type { Pkcs11SigningKeySource } from './pkcs11/index.js';
 
 /** The two layouts Istio accepts in a cacerts folder. Kubernetes TLS wins when tls.crt exists, as in istiod. */
 export const ISTIO_FILES = { cert: 'ca-cert.pem', key: 'ca-key.pem', chain: 'cert-chain.pem', root: 'root-cert.pem' } as const;
@@ -17,7 +19,8 @@ function read(dir: string, file: string): NamedText {
 }
 
 /** Reads the files of a cacerts folder (following Kubernetes' ..data symlinks) in the layout it holds. */
-export function readCacertsFiles(dir: string): BundleFiles {
+export function readCacertsFiles(dir: string, keyOnToken?: string): BundleFiles {
+  if (keyOnToken !== undefined) return readCertificateFiles(dir, keyOnToken);
   if (!existsSync(dir)) throw new BundleError(dir, 'cacerts folder does not exist');
   if (existsSync(join(dir, TLS_FILES.cert))) {
     const cert = read(dir, TLS_FILES.cert);
@@ -37,6 +40,37 @@ export function readCacertsFiles(dir: string): BundleFiles {
   };
 }
 
+/**
+ * The cacerts folder when the key is on a token (issue #17): the certificates only. A key file next
+ * to them is refused, naming it: two keys for one certificate leave the operator unsure which signs.
+ */
+function readCertificateFiles(dir: string, keyRef: string): BundleFiles {
+  for (const keyFile of [ISTIO_FILES.key, TLS_FILES.key]) {
+    if (existsSync(join(dir, keyFile))) {
+      throw new BundleError(join(dir, keyFile), `the signing key is on the token (--signing-key ${keyRef}): remove ${keyFile} from the cacerts folder`);
+    }
+  }
+  const noKey = { name: keyRef, text: '' };
+  if (!existsSync(dir)) throw new BundleError(dir, 'cacerts folder does not exist');
+  if (existsSync(join(dir, TLS_FILES.cert))) {
+    const cert = read(dir, TLS_FILES.cert);
+    const roots = read(dir, TLS_FILES.root);
+    return { layout: 'kubernetes-tls', signingCert: cert, signingKey: noKey, chain: [cert, roots], roots };
+  }
+  return { layout: 'istio', signingCert: read(dir, ISTIO_FILES.cert), signingKey: noKey, chain: [read(dir, ISTIO_FILES.chain)], roots: read(dir, ISTIO_FILES.root) };
+}
+
+/** The first certificate of the signing-certificate file (the one the key must match). */
+function firstCertificate(file: NamedText): X509Certificate {
+  const block = decodePem(file.text).find((b) => b.type === 'CERTIFICATE');
+  try {
+    if (block) return new X509Certificate(block.der);
+  } catch (err) {
+    throw new BundleError(file.name, `certificate #1 cannot be parsed (${(err as Error).message})`);
+  }
+  throw new BundleError(file.name, 'no PEM CERTIFICATE block found');
+}
+
 /** A private key readable beyond its owner is worth a warning (not a refusal: Kubernetes fsGroup setups use 0440). */
 function keyModeWarning(keyPath: string): string | undefined {
   try {
@@ -51,10 +85,20 @@ function keyModeWarning(keyPath: string): string | undefined {
 }
 
 /** Reads and fully verifies the bundle in `dir`. Throws BundleError naming the file and the problem. */
-export function loadCacerts(dir: string, now: Date = new Date()): SigningBundle {
+export function loadCacerts(dir: string, now: Date = new Date(), tokenKey?: Pkcs11SigningKeySource): SigningBundle {
+  if (tokenKey) return loadCacertsWithTokenKey(dir, now, tokenKey);
   const files = readCacertsFiles(dir);
   const bundle = verifySigningBundle(files, now);
   const warning = keyModeWarning(files.signingKey.name);
   if (warning) bundle.warnings.push(warning);
+  return bundle;
+}
+
+/** As loadCacerts, with the signing key on a PKCS#11 token: the key is found and checked against ca-cert.pem on every load. */
+function loadCacertsWithTokenKey(dir: string, now: Date, source: Pkcs11SigningKeySource): SigningBundle {
+  const files = readCacertsFiles(dir, source.describe());
+  const key = source.load(firstCertificate(files.signingCert));
+  const bundle = verifySigningBundle(files, now, key);
+  bundle.warnings.push(...key.warnings);
   return bundle;
 }

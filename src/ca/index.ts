@@ -6,3 +6,4 @@ export { createRootCa, createIntermediateCa, rootCertificateForKey, type CaMater
 export { CacertsReloader, compareRoots, type ReloaderOptions, type ReloadResult, type RootChange } from './reloader.js';
 export { ServingCertificateManager, parseGrace, type Grace, type ServingManagerOptions } from './serving.js';
 export { SelfSignedRoot, bundleFromRoot, rootNeedsRotation, type SelfSignedOptions, type SelfSignedRootMaterial } from './self-signed.js';
+export { Pkcs11SigningKeySource, PinRefusedError, parsePkcs11Uri, Pkcs11UriError, type SigningKeyConfig, type Pkcs11Uri } from './pkcs11/index.js';

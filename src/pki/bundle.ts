@@ -1,5 +1,5 @@
-import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
-import type { Signer } from './certificate.js';
+import { createPrivateKey, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
+import type { ExternalKey, Signer } from './certificate.js';
 import { BundleError } from './errors.js';
 import { KeyUsageBit } from './extensions.js';
 import { inspectCertificate, type CertificateFacts } from './inspect.js';
@@ -70,6 +70,12 @@ function loadPrivateKey(file: NamedText): KeyObject {
   }
 }
 
+/** A signing key outside the bundle files (issue #17): its SubjectPublicKeyInfo DER and the key that signs. */
+export interface ExternalSigningKey {
+  publicKeyDer: Buffer;
+  key: ExternalKey;
+}
+
 const describe = (c: LoadedCertificate) => subjectText(c.x509) || '(empty subject)';
 
 /** Issued-by check with a real signature verification (node:crypto), not only a name match. */
@@ -87,10 +93,11 @@ function checkValidity(cert: LoadedCertificate, file: string, now: Date): void {
  * certificate, which is an unexpired CA with keyCertSign, and which chains through the chain
  * files to a root of the root bundle. Throws BundleError naming the file and the problem.
  */
-export function verifySigningBundle(files: BundleFiles, now: Date = new Date()): SigningBundle {
+export function verifySigningBundle(files: BundleFiles, now: Date = new Date(), external?: ExternalSigningKey): SigningBundle {
   const signingFileCerts = loadCertificates(files.signingCert);
   const signingCert = signingFileCerts[0]!;
-  const privateKey = loadPrivateKey(files.signingKey);
+  // With an external key (issue #17) files.signingKey only names it; its public half stands in for the file key.
+  const privateKey = external ? createPublicKey({ key: external.publicKeyDer, format: 'der', type: 'spki' }) : loadPrivateKey(files.signingKey);
   const roots = loadCertificates(files.roots);
   const chainCerts = files.chain.flatMap((f) => loadCertificates(f));
   const warnings: string[] = [];
@@ -157,7 +164,7 @@ export function verifySigningBundle(files: BundleFiles, now: Date = new Date()):
 
   return {
     layout: files.layout,
-    signer: { subjectDer: signingCert.facts.subjectDer, privateKey, algorithm },
+    signer: external ? { subjectDer: signingCert.facts.subjectDer, external: external.key, algorithm } : { subjectDer: signingCert.facts.subjectDer, privateKey, algorithm },
     signingCert,
     chainPems,
     chainCerts,

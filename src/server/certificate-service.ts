@@ -157,7 +157,7 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
       return deps.admission.run(priority, () => {
         const csr = readCsrPem(csrPem);
         authorizeSansFor(csr.sans, identity, impersonating);
-        return authority.issue({ identity, csr, requestedTtlSeconds: ttl });
+        return authority.issueCertificate({ identity, csr, requestedTtlSeconds: ttl });
       });
     };
 

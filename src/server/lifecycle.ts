@@ -1,5 +1,5 @@
 import { formatGoDuration } from '../duration.js';
-import { CacertsReloader, SelfSignedRoot, ServingCertificateManager, type Authority, type Grace, type ReloadResult } from '../ca/index.js';
+import { CacertsReloader, SelfSignedRoot, type Pkcs11SigningKeySource, ServingCertificateManager, type Authority, type Grace, type ReloadResult } from '../ca/index.js';
 import type { CaMetrics, Logger, TrackedCertificate } from '../observability/index.js';
 import { BundleError, subjectText, type LoadedCertificate, type SigningBundle } from '../pki/index.js';
 import type { ServingTls } from './tls.js';
@@ -13,6 +13,8 @@ export interface LifecycleOptions {
   reloadIntervalMs?: number | undefined;
   allowRootReplacement?: boolean | undefined;
   signerExpiryWarningMs?: number | undefined;
+  /** The signing key on a PKCS#11 token (issue #17): each reload finds and checks it again. */
+  tokenKey?: Pkcs11SigningKeySource | undefined;
 }
 
 const subjectOf = (c: LoadedCertificate) => subjectText(c.x509);
@@ -109,6 +111,7 @@ export class BundleLifecycle {
         dir: this.options.cacerts,
         pollIntervalMs: this.options.reloadIntervalMs ?? DEFAULTS.reloadIntervalMs,
         allowRootReplacement: this.options.allowRootReplacement ?? false,
+        tokenKey: this.options.tokenKey,
       },
       { onResult: (r) => this.onReload(r) },
     );

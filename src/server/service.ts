@@ -2,7 +2,7 @@ import type { Server as HttpServer } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import { ClientCertAuthenticator, ImpersonationAuthorizer, JwtAuthenticator, parseNodeAccounts, TokenReviewAuthenticator, type Authenticator, type KeySetReload } from '../auth/index.js';
 import type { KubeOptions, KubernetesIntegration } from '../kube/index.js';
-import { Authority, loadCacerts, SelfSignedRoot, type Grace, type SelfSignedOptions } from '../ca/index.js';
+import { Authority, loadCacerts, SelfSignedRoot, type Grace, type SelfSignedOptions, type SigningKeyConfig, Pkcs11SigningKeySource } from '../ca/index.js';
 import { AuditLog, CaMetrics, startMonitoringServer, type Logger } from '../observability/index.js';
 import { BundleLifecycle, warnAboutSigner } from './lifecycle.js';
 import { subjectText, type SigningBundle, type LoadedCertificate } from '../pki/index.js';
@@ -50,6 +50,8 @@ export interface ServiceOptions {
   limits?: Partial<ConnectionLimits> | undefined;
   /** --jwks-refresh-interval: refetch a --jwks-uri this often (a shorter Cache-Control max-age wins). */
   jwksRefreshIntervalMs?: number | undefined;
+  /** --signing-key and the --pkcs11-* flags (issue #17): the signing key is on a PKCS#11 token. */
+  signingKey?: SigningKeyConfig | undefined;
 }
 
 export interface ConnectionLimits {
@@ -123,6 +125,11 @@ function reportJwksReload(reload: KeySetReload, metrics: CaMetrics, logger: Logg
   else logger.debug(fields, 'JWKS unchanged');
 }
 
+/** The PKCS#11 key source of --signing-key (issue #17), logging through the service logger; undefined for a key file. */
+function openTokenKey(config: SigningKeyConfig | undefined, logger: Logger): Pkcs11SigningKeySource | undefined {
+  return config ? new Pkcs11SigningKeySource(config, (level, fields, message) => logger[level](fields, message)) : undefined;
+}
+
 function grpcAddress(l: Listen): string {
   return l.host.includes(':') ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`;
 }
@@ -134,14 +141,21 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
         logger.info({ dir: options.selfSigned?.dir ?? '(memory only)' }, `self-signed root ${event}`),
       )
     : undefined;
-  const bundle = selfSigned ? selfSigned.bundle() : loadCacerts(options.cacerts);
+  const tokenKey = openTokenKey(options.signingKey, logger);
+  let bundle: SigningBundle;
+  try {
+    bundle = selfSigned ? selfSigned.bundle() : loadCacerts(options.cacerts, undefined, tokenKey);
+  } catch (err) {
+    tokenKey?.close();
+    throw err;
+  }
   const authority = new Authority(bundle, { defaultTtlMs: options.defaultTtlMs, maxTtlMs: options.maxTtlMs });
-  logger.info({ cacerts: selfSigned ? '(self-signed)' : options.cacerts, ...describeBundle(bundle) }, 'signing bundle loaded');
+  logger.info({ cacerts: selfSigned ? '(self-signed)' : options.cacerts, ...describeBundle(bundle), signingKey: tokenKey?.describe() }, 'signing bundle loaded');
   warnAboutSigner(logger, bundle, options.maxTtlMs, options.signerExpiryWarningMs ?? 720 * 3_600_000);
 
   const metrics = new CaMetrics();
   let servingTls: ServingTls | undefined;
-  const lifecycle = new BundleLifecycle(authority, options, metrics, logger, () => servingTls, selfSigned);
+  const lifecycle = new BundleLifecycle(authority, { ...options, tokenKey }, metrics, logger, () => servingTls, selfSigned);
   lifecycle.recordBundle(bundle);
   metrics.lastReload.set(Date.now() / 1000);
   const serving = lifecycle.serving.current;
@@ -272,6 +286,7 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
         });
       });
       await kube?.close();
+      tokenKey?.close();
       audit.close();
       if (monitoring) {
         const closed = new Promise<void>((resolve) => monitoring!.server.close(() => resolve()));

@@ -1,0 +1,225 @@
+/**
+ * Issue #17: the intermediate's key on a real SoftHSM2 token. Each test makes its own token
+ * directory and SOFTHSM2_CONF and runs the real `svid-ca serve` as a child process with them.
+ */
+import { renameSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:tls';
+import { join } from 'node:path';
+import { sign, verify, X509Certificate } from 'node:crypto';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { buildCsrPem, generateKeyPair } from '../src/pki/index.js';
+import { parsePkcs11Uri } from '../src/ca/index.js';
+import { rawEcdsaToDer } from '../src/ca/pkcs11/index.js';
+import { makeIntermediate, makeRoot, opensslVerify, removeDir, tempDir, type TestCa } from './helpers/pki.js';
+import { SecretVolume } from './helpers/k8s-volume.js';
+import { call, clientFor, createTestIssuer, fetchText, type TestIssuer, type TestServer } from './helpers/server.js';
+import { freePort, startCli, waitForStatus, type CliProcess } from './helpers/process.js';
+import { certificateFiles, createSoftHsm, SOFTHSM_MODULE, type SoftHsm } from './helpers/softhsm.js';
+
+const work = tempDir('svid-ca-pkcs11-');
+const running: CliProcess[] = [];
+afterEach(async () => {
+  for (const p of running.splice(0)) {
+    if (p.child.exitCode === null) {
+      p.child.kill('SIGTERM');
+      await p.exited;
+    }
+  }
+});
+afterAll(() => removeDir(work));
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const ID = 'spiffe://cluster.local/ns/demo/sa/web';
+
+interface Setup {
+  hsm: SoftHsm;
+  root: TestCa;
+  signer: TestCa;
+  cacerts: SecretVolume;
+  issuer: TestIssuer;
+}
+
+let counter = 0;
+async function setup(): Promise<Setup> {
+  const dir = join(work, `t${counter++}`);
+  const hsm = createSoftHsm(dir);
+  const root = makeRoot();
+  const signer = makeIntermediate(root, { cn: 'token intermediate' });
+  hsm.importKey(signer.keyPem, 'intermediate', 'a1b2');
+  const cacerts = new SecretVolume(join(dir, 'cacerts'));
+  cacerts.write(certificateFiles(signer, [root]));
+  return { hsm, root, signer, cacerts, issuer: await createTestIssuer(dir) };
+}
+
+async function serve(s: Setup, extra: string[]): Promise<{ proc: CliProcess; grpcPort: number; base: string }> {
+  const [grpcPort, monPort] = [await freePort(), await freePort()];
+  const proc = startCli(
+    [
+      'serve', '--workers', '1', '--cacerts', s.cacerts.dir, '--jwt-issuer', s.issuer.issuer, '--jwks-file', s.issuer.jwksFile,
+      '--listen', `127.0.0.1:${grpcPort}`, '--monitoring-listen', `127.0.0.1:${monPort}`, '--reload-interval', '1s',
+      '--pkcs11-module', SOFTHSM_MODULE, ...extra,
+    ],
+    s.hsm.env,
+  );
+  running.push(proc);
+  return { proc, grpcPort, base: `http://127.0.0.1:${monPort}` };
+}
+
+async function issue(s: Setup, grpcPort: number) {
+  const token = await s.issuer.token({ namespace: 'demo', serviceAccount: 'web' });
+  const client = clientFor({ address: `localhost:${grpcPort}` } as TestServer, s.root.certPem);
+  try {
+    return await call(client, { csr: buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: ID }] }) }, { authorization: `Bearer ${token}` });
+  } finally {
+    client.close();
+  }
+}
+
+/** The serving certificate the TLS listener presents (verified against the root by the handshake itself). */
+function servingCertificate(port: number, rootPem: string): Promise<X509Certificate> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port, servername: 'localhost', ca: rootPem, ALPNProtocols: ['h2'] }, () => {
+      resolve(new X509Certificate(socket.getPeerCertificate().raw));
+      socket.end();
+    });
+    socket.on('error', reject);
+  });
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await sleep(200);
+  }
+}
+
+const output = (p: CliProcess) => p.stdout.join('') + p.stderr.join('');
+
+describe('PKCS#11 URI (RFC 7512)', () => {
+  it('keeps + literal, decodes id bytes that are not UTF-8, refuses pin-value and a second token selector', () => {
+    const u = parsePkcs11Uri('pkcs11:token=svid-ca;object=inter+2026;id=%a1%B2?pin-source=file:/run/pin');
+    expect(u).toMatchObject({ token: 'svid-ca', object: 'inter+2026', pinSource: '/run/pin', redacted: 'pkcs11:token=svid-ca;object=inter+2026;id=%a1%B2' });
+    expect(u.id).toEqual(Buffer.from([0xa1, 0xb2]));
+    expect(parsePkcs11Uri('pkcs11:token=a%20b;id=a1b2').id).toEqual(Buffer.from([0xa1, 0xb2]));
+    expect(() => parsePkcs11Uri('pkcs11:token=t;object=k?pin-value=1234')).toThrow(/pin-value is refused/);
+    expect(() => parsePkcs11Uri('pkcs11:token=t;slot-id=1;object=k')).toThrow(/exactly one of/);
+    expect(() => parsePkcs11Uri('pkcs11:token=t')).toThrow(/name the key/);
+    expect(() => parsePkcs11Uri('pkcs11:token=t;object=a;object=b')).toThrow(/twice/);
+    expect(() => parsePkcs11Uri('pkcs11:token=t;object=a?module-path=relative.so')).toThrow(/absolute/);
+    expect(() => parsePkcs11Uri('pkcs11:token=t;object=k;id=%zz')).toThrow(/percent-encoding/);
+  });
+
+  it('turns raw r||s into the DER that node:crypto verifies', () => {
+    const { privateKey, publicKey } = generateKeyPair('ec-p256');
+    const tbs = Buffer.from('to be signed');
+    // Enough signatures that some r or s have the high bit set (a 00 is added) or a leading zero (stripped).
+    for (let i = 0; i < 64; i++) {
+      const raw = sign('sha256', tbs, { key: privateKey, dsaEncoding: 'ieee-p1363' });
+      expect(raw.length).toBe(64);
+      expect(verify('sha256', tbs, publicKey, raw)).toBe(false);
+      expect(verify('sha256', tbs, publicKey, rawEcdsaToDer(raw))).toBe(true);
+    }
+  });
+});
+
+describe('serve --signing-key (SoftHSM2)', () => {
+  it('issues leaves and its serving certificate with the token key; openssl verifies the chain; the PIN is never logged', async () => {
+    const s = await setup();
+    const { proc, grpcPort, base } = await serve(s, ['--signing-key', 'pkcs11:token=svid-ca;object=intermediate;id=%a1%b2', '--pkcs11-pin-file', s.hsm.pinFile]);
+    await waitForStatus(`${base}/readyz`, 200, 30_000);
+    const { res, err } = await issue(s, grpcPort);
+    expect(err).toBeUndefined();
+    const chain = res!.cert_chain;
+    expect(opensslVerify(s.root.certPem, [s.signer.certPem], chain[0]!, ['-x509_strict', '-purpose', 'sslclient'])).toContain('OK');
+    const leaf = new X509Certificate(chain[0]!);
+    expect(leaf.verify(s.signer.cert.publicKey)).toBe(true);
+    // The serving certificate is signed by the token key too (the handshake verified it against the root).
+    const serving = await servingCertificate(grpcPort, s.root.certPem);
+    expect(serving.checkIssued(s.signer.cert) && serving.verify(s.signer.cert.publicKey)).toBe(true);
+    expect(output(proc)).toContain('signing bundle loaded');
+    expect(output(proc)).not.toContain(s.hsm.pin);
+  }, 60_000);
+
+  it('takes the PIN from pin-source=file: in the URI', async () => {
+    const s = await setup();
+    const { grpcPort, base } = await serve(s, ['--signing-key', `pkcs11:token=svid-ca;object=intermediate?pin-source=file:${s.hsm.pinFile}`]);
+    await waitForStatus(`${base}/readyz`, 200, 30_000);
+    expect((await issue(s, grpcPort)).err).toBeUndefined();
+  }, 60_000);
+
+  it('refuses a token key that does not match ca-cert.pem (exit 1)', async () => {
+    const s = await setup();
+    const other = makeIntermediate(s.root, { cn: 'other' });
+    s.hsm.importKey(other.keyPem, 'other', 'c3d4');
+    const { proc } = await serve(s, ['--signing-key', 'pkcs11:token=svid-ca;object=other', '--pkcs11-pin-file', s.hsm.pinFile]);
+    expect(await proc.exited).toBe(1);
+    expect(proc.stderr.join('')).toMatch(/pkcs11:token=svid-ca;object=other: the token key does not match the signing certificate/);
+  }, 60_000);
+
+  it('refuses a ca-key.pem next to the certificates, naming the file to remove', async () => {
+    const s = await setup();
+    s.cacerts.write({ ...certificateFiles(s.signer, [s.root]), 'ca-key.pem': s.signer.keyPem });
+    const { proc } = await serve(s, ['--signing-key', 'pkcs11:token=svid-ca;object=intermediate', '--pkcs11-pin-file', s.hsm.pinFile]);
+    expect(await proc.exited).toBe(1);
+    expect(proc.stderr.join('')).toMatch(/ca-key\.pem: the signing key is on the token .*remove ca-key\.pem/);
+  }, 60_000);
+
+  it('exits 1 on a wrong PIN with a clear message that does not contain the PIN', async () => {
+    const s = await setup();
+    writeFileSync(s.hsm.pinFile, '987654\n');
+    const { proc } = await serve(s, ['--signing-key', 'pkcs11:token=svid-ca;object=intermediate', '--pkcs11-pin-file', s.hsm.pinFile]);
+    expect(await proc.exited).toBe(1);
+    expect(proc.stderr.join('')).toContain(`${s.hsm.pinFile}: the token refused the user PIN (CKR_PIN_INCORRECT)`);
+    expect(output(proc)).not.toContain('987654');
+  }, 60_000);
+
+  it('answers UNAVAILABLE and reports not ready while the token is gone, and recovers when it is back', async () => {
+    const s = await setup();
+    const { grpcPort, base } = await serve(s, ['--signing-key', 'pkcs11:token=svid-ca;object=intermediate', '--pkcs11-pin-file', s.hsm.pinFile]);
+    await waitForStatus(`${base}/readyz`, 200, 30_000);
+    expect((await issue(s, grpcPort)).err).toBeUndefined();
+
+    renameSync(s.hsm.tokens, `${s.hsm.tokens}.away`);
+    const failed = await issue(s, grpcPort);
+    expect(failed.err?.code).toBe(14); // UNAVAILABLE: agents retry
+    expect(failed.err?.details).toMatch(/PKCS#11 token/);
+    await waitFor('readiness NOT_SERVING', async () => (await fetchText(`${base}/readyz`)).status === 503);
+    expect((await issue(s, grpcPort)).err?.code).toBe(14);
+
+    renameSync(`${s.hsm.tokens}.away`, s.hsm.tokens);
+    await waitFor('readiness back', async () => (await fetchText(`${base}/readyz`)).status === 200);
+    const again = await issue(s, grpcPort);
+    expect(again.err).toBeUndefined();
+    expect(opensslVerify(s.root.certPem, [s.signer.certPem], again.res!.cert_chain[0]!, ['-x509_strict', '-purpose', 'sslclient'])).toContain('OK');
+  }, 90_000);
+
+  it('reloads to a new key object named by --signing-key-file, and refuses a reload whose key does not match', async () => {
+    const s = await setup();
+    const uriFile = join(s.hsm.dir, 'signing-key.uri');
+    writeFileSync(uriFile, 'pkcs11:token=svid-ca;object=intermediate\n');
+    const { proc, grpcPort, base } = await serve(s, ['--signing-key-file', uriFile, '--pkcs11-pin-file', s.hsm.pinFile]);
+    await waitForStatus(`${base}/readyz`, 200, 30_000);
+    const reloads = async (result: string) => Number(new RegExp(`svid_ca_bundle_reloads_total\\{result="${result}"\\} (\\d+)`).exec((await fetchText(`${base}/metrics`)).body)?.[1] ?? 0);
+
+    // The next intermediate, its key generated elsewhere and put on the token under a new label.
+    const next = makeIntermediate(s.root, { cn: 'next intermediate' });
+    s.hsm.importKey(next.keyPem, 'intermediate-2', 'b2c3');
+    s.cacerts.write(certificateFiles(next, [s.root]));
+    writeFileSync(uriFile, 'pkcs11:token=svid-ca;object=intermediate-2\n');
+    await waitFor('reload success', async () => (await reloads('success')) >= 1);
+    const issued = await issue(s, grpcPort);
+    expect(issued.err).toBeUndefined();
+    expect(opensslVerify(s.root.certPem, [next.certPem], issued.res!.cert_chain[0]!, ['-x509_strict', '-purpose', 'sslclient'])).toContain('OK');
+    expect(new X509Certificate(issued.res!.cert_chain[0]!).verify(s.signer.cert.publicKey)).toBe(false);
+
+    // A certificate whose key is not the token key named by the URI: refused like any bad bundle.
+    const stray = makeIntermediate(s.root, { cn: 'stray intermediate' });
+    s.cacerts.write(certificateFiles(stray, [s.root]));
+    await waitFor('reload failure', async () => (await reloads('failure')) >= 1);
+    expect(output(proc)).toMatch(/the token key does not match the signing certificate/);
+    const still = await issue(s, grpcPort);
+    expect(still.err).toBeUndefined();
+    expect(new X509Certificate(still.res!.cert_chain[0]!).verify(next.cert.publicKey)).toBe(true);
+  }, 90_000);
+});
