@@ -2,7 +2,8 @@
  * Issue #17: the intermediate's key on a real SoftHSM2 token. Each test makes its own token
  * directory and SOFTHSM2_CONF and runs the real `svid-ca serve` as a child process with them.
  */
-import { renameSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:tls';
 import { join } from 'node:path';
 import { sign, verify, X509Certificate } from 'node:crypto';
@@ -92,6 +93,22 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 
     if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
     await sleep(200);
   }
+}
+
+/** A private key's protection attributes as the token reports them, read in a child process with the token's SOFTHSM2_CONF. */
+function keyAttributes(hsm: SoftHsm, label: string): Record<string, boolean> {
+  const script = `
+    const p = require('pkcs11js'); const lib = new p.PKCS11(); lib.load(${JSON.stringify(SOFTHSM_MODULE)});
+    lib.C_Initialize({ flags: p.CKF_OS_LOCKING_OK });
+    const slot = lib.C_GetSlotList(true).find((s) => lib.C_GetTokenInfo(s).label.trimEnd() === 'svid-ca');
+    const s = lib.C_OpenSession(slot, p.CKF_SERIAL_SESSION); lib.C_Login(s, p.CKU_USER, ${JSON.stringify(hsm.pin)});
+    lib.C_FindObjectsInit(s, [{ type: p.CKA_CLASS, value: p.CKO_PRIVATE_KEY }, { type: p.CKA_LABEL, value: ${JSON.stringify(label)} }]);
+    const [k] = lib.C_FindObjects(s, 1); lib.C_FindObjectsFinal(s);
+    const names = { sensitive: p.CKA_SENSITIVE, extractable: p.CKA_EXTRACTABLE, neverExtractable: p.CKA_NEVER_EXTRACTABLE, local: p.CKA_LOCAL, sign: p.CKA_SIGN };
+    const values = lib.C_GetAttributeValue(s, k, Object.values(names).map((type) => ({ type })));
+    console.log(JSON.stringify(Object.fromEntries(Object.keys(names).map((n, i) => [n, values[i].value[0] === 1]))));
+    lib.C_Finalize();`;
+  return JSON.parse(execFileSync(process.execPath, ['-e', script], { env: { ...process.env, ...hsm.env }, encoding: 'utf8' })) as Record<string, boolean>;
 }
 
 const output = (p: CliProcess) => p.stdout.join('') + p.stderr.join('');
@@ -222,4 +239,48 @@ describe('serve --signing-key (SoftHSM2)', () => {
     expect(still.err).toBeUndefined();
     expect(new X509Certificate(still.res!.cert_chain[0]!).verify(next.cert.publicKey)).toBe(true);
   }, 90_000);
+});
+
+describe('cacerts commands with the key in a token (SoftHSM2)', () => {
+  it('init-intermediate generates a non-extractable key in the token and signs it with --root, or writes a CSR; verify --signing-key checks a folder against the token', async () => {
+    const dir = join(work, `cli${counter++}`);
+    const hsm = createSoftHsm(dir);
+    const cli = (args: string[]) => {
+      try {
+        return { code: 0, out: execFileSync(process.execPath, ['dist/cli.js', 'cacerts', ...args], { env: { ...process.env, ...hsm.env }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }) };
+      } catch (err) {
+        const e = err as { status: number; stdout: string; stderr: string };
+        return { code: e.status, out: e.stdout + e.stderr };
+      }
+    };
+    const token = ['--pkcs11-module', SOFTHSM_MODULE, '--pkcs11-pin-file', hsm.pinFile];
+    expect(cli(['init-root', '--out', join(dir, 'root')]).code).toBe(0);
+
+    const made = cli(['init-intermediate', '--key-uri', 'pkcs11:token=svid-ca;object=intermediate-2026;id=%01', ...token, '--root', join(dir, 'root'), '--out', join(dir, 'cacerts')]);
+    expect(made.out).toContain('(sensitive, not extractable)');
+    expect(made.out).toContain('OK: svid-ca serve would accept');
+    expect(made.code).toBe(0);
+    expect(existsSync(join(dir, 'cacerts', 'ca-key.pem'))).toBe(false);
+    const cacerts = (f: string) => readFileSync(join(dir, 'cacerts', f), 'utf8');
+    expect(opensslVerify(cacerts('root-cert.pem'), [], cacerts('ca-cert.pem'), ['-x509_strict'])).toContain('OK');
+    // The token says what it holds (read in a separate process through pkcs11js, not through svid-ca).
+    expect(keyAttributes(hsm, 'intermediate-2026')).toEqual({ sensitive: true, extractable: false, neverExtractable: true, local: true, sign: true });
+
+    // An existing key is never replaced.
+    const again = cli(['init-intermediate', '--key-uri', 'pkcs11:token=svid-ca;object=intermediate-2026;id=%01', ...token, '--root', join(dir, 'root'), '--out', join(dir, 'again')]);
+    expect(again.code).toBe(1);
+    expect(again.out).toMatch(/already holds a private key .*never replaces a key/);
+
+    // A CSR for an external root, signed by the token key (openssl checks its signature).
+    const csr = cli(['init-intermediate', '--key-uri', 'pkcs11:token=svid-ca;object=intermediate-rsa;id=%02', '--key', 'rsa-2048', ...token, '--csr-out', join(dir, 'int.csr')]);
+    expect(csr.code).toBe(0);
+    expect(execFileSync('openssl', ['req', '-in', join(dir, 'int.csr'), '-verify', '-noout', '-subject'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })).toContain('CN = svid-ca intermediate cluster1');
+
+    const ok = cli(['verify', join(dir, 'cacerts'), '--signing-key', 'pkcs11:token=svid-ca;object=intermediate-2026', ...token]);
+    expect(ok.code).toBe(0);
+    expect(ok.out).toContain('OK: svid-ca serve would accept');
+    const wrong = cli(['verify', join(dir, 'cacerts'), '--signing-key', 'pkcs11:token=svid-ca;object=intermediate-rsa', ...token]);
+    expect(wrong.code).toBe(1);
+    expect(wrong.out).toContain('REJECTED: pkcs11:token=svid-ca;object=intermediate-rsa: the token key does not match the signing certificate');
+  }, 60_000);
 });

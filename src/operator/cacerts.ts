@@ -6,6 +6,8 @@ import { formatGoDuration } from '../duration.js';
 import { ConfigError, parseFlags, type FlagSpec } from '../flags.js';
 import { BundleError, decodePem, encodePem, KEY_SPECS, subjectText, type KeySpec, type LoadedCertificate, type SigningBundle } from '../pki/index.js';
 import { writeFileAtomic } from '../dev/index.js';
+import { hasFlag, initIntermediateOnToken, verifyOnToken } from './cacerts-token.js';
+import type { Pkcs11SigningKeySource } from '../ca/index.js';
 
 /** Operator commands for building and rotating cacerts folders, so nobody writes openssl by hand. */
 export const CACERTS_USAGE = `svid-ca cacerts: build, check and rotate cacerts folders
@@ -13,6 +15,8 @@ export const CACERTS_USAGE = `svid-ca cacerts: build, check and rotate cacerts f
   svid-ca cacerts init-root --out DIR [--key ec-p256|ec-p384|rsa-2048|rsa-4096] [--ttl DUR] [--org O]
   svid-ca cacerts init-intermediate --root DIR --out DIR [--ttl DUR] [--cluster NAME] [--key KEY]
   svid-ca cacerts verify DIR [--at TIME]
+  svid-ca cacerts init-intermediate --key-uri URI --pkcs11-module SO --pkcs11-pin-file F (--root DIR --out DIR | --csr-out FILE) [--key KEY]
+  svid-ca cacerts verify DIR --signing-key URI --pkcs11-module SO --pkcs11-pin-file F [--at TIME]
   svid-ca cacerts bundle OLD_DIR NEW_DIR --out DIR [--signer new|old]
   svid-ca cacerts plan-rotation OLD_DIR NEW_DIR [--max-ttl DUR]
 `;
@@ -61,6 +65,8 @@ function initRoot(argv: string[], out: Out): number {
 }
 
 function initIntermediate(argv: string[], out: Out): number {
+  // issue #17: the key generated in a PKCS#11 token.
+  if (hasFlag(argv, 'key-uri')) return initIntermediateOnToken(argv, out, (dir, source) => verifyFolder(dir, undefined, out, source));
   const { values } = parseFlags(INIT_INTERMEDIATE_FLAGS, argv, {});
   const rootDir = need(values, 'root');
   const dir = need(values, 'out');
@@ -95,11 +101,11 @@ function printBundle(b: SigningBundle, at: Date, out: Out): void {
 }
 
 /** Exactly the load checks of `serve`; exit 0 only when serve would accept the folder. */
-export function verifyFolder(dir: string, atGiven: Date | undefined, out: Out): number {
+export function verifyFolder(dir: string, atGiven: Date | undefined, out: Out, tokenKey?: Pkcs11SigningKeySource): number {
   const at = atGiven ?? new Date();
   let bundle: SigningBundle;
   try {
-    bundle = loadCacerts(dir, at);
+    bundle = loadCacerts(dir, at, tokenKey);
   } catch (err) {
     if (err instanceof BundleError) {
       out(`REJECTED: ${err.message}`);
@@ -114,6 +120,8 @@ export function verifyFolder(dir: string, atGiven: Date | undefined, out: Out): 
 }
 
 function verify(argv: string[], out: Out): number {
+  // issue #17: check the folder against the key in a PKCS#11 token.
+  if (hasFlag(argv, 'signing-key')) return verifyOnToken(argv, (dir, at, source) => verifyFolder(dir, at, out, source));
   const { values, positionals } = parseFlags([{ name: 'at', kind: 'string', help: 'check as of this time (ISO 8601)' }], argv, {}, { allowPositionals: true });
   const dir = positionals[0];
   if (!dir || positionals.length > 1) throw new ConfigError('cacerts verify: give exactly one folder');

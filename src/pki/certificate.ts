@@ -37,15 +37,15 @@ export interface ExternalKey {
 
 /**
  * What signs: the issuer's subject Name DER, the algorithm, and either its private key in memory
- * (the sync node:crypto fast path) or an external key (`external`, with no privateKey).
+ * (the sync node:crypto fast path) or an external key (`external`); an in-memory key, if present, wins.
  */
 export type Signer =
   | { subjectDer: Buffer; algorithm: SignatureAlgorithm; privateKey: KeyObject; external?: undefined }
-  | { subjectDer: Buffer; algorithm: SignatureAlgorithm; privateKey?: undefined; external: ExternalKey };
+  | { subjectDer: Buffer; algorithm: SignatureAlgorithm; privateKey?: KeyObject | undefined; external: ExternalKey };
 
 /** The signatureValue contents for `tbs`: node:crypto with an in-memory key, else the external key's blocking call. */
 export function signTbs(signer: Signer, tbs: Buffer): Buffer {
-  return signer.privateKey ? sign(signer.algorithm.hash, tbs, signer.privateKey) : signer.external.signSync(tbs);
+  return signer.privateKey ? sign(signer.algorithm.hash, tbs, signer.privateKey) : signer.external!.signSync(tbs); // a Signer without privateKey has external (the type says so)
 }
 
 /**

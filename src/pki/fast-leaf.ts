@@ -155,7 +155,7 @@ export class WorkloadLeafEncoder {
   issue(f: FastLeafFields): Buffer {
     const tbs = this.encodeTbs(f);
     const key = this.signer.privateKey;
-    return this.#assemble(tbs, key ? sign(this.signer.algorithm.hash, tbs, key) : this.signer.external.signSync(tbs));
+    return this.#assemble(tbs, key ? sign(this.signer.algorithm.hash, tbs, key) : this.signer.external!.signSync(tbs));
   }
 
   /** As issue(), signed by the signer's external key off the event loop (bounded by its timeout). */

@@ -23,7 +23,7 @@ export { signCertificate, randomSerial, keyIdentifier, type CertificateTemplate,
 export { signTbs, type ExternalKey } from './certificate.js';
 export { workloadLeaf, servingLeaf, caCertificate, CLOCK_SKEW_GRACE_MS, type LeafParams, type CaParams } from './profiles.js';
 export { parseCsrPem, parseCsrDer, checkWorkloadKey, CSR_LIMITS, type ParsedCsr, type CsrSans } from './csr.js';
-export { buildCsrPem, type CsrRequest } from './csr-build.js';
+export { buildCsrPem, buildCaCsrPem, type CsrRequest } from './csr-build.js';
 export { readCsrPem, readCsrDer } from './fast-csr.js';
 export { WorkloadLeafEncoder, type FastLeafFields } from './fast-leaf.js';
 export { inspectCertificate, type CertificateFacts } from './inspect.js';

@@ -1,8 +1,8 @@
-import { randomBytes, verify, type X509Certificate } from 'node:crypto';
+import { randomBytes, verify, type KeyObject, type X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { BundleError, signatureAlgorithmForKey, spkiDer, type ExternalSigningKey } from '../../pki/index.js';
 import { publicKeyOf, Pkcs11Key } from './key.js';
-import { Pkcs11Token, type TokenLog } from './token.js';
+import { Pkcs11Token, type TokenKeySpec, type TokenLog } from './token.js';
 import { parsePkcs11Uri, Pkcs11UriError, type Pkcs11Uri } from './uri.js';
 
 /** `serve --signing-key` settings (issue #17). Exactly one of uri / uriFile. */
@@ -72,6 +72,19 @@ export class Pkcs11SigningKeySource {
     }
   }
 
+  /** The token, opened on first use; later URIs must name the same module and token. */
+  #open(uri: Pkcs11Uri): Pkcs11Token {
+    const modulePath = this.#modulePath(uri);
+    if (this.#token && !this.#token.sameToken(modulePath, uri)) {
+      throw new BundleError(this.config.uriFile ?? '--signing-key', `names another token or module than ${this.#token.description}; restart svid-ca to switch tokens`);
+    }
+    if (!this.#token) {
+      const { pin, pinFile } = this.#pin(uri);
+      this.#token = new Pkcs11Token({ modulePath, uri, pin, pinFile, sessions: this.config.sessions, signTimeoutMs: this.config.signTimeoutMs, log: this.log });
+    }
+    return this.#token;
+  }
+
   #modulePath(uri: Pkcs11Uri): string {
     const flag = this.config.modulePath;
     if (flag && uri.modulePath && flag !== uri.modulePath) {
@@ -106,15 +119,7 @@ export class Pkcs11SigningKeySource {
    */
   load(cert: X509Certificate): CheckedTokenKey {
     const uri = this.#parse(this.uriText());
-    const modulePath = this.#modulePath(uri);
-    if (this.#token && !this.#token.sameToken(modulePath, uri)) {
-      throw new BundleError(this.config.uriFile ?? '--signing-key', `names another token or module than ${this.#token.description}; restart svid-ca to switch tokens`);
-    }
-    if (!this.#token) {
-      const { pin, pinFile } = this.#pin(uri);
-      this.#token = new Pkcs11Token({ modulePath, uri, pin, pinFile, sessions: this.config.sessions, signTimeoutMs: this.config.signTimeoutMs, log: this.log });
-    }
-    const token = this.#token;
+    const token = this.#open(uri);
     const selector = { object: uri.object, id: uri.id };
     const found = token.findKey(selector);
     const certKey = cert.publicKey;
@@ -143,6 +148,27 @@ export class Pkcs11SigningKeySource {
       );
     }
     return { publicKeyDer: tokenKey ? spkiDer(tokenKey) : certSpki, key, warnings };
+  }
+
+  /**
+   * Generates the key the URI names inside the token (both object= and id= are required, and no
+   * key may carry either yet: an existing key is never replaced). Returns its public key and the
+   * key itself, e.g. to sign a CSR.
+   */
+  generate(spec: TokenKeySpec): { publicKey: KeyObject; key: Pkcs11Key } {
+    const uri = this.#parse(this.uriText());
+    if (uri.object === undefined || uri.id === undefined) throw new BundleError('--key-uri', 'to generate a key, name it with both object=LABEL and id=%xx (CKA_LABEL and CKA_ID)');
+    const token = this.#open(uri);
+    for (const selector of [{ object: uri.object }, { id: uri.id }]) {
+      if (token.countKeys(selector) > 0) {
+        throw new BundleError(uri.redacted, `the token already holds a private key with ${selector.object !== undefined ? `object=${uri.object}` : 'this id='}; choose a new label and id (svid-ca never replaces a key)`);
+      }
+    }
+    const found = token.generateKeyPair(spec, { object: uri.object, id: uri.id });
+    const publicKey = publicKeyOf(found, uri.redacted);
+    if (!publicKey) throw new BundleError(uri.redacted, 'the generated key has no public key object');
+    const algorithm = signatureAlgorithmForKey(publicKey)!;
+    return { publicKey, key: new Pkcs11Key(token, { object: uri.object, id: uri.id }, found, algorithm, uri.redacted) };
   }
 
   close(): void {

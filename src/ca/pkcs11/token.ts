@@ -39,6 +39,10 @@ export interface TokenOptions {
   log: TokenLog;
 }
 
+/** Key types `cacerts init-intermediate --key-uri` generates in a token. */
+export type TokenKeySpec = 'ec-p256' | 'ec-p384' | 'rsa-2048' | 'rsa-3072';
+export const TOKEN_KEY_SPECS: readonly TokenKeySpec[] = ['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072'];
+
 /** Which key on the token: CKA_LABEL and/or CKA_ID. */
 export interface KeySelector {
   object?: string | undefined;
@@ -286,6 +290,59 @@ export class Pkcs11Token {
       return { handle, keyType: 'rsa', publicKey: { kind: 'rsa', modulus: n!.value as Buffer, exponent: e!.value as Buffer }, sensitive: flag(1), extractable: flag(2) };
     }
     throw new BundleError(this.#o.uri.redacted, `the key ${what} is neither EC nor RSA (CKA_KEY_TYPE ${keyType}); svid-ca signs with EC P-256/P-384 or RSA`);
+  }
+
+  /** How many private keys match (0, 1 or 2 meaning "more than one"): to refuse overwriting one at generation. */
+  countKeys(selector: KeySelector): number {
+    const session = this.#free.pop() ?? this.#openSession();
+    try {
+      const p = this.#p;
+      const template: P11.Template = [{ type: p.CKA_CLASS, value: p.CKO_PRIVATE_KEY }];
+      if (selector.object !== undefined) template.push({ type: p.CKA_LABEL, value: selector.object });
+      if (selector.id !== undefined) template.push({ type: p.CKA_ID, value: selector.id });
+      this.#lib.C_FindObjectsInit(session, template);
+      try {
+        return this.#lib.C_FindObjects(session, 2).length;
+      } finally {
+        this.#lib.C_FindObjectsFinal(session);
+      }
+    } finally {
+      this.#release(session);
+    }
+  }
+
+  /**
+   * Generates a key pair inside the token (`cacerts init-intermediate --key-uri`): the private key
+   * sensitive, not extractable, signing only; the public key object beside it with the same
+   * CKA_LABEL and CKA_ID (reference §6). Returns the private key as findKey describes it.
+   */
+  generateKeyPair(spec: TokenKeySpec, selector: Required<KeySelector>): FoundKey {
+    const p = this.#p;
+    const session = this.#lib.C_OpenSession(this.#slot, p.CKF_SERIAL_SESSION | p.CKF_RW_SESSION);
+    this.#open++;
+    try {
+      this.#login(session);
+      const common = [
+        { type: p.CKA_TOKEN, value: true },
+        { type: p.CKA_LABEL, value: selector.object },
+        { type: p.CKA_ID, value: selector.id },
+      ];
+      const ec = spec.startsWith('ec-');
+      const publicTemplate: P11.Template = [...common, { type: p.CKA_VERIFY, value: true }];
+      if (ec) publicTemplate.push({ type: p.CKA_EC_PARAMS, value: Buffer.from(spec === 'ec-p256' ? '06082a8648ce3d030107' : '06052b81040022', 'hex') });
+      else publicTemplate.push({ type: p.CKA_MODULUS_BITS, value: spec === 'rsa-2048' ? 2048 : 3072 }, { type: p.CKA_PUBLIC_EXPONENT, value: Buffer.from([1, 0, 1]) });
+      const privateTemplate: P11.Template = [
+        ...common,
+        { type: p.CKA_PRIVATE, value: true },
+        { type: p.CKA_SENSITIVE, value: true },
+        { type: p.CKA_EXTRACTABLE, value: false },
+        { type: p.CKA_SIGN, value: true },
+      ];
+      this.#lib.C_GenerateKeyPair(session, { mechanism: ec ? p.CKM_EC_KEY_PAIR_GEN : p.CKM_RSA_PKCS_KEY_PAIR_GEN }, publicTemplate, privateTemplate);
+      return this.#findKeyOn(session, selector);
+    } finally {
+      this.#discard(session);
+    }
   }
 
   /** The key the background recovery must find before the token counts as answering again. */
