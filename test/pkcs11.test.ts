@@ -52,11 +52,11 @@ async function setup(): Promise<Setup> {
   return { hsm, root, signer, cacerts, issuer: await createTestIssuer(dir) };
 }
 
-async function serve(s: Setup, extra: string[]): Promise<{ proc: CliProcess; grpcPort: number; base: string }> {
+async function serve(s: Setup, extra: string[], workers = '1'): Promise<{ proc: CliProcess; grpcPort: number; base: string }> {
   const [grpcPort, monPort] = [await freePort(), await freePort()];
   const proc = startCli(
     [
-      'serve', '--workers', '1', '--cacerts', s.cacerts.dir, '--jwt-issuer', s.issuer.issuer, '--jwks-file', s.issuer.jwksFile,
+      'serve', '--workers', workers, '--cacerts', s.cacerts.dir, '--jwt-issuer', s.issuer.issuer, '--jwks-file', s.issuer.jwksFile,
       '--listen', `127.0.0.1:${grpcPort}`, '--monitoring-listen', `127.0.0.1:${monPort}`, '--reload-interval', '1s',
       '--pkcs11-module', SOFTHSM_MODULE, ...extra,
     ],
@@ -157,6 +157,19 @@ describe('serve --signing-key (SoftHSM2)', () => {
     expect(output(proc)).toContain('signing bundle loaded');
     expect(output(proc)).not.toContain(s.hsm.pin);
   }, 60_000);
+
+  it('with --workers 2, the primary checks the key and each worker opens the token itself', async () => {
+    const s = await setup();
+    const { proc, grpcPort, base } = await serve(s, ['--signing-key', 'pkcs11:token=svid-ca;object=intermediate', '--pkcs11-pin-file', s.hsm.pinFile], '2');
+    await waitForStatus(`${base}/readyz`, 200, 60_000);
+    // Each call on its own connection: the kernel spreads them over both workers.
+    for (let i = 0; i < 6; i++) {
+      const { res, err } = await issue(s, grpcPort);
+      expect(err).toBeUndefined();
+      expect(new X509Certificate(res!.cert_chain[0]!).verify(s.signer.cert.publicKey)).toBe(true);
+    }
+    expect(output(proc).match(/"signing bundle loaded"/g)?.length).toBe(2);
+  }, 90_000);
 
   it('takes the PIN from pin-source=file: in the URI', async () => {
     const s = await setup();
