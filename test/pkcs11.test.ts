@@ -171,11 +171,15 @@ describe('serve --signing-key (SoftHSM2)', () => {
     expect(output(proc).match(/"signing bundle loaded"/g)?.length).toBe(2);
   }, 90_000);
 
-  it('takes the PIN from pin-source=file: in the URI', async () => {
+  it('takes the PIN from pin-source=file: in the URI; with one session, concurrent calls are signed in turn', async () => {
     const s = await setup();
-    const { grpcPort, base } = await serve(s, ['--signing-key', `pkcs11:token=svid-ca;object=intermediate?pin-source=file:${s.hsm.pinFile}`]);
+    const { grpcPort, base } = await serve(s, ['--signing-key', `pkcs11:token=svid-ca;object=intermediate?pin-source=file:${s.hsm.pinFile}`, '--pkcs11-sessions', '1']);
     await waitForStatus(`${base}/readyz`, 200, 30_000);
-    expect((await issue(s, grpcPort)).err).toBeUndefined();
+    const results = await Promise.all(Array.from({ length: 12 }, () => issue(s, grpcPort)));
+    for (const { res, err } of results) {
+      expect(err).toBeUndefined();
+      expect(new X509Certificate(res!.cert_chain[0]!).verify(s.signer.cert.publicKey)).toBe(true);
+    }
   }, 60_000);
 
   it('refuses a token key that does not match ca-cert.pem (exit 1)', async () => {

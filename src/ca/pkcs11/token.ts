@@ -454,7 +454,7 @@ export class Pkcs11Token {
   fail(reason: string): void {
     if (this.#closed || !this.#available) return;
     this.#available = false;
-    this.#o.log('error', { token: this.#o.uri.redacted, problem: reason }, 'PKCS#11 token unavailable: calls get UNAVAILABLE until it answers again');
+    this.#o.log('error', { signingKey: this.#o.uri.redacted, problem: reason }, 'PKCS#11 token unavailable: calls get UNAVAILABLE until it answers again');
     for (const w of this.#waiters.splice(0)) w(new CaUnavailableError(`the PKCS#11 token does not answer (${reason})`));
     this.#scheduleRecovery(0, 1);
   }
@@ -490,16 +490,16 @@ export class Pkcs11Token {
       this.#release(session);
       this.#available = true;
       this.#recovering = false;
-      this.#o.log('info', { token: this.#o.uri.redacted, attempts: attempt }, 'PKCS#11 token answers again; serving');
+      this.#o.log('info', { signingKey: this.#o.uri.redacted, attempts: attempt }, 'PKCS#11 token answers again; serving');
     } catch (err) {
       this.#recovering = false;
       if (err instanceof PinRefusedError) {
-        this.#o.log('error', { token: this.#o.uri.redacted, problem: err.problem }, 'PKCS#11 token refused the PIN during recovery; not retrying (restart with the right PIN)');
+        this.#o.log('error', { signingKey: this.#o.uri.redacted, problem: err.problem }, 'PKCS#11 token refused the PIN during recovery; not retrying (restart with the right PIN)');
         return;
       }
       const backoffMs = Math.min(500 * 2 ** Math.min(attempt - 1, 5), 10_000);
       if (attempt === 1 || attempt % 10 === 0) {
-        this.#o.log('warn', { token: this.#o.uri.redacted, problem: err instanceof BundleError ? err.problem : ckrName(err), attempt, retryInMs: backoffMs }, 'PKCS#11 token still unavailable');
+        this.#o.log('warn', { signingKey: this.#o.uri.redacted, problem: err instanceof BundleError ? err.problem : ckrName(err), attempt, retryInMs: backoffMs }, 'PKCS#11 token still unavailable');
       }
       this.#scheduleRecovery(backoffMs, attempt + 1);
     }
