@@ -10,6 +10,7 @@ import { sign, verify, X509Certificate } from 'node:crypto';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { buildCsrPem, generateKeyPair } from '../src/pki/index.js';
 import { parsePkcs11Uri } from '../src/ca/index.js';
+import { ConfigError, parseServeConfig } from '../src/config.js';
 import { rawEcdsaToDer } from '../src/ca/pkcs11/index.js';
 import { makeIntermediate, makeRoot, opensslVerify, removeDir, tempDir, type TestCa } from './helpers/pki.js';
 import { SecretVolume } from './helpers/k8s-volume.js';
@@ -137,6 +138,20 @@ describe('PKCS#11 URI (RFC 7512)', () => {
       expect(verify('sha256', tbs, publicKey, raw)).toBe(false);
       expect(verify('sha256', tbs, publicKey, rawEcdsaToDer(raw))).toBe(true);
     }
+  });
+});
+
+describe('serve --signing-key flags', () => {
+  const base = ['--jwt-issuer', 'https://issuer', '--jwks-file', '/dev/null'];
+  it('are checked together: one of --signing-key/--signing-key-file, --pkcs11-* only with one, not with --self-signed', () => {
+    const cfg = parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--pkcs11-module', SOFTHSM_MODULE, '--pkcs11-pin-file', '/run/pin'], {});
+    expect(cfg.signingKey).toEqual({ uri: 'pkcs11:token=t;object=k', uriFile: undefined, modulePath: SOFTHSM_MODULE, pinFile: '/run/pin', sessions: 8, signTimeoutMs: 5000 });
+    expect(parseServeConfig(base, {}).signingKey).toBeUndefined();
+    expect(parseServeConfig([...base, '--signing-key-file', '/etc/uri'], { SVID_CA_PKCS11_SESSIONS: '32' }).signingKey).toMatchObject({ uriFile: '/etc/uri', sessions: 32 });
+    expect(() => parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--signing-key-file', '/etc/uri'], {})).toThrow(ConfigError);
+    expect(() => parseServeConfig([...base, '--pkcs11-pin-file', '/run/pin'], {})).toThrow(/--pkcs11-pin-file: only meaningful with --signing-key/);
+    expect(() => parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--self-signed'], {})).toThrow(/not with --self-signed/);
+    expect(() => parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--pkcs11-sessions', '0'], {})).toThrow(/--pkcs11-sessions/);
   });
 });
 
