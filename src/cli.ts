@@ -97,8 +97,6 @@ async function serve(argv: string[]): Promise<number> {
     },
     'starting svid-ca',
   );
-  // issue #17: one libuv thread per PKCS#11 session in flight, plus the default four (read when the pool starts; workers inherit it).
-  if (cfg.signingKey && !process.env.UV_THREADPOOL_SIZE) process.env.UV_THREADPOOL_SIZE = String(cfg.signingKey.sessions + 4);
   const workers = workerCount(cfg, logger);
   if (workers > 1 && cluster.isPrimary) return servePrimary(cfg, logger, workers);
   const inWorker = cluster.isWorker;
@@ -142,7 +140,7 @@ function workerCount(cfg: ServeConfig, logger: ReturnType<typeof createLogger>):
   return wanted;
 }
 
-/** issue #17: the primary checks a --signing-key too; each async signature holds a libuv thread, so size the pool for the sessions. */
+/** issue #17: the primary checks a --signing-key too (and closes the token again before the workers open their own). */
 function primaryTokenKey(cfg: ServeConfig, logger: ReturnType<typeof createLogger>): Pkcs11SigningKeySource | undefined {
   if (!cfg.signingKey) return undefined;
   return new Pkcs11SigningKeySource(cfg.signingKey, (level, fields, message) => logger[level](fields, message));

@@ -2,7 +2,7 @@
  * Issue #17: the intermediate's key on a real SoftHSM2 token. Each test makes its own token
  * directory and SOFTHSM2_CONF and runs the real `svid-ca serve` as a child process with them.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:tls';
 import { join } from 'node:path';
@@ -111,6 +111,18 @@ function keyAttributes(hsm: SoftHsm, label: string): Record<string, boolean> {
     lib.C_Finalize();`;
   return JSON.parse(execFileSync(process.execPath, ['-e', script], { env: { ...process.env, ...hsm.env }, encoding: 'utf8' })) as Record<string, boolean>;
 }
+
+/** Holds fcntl write locks on every file of the token directory until stdin closes; prints a line once held. */
+const LOCK_TOKEN_FILES = `
+import fcntl, glob, os, sys
+held = []
+for p in glob.glob(os.path.join(sys.argv[1], '*', '*')):
+    f = open(p, 'r+')
+    fcntl.lockf(f, fcntl.LOCK_EX)
+    held.append(f)
+print('locked', len(held), flush=True)
+sys.stdin.read()
+`;
 
 const output = (p: CliProcess) => p.stdout.join('') + p.stderr.join('');
 
@@ -241,6 +253,31 @@ describe('serve --signing-key (SoftHSM2)', () => {
     const again = await issue(s, grpcPort);
     expect(again.err).toBeUndefined();
     expect(opensslVerify(s.root.certPem, [s.signer.certPem], again.res!.cert_chain[0]!, ['-x509_strict', '-purpose', 'sslclient'])).toContain('OK');
+  }, 90_000);
+
+  it('answers UNAVAILABLE within --pkcs11-sign-timeout when the token blocks, and serves again once it answers', async () => {
+    const s = await setup();
+    const { grpcPort, base } = await serve(s, ['--signing-key', 'pkcs11:token=svid-ca;object=intermediate', '--pkcs11-pin-file', s.hsm.pinFile, '--pkcs11-sign-timeout', '1s']);
+    await waitForStatus(`${base}/readyz`, 200, 30_000);
+    expect((await issue(s, grpcPort)).err).toBeUndefined();
+
+    // A real hang: another process holds write locks (fcntl, as SoftHSM takes them) on the token's files,
+    // so SoftHSM's C_SignInit waits for them as a network HSM waits on a dead link.
+    const locker = spawn('python3', ['-c', LOCK_TOKEN_FILES, s.hsm.tokens], { stdio: ['pipe', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve) => locker.stdout.once('data', () => resolve()));
+    try {
+      const started = Date.now();
+      const blocked = await issue(s, grpcPort);
+      expect(blocked.err?.code).toBe(14); // UNAVAILABLE, not the client's 15 s DEADLINE_EXCEEDED
+      expect(blocked.err?.details).toContain('did not sign within 1000 ms');
+      expect(Date.now() - started).toBeLessThan(14_000);
+      await waitFor('readiness NOT_SERVING', async () => (await fetchText(`${base}/readyz`)).status === 503);
+    } finally {
+      locker.stdin.end();
+      await new Promise((r) => locker.once('exit', r));
+    }
+    await waitFor('readiness back', async () => (await fetchText(`${base}/readyz`)).status === 200);
+    expect((await issue(s, grpcPort)).err).toBeUndefined();
   }, 90_000);
 
   it('reloads to a new key object named by --signing-key-file, and refuses a reload whose key does not match', async () => {

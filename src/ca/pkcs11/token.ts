@@ -1,5 +1,7 @@
 import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
 import type * as P11 from 'pkcs11js';
+import type { SignReply, SignRequest } from './sign-worker.js';
 import { BundleError } from '../../pki/index.js';
 import { CaUnavailableError } from '../authority.js';
 import type { Pkcs11Uri } from './uri.js';
@@ -22,6 +24,41 @@ let binding: Binding | undefined;
 function loadBinding(): Binding {
   binding ??= requireCjs('pkcs11js') as Binding;
   return binding;
+}
+
+/** One sign-worker.ts thread; one signature at a time. */
+class SignThread {
+  readonly #worker: Worker;
+  #pending: { resolve(b: Buffer): void; reject(e: Error): void } | undefined;
+
+  constructor(modulePath: string) {
+    this.#worker = new Worker(new URL('./sign-worker.js', import.meta.url), { workerData: { modulePath } });
+    this.#worker.unref();
+    this.#worker.on('message', (m: SignReply) => {
+      const pending = this.#pending;
+      this.#pending = undefined;
+      if ('signature' in m) pending?.resolve(Buffer.from(m.signature));
+      else pending?.reject(Object.assign(new Error(m.message), { code: m.code }));
+    });
+    const gone = (err: Error) => {
+      this.#pending?.reject(err);
+      this.#pending = undefined;
+    };
+    this.#worker.on('error', gone);
+    this.#worker.on('exit', () => gone(new Error('the signing thread stopped')));
+  }
+
+  sign(session: Buffer, key: Buffer, mechanism: number, input: Buffer): Promise<Buffer> {
+    return new Promise<Buffer>((resolve, reject) => {
+      this.#pending = { resolve, reject };
+      this.#worker.postMessage({ session, key, mechanism, input } satisfies SignRequest);
+    });
+  }
+
+  /** Ends the thread; a thread blocked in the module ends when the call returns. */
+  stop(): void {
+    void this.#worker.terminate();
+  }
 }
 
 export type TokenLog = (level: 'info' | 'warn' | 'error', fields: Record<string, unknown>, message: string) => void;
@@ -87,6 +124,8 @@ export class Pkcs11Token {
   /** The key the recovery checks before it reports the token available again. */
   #watchedKey: KeySelector | undefined;
   #recoveryTimer: NodeJS.Timeout | undefined;
+  /** Signing threads not in use (at most one per session in use). */
+  #idleThreads: SignThread[] = [];
 
   /** Loads the module, initialises it, finds the token and logs in. Throws BundleError naming the flag or file to fix. */
   constructor(o: TokenOptions) {
@@ -351,8 +390,9 @@ export class Pkcs11Token {
   }
 
   /**
-   * One signature: a pooled session held from C_SignInit to the end of C_SignAsync, raced with
-   * the per-signature timeout. `handle` gives the key handle valid for the current generation.
+   * One signature: a pooled session held from C_SignInit to the end of C_Sign, both made on a
+   * signing thread and raced with the per-signature timeout, so that no call waits past it even
+   * when the module blocks. `handle` gives the key handle valid for the current generation.
    * Throws CaUnavailableError (the caller answers UNAVAILABLE) when the token does not sign.
    */
   async sign(mechanism: number, input: Buffer, handle: (session: Buffer) => Buffer): Promise<Buffer> {
@@ -364,27 +404,30 @@ export class Pkcs11Token {
       } catch (err) {
         throw this.#deviceFailure(err);
       }
+      const thread = this.#idleThreads.pop() ?? new SignThread(this.#o.modulePath);
       let lost = false;
       try {
-        this.#lib.C_SignInit(session, { mechanism }, handle(session));
+        const call = thread.sign(session, handle(session), mechanism, input);
         this.#inFlight++;
-        const call = this.#lib.C_SignAsync(session, input, Buffer.alloc(512));
         call.then(
           () => this.#inFlight--,
           () => this.#inFlight--,
         );
         const result = await this.#withTimeout(call, () => {
-          // The call keeps its threadpool thread and its session: both are written off.
+          // The call keeps its thread and its session: both are written off.
           lost = true;
         });
         this.#release(session);
+        this.#idleThreads.push(thread);
         return result;
       } catch (err) {
         if (lost) {
           this.#open--;
+          thread.stop();
           this.fail(`a signature took longer than ${this.#o.signTimeoutMs} ms`);
           throw new CaUnavailableError(`the PKCS#11 token did not sign within ${this.#o.signTimeoutMs} ms`);
         }
+        this.#idleThreads.push(thread);
         if (!(err instanceof CaUnavailableError) && attempt === 0 && this.#sessionLevel(err)) {
           this.#discard(session);
           this.generation++;
@@ -468,7 +511,7 @@ export class Pkcs11Token {
   /** Step 2 of the ladder: drain, C_Finalize + C_Initialize, find the token, log in, find the key. */
   #recover(attempt: number): void {
     if (this.#closed) return;
-    // C_Finalize under a running C_SignAsync is undefined behaviour: wait for the threadpool calls.
+    // C_Finalize under a signature still running on a signing thread is undefined behaviour: wait for it.
     if (this.#inFlight > 0) {
       this.#scheduleRecovery(100, attempt);
       return;
@@ -511,6 +554,7 @@ export class Pkcs11Token {
     this.#closed = true;
     clearTimeout(this.#recoveryTimer);
     for (const w of this.#waiters.splice(0)) w(new CaUnavailableError('svid-ca is stopping'));
+    for (const t of this.#idleThreads.splice(0)) t.stop();
     if (this.#inFlight > 0) return;
     try {
       this.#lib.C_Finalize();
