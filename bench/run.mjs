@@ -33,7 +33,7 @@ const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }
 
 const SCENARIOS = [
   { name: 'ec-p256', title: 'EC P-256 signer, P-256 CSRs, 64 callers', signer: 'dev', csrKey: 'ec-p256', callers: 64, durationMs: QUICK ? 5_000 : 30_000, poolRate: poolRateArg ?? 3_000 },
-  { name: 'ec-p256-pkcs11', title: 'EC P-256 signer key on a SoftHSM2 token (PKCS#11, --pkcs11-sessions 8), P-256 CSRs, 64 callers', signer: 'pkcs11', csrKey: 'ec-p256', callers: 64, durationMs: QUICK ? 5_000 : 30_000, poolRate: poolRateArg ?? 3_000 },
+  { name: 'ec-p256-pkcs11', title: 'EC P-256 signer key on a SoftHSM2 token (PKCS#11, default --pkcs11-sessions 4), P-256 CSRs, 64 callers', signer: 'pkcs11', csrKey: 'ec-p256', callers: 64, durationMs: QUICK ? 5_000 : 30_000, poolRate: poolRateArg ?? 3_000 },
   { name: 'rsa-2048', title: 'RSA-2048 signer, RSA-2048 CSRs, 64 callers', signer: 'rsa-2048', csrKey: 'rsa-2048', callers: 64, durationMs: QUICK ? 5_000 : 30_000, poolRate: poolRateArg ?? 2_000 },
   // Steady-state renewals: 1,000 workloads renewing over and over, each with its own token (the
   // server's verified-token cache answers all but the first of each), a fresh key and CSR every time.

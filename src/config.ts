@@ -65,8 +65,8 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'signing-key-file', kind: 'string', help: 'file holding the --signing-key URI, read again on every cacerts reload (rotate the key object with the certificate)' },
   { name: 'pkcs11-module', kind: 'string', help: "the token vendor's PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so" },
   { name: 'pkcs11-pin-file', kind: 'string', help: 'file holding the token user PIN (or pin-source=file:/path in the URI); never a flag value' },
-  { name: 'pkcs11-sessions', kind: 'int', default: '8', help: 'PKCS#11 sessions in the pool: concurrent signatures at most (about wanted signatures/s x token latency)' },
-  { name: 'pkcs11-sign-timeout', kind: 'duration', default: '5s', help: 'a token signature taking longer fails with UNAVAILABLE and the token is reconnected' },
+  { name: 'pkcs11-sessions', kind: 'int', default: '4', help: 'PKCS#11 sessions (and signing threads) per process: concurrent signatures at most (about wanted signatures/s x token latency)' },
+  { name: 'pkcs11-sign-timeout', kind: 'duration', default: '5s', help: 'a token signature taking longer fails with UNAVAILABLE and the token is reconnected; 0 signs on the main thread without a timeout (only for modules that cannot block, e.g. SoftHSM)' },
 ];
 
 export interface JwtConfig {
@@ -223,7 +223,7 @@ function signingKeyConfig(values: Map<string, unknown>): SigningKeyConfig | unde
   const sessions = values.get('pkcs11-sessions') as number;
   if (sessions < 1 || sessions > 1024) throw new ConfigError('--pkcs11-sessions: must be between 1 and 1024');
   const signTimeoutMs = values.get('pkcs11-sign-timeout') as number;
-  if (signTimeoutMs < 100) throw new ConfigError('--pkcs11-sign-timeout: must be at least 100ms');
+  if (signTimeoutMs !== 0 && signTimeoutMs < 100) throw new ConfigError('--pkcs11-sign-timeout: must be 0 (no timeout) or at least 100ms');
   return { uri, uriFile, modulePath: str('pkcs11-module'), pinFile: str('pkcs11-pin-file'), sessions, signTimeoutMs };
 }
 

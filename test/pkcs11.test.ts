@@ -157,13 +157,15 @@ describe('serve --signing-key flags', () => {
   const base = ['--jwt-issuer', 'https://issuer', '--jwks-file', '/dev/null'];
   it('are checked together: one of --signing-key/--signing-key-file, --pkcs11-* only with one, not with --self-signed', () => {
     const cfg = parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--pkcs11-module', SOFTHSM_MODULE, '--pkcs11-pin-file', '/run/pin'], {});
-    expect(cfg.signingKey).toEqual({ uri: 'pkcs11:token=t;object=k', uriFile: undefined, modulePath: SOFTHSM_MODULE, pinFile: '/run/pin', sessions: 8, signTimeoutMs: 5000 });
+    expect(cfg.signingKey).toEqual({ uri: 'pkcs11:token=t;object=k', uriFile: undefined, modulePath: SOFTHSM_MODULE, pinFile: '/run/pin', sessions: 4, signTimeoutMs: 5000 });
     expect(parseServeConfig(base, {}).signingKey).toBeUndefined();
     expect(parseServeConfig([...base, '--signing-key-file', '/etc/uri'], { SVID_CA_PKCS11_SESSIONS: '32' }).signingKey).toMatchObject({ uriFile: '/etc/uri', sessions: 32 });
     expect(() => parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--signing-key-file', '/etc/uri'], {})).toThrow(ConfigError);
     expect(() => parseServeConfig([...base, '--pkcs11-pin-file', '/run/pin'], {})).toThrow(/--pkcs11-pin-file: only meaningful with --signing-key/);
     expect(() => parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--self-signed'], {})).toThrow(/not with --self-signed/);
     expect(() => parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--pkcs11-sessions', '0'], {})).toThrow(/--pkcs11-sessions/);
+    expect(() => parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--pkcs11-sign-timeout', '50ms'], {})).toThrow(/--pkcs11-sign-timeout/);
+    expect(parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--pkcs11-sign-timeout', '0s'], {}).signingKey?.signTimeoutMs).toBe(0);
   });
 });
 
@@ -185,9 +187,10 @@ describe('serve --signing-key (SoftHSM2)', () => {
     expect(output(proc)).not.toContain(s.hsm.pin);
   }, 60_000);
 
-  it('with --workers 2, the primary checks the key and each worker opens the token itself', async () => {
+  it('with --workers 2, the primary checks the key and each worker opens the token itself (signing on the main thread)', async () => {
     const s = await setup();
-    const { proc, grpcPort, base } = await serve(s, ['--signing-key', 'pkcs11:token=svid-ca;object=intermediate', '--pkcs11-pin-file', s.hsm.pinFile], '2');
+    // --pkcs11-sign-timeout 0: signatures on the main thread (no signing threads).
+    const { proc, grpcPort, base } = await serve(s, ['--signing-key', 'pkcs11:token=svid-ca;object=intermediate', '--pkcs11-pin-file', s.hsm.pinFile, '--pkcs11-sign-timeout', '0s'], '2');
     await waitForStatus(`${base}/readyz`, 200, 60_000);
     // Each call on its own connection: the kernel spreads them over both workers.
     for (let i = 0; i < 6; i++) {

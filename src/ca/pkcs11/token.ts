@@ -1,14 +1,13 @@
 import { createRequire } from 'node:module';
-import { Worker } from 'node:worker_threads';
 import type * as P11 from 'pkcs11js';
-import type { SignReply, SignRequest } from './sign-worker.js';
+import { SignThread } from './sign-thread.js';
 import { BundleError } from '../../pki/index.js';
 import { CaUnavailableError } from '../authority.js';
 import type { Pkcs11Uri } from './uri.js';
 
 /**
  * One PKCS#11 token in this process: the module, its initialisation, a pool of logged-in sessions,
- * and the recovery ladder of /work/shared/reference/pkcs11-signing.md §4:
+ * and the recovery ladder (error codes of PKCS#11 v2.40 §5.1; behaviour measured against SoftHSM 2.6):
  *   1. session-level errors (session closed or invalid, not logged in, stale object handle):
  *      rebuild the session, the login and the key handle, and retry the signature once;
  *   2. device-level errors (device removed or failing, token absent) or step 1 failing: the token
@@ -26,41 +25,6 @@ function loadBinding(): Binding {
   return binding;
 }
 
-/** One sign-worker.ts thread; one signature at a time. */
-class SignThread {
-  readonly #worker: Worker;
-  #pending: { resolve(b: Buffer): void; reject(e: Error): void } | undefined;
-
-  constructor(modulePath: string) {
-    this.#worker = new Worker(new URL('./sign-worker.js', import.meta.url), { workerData: { modulePath } });
-    this.#worker.unref();
-    this.#worker.on('message', (m: SignReply) => {
-      const pending = this.#pending;
-      this.#pending = undefined;
-      if ('signature' in m) pending?.resolve(Buffer.from(m.signature));
-      else pending?.reject(Object.assign(new Error(m.message), { code: m.code }));
-    });
-    const gone = (err: Error) => {
-      this.#pending?.reject(err);
-      this.#pending = undefined;
-    };
-    this.#worker.on('error', gone);
-    this.#worker.on('exit', () => gone(new Error('the signing thread stopped')));
-  }
-
-  sign(session: Buffer, key: Buffer, mechanism: number, input: Buffer): Promise<Buffer> {
-    return new Promise<Buffer>((resolve, reject) => {
-      this.#pending = { resolve, reject };
-      this.#worker.postMessage({ session, key, mechanism, input } satisfies SignRequest);
-    });
-  }
-
-  /** Ends the thread; a thread blocked in the module ends when the call returns. */
-  stop(): void {
-    void this.#worker.terminate();
-  }
-}
-
 export type TokenLog = (level: 'info' | 'warn' | 'error', fields: Record<string, unknown>, message: string) => void;
 
 export interface TokenOptions {
@@ -71,7 +35,7 @@ export interface TokenOptions {
   pinFile: string;
   /** Sessions in the pool: concurrent signatures at most. */
   sessions: number;
-  /** A signature (or the wait for a session) that takes longer fails with UNAVAILABLE. */
+  /** A signature (or the wait for a session) that takes longer fails with UNAVAILABLE; 0: sign on the calling thread, no timeout. */
   signTimeoutMs: number;
   log: TokenLog;
 }
@@ -396,6 +360,8 @@ export class Pkcs11Token {
    * Throws CaUnavailableError (the caller answers UNAVAILABLE) when the token does not sign.
    */
   async sign(mechanism: number, input: Buffer, handle: (session: Buffer) => Buffer): Promise<Buffer> {
+    // --pkcs11-sign-timeout 0: no timeout, no thread hop (for in-process modules that cannot block).
+    if (this.#o.signTimeoutMs === 0) return this.signSync(mechanism, input, handle);
     for (let attempt = 0; ; attempt++) {
       this.#throwIfUnavailable();
       let session: Buffer;
