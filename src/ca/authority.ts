@@ -13,7 +13,7 @@ import {
   type ParsedCsr,
   type SigningBundle,
 } from '../pki/index.js';
-import { grantValidity, type TtlPolicy, type Validity } from './ttl.js';
+import { grantValidity, type TtlPolicy } from './ttl.js';
 
 /** Serial as OpenSSL and Node print it: hex without the DER sign byte. */
 const serialHex = (serial: Buffer): string => (serial.length > 1 && serial[0] === 0 ? serial.subarray(1) : serial).toString('hex');
@@ -93,9 +93,14 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
     this.emit('bundle', bundle);
   }
 
-  /** Ready when the signing certificate is within its validity period and its key (a token's, if so) answers. */
+  /** Ready when the signing certificate is within its validity period. */
   isReady(now: Date = this.clock()): boolean {
-    return now < this.#bundle.notAfter && (this.#bundle.signer.external?.isAvailable() ?? true);
+    return now < this.#bundle.notAfter && this.signingKeyAnswers();
+  }
+
+  /** issue #17: false while the signing key's token does not answer (always true for an in-memory key). */
+  signingKeyAnswers(): boolean {
+    return this.#bundle.signer.external?.isAvailable() ?? true;
   }
 
   private usableBundle(now: Date): SigningBundle {
@@ -108,41 +113,35 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
 
   /** Signs a workload leaf for `identity` over the CSR's public key. Authorization happens before this. */
   issue(req: IssueRequest): IssuedCertificate {
-    const leaf = this.#leaf(req);
-    // The workload profile through the fast encoder (byte-identical to signCertificate(workloadLeaf(...)), see test/fast-path.test.ts).
-    return this.#answer(leaf, leafEncoderFor(leaf.bundle).issue(leaf.fields));
+    return this.#issue(req, (encoder, fields) => encoder.issue(fields)) as IssuedCertificate;
   }
 
   /**
    * As issue(), for the gRPC path: synchronous with an in-memory key (the fast path, unchanged);
-   * a Promise with a key on a PKCS#11 token, signed off the event loop within the per-signature
-   * timeout (CaUnavailableError when the token does not answer).
+   * a Promise with a key on a PKCS#11 token (issue #17), signed off the event loop within the
+   * per-signature timeout (CaUnavailableError when the token does not answer).
    */
   issueCertificate(req: IssueRequest): IssuedCertificate | Promise<IssuedCertificate> {
     const external = this.#bundle.signer.external;
     if (!external) return this.issue(req);
-    const leaf = this.#leaf(req);
-    return leafEncoderFor(leaf.bundle)
-      .issueExternal(leaf.fields, external)
-      .then((der) => this.#answer(leaf, der));
+    return this.#issue(req, (encoder, fields) => encoder.issueExternal(fields, external));
   }
 
-  #leaf(req: IssueRequest): { bundle: SigningBundle; validity: Validity; serial: Buffer; fields: FastLeafFields } {
+  #issue(req: IssueRequest, sign: (encoder: WorkloadLeafEncoder, fields: FastLeafFields) => Buffer | Promise<Buffer>): IssuedCertificate | Promise<IssuedCertificate> {
     const now = this.clock();
     const bundle = this.usableBundle(now);
     const validity = grantValidity(this.policy, req.requestedTtlSeconds, bundle.notAfter, now);
     const serial = randomSerial();
-    return {
-      bundle,
-      validity,
-      serial,
-      fields: { spiffeId: req.identity, serialNumber: serial, publicKeyDer: req.csr.publicKeyDer, notBefore: validity.notBefore, notAfter: validity.notAfter },
-    };
-  }
-
-  #answer(leaf: { bundle: SigningBundle; validity: Validity; serial: Buffer }, der: Buffer): IssuedCertificate {
-    const { bundle, validity, serial } = leaf;
-    return {
+    const keyId = bundle.signingCert.facts.subjectKeyId;
+    // The workload profile through the fast encoder (byte-identical to signCertificate(workloadLeaf(...)), see test/fast-path.test.ts).
+    const der = sign(leafEncoderFor(bundle), {
+      spiffeId: req.identity,
+      serialNumber: serial,
+      publicKeyDer: req.csr.publicKeyDer,
+      notBefore: validity.notBefore,
+      notAfter: validity.notAfter,
+    });
+    const answer = (der: Buffer): IssuedCertificate => ({
       certChain: [encodePem('CERTIFICATE', der), ...bundle.chainPems, bundle.rootsPem],
       serialHex: serialHex(serial),
       notBefore: validity.notBefore,
@@ -150,8 +149,9 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
       requestedMs: validity.requestedMs,
       grantedMs: validity.grantedMs,
       clamped: validity.clamped,
-      signerKeyId: bundle.signingCert.facts.subjectKeyId?.toString('hex'),
-    };
+      signerKeyId: keyId?.toString('hex'),
+    });
+    return der instanceof Promise ? der.then(answer) : answer(der);
   }
 
   /** A serving certificate for svid-ca's own TLS listener: a fresh EC P-256 key, held in memory only. */
