@@ -112,6 +112,22 @@ function keyAttributes(hsm: SoftHsm, label: string): Record<string, boolean> {
   return JSON.parse(execFileSync(process.execPath, ['-e', script], { env: { ...process.env, ...hsm.env }, encoding: 'utf8' })) as Record<string, boolean>;
 }
 
+/** Deletes the private and public objects labelled `label` from the token, in a separate process. */
+function destroyKeyObjects(hsm: SoftHsm, label: string): void {
+  const script = `
+    const p = require('pkcs11js'); const lib = new p.PKCS11(); lib.load(${JSON.stringify(SOFTHSM_MODULE)});
+    lib.C_Initialize({ flags: p.CKF_OS_LOCKING_OK });
+    const slot = lib.C_GetSlotList(true).find((s) => lib.C_GetTokenInfo(s).label.trimEnd() === 'svid-ca');
+    const s = lib.C_OpenSession(slot, p.CKF_SERIAL_SESSION | p.CKF_RW_SESSION); lib.C_Login(s, p.CKU_USER, ${JSON.stringify(hsm.pin)});
+    lib.C_FindObjectsInit(s, [{ type: p.CKA_LABEL, value: ${JSON.stringify(label)} }]);
+    const found = lib.C_FindObjects(s, 10); lib.C_FindObjectsFinal(s);
+    for (const o of found) lib.C_DestroyObject(s, o);
+    console.log(found.length);
+    lib.C_Finalize();`;
+  const n = Number(execFileSync(process.execPath, ['-e', script], { env: { ...process.env, ...hsm.env }, encoding: 'utf8' }).trim());
+  if (n !== 2) throw new Error(`expected a private and a public object labelled ${label}, destroyed ${n}`);
+}
+
 /** Holds fcntl write locks on every file of the token directory until stdin closes; prints a line once held. */
 const LOCK_TOKEN_FILES = `
 import fcntl, glob, os, sys
@@ -281,6 +297,31 @@ describe('serve --signing-key (SoftHSM2)', () => {
     }
     await waitFor('readiness back', async () => (await fetchText(`${base}/readyz`)).status === 200);
     expect((await issue(s, grpcPort)).err).toBeUndefined();
+  }, 90_000);
+
+  it('never signs with another key put behind the same label; the reload with its certificate takes it up', async () => {
+    const s = await setup();
+    const { grpcPort, base } = await serve(s, ['--signing-key', 'pkcs11:token=svid-ca;object=intermediate', '--pkcs11-pin-file', s.hsm.pinFile]);
+    await waitForStatus(`${base}/readyz`, 200, 30_000);
+    expect((await issue(s, grpcPort)).err).toBeUndefined();
+    const reloads = async () => Number(/svid_ca_bundle_reloads_total\{result="success"\} (\d+)/.exec((await fetchText(`${base}/metrics`)).body)?.[1] ?? 0);
+
+    // The operator replaces the key object behind the label first (another process), the certificate later.
+    const next = makeIntermediate(s.root, { cn: 'next intermediate' });
+    destroyKeyObjects(s.hsm, 'intermediate');
+    s.hsm.importKey(next.keyPem, 'intermediate', 'a1b2');
+    // SoftHSM invalidates the old handle; found again by label, the key no longer matches ca-cert.pem: UNAVAILABLE, never a leaf signed by it.
+    for (let i = 0; i < 2; i++) {
+      const r = await issue(s, grpcPort);
+      expect(r.err?.code).toBe(14);
+      expect(r.err?.details).toContain('changed and no longer matches the signing certificate');
+    }
+    s.cacerts.write(certificateFiles(next, [s.root]));
+    await waitFor('reload success', async () => (await reloads()) >= 1);
+    await waitFor('readiness', async () => (await fetchText(`${base}/readyz`)).status === 200);
+    const after = await issue(s, grpcPort);
+    expect(after.err).toBeUndefined();
+    expect(opensslVerify(s.root.certPem, [next.certPem], after.res!.cert_chain[0]!, ['-x509_strict', '-purpose', 'sslclient'])).toContain('OK');
   }, 90_000);
 
   it('reloads to a new key object named by --signing-key-file, and refuses a reload whose key does not match', async () => {

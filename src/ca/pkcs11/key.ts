@@ -1,6 +1,7 @@
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import * as asn1js from 'asn1js';
-import { BundleError, type ExternalKey, type SignatureAlgorithm } from '../../pki/index.js';
+import { BundleError, spkiDer, type ExternalKey, type SignatureAlgorithm } from '../../pki/index.js';
+import { CaUnavailableError } from '../authority.js';
 import type { FoundKey, KeySelector, Pkcs11Token } from './token.js';
 
 /** CKA_EC_PARAMS (DER OID) -> the JWK curve name. */
@@ -58,16 +59,21 @@ export function rawEcdsaToDer(raw: Buffer): Buffer {
 export class Pkcs11Key implements ExternalKey {
   #handle: Buffer;
   #generation: number;
+  /** SubjectPublicKeyInfo of the key as checked against the signing certificate. */
+  readonly #spki: Buffer;
 
+  /** `publicKey`: the key it was checked against (the signing certificate's); a key found again later must still be it. */
   constructor(
     private readonly token: Pkcs11Token,
     private readonly selector: KeySelector,
     found: FoundKey,
     private readonly algorithm: SignatureAlgorithm,
     readonly description: string,
+    publicKey: KeyObject,
   ) {
     this.#handle = found.handle;
     this.#generation = token.generation;
+    this.#spki = spkiDer(publicKey);
   }
 
   isAvailable(): boolean {
@@ -77,7 +83,14 @@ export class Pkcs11Key implements ExternalKey {
   /** The key handle for this generation of sessions: looked up again after a rebuild or recovery. */
   readonly #handleFor = (session: Buffer): Buffer => {
     if (this.#generation !== this.token.generation) {
-      this.#handle = this.token.findKey(this.selector, session).handle;
+      const found = this.token.findKey(this.selector, session);
+      // The label may now name another key (replaced in the token ahead of its certificate): never
+      // sign with it under this certificate; the cacerts reload with the new certificate takes it up.
+      const publicKey = publicKeyOf(found, this.description);
+      if (publicKey && !spkiDer(publicKey).equals(this.#spki)) {
+        throw new CaUnavailableError(`the key behind ${this.description} changed and no longer matches the signing certificate; waiting for a cacerts reload with its certificate`);
+      }
+      this.#handle = found.handle;
       this.#generation = this.token.generation;
     }
     return this.#handle;

@@ -128,7 +128,7 @@ export class Pkcs11SigningKeySource {
     if (tokenKey && !spkiDer(tokenKey).equals(certSpki)) throw new BundleError(uri.redacted, 'the token key does not match the signing certificate (ca-cert.pem): different public key');
     const algorithm = signatureAlgorithmForKey(certKey);
     if (!algorithm) throw new BundleError(uri.redacted, 'the signing certificate key is neither EC P-256/P-384 nor RSA');
-    const key = new Pkcs11Key(token, selector, found, algorithm, uri.redacted);
+    const key = new Pkcs11Key(token, selector, found, algorithm, uri.redacted, certKey);
     const probe = Buffer.concat([PROBE, randomBytes(16)]);
     let signature: Buffer;
     try {
@@ -168,7 +168,7 @@ export class Pkcs11SigningKeySource {
     const publicKey = publicKeyOf(found, uri.redacted);
     if (!publicKey) throw new BundleError(uri.redacted, 'the generated key has no public key object');
     const algorithm = signatureAlgorithmForKey(publicKey)!;
-    return { publicKey, key: new Pkcs11Key(token, { object: uri.object, id: uri.id }, found, algorithm, uri.redacted) };
+    return { publicKey, key: new Pkcs11Key(token, { object: uri.object, id: uri.id }, found, algorithm, uri.redacted, publicKey) };
   }
 
   close(): void {
