@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { CaMetrics } from '../src/observability/index.js';
+import { anchorsOf } from './helpers/markdown.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const DIR = join(ROOT, 'deploy/prometheus');
@@ -27,17 +28,13 @@ const REQUIRED_ALERTS = [
   'SvidCaTargetDown',
 ];
 
-/** GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces to dashes. */
-const slug = (heading: string) => heading.trim().toLowerCase().replace(/[^\p{L}\p{N} _-]/gu, '').replace(/ /g, '-');
-
 /** A runbook link is `docs/<page>.md#<anchor>`, and the page has a heading with that anchor. */
 function runbookProblem(url: string | undefined): string | undefined {
   const m = /^(docs\/[a-z-]+\.md)#([a-z0-9-]+)$/.exec(url ?? '');
   if (!m) return `"${url}" is not docs/<page>.md#<anchor>`;
   const file = join(ROOT, m[1]!);
   if (!existsSync(file)) return `${m[1]} does not exist`;
-  const anchors = readFileSync(file, 'utf8').split('\n').filter((l) => /^#{1,6} /.test(l)).map((l) => slug(l.replace(/^#+ /, '')));
-  return anchors.includes(m[2]!) ? undefined : `${m[1]} has no heading #${m[2]}`;
+  return anchorsOf(file).includes(m[2]!) ? undefined : `${m[1]} has no heading #${m[2]}`;
 }
 
 /** Series Prometheus itself attaches to every scrape target. */
