@@ -74,6 +74,8 @@ function scriptOf(blocks: Block[]): string {
     'set -euo pipefail',
     // Servers a block left in the background: SIGTERM, then wait for them to drain and exit.
     "trap 'jobs -p | xargs -r kill 2>/dev/null || true; wait' EXIT",
+    // Killed by the test's timeout: still run the EXIT trap, so no server outlives the test.
+    "trap 'exit 143' TERM",
     ...blocks.map((b) => `echo "--- ${b.file}:${b.line}" >&2\n${b.code}`),
   ].join('\n');
 }
@@ -139,7 +141,7 @@ describe('shell blocks in README.md and docs/', () => {
     const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${shimDir()}:${process.env.PATH ?? ''}` };
     delete env.NODE_ENV;
     // A private network namespace: the blocks use the ports they print (15012, 15014) without meeting other servers.
-    const run = spawnSync('unshare', ['-n', '--', 'bash', '-c', 'ip link set lo up && exec bash doc-blocks.sh'], { cwd: dir, env, encoding: 'utf8', timeout: 120_000 });
+    const run = spawnSync('unshare', ['-n', '--', 'bash', '-c', 'PATH="$PATH:/usr/sbin:/sbin" ip link set lo up && exec bash doc-blocks.sh'], { cwd: dir, env, encoding: 'utf8', timeout: 120_000 });
     const tail = (s: string | null) => (s ?? '').split('\n').slice(-40).join('\n');
     expect(run.error, `unshare -n (needs root or user namespaces) and ip: ${run.error?.message}`).toBeUndefined();
     expect(run.status, `${file}: a block failed (the last "---" line names it)\nstdout:\n${tail(run.stdout)}\nstderr:\n${tail(run.stderr)}`).toBe(0);
