@@ -9,7 +9,7 @@
  * - `sh repo`: run in a checkout of this repository; every npm script it names exists.
  * A shell block with no marker fails the test.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -80,6 +80,17 @@ function scriptOf(blocks: Block[]): string {
   ].join('\n');
 }
 
+/** Runs blocks as one script in a fresh folder `name` under the work folder, in a private network namespace. */
+function runBlocks(blocks: Block[], name: string): SpawnSyncReturns<string> {
+  const dir = join(work, name);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'doc-blocks.sh'), scriptOf(blocks));
+  const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${shimDir()}:${process.env.PATH ?? ''}` };
+  delete env.NODE_ENV;
+  // A private network namespace: the blocks use the ports they print (15012, 15014) without meeting other servers.
+  return spawnSync('unshare', ['--map-root-user', '--net', '--', 'bash', '-c', 'PATH="$PATH:/usr/sbin:/sbin" ip link set lo up && exec bash doc-blocks.sh'], { cwd: dir, env, encoding: 'utf8', timeout: 120_000 });
+}
+
 /** What is wrong with cluster blocks: bash syntax, manifest paths, svid-ca commands and flags. */
 function clusterProblems(blocks: Block[]): string[] {
   const commandFlags: Record<string, readonly { name: string }[]> = {
@@ -134,18 +145,20 @@ describe('shell blocks in README.md and docs/', () => {
 
   const runnableFiles = [...new Set(withMarker('runnable').map((b) => b.file))];
   it.each(runnableFiles)('%s: the runnable blocks run as printed against the built CLI', (file) => {
-    const blocks = withMarker('runnable').filter((b) => b.file === file);
-    const dir = join(work, file.replace(/[/.]/g, '_'));
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'doc-blocks.sh'), scriptOf(blocks));
-    const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${shimDir()}:${process.env.PATH ?? ''}` };
-    delete env.NODE_ENV;
-    // A private network namespace: the blocks use the ports they print (15012, 15014) without meeting other servers.
-    const run = spawnSync('unshare', ['-n', '--', 'bash', '-c', 'PATH="$PATH:/usr/sbin:/sbin" ip link set lo up && exec bash doc-blocks.sh'], { cwd: dir, env, encoding: 'utf8', timeout: 120_000 });
+    const run = runBlocks(withMarker('runnable').filter((b) => b.file === file), file.replace(/[/.]/g, '_'));
     const tail = (s: string | null) => (s ?? '').split('\n').slice(-40).join('\n');
-    expect(run.error, `unshare -n (needs root or user namespaces) and ip: ${run.error?.message}`).toBeUndefined();
+    expect(run.error, `unshare -n (needs root or unprivileged user namespaces) and ip: ${run.error?.message}`).toBeUndefined();
     expect(run.status, `${file}: a block failed (the last "---" line names it)\nstdout:\n${tail(run.stdout)}\nstderr:\n${tail(run.stderr)}`).toBe(0);
   }, 150_000);
+
+  it('a runnable block whose command fails fails its file, and background servers are stopped', () => {
+    const block = (code: string): Block => ({ file: 'made-up.md', line: 1, lang: 'sh', marker: 'runnable', code });
+    const run = runBlocks([block('sleep 300 &'), block('svid-ca cacerts verify nowhere'), block('echo not reached')], 'failing');
+    expect(run.status).not.toBe(0);
+    expect(run.stdout).toContain('REJECTED');
+    expect(run.stdout).not.toContain('not reached');
+    expect(run.stderr).toContain('--- made-up.md:1');
+  }, 30_000);
 
   it('cluster blocks are valid bash, name manifests that exist and render, and svid-ca commands and flags that exist', () => {
     expect(clusterProblems(withMarker('cluster'))).toEqual([]);
