@@ -10,7 +10,7 @@
  * A shell block with no marker fails the test.
  */
 import { execFileSync, spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
@@ -173,6 +173,19 @@ describe('shell blocks in README.md and docs/', () => {
     expect(clusterProblems([bad('svid-ca sign --out x')])).toEqual([expect.stringContaining('is not a command')]);
     expect(clusterProblems([bad('if then fi (')])).toHaveLength(1);
   });
+
+  it("the overlay shown in docs/kubernetes.md renders on top of deploy/kubernetes and sets the Deployment's image", () => {
+    const overlay = DOC_FILES.flatMap(codeBlocks).find((b) => b.lang === 'yaml' && b.code.startsWith('# my-overlay/kustomization.yaml'));
+    expect(overlay, 'docs/kubernetes.md shows my-overlay/kustomization.yaml').toBeDefined();
+    // Laid out as the overlay expects: my-overlay/ next to a deploy/ folder.
+    const dir = join(work, 'overlay');
+    mkdirSync(join(dir, 'my-overlay'), { recursive: true });
+    if (!existsSync(join(dir, 'deploy'))) symlinkSync(join(ROOT, 'deploy'), join(dir, 'deploy'));
+    writeFileSync(join(dir, 'my-overlay', 'kustomization.yaml'), overlay!.code);
+    const out = execFileSync(KUBECTL, ['kustomize', join(dir, 'my-overlay')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const deployment = parseAllDocuments(out).map((d) => d.toJS() as { kind: string; spec?: { template: { spec: { containers: { image: string }[] } } } }).find((o) => o.kind === 'Deployment');
+    expect(deployment?.spec?.template.spec.containers[0]?.image).toBe('registry.example.com/svid-ca:0.1.0');
+  }, 60_000);
 
   it('repo blocks name npm scripts that exist', () => {
     const scripts = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
