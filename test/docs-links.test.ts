@@ -1,4 +1,4 @@
-/** Every link in README.md and docs/ stays inside the repository and points to a file, and an anchor, that exist. */
+/** Every link in the repository's Markdown (README.md, docs/, the folders' READMEs, SECURITY.md) stays inside the repository and points to a file, and an anchor, that exist. */
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
@@ -6,7 +6,10 @@ import { describe, expect, it } from 'vitest';
 import { anchorsOf } from './helpers/markdown.js';
 
 const ROOT = join(import.meta.dirname, '..');
-const FILES = [join(ROOT, 'README.md'), join(ROOT, 'deploy', 'README.md'), ...readdirSync(join(ROOT, 'docs')).filter((n) => n.endsWith('.md')).map((n) => join(ROOT, 'docs', n))];
+const FILES = [
+  ...['README.md', 'SECURITY.md', 'deploy/README.md', 'deploy/prometheus/README.md', 'bench/README.md', 'certs-dev/README.md'].map((f) => join(ROOT, f)),
+  ...readdirSync(join(ROOT, 'docs')).filter((n) => n.endsWith('.md')).map((n) => join(ROOT, 'docs', n)),
+];
 
 /** Markdown links `[text](target)` outside code blocks and inline code. */
 function links(file: string): { target: string; line: number }[] {
@@ -36,7 +39,7 @@ function problems(file: string): string[] {
   return out;
 }
 
-describe('links in README.md, deploy/README.md and docs/', () => {
+describe('links in README.md, docs/, SECURITY.md and the folders\' READMEs', () => {
   it('point inside the repository, to files and headings that exist', () => {
     expect(FILES.flatMap(problems)).toEqual([]);
   });
