@@ -11,6 +11,7 @@ import { Registry } from 'prom-client';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { SERVE_FLAGS, parseServeConfig } from '../src/config.js';
+import { parseDuration } from '../src/duration.js';
 import { startMonitoringServer } from '../src/observability/index.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -435,5 +436,45 @@ describe('deploy/istio/mtls PeerAuthentication steps', () => {
     expect(policies.some(({ doc }) => doc.metadata.namespace !== 'istio-system' && !doc.spec.selector && doc.spec.mtls.mode === 'STRICT')).toBe(true);
     expect(policies.some(({ doc }) => doc.spec.selector && !doc.spec.portLevelMtls && doc.spec.mtls.mode === 'STRICT')).toBe(true);
     expect(policies.some(({ doc }) => doc.spec.selector && doc.spec.portLevelMtls)).toBe(true);
+  });
+});
+
+describe('deploy/kubernetes: a CA on every pod start path', () => {
+  let podSpec: K8sObject;
+  let container: K8sObject;
+  beforeAll(() => {
+    podSpec = only(render(), 'Deployment').spec.template.spec;
+    container = (podSpec.containers as K8sObject[])[0]!;
+  });
+
+  it('runs at system-cluster-critical priority', () => {
+    expect(podSpec.priorityClassName).toBe('system-cluster-critical');
+  });
+
+  it('gives SIGTERM the shutdown delay plus the shutdown grace plus a margin before Kubernetes kills the pod', () => {
+    const env = new Map((container.env as { name: string; value?: string }[]).map((e) => [e.name, e.value]));
+    const flags = parseArgFlags(container.args as string[]);
+    const delay = parseDuration(flags.get('shutdown-delay') ?? env.get('SVID_CA_SHUTDOWN_DELAY') ?? '');
+    const grace = parseDuration(flags.get('shutdown-grace') ?? env.get('SVID_CA_SHUTDOWN_GRACE') ?? flagDefault('shutdown-grace')!);
+    expect(delay, 'the Deployment sets a shutdown delay').toBe(5_000);
+    expect(grace).toBeDefined();
+    expect(podSpec.terminationGracePeriodSeconds * 1000).toBeGreaterThanOrEqual(delay! + grace! + 5_000);
+  });
+
+  it('holds memory at the storm peak with request = limit, and requests CPU for its share of a storm', () => {
+    const { requests, limits } = container.resources as { requests: Record<string, string>; limits: Record<string, string> };
+    const mib = (q: string) => (q.endsWith('Gi') ? Number(q.slice(0, -2)) * 1024 : Number(q.replace(/Mi$/, '')));
+    expect(requests.memory).toBe(limits.memory);
+    // The 10,000-pod storm of npm run bench peaks at 496 MiB summed over the primary and two workers.
+    expect(mib(limits.memory!)).toBeGreaterThan(496);
+    const cores = (q: string) => (q.endsWith('m') ? Number(q.slice(0, -1)) / 1000 : Number(q));
+    expect(cores(requests.cpu!)).toBeGreaterThanOrEqual(0.5);
+    expect(cores(limits.cpu!)).toBeGreaterThanOrEqual(cores(requests.cpu!));
+  });
+
+  it('mounts the cacerts Secret as a required volume: without it the pod waits in ContainerCreating', () => {
+    const vol = (podSpec.volumes as K8sObject[]).find((v) => v.name === 'cacerts')!;
+    expect(vol.secret.secretName).toBe('cacerts');
+    expect(vol.secret.optional ?? false).toBe(false);
   });
 });

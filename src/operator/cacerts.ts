@@ -47,6 +47,24 @@ const INIT_INTERMEDIATE_FLAGS: FlagSpec[] = [
   { name: 'cluster', kind: 'string', default: 'cluster1', help: 'cluster name, put in the subject' },
 ];
 
+const VERIFY_FLAGS: FlagSpec[] = [{ name: 'at', kind: 'string', help: 'check as of this time (ISO 8601)' }];
+
+const BUNDLE_FLAGS: FlagSpec[] = [
+  { name: 'out', kind: 'string', help: 'folder to write' },
+  { name: 'signer', kind: 'string', default: 'new', help: 'which intermediate signs in the bundle: new (step 2) or old (step 1)' },
+];
+
+const PLAN_ROTATION_FLAGS: FlagSpec[] = [{ name: 'max-ttl', kind: 'duration', default: '2160h', help: "svid-ca's --max-ttl" }];
+
+/** Each `svid-ca cacerts` subcommand's flags, for generated documentation (scripts/docs-config.mjs). */
+export const CACERTS_FLAGS: Readonly<Record<string, readonly FlagSpec[]>> = {
+  'init-root': INIT_ROOT_FLAGS,
+  'init-intermediate': INIT_INTERMEDIATE_FLAGS,
+  verify: VERIFY_FLAGS,
+  bundle: BUNDLE_FLAGS,
+  'plan-rotation': PLAN_ROTATION_FLAGS,
+};
+
 function initRoot(argv: string[], out: Out): number {
   const { values } = parseFlags(INIT_ROOT_FLAGS, argv, {});
   const dir = need(values, 'out');
@@ -114,7 +132,7 @@ export function verifyFolder(dir: string, atGiven: Date | undefined, out: Out): 
 }
 
 function verify(argv: string[], out: Out): number {
-  const { values, positionals } = parseFlags([{ name: 'at', kind: 'string', help: 'check as of this time (ISO 8601)' }], argv, {}, { allowPositionals: true });
+  const { values, positionals } = parseFlags(VERIFY_FLAGS, argv, {}, { allowPositionals: true });
   const dir = positionals[0];
   if (!dir || positionals.length > 1) throw new ConfigError('cacerts verify: give exactly one folder');
   const atText = values.get('at') as string | undefined;
@@ -135,11 +153,7 @@ function mergeRoots(a: string, b: string): string {
 }
 
 function bundle(argv: string[], out: Out): number {
-  const flags: FlagSpec[] = [
-    { name: 'out', kind: 'string', help: 'folder to write' },
-    { name: 'signer', kind: 'string', default: 'new', help: 'which intermediate signs in the bundle: new (step 2) or old (step 1)' },
-  ];
-  const { values, positionals } = parseFlags(flags, argv, {}, { allowPositionals: true });
+  const { values, positionals } = parseFlags(BUNDLE_FLAGS, argv, {}, { allowPositionals: true });
   if (positionals.length !== 2) throw new ConfigError('cacerts bundle: give OLD_DIR and NEW_DIR');
   const [oldDir, newDir] = positionals as [string, string];
   const which = values.get('signer');
@@ -161,7 +175,7 @@ function bundle(argv: string[], out: Out): number {
 }
 
 function planRotation(argv: string[], out: Out): number {
-  const { values, positionals } = parseFlags([{ name: 'max-ttl', kind: 'duration', default: '2160h', help: "svid-ca's --max-ttl" }], argv, {}, { allowPositionals: true });
+  const { values, positionals } = parseFlags(PLAN_ROTATION_FLAGS, argv, {}, { allowPositionals: true });
   if (positionals.length !== 2) throw new ConfigError('cacerts plan-rotation: give OLD_DIR and NEW_DIR');
   const [oldDir, newDir] = positionals as [string, string];
   const oldB = loadCacerts(oldDir);
