@@ -58,6 +58,10 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'workers', kind: 'int', default: '0', help: 'server processes sharing the gRPC port (node:cluster); 0 = one per core. The primary serves monitoring for all' },
   { name: 'dev', kind: 'boolean', help: 'development mode: create and use the dev CA and JWT issuer in certs-dev/, listen on loopback' },
   { name: 'dev-dir', kind: 'string', help: 'where the dev CA lives (default: certs-dev/ of the package)' },
+  // issue #19: bounded work per caller, renewals by client certificate that end.
+  { name: 'max-csr-bytes', kind: 'int', default: '8192', help: 'longest csr field (PEM characters) read at all; longer: INVALID_ARGUMENT' },
+  { name: 'max-pending-share', kind: 'int', default: '10', help: 'percent of --max-pending one identity (or one node agent impersonating) may hold; beyond: RESOURCE_EXHAUSTED' },
+  { name: 'client-cert-max-ttl', kind: 'duration', default: '24h', help: "longest lifetime of a renewal by client certificate alone; it never passes the presented certificate's NotAfter" },
 ];
 
 export interface JwtConfig {
@@ -105,6 +109,9 @@ export interface ServeConfig {
   devDir: string | undefined;
   /** Where each setting came from, for the startup log. */
   sources: Record<string, string>;
+  maxCsrBytes: number;
+  maxPendingSharePercent: number;
+  clientCertMaxTtlMs: number;
 }
 
 const TRUST_DOMAIN = /^[a-z0-9._-]+$/;
@@ -147,6 +154,9 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     sources: Object.fromEntries(
       [...sources].map(([k, v]) => [k, v.variable ? `${v.source} ${v.variable}` : (v.source satisfies FlagSource)]),
     ),
+    maxCsrBytes: values.get('max-csr-bytes') as number,
+    maxPendingSharePercent: values.get('max-pending-share') as number,
+    clientCertMaxTtlMs: ms('client-cert-max-ttl'),
   };
   if (!TRUST_DOMAIN.test(cfg.trustDomain)) throw new ConfigError(`--trust-domain: invalid value "${cfg.trustDomain}" (lower-case letters, digits, '.', '-', '_')`);
   if (!LOG_LEVELS.includes(cfg.logLevel as never)) throw new ConfigError(`--log-level: invalid value "${cfg.logLevel}" (want one of ${LOG_LEVELS.join(', ')})`);
@@ -163,6 +173,9 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   if (cfg.limits.maxConcurrentStreams < 1) throw new ConfigError('--max-concurrent-streams: must be at least 1');
   if (cfg.limits.idleTimeoutMs < 10_000) throw new ConfigError('--idle-timeout: must be at least 10s (agents ping every 30s)');
   if (cfg.reloadIntervalMs < 1000) throw new ConfigError('--reload-interval: must be at least 1s');
+  if (cfg.maxCsrBytes < 1024 || cfg.maxCsrBytes > cfg.maxRequestBytes) throw new ConfigError('--max-csr-bytes: must be between 1024 and --max-request-bytes');
+  if (cfg.maxPendingSharePercent < 1 || cfg.maxPendingSharePercent > 100) throw new ConfigError('--max-pending-share: must be a percentage from 1 to 100');
+  if (cfg.clientCertMaxTtlMs < 60_000) throw new ConfigError('--client-cert-max-ttl: must be at least 1m');
   const grace = parseGrace(str('serving-cert-grace')!, parseDuration);
   if (!grace) throw new ConfigError(`--serving-cert-grace: invalid value "${str('serving-cert-grace')}" (want a percentage such as 50% or a duration such as 6h)`);
   cfg.servingCertGrace = grace;

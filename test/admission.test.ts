@@ -50,7 +50,8 @@ async function heldJwks() {
   };
 }
 
-async function setup(maxPending: number) {
+/** maxPendingShare 100 (one caller may hold all of --max-pending) unless a test is about the share. */
+async function setup(maxPending: number, maxPendingShare = 100) {
   const jwks = await heldJwks();
   const pki = makeCacerts();
   const issuer = await createTestIssuer();
@@ -58,7 +59,7 @@ async function setup(maxPending: number) {
     cacerts: pki.dir,
     issuer,
     jwt: { issuer: TEST_ISSUER, audience: 'istio-ca', jwksUri: jwks.uri },
-    admission: { maxPending, priorityNamespaces: ['istio-system'] },
+    admission: { maxPending, priorityNamespaces: ['istio-system'], maxPendingShare },
   });
   const client = clientFor(server, pki.root.certPem);
   cleanups.push(() => removeDir(pki.dir), () => server.close(), () => client.close());
@@ -74,10 +75,16 @@ describe('admission control', () => {
     const token = await jwks.token('demo', 'web');
     const id = 'spiffe://cluster.local/ns/demo/sa/web';
     const calls = Array.from({ length: 10 }, () => call(client, { csr: csrFor(id) }, { authorization: `Bearer ${token}` }));
-    await sleep(300);
-    expect(server.service.metrics.inFlight).toBeDefined();
+    // The three admitted calls are held in authentication: in flight now, and scraped as such.
+    const inFlight = async () => (await server.service.metrics.inFlight.get()).values[0]?.value;
+    for (let i = 0; i < 200 && (await inFlight()) !== 3; i++) await sleep(20);
+    expect(await inFlight()).toBe(3);
+    const scrape = () => fetchText(`http://127.0.0.1:${server.service.monitoringPort}/metrics`).then((r) => r.body);
+    expect(await scrape()).toMatch(/^svid_ca_requests_in_flight 3$/m);
     jwks.release();
     const results = await Promise.all(calls);
+    expect(await inFlight()).toBe(0);
+    expect(await scrape()).toMatch(/^svid_ca_requests_in_flight 0$/m);
     const codes = results.map((r) => (r.err ? grpc.status[r.err.code] : 'OK'));
     expect(codes.filter((c) => c === 'OK')).toHaveLength(3);
     expect(codes.filter((c) => c === 'RESOURCE_EXHAUSTED')).toHaveLength(7);
@@ -121,6 +128,55 @@ describe('admission control', () => {
     const audits = server.logs.records().filter((r) => (r.audit as { event?: string } | undefined)?.event === 'issued');
     expect(audits).toHaveLength(3);
     expect(new Set(audits.map((r) => (r.audit as { serial: string }).serial)).size).toBe(2);
+  });
+});
+
+describe('fair share of --max-pending (issue #19)', () => {
+  it('one identity holds at most --max-pending-share of the bound, whatever else varies; another identity still gets in', async () => {
+    // 20 pending at most, 10% each: 2 per identity.
+    const { jwks, server, client } = await setup(20, 10);
+    const web = 'spiffe://cluster.local/ns/demo/sa/web';
+    // Different CSRs, TTLs and token instances: nothing but the identity is shared.
+    const webCalls = await Promise.all(
+      Array.from({ length: 6 }, async (_, i) => {
+        const token = await jwks.token('demo', 'web');
+        return () => call(client, { csr: csrFor(web), validity_duration: String(3600 + i) }, { authorization: `Bearer ${token}` });
+      }),
+    );
+    const apiToken = await jwks.token('demo', 'api');
+    const pending = webCalls.map((c) => c());
+    const api = call(client, { csr: csrFor('spiffe://cluster.local/ns/demo/sa/api') }, { authorization: `Bearer ${apiToken}` });
+    for (let i = 0; i < 200 && (await server.service.metrics.inFlight.get()).values[0]?.value !== 7; i++) await sleep(20);
+    jwks.release();
+    const results = await Promise.all(pending);
+    const codes = results.map((r) => (r.err ? grpc.status[r.err.code] : 'OK'));
+    expect(codes.filter((c) => c === 'OK')).toHaveLength(2);
+    expect(codes.filter((c) => c === 'RESOURCE_EXHAUSTED')).toHaveLength(4);
+    expect(results.find((r) => r.err)?.err?.details).toBe(
+      `CA overloaded: ${web} already has 2 requests pending, its share of --max-pending (--max-pending-share); retry with backoff`,
+    );
+    expect((await api).err).toBeUndefined();
+    // The share is released with the calls: the same identity is admitted again.
+    const again = await jwks.token('demo', 'web');
+    expect((await call(client, { csr: csrFor(web) }, { authorization: `Bearer ${again}` })).err).toBeUndefined();
+  });
+
+  it('identical concurrent requests with different tokens are not shared: each is decided on its own credentials', async () => {
+    const { jwks, server, client } = await setup(100);
+    const id = 'spiffe://cluster.local/ns/demo/sa/web';
+    const csr = csrFor(id);
+    const owner = await jwks.token('demo', 'web');
+    const other = await jwks.token('demo', 'intruder');
+    const a = call(client, { csr, validity_duration: '3600' }, { authorization: `Bearer ${owner}` });
+    const b = call(client, { csr, validity_duration: '3600' }, { authorization: `Bearer ${other}` });
+    // Both are held in authentication together, so a shared computation would answer both.
+    for (let i = 0; i < 200 && (await server.service.metrics.inFlight.get()).values[0]?.value !== 2; i++) await sleep(20);
+    expect((await server.service.metrics.inFlight.get()).values[0]?.value).toBe(2);
+    jwks.release();
+    const [ra, rb] = await Promise.all([a, b]);
+    expect(ra.err).toBeUndefined();
+    expect(rb.err?.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(rb.res).toBeUndefined();
   });
 });
 

@@ -48,6 +48,12 @@ export interface ServiceOptions {
   admission?: Partial<AdmissionOptions> | undefined;
   /** Connection limits (--max-connections, --max-concurrent-streams, --idle-timeout). */
   limits?: Partial<ConnectionLimits> | undefined;
+  /** --max-csr-bytes (default DEFAULT_MAX_CSR_BYTES). */
+  maxCsrBytes?: number | undefined;
+  /** --max-pending-share, percent (default DEFAULT_MAX_PENDING_SHARE). */
+  maxPendingSharePercent?: number | undefined;
+  /** --client-cert-max-ttl, ms (default DEFAULT_CLIENT_CERT_MAX_TTL_MS). */
+  clientCertMaxTtlMs?: number | undefined;
 }
 
 export interface ConnectionLimits {
@@ -144,7 +150,7 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
 
   // Fixed order: client certificate, JWT, TokenReview; the first that yields a caller wins.
   const authenticators: Authenticator[] = [];
-  if (options.clientCertAuth) authenticators.push(new ClientCertAuthenticator({ trustDomain: options.trustDomain }));
+  if (options.clientCertAuth) authenticators.push(new ClientCertAuthenticator({ trustDomain: options.trustDomain, maxTtlMs: options.clientCertMaxTtlMs }));
   if (options.jwt) {
     authenticators.push(new JwtAuthenticator({ ...options.jwt, trustDomain: options.trustDomain }));
   }
@@ -157,7 +163,7 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
     : undefined;
 
   const audit = new AuditLog(logger, options.auditLog);
-  const admission = new Admission({ ...DEFAULT_ADMISSION, ...options.admission });
+  const admission = new Admission({ ...DEFAULT_ADMISSION, ...options.admission, maxPendingShare: options.maxPendingSharePercent ?? options.admission?.maxPendingShare });
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
   const services = loadServices();
   const health = new HealthService();
@@ -184,6 +190,7 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
       logger,
       audit,
       admission,
+      maxCsrBytes: options.maxCsrBytes,
     }),
   });
   server.addService(services.health.service, health.handlers);
