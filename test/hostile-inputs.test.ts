@@ -13,7 +13,7 @@ import { buildCsrPem, CsrError, decodePem, generateKeyPair, parseCsrPem, readCsr
 import { loadServices } from '../src/server/index.js';
 import { extension, hostileCsrPem, oid, rsaSpkiWithExponent, rsaSpkiWithParams, sanExtension, seq, tlv } from './helpers/hostile-csr.js';
 import { makeIntermediate, makeRoot, opensslVerify, removeDir, tempDir, writeCacerts } from './helpers/pki.js';
-import { call, clientFor, createTestIssuer, type TestIssuer, type TestServer, startTestServer } from './helpers/server.js';
+import { call, clientFor, createTestIssuer, fetchText, type TestIssuer, type TestServer, startTestServer } from './helpers/server.js';
 
 const ID = 'spiffe://cluster.local/ns/demo/sa/web';
 const HOUR = 3_600_000;
@@ -265,3 +265,42 @@ describe('client-certificate renewal ends', () => {
   });
 });
 
+
+describe('serving-certificate renewal when the signer is near expiry', () => {
+  /** A server whose signer expires in `signerLeftMs`, run for a second and a half. */
+  async function runNearExpiry(signerLeftMs: number, grace: { ms: number } | { fraction: number }) {
+    const nearRoot = makeRoot();
+    const nearSigner = makeIntermediate(nearRoot, { notAfter: new Date(Date.now() + signerLeftMs) });
+    const nearDir = writeCacerts(tempDir(), { signer: nearSigner, roots: [nearRoot] });
+    const s = await startTestServer({ cacerts: nearDir, issuer, servingCertGrace: grace });
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      const renewals = s.logs.records().filter((l) => l.msg === 'serving certificate renewed').length;
+      const warnings = s.logs.records().filter((l) => typeof l.msg === 'string' && l.msg.startsWith('the serving certificate cannot be renewed past the signing certificate'));
+      const metrics = (await fetchText(`http://127.0.0.1:${s.service.monitoringPort}/metrics`)).body;
+      return { renewals, warnings, metrics, signerNotAfter: new Date(nearSigner.cert.validTo) };
+    } finally {
+      await s.close();
+      removeDir(nearDir);
+    }
+  }
+
+  it('signer with 5 h left and --serving-cert-grace 6h: no renewal loop; one loud warning and a metric', async () => {
+    const r = await runNearExpiry(5 * HOUR, { ms: 6 * HOUR });
+    expect(r.renewals).toBe(0);
+    expect(r.warnings).toHaveLength(1);
+    expect(r.warnings[0]!.level).toBe(50);
+    expect(r.warnings[0]!.signerNotAfter).toBe(r.signerNotAfter.toISOString());
+    expect(r.metrics).toMatch(/^svid_ca_serving_cert_limited_by_signer 1$/m);
+  });
+
+  it('signer in its last 2 minutes with the default 50% grace: no renewal loop', async () => {
+    const r = await runNearExpiry(90_000, { fraction: 0.5 });
+    expect(r.renewals).toBe(0);
+    expect(r.warnings).toHaveLength(1);
+  });
+
+  it('a signer far from expiry: no warning, metric 0', async () => {
+    expect((await fetchText(`http://127.0.0.1:${server.service.monitoringPort}/metrics`)).body).toMatch(/^svid_ca_serving_cert_limited_by_signer 0$/m);
+  });
+});

@@ -75,6 +75,8 @@ export interface ServingCertificate {
   notBefore: Date;
   notAfter: Date;
   serialHex: string;
+  /** NotAfter is the signer's NotAfter (the asked lifetime did not fit): renewing cannot extend it until the bundle changes. */
+  limitedBySigner: boolean;
 }
 
 /**
@@ -170,6 +172,7 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
       notBefore,
       notAfter,
       serialHex: serialHex(serial),
+      limitedBySigner: notAfterWanted >= bundle.notAfter,
     };
   }
 }
