@@ -3,7 +3,9 @@
  * TLS): CSRs that amplify CPU, SubjectPublicKeyInfo bytes that would be smuggled into the leaf,
  * client-certificate renewals that never end, and leaves that start before their signer.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createPublicKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +15,7 @@ import { buildCsrPem, CsrError, decodePem, generateKeyPair, parseCsrPem, readCsr
 import { loadServices } from '../src/server/index.js';
 import { extension, hostileCsrPem, oid, rsaSpkiWithExponent, rsaSpkiWithParams, sanExtension, seq, tlv } from './helpers/hostile-csr.js';
 import { makeIntermediate, makeRoot, opensslVerify, removeDir, tempDir, writeCacerts } from './helpers/pki.js';
+import { freePort, startCli, waitForStatus } from './helpers/process.js';
 import { call, clientFor, createTestIssuer, fetchText, type TestIssuer, type TestServer, startTestServer } from './helpers/server.js';
 
 const ID = 'spiffe://cluster.local/ns/demo/sa/web';
@@ -302,5 +305,31 @@ describe('serving-certificate renewal when the signer is near expiry', () => {
 
   it('a signer far from expiry: no warning, metric 0', async () => {
     expect((await fetchText(`http://127.0.0.1:${server.service.monitoringPort}/metrics`)).body).toMatch(/^svid_ca_serving_cert_limited_by_signer 0$/m);
+  });
+});
+
+describe('the issue #19 flags through the real command', () => {
+  it('serve --max-csr-bytes 1024: a larger CSR is INVALID_ARGUMENT naming the flag; a normal one is issued', async () => {
+    const work = tempDir('svid-ca-19b-cli-');
+    const devDir = join(work, 'dev');
+    const [grpcPort, monPort] = [await freePort(), await freePort()];
+    const cli = startCli(['serve', '--dev', '--dev-dir', devDir, '--listen', `127.0.0.1:${grpcPort}`, '--monitoring-listen', `127.0.0.1:${monPort}`, '--max-csr-bytes', '1024', '--max-pending-share', '50', '--client-cert-max-ttl', '1h']);
+    try {
+      await waitForStatus(`http://127.0.0.1:${monPort}/readyz`);
+      writeFileSync(join(work, 'token'), execFileSync(process.execPath, ['dist/cli.js', 'dev-token', '--dev-dir', devDir, '--namespace', 'demo', '--service-account', 'web'], { encoding: 'utf8' }));
+      const request = (key: string) =>
+        spawnSync(process.execPath, ['dist/cli.js', 'request', '--ca', `localhost:${grpcPort}`, '--root', join(devDir, 'cacerts/root-cert.pem'), '--token', join(work, 'token'), '--out', join(work, key), '--key', key], { encoding: 'utf8' });
+      // An RSA-4096 CSR is ~1.7 KB of PEM.
+      const big = request('rsa-4096');
+      expect(big.status).not.toBe(0);
+      expect(big.stderr).toMatch(/csr field is \d{4} bytes; at most 1024 are accepted \(--max-csr-bytes\)/);
+      expect(request('ec-p256').status).toBe(0);
+      const start = cli.stdout.join('').split('\n').find((l) => l.includes('starting svid-ca'))!;
+      expect(JSON.parse(start).sources).toMatchObject({ 'max-csr-bytes': 'flag', 'max-pending-share': 'flag', 'client-cert-max-ttl': 'flag' });
+    } finally {
+      cli.child.kill('SIGTERM');
+      await cli.exited;
+      removeDir(work);
+    }
   });
 });
