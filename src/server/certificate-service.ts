@@ -120,6 +120,9 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
             metrics.ttlClamped.inc();
             logger.debug({ identity: ctx.caller?.identity, requestedMs: issued.requestedMs, grantedMs: issued.grantedMs }, 'TTL clamped to the signing certificate expiry');
           }
+          if (issued.credentialCapped) {
+            logger.debug({ identity: ctx.caller?.identity, requestedMs: issued.requestedMs, grantedMs: issued.grantedMs }, 'TTL capped: a renewal by client certificate alone ends with it (--client-cert-max-ttl)');
+          }
           callback(null, { cert_chain: issued.certChain });
           return;
         } catch (auditErr) {
