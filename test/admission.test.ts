@@ -9,7 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair as joseKeyPair, SignJWT, type CryptoKey } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildCsrPem, decodePem, generateKeyPair } from '../src/pki/index.js';
-import { Admission } from '../src/server/index.js';
+import { Admission, shareKey } from '../src/server/index.js';
 import { makeCacerts, removeDir } from './helpers/pki.js';
 import { call, clientFor, createTestIssuer, fetchText, startTestServer, TEST_ISSUER } from './helpers/server.js';
 
@@ -214,6 +214,15 @@ describe('the signing queue', () => {
     // The default share is 10%, and never less than one call.
     expect(new Admission({ maxPending: 2048, priorityNamespaces: [] }).callerLimit).toBe(205);
     expect(new Admission({ maxPending: 3, priorityNamespaces: [] }).callerLimit).toBe(1);
+  });
+
+  it('whose share a call uses: its identity; an impersonation, the node agent pod (one per node), whatever identity it asks for', () => {
+    const web = { identity: 'spiffe://cluster.local/ns/demo/sa/web', namespace: 'demo', serviceAccount: 'web', podName: 'web-1', authenticator: 'jwt' };
+    expect(shareKey(web, false)).toEqual(shareKey({ ...web, podName: 'web-2' }, false));
+    const zt = (podName: string) => ({ identity: 'spiffe://cluster.local/ns/istio-system/sa/ztunnel', namespace: 'istio-system', serviceAccount: 'ztunnel', podName, authenticator: 'token-review' });
+    expect(shareKey(zt('ztunnel-a'), true).key).not.toBe(shareKey(zt('ztunnel-b'), true).key);
+    expect(shareKey(zt('ztunnel-a'), true).key).not.toBe(shareKey(zt('ztunnel-a'), false).key);
+    expect(shareKey(zt('ztunnel-a'), true).who).toBe('node agent istio-system/ztunnel-a');
   });
 
   it('a job that throws rejects only its own promise', async () => {

@@ -31,7 +31,7 @@ export const DEFAULT_MAX_CSR_BYTES = 8192;
  * for an impersonation, the node agent's own pod (one ztunnel per node), so one node cannot hold
  * the queue by asking for many of its workloads' identities.
  */
-function shareKey(caller: Caller, impersonating: boolean): { key: string; who: string } {
+export function shareKey(caller: Caller, impersonating: boolean): { key: string; who: string } {
   if (impersonating) return { key: `pod\0${caller.namespace}/${caller.podName ?? ''}\0${caller.identity}`, who: `node agent ${caller.namespace}/${caller.podName ?? caller.serviceAccount}` };
   return { key: `id\0${caller.identity}`, who: caller.identity };
 }
