@@ -167,7 +167,7 @@ export class IstiodCertManager {
       const to = new Date(leaf.validTo).getTime();
       // It ends with the signing certificate: a new one would end there too, so renewing would only
       // rewrite the Secret over and over (issue #19). The next bundle replaces it (not issued by the new signer).
-      if (to >= bundle.notAfter.getTime()) return { renewAt: bundle.notAfter.getTime(), why: 'current (it ends with the signing certificate)' };
+      if (to >= bundle.notAfter.getTime()) return { renewAt: Infinity, why: 'current (it ends with the signing certificate)' };
       const renewAt = this.renewAt(from, to);
       if (now >= renewAt) return replace('it is past half of its lifetime');
       return { renewAt, why: 'current' };

@@ -156,7 +156,7 @@ export class RootConfigMapPublisher {
     if (!ns || !this.eligible(ns)) return;
     const roots = this.o.roots();
     const { core, logger } = this.o;
-    let cm = this.configMaps.get(ROOT_CONFIGMAP, namespace);
+    const cm = this.configMaps.get(ROOT_CONFIGMAP, namespace);
     if (isCurrent(cm, roots)) return;
     const timeout = withTimeout(CALL_TIMEOUT_MS);
     if (!cm) {
