@@ -143,7 +143,7 @@ describe('the leaf never carries attacker-chosen SubjectPublicKeyInfo bytes', ()
   });
 
   it('canonical keys of every accepted kind are issued, and the leaf carries exactly the canonical SPKI', async () => {
-    for (const spec of ['ec-p256', 'ec-p384', 'rsa-2048'] as const) {
+    for (const spec of ['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-4096'] as const) {
       const { privateKey } = generateKeyPair(spec);
       const { res, err } = await ask(hostileCsrPem({ privateKey }));
       expect(err, spec).toBeUndefined();
