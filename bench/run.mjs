@@ -1,4 +1,4 @@
-// svid-ca benchmark: `npm run bench [-- --quick] [-- --json FILE] [-- --only ec-p256,rsa-2048,storm] [-- --profile DIR]
+// svid-ca benchmark: `npm run bench [-- --quick] [-- --json FILE] [-- --only ec-p256,rsa-2048,renewals,cpu-attack,storm] [-- --profile DIR]
 // [-- --pool-rate N] [-- --workers N]` (requests pre-generated per second of run; a run that uses them all up ends early and says so).
 //
 // Starts the built svid-ca (dist/cli.js) in a child process per scenario, drives it from a separate
@@ -39,6 +39,8 @@ const SCENARIOS = [
   { name: 'renewals', title: 'EC P-256, 64 callers, 1,000 workloads renewing (tokens reused, fresh key per CSR)', signer: 'dev', csrKey: 'ec-p256', callers: 64, identities: 1_000, durationMs: QUICK ? 5_000 : 30_000, poolRate: poolRateArg ?? 3_000 },
   // Not a certificate: the cost of one unary call through grpc-js over TLS and HTTP/2 with a handler that does nothing, the floor under every row above.
   { name: 'transport', title: 'grpc.health.v1 Health/Check on the same TLS connections (transport floor), 64 callers', signer: 'dev', health: true, callers: 64, durationMs: QUICK ? 3_000 : 10_000, poolRate: 10_000 },
+  // Issue #19: the renewals load beside one stolen token sending 3,300-extension CSRs (~23 KB) from 256 connections.
+  { name: 'cpu-attack', title: 'renewals (64 callers, 1,000 workloads) beside one token sending 3,300-extension CSRs from 256 connections', signer: 'dev', csrKey: 'ec-p256', callers: 64, identities: 1_000, durationMs: QUICK ? 5_000 : 30_000, poolRate: poolRateArg ?? 3_000, attackers: 256 },
   { name: 'storm', title: `storm: ${QUICK ? '1,000' : '10,000'} identities at once, ${QUICK ? 100 : 1000} callers, agent retries`, signer: 'dev', csrKey: 'ec-p256', callers: QUICK ? 100 : 1000, count: QUICK ? 1_000 : 10_000, retry: true },
 ].filter((s) => !only || only.includes(s.name));
 
@@ -225,6 +227,14 @@ async function runScenario(s, dir, env, speed) {
   });
   await lg.next('ready');
   log(`${s.name}: ${count} ${s.health ? 'health checks' : 'distinct requests'} pre-generated in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  // The attacker: its own load generator, one identity, hostile CSRs (generate.mjs `attack`).
+  const attacker = s.attackers ? forkLoadgen() : undefined;
+  if (attacker) {
+    const generator = { csrKey: 'ec-p256', keyPoolSize: 0, trustDomain: 'cluster.local', validitySeconds: 86_400, identities: 0, attack: true, issuedAt: Math.floor(Date.now() / 1000), jwt: { signingKeyPem: readFileSync(env.signingKeyFile, 'utf8'), kid: jwks.keys[0].kid, alg: jwks.keys[0].alg ?? 'RS256', issuer: env.issuer } };
+    // 1,000 distinct hostile requests (~30 MB), sent round and round: none is in flight twice at once.
+    attacker.child.send({ type: 'prepare', count: 1_000, offset: 0, health: false, generator });
+    await attacker.next('ready');
+  }
 
   const server = await startServer(dir, extra);
   try {
@@ -242,15 +252,26 @@ async function runScenario(s, dir, env, speed) {
     })();
     await sleep(300);
     probes = [];
-    lg.child.send({ type: 'run', callers: s.callers, durationMs: s.durationMs, retry: !!s.retry, target: { port: server.grpcPort, rootPem, serverName: 'localhost', signerPem } });
+    const target = { port: server.grpcPort, rootPem, serverName: 'localhost', signerPem };
+    // Waiters are registered before the messages can arrive (forkLoadgen drops a message nobody waits for).
+    let attackResult;
+    if (attacker) {
+      const started = attacker.next('started');
+      attackResult = attacker.next('result');
+      attacker.child.send({ type: 'run', callers: s.attackers, durationMs: s.durationMs, retry: false, cycle: true, target });
+      await started;
+    }
+    lg.child.send({ type: 'run', callers: s.callers, durationMs: s.durationMs, retry: !!s.retry, target });
     await lg.next('started');
     const cpu0 = cpuSeconds(pid);
     await lg.next('finished');
     const cpu1 = cpuSeconds(pid);
     probing = false;
     const result = await lg.next('result');
+    const attack = await attackResult;
     await prober;
     lg.child.send({ type: 'exit' });
+    attacker?.child.send({ type: 'exit' });
     const seconds = result.elapsedMs / 1000;
     const issuedPerSec = result.issued / seconds;
     const errors = Object.fromEntries(Object.entries(result.codes).filter(([k]) => k !== 'OK'));
@@ -283,6 +304,8 @@ async function runScenario(s, dir, env, speed) {
       opensslLimitPerSec: Math.round(limitOf(sp)),
       efficiency: s.health ? null : Number((issuedPerSec / limitOf(sp)).toFixed(3)),
       sampledResponsesChecked: result.sampled,
+      // The honest figures above were measured beside this attacker: its calls by gRPC status.
+      ...(attack ? { attackerCodes: attack.codes } : {}),
     };
   } finally {
     await stopServer(server);
@@ -291,6 +314,7 @@ async function runScenario(s, dir, env, speed) {
       copyFileSync(server.logFile, join(keepLogsDir, `${s.name}.log`));
     }
     if (lg.child.exitCode === null) lg.child.kill();
+    if (attacker && attacker.child.exitCode === null) attacker.child.kill();
   }
 }
 
@@ -357,7 +381,7 @@ try {
   if (targets) process.stdout.write(`\nTargets of the performance issue, this run:\n${targets.join('\n')}\n\n`);
   else process.stdout.write('\n');
   for (const r of rows) {
-    process.stdout.write(`${r.scenario}: ${r.title}; ${r.issued} ${r.efficiency === null ? 'answered SERVING' : 'issued'} in ${r.seconds} s, ${r.retries} retries, ${r.sampledResponsesChecked} sampled responses checked, max latency ${r.maxMs} ms, probe failures ${r.probeFailures}\n`);
+    process.stdout.write(`${r.scenario}: ${r.title}; ${r.issued} ${r.efficiency === null ? 'answered SERVING' : 'issued'} in ${r.seconds} s, ${r.retries} retries, ${r.sampledResponsesChecked} sampled responses checked, max latency ${r.maxMs} ms, probe failures ${r.probeFailures}${r.attackerCodes ? `; attacker calls: ${JSON.stringify(r.attackerCodes)}` : ''}\n`);
   }
   if (jsonFile) writeFileSync(jsonFile, JSON.stringify(out, null, 2) + '\n');
 } finally {

@@ -60,6 +60,10 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'dev-dir', kind: 'string', help: 'where the dev CA lives (default: certs-dev/ of the package)' },
   // issue #12: the token issuer's key set is followed exactly
   { name: 'jwks-refresh-interval', kind: 'duration', default: '5m', help: "refetch --jwks-uri this often (a shorter Cache-Control max-age in the answer wins); a removed key verifies no token after the next fetch" },
+  // issue #19: bounded work per caller, renewals by client certificate that end.
+  { name: 'max-csr-bytes', kind: 'int', default: '8192', help: 'longest csr field (PEM characters) read at all; longer: INVALID_ARGUMENT' },
+  { name: 'max-pending-share', kind: 'int', default: '10', help: 'percent of --max-pending one identity (or one node agent impersonating) may hold; beyond: RESOURCE_EXHAUSTED' },
+  { name: 'client-cert-max-ttl', kind: 'duration', default: '24h', help: "longest lifetime of a renewal by client certificate alone; it never passes the presented certificate's NotAfter" },
 ];
 
 export interface JwtConfig {
@@ -109,6 +113,9 @@ export interface ServeConfig {
   sources: Record<string, string>;
   /** --jwks-refresh-interval (issue #12). */
   jwksRefreshIntervalMs: number;
+  maxCsrBytes: number;
+  maxPendingSharePercent: number;
+  clientCertMaxTtlMs: number;
 }
 
 const TRUST_DOMAIN = /^[a-z0-9._-]+$/;
@@ -152,6 +159,9 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     sources: Object.fromEntries(
       [...sources].map(([k, v]) => [k, v.variable ? `${v.source} ${v.variable}` : (v.source satisfies FlagSource)]),
     ),
+    maxCsrBytes: values.get('max-csr-bytes') as number,
+    maxPendingSharePercent: values.get('max-pending-share') as number,
+    clientCertMaxTtlMs: ms('client-cert-max-ttl'),
   };
   if (!TRUST_DOMAIN.test(cfg.trustDomain)) throw new ConfigError(`--trust-domain: invalid value "${cfg.trustDomain}" (lower-case letters, digits, '.', '-', '_')`);
   if (!LOG_LEVELS.includes(cfg.logLevel as never)) throw new ConfigError(`--log-level: invalid value "${cfg.logLevel}" (want one of ${LOG_LEVELS.join(', ')})`);
@@ -169,6 +179,9 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   if (cfg.limits.idleTimeoutMs < 10_000) throw new ConfigError('--idle-timeout: must be at least 10s (agents ping every 30s)');
   if (cfg.reloadIntervalMs < 1000) throw new ConfigError('--reload-interval: must be at least 1s');
   if (cfg.jwksRefreshIntervalMs < 1000) throw new ConfigError('--jwks-refresh-interval: must be at least 1s');
+  if (cfg.maxCsrBytes < 1024 || cfg.maxCsrBytes > cfg.maxRequestBytes) throw new ConfigError('--max-csr-bytes: must be between 1024 and --max-request-bytes');
+  if (cfg.maxPendingSharePercent < 1 || cfg.maxPendingSharePercent > 100) throw new ConfigError('--max-pending-share: must be a percentage from 1 to 100');
+  if (cfg.clientCertMaxTtlMs < 60_000) throw new ConfigError('--client-cert-max-ttl: must be at least 1m');
   const grace = parseGrace(str('serving-cert-grace')!, parseDuration);
   if (!grace) throw new ConfigError(`--serving-cert-grace: invalid value "${str('serving-cert-grace')}" (want a percentage such as 50% or a duration such as 6h)`);
   cfg.servingCertGrace = grace;

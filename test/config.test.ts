@@ -132,3 +132,17 @@ describe('the svid-ca command', () => {
     expect(out).toContain('MAX_WORKLOAD_CERT_TTL');
   });
 });
+
+describe('issue #19 flags', () => {
+  it('--max-csr-bytes, --max-pending-share, --client-cert-max-ttl: defaults, SVID_CA_ variables, bounds', () => {
+    const d = parseServeConfig([], {});
+    expect([d.maxCsrBytes, d.maxPendingSharePercent, d.clientCertMaxTtlMs]).toEqual([8192, 10, 86_400_000]);
+    const e = parseServeConfig([], { SVID_CA_MAX_CSR_BYTES: '4096', SVID_CA_MAX_PENDING_SHARE: '25', SVID_CA_CLIENT_CERT_MAX_TTL: '2h' });
+    expect([e.maxCsrBytes, e.maxPendingSharePercent, e.clientCertMaxTtlMs]).toEqual([4096, 25, 7_200_000]);
+    expect(() => parseServeConfig(['--max-csr-bytes', '100'], {})).toThrow(ConfigError);
+    expect(() => parseServeConfig(['--max-csr-bytes', '70000'], {})).toThrow('--max-csr-bytes: must be between 1024 and --max-request-bytes');
+    expect(() => parseServeConfig(['--max-pending-share', '0'], {})).toThrow('--max-pending-share');
+    expect(() => parseServeConfig(['--max-pending-share', '101'], {})).toThrow('--max-pending-share');
+    expect(() => parseServeConfig(['--client-cert-max-ttl', '30s'], {})).toThrow('--client-cert-max-ttl: must be at least 1m');
+  });
+});

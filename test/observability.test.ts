@@ -7,7 +7,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createPublicKey, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { connect, type PeerCertificate } from 'node:tls';
@@ -241,8 +241,17 @@ describe('metrics after a known mix of outcomes', () => {
     const { body } = await scrape(server);
     const section = readFileSync(new URL('../docs/monitoring.md', import.meta.url), 'utf8');
     expect(section.length).toBeGreaterThan(1000);
+    // Text written for the monitoring manual but not yet folded in (docs/_pending/<issue>.md, "## -> docs/monitoring.md").
+    const pendingDir = new URL('../docs/_pending/', import.meta.url);
+    const pending = existsSync(pendingDir)
+      ? readdirSync(pendingDir)
+          .filter((f) => f.endsWith('.md'))
+          .flatMap((f) => readFileSync(new URL(f, pendingDir), 'utf8').split(/\n(?=## )/))
+          .filter((part) => part.startsWith('## -> docs/monitoring.md'))
+          .join('\n')
+      : '';
     const families = [...body.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]!).filter((f) => !/^svid_ca_(process|nodejs)_/.test(f));
-    expect(families.filter((f) => !section.includes(`\`${f}\``))).toEqual([]);
+    expect(families.filter((f) => !section.includes(`\`${f}\``) && !pending.includes(`\`${f}\``))).toEqual([]);
   });
 
   it('no label value holds a SPIFFE ID, a namespace or service account from a request, or token content', async () => {

@@ -7,28 +7,34 @@ import {
   servingLeaf,
   signCertificate,
   spkiDer,
-  CLOCK_SKEW_GRACE_MS,
   WorkloadLeafEncoder,
   type ParsedCsr,
   type SigningBundle,
 } from '../pki/index.js';
-import { grantValidity, type TtlPolicy } from './ttl.js';
+import { backdatedNotBefore, grantValidity, type TtlPolicy } from './ttl.js';
 
 /** Serial as OpenSSL and Node print it: hex without the DER sign byte. */
 const serialHex = (serial: Buffer): string => (serial.length > 1 && serial[0] === 0 ? serial.subarray(1) : serial).toString('hex');
 
 /**
- * One leaf encoder per signing bundle (its constant DER parts are encoded once); a replaced
- * bundle's encoder goes with it.
+ * What is worked out once per signing bundle: the leaf encoder (its constant DER parts) and the
+ * signer's NotBefore; a replaced bundle's entry goes with it.
  */
-const leafEncoders = new WeakMap<SigningBundle, WorkloadLeafEncoder>();
-function leafEncoderFor(bundle: SigningBundle): WorkloadLeafEncoder {
-  let encoder = leafEncoders.get(bundle);
-  if (!encoder) {
-    encoder = new WorkloadLeafEncoder(bundle.signer, bundle.signingCert.facts.subjectKeyId);
-    leafEncoders.set(bundle, encoder);
+interface PerBundle {
+  encoder: WorkloadLeafEncoder;
+  signerNotBefore: Date;
+}
+const perBundle = new WeakMap<SigningBundle, PerBundle>();
+function perBundleFor(bundle: SigningBundle): PerBundle {
+  let entry = perBundle.get(bundle);
+  if (!entry) {
+    entry = {
+      encoder: new WorkloadLeafEncoder(bundle.signer, bundle.signingCert.facts.subjectKeyId),
+      signerNotBefore: new Date(bundle.signingCert.x509.validFrom),
+    };
+    perBundle.set(bundle, entry);
   }
-  return encoder;
+  return entry;
 }
 
 /** The CA cannot sign right now (no valid signer); callers should retry, so this maps to UNAVAILABLE. */
@@ -44,6 +50,8 @@ export interface IssueRequest {
   csr: ParsedCsr;
   /** validity_duration from the request, int64 seconds. */
   requestedTtlSeconds: bigint;
+  /** The caller's credential bound (Caller.renewalNotAfter): NotAfter never passes it. */
+  notAfterLimit?: Date | undefined;
 }
 
 export interface IssuedCertificate {
@@ -55,6 +63,8 @@ export interface IssuedCertificate {
   requestedMs: number | undefined;
   grantedMs: number;
   clamped: boolean;
+  /** NotAfter was cut to the caller's credential bound (IssueRequest.notAfterLimit). */
+  credentialCapped: boolean;
   signerKeyId: string | undefined;
 }
 
@@ -65,6 +75,8 @@ export interface ServingCertificate {
   notBefore: Date;
   notAfter: Date;
   serialHex: string;
+  /** NotAfter is the signer's NotAfter (the asked lifetime did not fit): renewing cannot extend it until the bundle changes. */
+  limitedBySigner: boolean;
 }
 
 /**
@@ -109,11 +121,12 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
   issue(req: IssueRequest): IssuedCertificate {
     const now = this.clock();
     const bundle = this.usableBundle(now);
-    const validity = grantValidity(this.policy, req.requestedTtlSeconds, bundle.notAfter, now);
+    const { encoder, signerNotBefore } = perBundleFor(bundle);
+    const validity = grantValidity(this.policy, req.requestedTtlSeconds, bundle.notAfter, now, { signerNotBefore, notAfterLimit: req.notAfterLimit });
     const serial = randomSerial();
     const keyId = bundle.signingCert.facts.subjectKeyId;
     // The workload profile through the fast encoder (byte-identical to signCertificate(workloadLeaf(...)), see test/fast-path.test.ts).
-    const der = leafEncoderFor(bundle).issue({
+    const der = encoder.issue({
       spiffeId: req.identity,
       serialNumber: serial,
       publicKeyDer: req.csr.publicKeyDer,
@@ -128,6 +141,7 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
       requestedMs: validity.requestedMs,
       grantedMs: validity.grantedMs,
       clamped: validity.clamped,
+      credentialCapped: validity.credentialCapped,
       signerKeyId: keyId?.toString('hex'),
     };
   }
@@ -139,7 +153,7 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
     const { privateKey } = generateKeyPair('ec-p256');
     const notAfterWanted = new Date(now.getTime() + ttlMs);
     const notAfter = notAfterWanted > bundle.notAfter ? bundle.notAfter : notAfterWanted;
-    const notBefore = new Date(now.getTime() - CLOCK_SKEW_GRACE_MS);
+    const notBefore = backdatedNotBefore(now, perBundleFor(bundle).signerNotBefore);
     const serial = randomSerial();
     const der = signCertificate(
       servingLeaf({
@@ -158,6 +172,7 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
       notBefore,
       notAfter,
       serialHex: serialHex(serial),
+      limitedBySigner: notAfterWanted >= bundle.notAfter,
     };
   }
 }

@@ -43,6 +43,7 @@ export class CaMetrics {
   readonly signerBeforeMaxTtl: Gauge;
   readonly certExpiry: Gauge<'role' | 'subject' | 'serial'>;
   readonly jwksReloads: Counter<'result'>;
+  readonly servingLimitedBySigner: Gauge;
   private rootExpiry: number | undefined;
   private signer: { notAfterMs: number; maxTtlMs: number } | undefined;
   private chainExpiry: number | undefined;
@@ -164,6 +165,13 @@ export class CaMetrics {
       registers,
     });
     for (const result of ['success', 'failure']) this.jwksReloads.inc({ result }, 0);
+    this.servingLimitedBySigner = new Gauge({
+      aggregator: 'max',
+      name: 'svid_ca_serving_cert_limited_by_signer',
+      help: "1 when svid-ca's serving certificate ends with the signing certificate (it expires within --serving-cert-ttl and renewal cannot extend it): mount a new cacerts bundle; else 0.",
+      registers,
+    });
+    this.servingLimitedBySigner.set(0);
     for (const outcome of ['issued', 'unauthenticated', 'permission_denied', 'invalid_csr', 'invalid_ttl', 'unavailable', 'overloaded', 'internal']) {
       this.requests.inc({ outcome }, 0);
     }

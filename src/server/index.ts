@@ -6,4 +6,5 @@ export { classifyError, RequestError, type Failure } from './errors.js';
 export { ServingTls, type KeyAndChain } from './tls.js';
 export { HealthService } from './health.js';
 export { Admission, claimedNamespace, type AdmissionOptions } from './admission.js';
+export { shareKey } from './certificate-service.js';
 export { runPrimary, reportReadiness, shareMetricsWithPrimary, usableCores, type Primary, type PrimaryOptions } from './workers.js';

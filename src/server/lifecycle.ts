@@ -90,6 +90,13 @@ export class BundleLifecycle {
       logger.info({ reason, notAfter: cert.notAfter.toISOString(), serial: cert.serialHex, renewAt: this.serving.renewAt().toISOString() }, 'serving certificate renewed');
     });
     this.serving.on('error', (err) => logger.error({ err: err.message }, 'serving certificate renewal failed; retrying'));
+    this.serving.on('limitedBySigner', (cert) => {
+      this.metrics.servingLimitedBySigner.set(1);
+      logger.error(
+        { signerNotAfter: cert.notAfter.toISOString(), servingNotAfter: cert.notAfter.toISOString(), serial: cert.serialHex },
+        `the serving certificate cannot be renewed past the signing certificate, which expires at ${cert.notAfter.toISOString()}: mount a new cacerts bundle before then, or TLS to svid-ca fails and no workload gets a certificate`,
+      );
+    });
     authority.on('bundle', (bundle) => {
       this.metrics.lastReload.set(Date.now() / 1000);
       this.recordBundle(bundle);
@@ -132,6 +139,7 @@ export class BundleLifecycle {
 
   private recordServing(): void {
     const c = this.serving.current;
+    if (!c.limitedBySigner) this.metrics.servingLimitedBySigner.set(0);
     this.metrics.setServingCertificate({ role: 'serving', subject: this.options.servingDns.join(','), serial: c.serialHex, notAfter: wholeSeconds(c.notAfter) });
   }
 

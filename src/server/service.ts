@@ -50,6 +50,12 @@ export interface ServiceOptions {
   limits?: Partial<ConnectionLimits> | undefined;
   /** --jwks-refresh-interval: refetch a --jwks-uri this often (a shorter Cache-Control max-age wins). */
   jwksRefreshIntervalMs?: number | undefined;
+  /** --max-csr-bytes (default DEFAULT_MAX_CSR_BYTES). */
+  maxCsrBytes?: number | undefined;
+  /** --max-pending-share, percent (default DEFAULT_MAX_PENDING_SHARE). */
+  maxPendingSharePercent?: number | undefined;
+  /** --client-cert-max-ttl, ms (default DEFAULT_CLIENT_CERT_MAX_TTL_MS). */
+  clientCertMaxTtlMs?: number | undefined;
 }
 
 export interface ConnectionLimits {
@@ -159,8 +165,8 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
 
   // Fixed order: client certificate, JWT, TokenReview; the first that yields a caller wins.
   const authenticators: Authenticator[] = [];
-  if (options.clientCertAuth) authenticators.push(new ClientCertAuthenticator({ trustDomain: options.trustDomain }));
   let jwt: JwtAuthenticator | undefined;
+  if (options.clientCertAuth) authenticators.push(new ClientCertAuthenticator({ trustDomain: options.trustDomain, maxTtlMs: options.clientCertMaxTtlMs }));
   if (options.jwt) {
     jwt = new JwtAuthenticator({
       ...options.jwt,
@@ -180,7 +186,7 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
     : undefined;
 
   const audit = new AuditLog(logger, options.auditLog);
-  const admission = new Admission({ ...DEFAULT_ADMISSION, ...options.admission });
+  const admission = new Admission({ ...DEFAULT_ADMISSION, ...options.admission, maxPendingShare: options.maxPendingSharePercent ?? options.admission?.maxPendingShare });
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
   const services = loadServices();
   const health = new HealthService();
@@ -207,6 +213,7 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
       logger,
       audit,
       admission,
+      maxCsrBytes: options.maxCsrBytes,
     }),
   });
   server.addService(services.health.service, health.handlers);

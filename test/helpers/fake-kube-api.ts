@@ -275,7 +275,7 @@ export class FakeKubeApi {
   permissions(): Permission[] {
     return this.requests
       .filter((r) => r.resource !== '' && r.status !== 401)
-      .map((r) => ({ group: r.group, resource: r.resource, verb: verbOf(r), namespace: r.namespace, name: r.name }));
+      .map((r) => ({ group: r.group, resource: r.resource, verb: verbOf(r), namespace: r.namespace, name: r.name ?? selectedName(r) }));
   }
 
   // ---- HTTP ----
@@ -467,6 +467,16 @@ function parsePath(path: string): { group: string; resource: string; namespace: 
   if (m) return { group: 'coordination.k8s.io', resource: 'leases', namespace: m[1], name: m[2] };
   if (path === '/apis/authentication.k8s.io/v1/tokenreviews') return { group: 'authentication.k8s.io', resource: 'tokenreviews', namespace: undefined, name: undefined };
   return undefined;
+}
+
+/**
+ * The object name the API server authorizes a list or watch against: kube-apiserver's RequestInfo takes
+ * it from a `metadata.name=<name>` field selector, so such a request is allowed by a rule with resourceNames.
+ */
+function selectedName(r: Pick<RecordedRequest, 'method' | 'query'>): string | undefined {
+  if (r.method !== 'GET') return undefined;
+  const m = /^metadata\.name==?([^,]+)$/.exec(r.query.fieldSelector ?? '');
+  return m?.[1];
 }
 
 /** The RBAC verb of a request. */

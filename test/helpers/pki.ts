@@ -39,7 +39,8 @@ export function makeRoot(opts: { key?: KeySpec; cn?: string; notBefore?: Date; n
       serialNumber: randomSerial(),
       subjectDer,
       publicKeyDer: spkiDer(privateKey),
-      notBefore: opts.notBefore ?? new Date(now.getTime() - 60_000),
+      // An hour back, so that a leaf's 2-minute backdate is not clamped to its signer's NotBefore.
+      notBefore: opts.notBefore ?? new Date(now.getTime() - 3_600_000),
       notAfter: opts.notAfter ?? new Date(now.getTime() + 3650 * DAY),
     }),
     { subjectDer, privateKey, algorithm: signatureAlgorithmForKey(privateKey)! },
@@ -60,7 +61,7 @@ export function makeIntermediate(
     serialNumber: randomSerial(),
     subjectDer: encodeName({ organization: 'svid-ca test', commonName: opts.cn ?? 'test intermediate' }),
     publicKeyDer: spkiDer(privateKey),
-    notBefore: opts.notBefore ?? new Date(now.getTime() - 60_000),
+    notBefore: opts.notBefore ?? new Date(now.getTime() - 3_600_000),
     notAfter: opts.notAfter ?? new Date(now.getTime() + 365 * DAY),
     issuerKeyId: facts.subjectKeyId ?? keyIdentifier(spkiDer(issuer.cert.publicKey)),
   });
