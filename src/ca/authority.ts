@@ -92,9 +92,13 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
     this.emit('bundle', bundle);
   }
 
-  /** Ready when the signing certificate is within its validity period. */
+  /**
+   * Ready while every certificate of the validated paths (signer, intermediates, roots) is within
+   * its validity period: the window precomputed at load, so each readiness tick is two comparisons.
+   */
   isReady(now: Date = this.clock()): boolean {
-    return now < this.#bundle.notAfter;
+    const { notBefore, notAfter } = this.#bundle.validity;
+    return now >= notBefore && now < notAfter && now < this.#bundle.notAfter;
   }
 
   private usableBundle(now: Date): SigningBundle {

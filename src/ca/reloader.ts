@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
-import { BundleError, subjectText, type SigningBundle } from '../pki/index.js';
+import { BundleError, subjectText, type ProbeNames, type SigningBundle } from '../pki/index.js';
 import type { Authority } from './authority.js';
 import { loadCacerts, readCacertsFiles } from './cacerts.js';
 
@@ -12,6 +12,8 @@ export interface ReloaderOptions {
   debounceMs?: number;
   /** Accept a new root bundle sharing no root with the current one. */
   allowRootReplacement: boolean;
+  /** The names serve issues under (--trust-domain, --serving-dns): every reload validates paths for them. */
+  names?: ProbeNames | undefined;
 }
 
 export interface RootChange {
@@ -125,7 +127,7 @@ export class CacertsReloader {
   private load(): ReloadResult {
     let next: SigningBundle;
     try {
-      next = loadCacerts(this.options.dir);
+      next = loadCacerts(this.options.dir, new Date(), this.options.names);
     } catch (err) {
       return { result: 'failure', error: err as Error };
     }
