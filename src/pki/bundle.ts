@@ -5,7 +5,7 @@ import { inspectCertificate, type CertificateFacts } from './inspect.js';
 import { signatureAlgorithmForKey, spkiDer, describeKey, keyLabel } from './keys.js';
 import { decodePem, encodePem } from './pem.js';
 import { validateIssuancePaths, type PathValidity, type ProbeNames } from './path-validation.js';
-import { issuedBy as x509IssuedBy, subjectText } from './verify.js';
+import { subjectText } from './verify.js';
 
 export interface NamedText {
   /** Path or file name, used in error messages. */
@@ -80,8 +80,19 @@ function loadPrivateKey(file: NamedText): KeyObject {
 
 const describe = (c: LoadedCertificate) => subjectText(c.x509) || '(empty subject)';
 
-/** Issued-by check with a real signature verification (node:crypto), not only a name match. */
-const issuedBy = (child: LoadedCertificate, parent: LoadedCertificate): boolean => x509IssuedBy(child.x509, parent.x509);
+/**
+ * Issued-by for path building: the names chain and the parent's key verifies the child's signature
+ * (node:crypto). Unlike X509Certificate.checkIssued it ignores the parent's key usage, so that a CA
+ * lacking keyCertSign is found on the path and refused by name (path-validation.ts), not reported
+ * as "does not chain".
+ */
+function issuedBy(child: LoadedCertificate, parent: LoadedCertificate): boolean {
+  try {
+    return child.x509.issuer === parent.x509.subject && child.x509.verify(parent.x509.publicKey);
+  } catch {
+    return false;
+  }
+}
 
 function checkValidity(cert: LoadedCertificate, file: string, now: Date): void {
   const notAfter = new Date(cert.x509.validTo);
