@@ -35,6 +35,7 @@ const ext = {
   ncUriExcluded: [...STDEXT, 'nameConstraints=critical,excluded;URI:cluster.local'],
   unknownCritical: [...STDEXT, '1.2.3.4=critical,ASN1:UTF8String:svid-ca test'],
   noKeyCertSign: [STDEXT[0]!, 'keyUsage=critical,cRLSign,digitalSignature', ...STDEXT.slice(2)],
+  ncDirNameOther: [...STDEXT, 'nameConstraints=critical,permitted;dirName:dir_sect', '[dir_sect]', 'O=another organization'],
 };
 
 type Position = 'root' | 'upper intermediate' | 'signer';
@@ -109,6 +110,9 @@ const fixtures: Record<string, () => Fixture> = {
   'CA:TRUE without keyCertSign on the signer': () => placed('noKeyCertSign', 'signer', KEY_CERT_SIGN),
   'CA:TRUE without keyCertSign on the upper intermediate': () => placed('noKeyCertSign', 'upper intermediate', KEY_CERT_SIGN),
   'CA:TRUE without keyCertSign on the root': () => placed('noKeyCertSign', 'root', KEY_CERT_SIGN),
+  // A rule only pkijs' own RFC 5280 run sees (the signing certificate's subject outside the root's
+  // permitted directory names; the probe leaves have empty subjects): refused naming the path's root.
+  'permitted dirName:O=another organization on the root': () => placed('ncDirNameOther', 'root', /does not validate to root .* as RFC 5280 clients check it \(Failed to meet "permitted sub-trees" name constraint\)/),
   // 4. The root signs directly, empty chain file, root bundle with another root: istiod's layout, accepted.
   'case 4: root signer, empty cert-chain.pem (good)': () => {
     const rootA = opensslCa(work, 'case 4 root A', STDEXT, undefined, { days: 3650 });
