@@ -13,8 +13,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadCacerts } from '../src/ca/index.js';
-import { BundleError, buildCsrPem, decodePem, generateKeyPair } from '../src/pki/index.js';
+import { Authority, loadCacerts } from '../src/ca/index.js';
+import { BundleError, buildCsrPem, decodePem, generateKeyPair, parseCsrPem } from '../src/pki/index.js';
 import { loadServices } from '../src/server/proto.js';
 import { opensslCa, opensslVerdict, STDEXT } from './helpers/openssl-ca.js';
 import { makeIntermediate, makeRoot, opensslVerify, removeDir, tempDir, writeCacerts, type TestCa } from './helpers/pki.js';
@@ -214,6 +214,8 @@ describe('svid-ca agrees with OpenSSL on every fixture: in-process, at start, in
       const v = await verifyRun;
       expect(v.status, v.stdout).toBe(0);
       expect(v.stdout).toContain('OK: svid-ca serve would accept');
+      // Accepted name constraints still get the ztunnel (webpki) warning.
+      if (name.includes('URI:cluster.local')) expect(v.stdout).toMatch(/warning: certificate .* carries name constraints; ztunnel/);
     }
 
     // Reload into the one running server.
@@ -254,6 +256,21 @@ describe('svid-ca agrees with OpenSSL on every fixture: in-process, at start, in
   });
 });
 
+describe('a chain file that lacks the signing certificate (issue #20)', () => {
+  it('still gets the signer first in every response: the issued chain verifies with openssl', () => {
+    const root = makeRoot({ cn: 'lacks-signer root' });
+    const mid = makeIntermediate(root, { cn: 'lacks-signer mid' });
+    const signer = makeIntermediate(mid, { cn: 'lacks-signer signer' });
+    const dir = writeCacerts(join(work, 'lacks-signer'), { signer, intermediates: [mid], roots: [root] });
+    writeFileSync(join(dir, 'cert-chain.pem'), mid.certPem + root.certPem);
+    const bundle = loadCacerts(dir);
+    const csr = parseCsrPem(buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: 'spiffe://cluster.local/ns/default/sa/web' }] }));
+    const chain = new Authority(bundle, { defaultTtlMs: 3_600_000, maxTtlMs: 3_600_000 }).issue({ identity: 'spiffe://cluster.local/ns/default/sa/web', csr, requestedTtlSeconds: 3600n }).certChain;
+    expect(chain.slice(1)).toEqual([signer.certPem, mid.certPem, root.certPem, root.certPem]);
+    expect(opensslVerify(chain.at(-1)!, chain.slice(1, -1), chain[0]!, ['-x509_strict', '-purpose', 'sslclient'])).toContain('OK');
+  });
+});
+
 describe('readiness tells the truth', () => {
   it('an intermediate of the path that expires while running turns /readyz and gRPC health NOT_SERVING', async () => {
     const root = makeRoot({ cn: 'readiness root', notBefore: new Date(Date.now() - 86_400_000) });
@@ -271,15 +288,26 @@ describe('readiness tells the truth', () => {
     const good = server.service.authority.bundle;
     expect(server.service.isReady()).toBe(true);
     // Connected before the swap: a new TLS connection would fail, as the serving certificate then
-    // chains through the expired intermediate (which is the point); this one stays open.
+    // chains through the expired intermediate (which is the point); these stay open.
+    const client = clientFor(server, server.service.authority.bundle.rootsPem);
+    const token = await issuer.token({ namespace: 'default', serviceAccount: 'web' });
+    const csr = buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: 'spiffe://cluster.local/ns/default/sa/web' }] });
+    const sign = () => call(client, { csr, validity_duration: '3600' }, { authorization: `Bearer ${token}` });
+    expect((await sign()).err).toBeUndefined();
     expect(await check()).toBe('SERVING');
     server.service.authority.replaceBundle(expiring);
     expect(server.service.isReady()).toBe(false);
     expect(await readyz()).toBe(503);
     expect(await check()).toBe('NOT_SERVING');
+    // And it signs nothing clients would reject: UNAVAILABLE, as for an expired signer.
+    const denied = await sign();
+    expect(denied.err?.code).toBe(grpc.status.UNAVAILABLE);
+    expect(denied.err?.details).toMatch(/a certificate of the signing path is not valid now/);
     server.service.authority.replaceBundle(good);
     expect(await readyz()).toBe(200);
     expect(await check()).toBe('SERVING');
+    expect((await sign()).err).toBeUndefined();
+    client.close();
   });
 });
 

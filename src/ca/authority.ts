@@ -106,6 +106,13 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
     if (now >= bundle.notAfter) {
       throw new CaUnavailableError(`the signing certificate expired at ${bundle.notAfter.toISOString()}; waiting for a new cacerts bundle`);
     }
+    // issue #11: a certificate above the signer (intermediate or root) out of its validity makes
+    // every issued chain fail in clients; sign nothing then, as for an expired signer.
+    if (now >= bundle.validity.notAfter || now < bundle.validity.notBefore) {
+      throw new CaUnavailableError(
+        `a certificate of the signing path is not valid now (the path is valid from ${bundle.validity.notBefore.toISOString()} until ${bundle.validity.notAfter.toISOString()}); waiting for a new cacerts bundle`,
+      );
+    }
     return bundle;
   }
 
