@@ -256,6 +256,49 @@ describe('svid-ca agrees with OpenSSL on every fixture: in-process, at start, in
   });
 });
 
+describe('the probe names follow serve: --trust-domain and --serving-dns', () => {
+  it('cacerts verify, cacerts bundle, serve and reload judge a name-constrained bundle for the names given', async () => {
+    const f = placed('ncUriTrustDomain', 'signer');
+    const dns = placed('ncDnsOther', 'signer');
+    const dir = join(work, 'names-uri');
+    const dnsDir = join(work, 'names-dns');
+    for (const [d, fx] of [[dir, f], [dnsDir, dns]] as const) {
+      mkdirSync(d);
+      for (const [file, text] of Object.entries(fx.files)) writeFileSync(join(d, file), text);
+    }
+    // OpenSSL's view for the other trust domain and for DNS names inside example.org.
+    expect(opensslVerdict(f.signer, f.untrusted, f.rootsPem, 'spiffe://example.org/ns/default/sa/probe')).toMatch(/permitted subtree violation/);
+    expect(opensslVerdict(dns.signer, dns.untrusted, dns.rootsPem, undefined, ['ca.example.org'])).toBeUndefined();
+
+    const other = await runCli(['dist/cli.js', 'cacerts', 'verify', dir, '--trust-domain', 'example.org']);
+    expect(other.status).toBe(1);
+    expect(other.stdout).toMatch(/REJECTED: .*ca-cert\.pem: certificate .* has name constraints that the workload SVID \(spiffe:\/\/example\.org\/ns\/istio-system\/sa\/svid-ca-probe\) breaks/);
+    expect((await runCli(['dist/cli.js', 'cacerts', 'verify', dir])).status).toBe(0);
+    expect((await runCli(['dist/cli.js', 'cacerts', 'verify', dnsDir])).status).toBe(1);
+    expect((await runCli(['dist/cli.js', 'cacerts', 'verify', dnsDir, '--serving-dns', 'ca.example.org'])).status).toBe(0);
+    const bundled = await runCli(['dist/cli.js', 'cacerts', 'bundle', dir, dir, '--out', join(work, 'names-bundle'), '--trust-domain', 'example.org']);
+    expect(bundled.status).toBe(1);
+    expect(bundled.stdout).toMatch(/REJECTED: .*name constraints/);
+
+    const serve = await runCli([...serveArgs(dir), '--trust-domain', 'example.org']);
+    expect(serve.status).toBe(1);
+    expect(serve.stderr).toMatch(/^svid-ca: .*ca-cert\.pem: certificate .* has name constraints that the workload SVID \(spiffe:\/\/example\.org\//);
+
+    // A server of another trust domain refuses the same files at reload.
+    const vol = new SecretVolume(join(work, 'names-volume'));
+    vol.write(istio(baseSigner, [baseSigner, base], [base]));
+    const s = await startTestServer({ cacerts: join(work, 'names-volume'), issuer, trustDomain: 'example.org', reloadIntervalMs: 3_600_000, allowRootReplacement: true });
+    try {
+      vol.write(f.files);
+      const r = s.service.lifecycle.checkNow();
+      expect(r?.result === 'failure' && r.error.message).toMatch(/name constraints that the workload SVID \(spiffe:\/\/example\.org\//);
+      expect((await fetchText(`http://127.0.0.1:${s.service.monitoringPort}/readyz`)).status).toBe(200);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
 describe('a chain file that lacks the signing certificate (issue #20)', () => {
   it('still gets the signer first in every response: the issued chain verifies with openssl', () => {
     const root = makeRoot({ cn: 'lacks-signer root' });
