@@ -136,13 +136,21 @@ function probeLeaves(signer: Signer, signerFacts: CertificateFacts, names: Probe
 }
 
 const WORKER_TIMEOUT_MS = 30_000;
-const workerUrl = new URL(`./path-validation-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
+/**
+ * The worker script beside this module. Run from source (the test runner), Node >= 22.6 strips the
+ * types of the .ts file itself; an older Node uses the build (`npm test` builds first).
+ */
+function workerUrl(): URL {
+  if (!import.meta.url.endsWith('.ts')) return new URL('./path-validation-worker.js', import.meta.url);
+  const strips = Boolean((process.features as { typescript?: unknown }).typescript);
+  return new URL(strips ? './path-validation-worker.ts' : '../../dist/pki/path-validation-worker.js', import.meta.url);
+}
 
 /** Runs the pkijs job in a worker and waits for it (Atomics.wait): bundle loading stays synchronous. */
 function runJob(job: PathJob): PathJobResult {
   const shared = new Int32Array(new SharedArrayBuffer(4));
   const { port1, port2 } = new MessageChannel();
-  const worker = new Worker(workerUrl, { workerData: { job, shared, port: port2 }, transferList: [port2] });
+  const worker = new Worker(workerUrl(), { workerData: { job, shared, port: port2 }, transferList: [port2] });
   worker.unref();
   try {
     if (Atomics.wait(shared, 0, 0, WORKER_TIMEOUT_MS) === 'timed-out') {
