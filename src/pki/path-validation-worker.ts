@@ -4,8 +4,8 @@
  * synchronous. Self-contained on purpose (node: and pkijs only): under the test runner this
  * file runs from source with Node's type stripping.
  *
- * Input (workerData): { job: PathJob, shared: Int32Array, port: MessagePort }. Posts one
- * PathJobResult on `port`, then sets shared[0] = 1 and notifies the waiting thread.
+ * workerData: { port: MessagePort }. For each { job: PathJob, shared: Int32Array } received on
+ * `port` it posts one PathJobResult back, then sets shared[0] = 1 and notifies the waiting thread.
  */
 import { webcrypto } from 'node:crypto';
 import { workerData, type MessagePort } from 'node:worker_threads';
@@ -44,8 +44,9 @@ async function validate(trusted: pkijs.Certificate, certs: pkijs.Certificate[], 
   });
 }
 
+pkijs.setEngine('node', new pkijs.CryptoEngine({ name: 'node', crypto: webcrypto as never }));
+
 async function run(job: PathJob): Promise<PathJobResult> {
-  pkijs.setEngine('node', new pkijs.CryptoEngine({ name: 'node', crypto: webcrypto as never }));
   const now = new Date(job.now);
   for (const [p, ders] of job.paths.entries()) {
     const path = ders.map(parse);
@@ -69,11 +70,14 @@ async function run(job: PathJob): Promise<PathJobResult> {
   return { ok: true };
 }
 
-const { job, shared, port } = workerData as { job: PathJob; shared: Int32Array; port: MessagePort };
-run(job)
-  .catch((err: unknown): PathJobResult => ({ ok: false, path: -1, leaf: '', constrainedBy: undefined, message: (err as Error)?.message ?? String(err) }))
-  .then((result) => {
-    port.postMessage(result);
-    Atomics.store(shared, 0, 1);
-    Atomics.notify(shared, 0);
-  });
+const { port } = workerData as { port: MessagePort };
+// One job at a time: the caller blocks in Atomics.wait until shared[0] is set.
+port.on('message', ({ job, shared }: { job: PathJob; shared: Int32Array }) => {
+  run(job)
+    .catch((err: unknown): PathJobResult => ({ ok: false, path: -1, leaf: '', constrainedBy: undefined, message: (err as Error)?.message ?? String(err) }))
+    .then((result) => {
+      port.postMessage(result);
+      Atomics.store(shared, 0, 1);
+      Atomics.notify(shared, 0);
+    });
+});

@@ -14,7 +14,7 @@
  * Every refusal is one line naming the certificate (subject and SKI), the rule, and the fix.
  */
 import { generateKeyPairSync, X509Certificate, type KeyObject } from 'node:crypto';
-import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_threads';
+import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from 'node:worker_threads';
 import { randomSerial, signCertificate, type Signer } from './certificate.js';
 import { BundleError } from './errors.js';
 import { KeyUsageBit } from './extensions.js';
@@ -146,22 +146,42 @@ function workerUrl(): URL {
   return new URL(strips ? './path-validation-worker.ts' : '../../dist/pki/path-validation-worker.js', import.meta.url);
 }
 
-/** Runs the pkijs job in a worker and waits for it (Atomics.wait): bundle loading stays synchronous. */
+/**
+ * One worker per process, started on first use and kept (unref'd: it never holds the process
+ * open), so that reloads neither pay a thread start nor leave a V8 heap behind each time.
+ */
+let validator: { worker: Worker; port: MessagePort } | undefined;
+
+function validatorPort(): MessagePort {
+  if (!validator) {
+    const { port1, port2 } = new MessageChannel();
+    const worker = new Worker(workerUrl(), { workerData: { port: port2 }, transferList: [port2] });
+    worker.unref();
+    port1.unref();
+    worker.once('exit', () => {
+      if (validator?.worker === worker) validator = undefined;
+    });
+    validator = { worker, port: port1 };
+  }
+  return validator.port;
+}
+
+const failed = (message: string): PathJobResult => ({ ok: false, path: -1, leaf: '', constrainedBy: undefined, message });
+
+/** Runs the pkijs job in the worker and waits for it (Atomics.wait): bundle loading stays synchronous. */
 function runJob(job: PathJob): PathJobResult {
   const shared = new Int32Array(new SharedArrayBuffer(4));
-  const { port1, port2 } = new MessageChannel();
-  const worker = new Worker(workerUrl(), { workerData: { job, shared, port: port2 }, transferList: [port2] });
-  worker.unref();
-  try {
-    if (Atomics.wait(shared, 0, 0, WORKER_TIMEOUT_MS) === 'timed-out') {
-      return { ok: false, path: -1, leaf: '', constrainedBy: undefined, message: `path validation did not finish within ${WORKER_TIMEOUT_MS / 1000}s` };
-    }
-    const reply = receiveMessageOnPort(port1);
-    return (reply?.message as PathJobResult | undefined) ?? { ok: false, path: -1, leaf: '', constrainedBy: undefined, message: 'path validation worker gave no answer' };
-  } finally {
-    port1.close();
-    void worker.terminate();
+  const port = validatorPort();
+  port.postMessage({ job, shared });
+  if (Atomics.wait(shared, 0, 0, WORKER_TIMEOUT_MS) === 'timed-out') {
+    // A stuck worker is replaced; its late answer must not be read as the next job's.
+    void validator?.worker.terminate();
+    port.close();
+    validator = undefined;
+    return failed(`path validation did not finish within ${WORKER_TIMEOUT_MS / 1000}s`);
   }
+  const reply = receiveMessageOnPort(port);
+  return (reply?.message as PathJobResult | undefined) ?? failed('path validation worker gave no answer');
 }
 
 /**
