@@ -113,6 +113,13 @@ const fixtures: Record<string, () => Fixture> = {
   // A rule only pkijs' own RFC 5280 run sees (the signing certificate's subject outside the root's
   // permitted directory names; the probe leaves have empty subjects): refused naming the path's root.
   'permitted dirName:O=another organization on the root': () => placed('ncDirNameOther', 'root', /does not validate to root .* as RFC 5280 clients check it \(Failed to meet "permitted sub-trees" name constraint\)/),
+  // The Kubernetes TLS layout: tls.crt = signer + upper intermediate, ca.crt = root.
+  'Kubernetes TLS layout, pathlen:0 on the upper intermediate': () => {
+    const f = placed('pathlen0', 'upper intermediate', PATHLEN);
+    const [signerPem, upperPem] = f.untrusted as [string, string];
+    const files = { 'tls.crt': signerPem + upperPem, 'tls.key': f.signer.keyPem, 'ca.crt': f.rootsPem };
+    return { ...f, files, refused: { ...f.refused!, file: 'tls.crt' } };
+  },
   // 4. The root signs directly, empty chain file, root bundle with another root: istiod's layout, accepted.
   'case 4: root signer, empty cert-chain.pem (good)': () => {
     const rootA = opensslCa(work, 'case 4 root A', STDEXT, undefined, { days: 3650 });
@@ -214,6 +221,7 @@ describe('svid-ca agrees with OpenSSL on every fixture: in-process, at start, in
       const v = await verifyRun;
       expect(v.status, v.stdout).toBe(0);
       expect(v.stdout).toContain('OK: svid-ca serve would accept');
+      expect(v.stdout).toContain('paths validated for SVIDs of trust domain cluster.local and serving DNS svid-ca.istio-system.svc, localhost');
       // Accepted name constraints still get the ztunnel (webpki) warning.
       if (name.includes('URI:cluster.local')) expect(v.stdout).toMatch(/warning: certificate .* carries name constraints; ztunnel/);
     }

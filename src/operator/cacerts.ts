@@ -118,6 +118,7 @@ export function verifyFolder(dir: string, atGiven: Date | undefined, out: Out, n
     throw err;
   }
   printBundle(bundle, at, out);
+  out(`paths validated for SVIDs of trust domain ${names.trustDomain} and serving DNS ${names.servingDns.join(', ')} (--trust-domain, --serving-dns)`);
   for (const w of bundle.warnings) out(`warning: ${w}`);
   out(`OK: svid-ca serve would accept ${dir}${atGiven ? ` at ${at.toISOString()}` : ''}`);
   return 0;
