@@ -123,7 +123,7 @@ function workerCount(cfg: ServeConfig, logger: ReturnType<typeof createLogger>):
 /** The primary of --workers N: checks the bundle once (one clear line if unusable), then runs the workers. */
 async function servePrimary(cfg: ServeConfig, logger: ReturnType<typeof createLogger>, workers: number): Promise<number> {
   try {
-    loadCacerts(cfg.cacerts);
+    loadCacerts(cfg.cacerts, new Date(), { trustDomain: cfg.trustDomain, servingDns: cfg.servingDns });
   } catch (err) {
     if (err instanceof BundleError) {
       logger.fatal({ file: err.file, problem: err.problem }, 'cannot load the signing bundle');

@@ -104,15 +104,26 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
     this.emit('bundle', bundle);
   }
 
-  /** Ready when the signing certificate is within its validity period. */
+  /**
+   * Ready while every certificate of the validated paths (signer, intermediates, roots) is within
+   * its validity period: the window precomputed at load, so each readiness tick is two comparisons.
+   */
   isReady(now: Date = this.clock()): boolean {
-    return now < this.#bundle.notAfter;
+    const { notBefore, notAfter } = this.#bundle.validity;
+    return now >= notBefore && now < notAfter && now < this.#bundle.notAfter;
   }
 
   private usableBundle(now: Date): SigningBundle {
     const bundle = this.#bundle;
     if (now >= bundle.notAfter) {
       throw new CaUnavailableError(`the signing certificate expired at ${bundle.notAfter.toISOString()}; waiting for a new cacerts bundle`);
+    }
+    // issue #11: a certificate above the signer (intermediate or root) out of its validity makes
+    // every issued chain fail in clients; sign nothing then, as for an expired signer.
+    if (now >= bundle.validity.notAfter || now < bundle.validity.notBefore) {
+      throw new CaUnavailableError(
+        `a certificate of the signing path is not valid now (the path is valid from ${bundle.validity.notBefore.toISOString()} until ${bundle.validity.notAfter.toISOString()}); waiting for a new cacerts bundle`,
+      );
     }
     return bundle;
   }

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { BundleError, verifySigningBundle, type BundleFiles, type NamedText, type SigningBundle } from '../pki/index.js';
+import { BundleError, verifySigningBundle, type BundleFiles, type NamedText, type ProbeNames, type SigningBundle } from '../pki/index.js';
 
 /** The two layouts Istio accepts in a cacerts folder. Kubernetes TLS wins when tls.crt exists, as in istiod. */
 export const ISTIO_FILES = { cert: 'ca-cert.pem', key: 'ca-key.pem', chain: 'cert-chain.pem', root: 'root-cert.pem' } as const;
@@ -50,10 +50,16 @@ function keyModeWarning(keyPath: string): string | undefined {
   return undefined;
 }
 
-/** Reads and fully verifies the bundle in `dir`. Throws BundleError naming the file and the problem. */
-export function loadCacerts(dir: string, now: Date = new Date()): SigningBundle {
+/** The names `serve` issues under by default (--trust-domain, --serving-dns): the probe names when none are given. */
+export const DEFAULT_PROBE_NAMES: ProbeNames = { trustDomain: 'cluster.local', servingDns: ['svid-ca.istio-system.svc', 'localhost'] };
+
+/**
+ * Reads and fully verifies the bundle in `dir` at `now` for certificates issued under `names`
+ * (pass serve's --trust-domain and --serving-dns). Throws BundleError naming the file and the problem.
+ */
+export function loadCacerts(dir: string, now: Date = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES): SigningBundle {
   const files = readCacertsFiles(dir);
-  const bundle = verifySigningBundle(files, now);
+  const bundle = verifySigningBundle(files, now, names);
   const warning = keyModeWarning(files.signingKey.name);
   if (warning) bundle.warnings.push(warning);
   return bundle;

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { BundleError, subjectText, type SigningBundle } from '../pki/index.js';
+import { BundleError, subjectText, type ProbeNames, type SigningBundle } from '../pki/index.js';
 import type { Authority } from './authority.js';
 import { loadCacerts, readCacertsFiles } from './cacerts.js';
 import { FolderWatcher } from '../watch/index.js';
@@ -12,6 +12,8 @@ export interface ReloaderOptions {
   debounceMs?: number;
   /** Accept a new root bundle sharing no root with the current one. */
   allowRootReplacement: boolean;
+  /** The names serve issues under (--trust-domain, --serving-dns): every reload validates paths for them. */
+  names?: ProbeNames | undefined;
 }
 
 export interface RootChange {
@@ -94,7 +96,7 @@ export class CacertsReloader {
   private load(): ReloadResult {
     let next: SigningBundle;
     try {
-      next = loadCacerts(this.options.dir);
+      next = loadCacerts(this.options.dir, new Date(), this.options.names);
     } catch (err) {
       return { result: 'failure', error: err as Error };
     }

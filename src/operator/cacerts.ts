@@ -1,10 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { createIntermediateCa, createRootCa, loadCacerts, readCacertsFiles, compareRoots } from '../ca/index.js';
+import { createIntermediateCa, createRootCa, loadCacerts, readCacertsFiles, compareRoots, DEFAULT_PROBE_NAMES } from '../ca/index.js';
 import { formatGoDuration } from '../duration.js';
 import { ConfigError, parseFlags, type FlagSpec } from '../flags.js';
-import { BundleError, decodePem, encodePem, KEY_SPECS, subjectText, type KeySpec, type LoadedCertificate, type SigningBundle } from '../pki/index.js';
+import { BundleError, decodePem, encodePem, KEY_SPECS, subjectText, type KeySpec, type LoadedCertificate, type ProbeNames, type SigningBundle } from '../pki/index.js';
 import { writeFileAtomic } from '../dev/index.js';
 
 /** Operator commands for building and rotating cacerts folders, so nobody writes openssl by hand. */
@@ -12,8 +12,8 @@ export const CACERTS_USAGE = `svid-ca cacerts: build, check and rotate cacerts f
 
   svid-ca cacerts init-root --out DIR [--key ec-p256|ec-p384|rsa-2048|rsa-4096] [--ttl DUR] [--org O]
   svid-ca cacerts init-intermediate --root DIR --out DIR [--ttl DUR] [--cluster NAME] [--key KEY]
-  svid-ca cacerts verify DIR [--at TIME]
-  svid-ca cacerts bundle OLD_DIR NEW_DIR --out DIR [--signer new|old]
+  svid-ca cacerts verify DIR [--at TIME] [--trust-domain TD] [--serving-dns NAMES]
+  svid-ca cacerts bundle OLD_DIR NEW_DIR --out DIR [--signer new|old] [--trust-domain TD] [--serving-dns NAMES]
   svid-ca cacerts plan-rotation OLD_DIR NEW_DIR [--max-ttl DUR]
 `;
 
@@ -47,11 +47,18 @@ const INIT_INTERMEDIATE_FLAGS: FlagSpec[] = [
   { name: 'cluster', kind: 'string', default: 'cluster1', help: 'cluster name, put in the subject' },
 ];
 
-const VERIFY_FLAGS: FlagSpec[] = [{ name: 'at', kind: 'string', help: 'check as of this time (ISO 8601)' }];
+// issue #11: the names serve issues under, so verify validates the same paths serve will.
+const PROBE_FLAGS: FlagSpec[] = [
+  { name: 'trust-domain', kind: 'string', default: DEFAULT_PROBE_NAMES.trustDomain, help: "serve's --trust-domain: the probe SVID's SPIFFE trust domain" },
+  { name: 'serving-dns', kind: 'list', default: DEFAULT_PROBE_NAMES.servingDns.join(','), help: "serve's --serving-dns: the probe serving certificate's DNS names" },
+];
+
+const VERIFY_FLAGS: FlagSpec[] = [{ name: 'at', kind: 'string', help: 'check as of this time (ISO 8601)' }, ...PROBE_FLAGS];
 
 const BUNDLE_FLAGS: FlagSpec[] = [
   { name: 'out', kind: 'string', help: 'folder to write' },
   { name: 'signer', kind: 'string', default: 'new', help: 'which intermediate signs in the bundle: new (step 2) or old (step 1)' },
+  ...PROBE_FLAGS,
 ];
 
 const PLAN_ROTATION_FLAGS: FlagSpec[] = [{ name: 'max-ttl', kind: 'duration', default: '2160h', help: "svid-ca's --max-ttl" }];
@@ -112,12 +119,17 @@ function printBundle(b: SigningBundle, at: Date, out: Out): void {
   for (const r of b.roots) out(describeCert('root', r, at));
 }
 
-/** Exactly the load checks of `serve`; exit 0 only when serve would accept the folder. */
-export function verifyFolder(dir: string, atGiven: Date | undefined, out: Out): number {
+
+function probeNames(values: Map<string, unknown>): ProbeNames {
+  return { trustDomain: need(values, 'trust-domain'), servingDns: values.get('serving-dns') as string[] };
+}
+
+/** Exactly the load checks of `serve` (with serve's --trust-domain and --serving-dns); exit 0 only when serve would accept the folder. */
+export function verifyFolder(dir: string, atGiven: Date | undefined, out: Out, names: ProbeNames = DEFAULT_PROBE_NAMES): number {
   const at = atGiven ?? new Date();
   let bundle: SigningBundle;
   try {
-    bundle = loadCacerts(dir, at);
+    bundle = loadCacerts(dir, at, names);
   } catch (err) {
     if (err instanceof BundleError) {
       out(`REJECTED: ${err.message}`);
@@ -126,6 +138,7 @@ export function verifyFolder(dir: string, atGiven: Date | undefined, out: Out): 
     throw err;
   }
   printBundle(bundle, at, out);
+  out(`paths validated for SVIDs of trust domain ${names.trustDomain} and serving DNS ${names.servingDns.join(', ')} (--trust-domain, --serving-dns)`);
   for (const w of bundle.warnings) out(`warning: ${w}`);
   out(`OK: svid-ca serve would accept ${dir}${atGiven ? ` at ${at.toISOString()}` : ''}`);
   return 0;
@@ -138,7 +151,7 @@ function verify(argv: string[], out: Out): number {
   const atText = values.get('at') as string | undefined;
   const at = atText === undefined ? undefined : new Date(atText);
   if (at && Number.isNaN(at.getTime())) throw new ConfigError(`--at: invalid value "${atText}" (want an ISO 8601 time, e.g. 2027-01-01T00:00:00Z)`);
-  return verifyFolder(dir, at, out);
+  return verifyFolder(dir, at, out, probeNames(values));
 }
 
 function certsOf(pem: string): Buffer[] {
@@ -171,7 +184,7 @@ function bundle(argv: string[], out: Out): number {
   };
   for (const [name, text] of Object.entries(files)) writeFileAtomic(join(dir, name), text, name.endsWith('key.pem') ? 0o600 : 0o644);
   out(`wrote the transition bundle ${dir}: the ${which} intermediate, root-cert.pem = old roots + new roots`);
-  return verifyFolder(dir, undefined, out);
+  return verifyFolder(dir, undefined, out, probeNames(values));
 }
 
 function planRotation(argv: string[], out: Out): number {

@@ -1,5 +1,5 @@
 import { formatGoDuration } from '../duration.js';
-import { CacertsReloader, SelfSignedRoot, ServingCertificateManager, type Authority, type Grace, type ReloadResult } from '../ca/index.js';
+import { CacertsReloader, DEFAULT_PROBE_NAMES, SelfSignedRoot, ServingCertificateManager, type Authority, type Grace, type ReloadResult } from '../ca/index.js';
 import type { CaMetrics, Logger, TrackedCertificate } from '../observability/index.js';
 import { BundleError, subjectText, type LoadedCertificate, type SigningBundle } from '../pki/index.js';
 import type { ServingTls } from './tls.js';
@@ -13,6 +13,8 @@ export interface LifecycleOptions {
   reloadIntervalMs?: number | undefined;
   allowRootReplacement?: boolean | undefined;
   signerExpiryWarningMs?: number | undefined;
+  /** --trust-domain: reloads validate the paths for SVIDs of this trust domain (issue #11). */
+  trustDomain?: string | undefined;
 }
 
 const subjectOf = (c: LoadedCertificate) => subjectText(c.x509);
@@ -116,6 +118,7 @@ export class BundleLifecycle {
         dir: this.options.cacerts,
         pollIntervalMs: this.options.reloadIntervalMs ?? DEFAULTS.reloadIntervalMs,
         allowRootReplacement: this.options.allowRootReplacement ?? false,
+        names: { trustDomain: this.options.trustDomain ?? DEFAULT_PROBE_NAMES.trustDomain, servingDns: this.options.servingDns },
       },
       { onResult: (r) => this.onReload(r) },
     );

@@ -136,11 +136,11 @@ function grpcAddress(l: Listen): string {
 /** Loads the bundle, issues the serving certificate, and starts the gRPC and monitoring listeners. */
 export async function startService(options: ServiceOptions, logger: Logger): Promise<RunningService> {
   const selfSigned = options.selfSigned
-    ? new SelfSignedRoot({ ...options.selfSigned, organization: options.trustDomain }, (event) =>
+    ? new SelfSignedRoot({ ...options.selfSigned, organization: options.trustDomain, servingDns: options.servingDns }, (event) =>
         logger.info({ dir: options.selfSigned?.dir ?? '(memory only)' }, `self-signed root ${event}`),
       )
     : undefined;
-  const bundle = selfSigned ? selfSigned.bundle() : loadCacerts(options.cacerts);
+  const bundle = selfSigned ? selfSigned.bundle() : loadCacerts(options.cacerts, new Date(), { trustDomain: options.trustDomain, servingDns: options.servingDns });
   const authority = new Authority(bundle, { defaultTtlMs: options.defaultTtlMs, maxTtlMs: options.maxTtlMs });
   logger.info({ cacerts: selfSigned ? '(self-signed)' : options.cacerts, ...describeBundle(bundle) }, 'signing bundle loaded');
   warnAboutSigner(logger, bundle, options.maxTtlMs, options.signerExpiryWarningMs ?? 720 * 3_600_000);
