@@ -58,6 +58,8 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'workers', kind: 'int', default: '0', help: 'server processes sharing the gRPC port (node:cluster); 0 = one per core. The primary serves monitoring for all' },
   { name: 'dev', kind: 'boolean', help: 'development mode: create and use the dev CA and JWT issuer in certs-dev/, listen on loopback' },
   { name: 'dev-dir', kind: 'string', help: 'where the dev CA lives (default: certs-dev/ of the package)' },
+  // issue #13: operations that cannot hurt
+  { name: 'shutdown-delay', kind: 'duration', default: '5s', help: 'on SIGTERM, report not ready but keep answering this long before closing the listener (Kubernetes removes the endpoint first); part of --shutdown-grace' },
 ];
 
 export interface JwtConfig {
@@ -105,6 +107,8 @@ export interface ServeConfig {
   devDir: string | undefined;
   /** Where each setting came from, for the startup log. */
   sources: Record<string, string>;
+  /** --shutdown-delay: not ready but still answering, before the listener closes; inside shutdownGraceMs. */
+  shutdownDelayMs: number;
 }
 
 const TRUST_DOMAIN = /^[a-z0-9._-]+$/;
@@ -144,6 +148,7 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     logLevel: str('log-level')!,
     dev: values.get('dev') as boolean,
     devDir: str('dev-dir'),
+    shutdownDelayMs: ms('shutdown-delay'),
     sources: Object.fromEntries(
       [...sources].map(([k, v]) => [k, v.variable ? `${v.source} ${v.variable}` : (v.source satisfies FlagSource)]),
     ),
@@ -162,6 +167,9 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   if (cfg.limits.maxConnections < 1) throw new ConfigError('--max-connections: must be at least 1');
   if (cfg.limits.maxConcurrentStreams < 1) throw new ConfigError('--max-concurrent-streams: must be at least 1');
   if (cfg.limits.idleTimeoutMs < 10_000) throw new ConfigError('--idle-timeout: must be at least 10s (agents ping every 30s)');
+  if (cfg.shutdownDelayMs >= cfg.shutdownGraceMs) {
+    throw new ConfigError(`--shutdown-delay: ${formatGoDuration(cfg.shutdownDelayMs)} must be shorter than --shutdown-grace ${formatGoDuration(cfg.shutdownGraceMs)} (the delay is part of the grace)`);
+  }
   if (cfg.reloadIntervalMs < 1000) throw new ConfigError('--reload-interval: must be at least 1s');
   const grace = parseGrace(str('serving-cert-grace')!, parseDuration);
   if (!grace) throw new ConfigError(`--serving-cert-grace: invalid value "${str('serving-cert-grace')}" (want a percentage such as 50% or a duration such as 6h)`);

@@ -52,9 +52,22 @@ function keyModeWarning(keyPath: string): string | undefined {
 
 /** Reads and fully verifies the bundle in `dir`. Throws BundleError naming the file and the problem. */
 export function loadCacerts(dir: string, now: Date = new Date()): SigningBundle {
+  return loadCacertsWithFiles(dir, now).bundle;
+}
+
+/**
+ * loadCacerts, also returning the file texts the bundle was verified from (the primary of
+ * --workers hands exactly these to its workers, which check them again with bundleFromFiles).
+ */
+export function loadCacertsWithFiles(dir: string, now: Date = new Date()): { bundle: SigningBundle; files: BundleFiles } {
   const files = readCacertsFiles(dir);
-  const bundle = verifySigningBundle(files, now);
+  const bundle = bundleFromFiles(files, now);
   const warning = keyModeWarning(files.signingKey.name);
   if (warning) bundle.warnings.push(warning);
-  return bundle;
+  return { bundle, files };
+}
+
+/** The checks of loadCacerts on texts already read (no file I/O): the one place both paths verify. */
+export function bundleFromFiles(files: BundleFiles, now: Date = new Date()): SigningBundle {
+  return verifySigningBundle(files, now);
 }

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
-import { BundleError, subjectText, type SigningBundle } from '../pki/index.js';
+import { BundleError, subjectText, type BundleFiles, type SigningBundle } from '../pki/index.js';
 import type { Authority } from './authority.js';
-import { loadCacerts, readCacertsFiles } from './cacerts.js';
+import { loadCacertsWithFiles, readCacertsFiles } from './cacerts.js';
 
 export interface ReloaderOptions {
   dir: string;
@@ -21,7 +21,7 @@ export interface RootChange {
 
 export type ReloadResult =
   | { result: 'unchanged' }
-  | { result: 'success'; bundle: SigningBundle; roots: RootChange }
+  | { result: 'success'; bundle: SigningBundle; roots: RootChange; files: BundleFiles }
   | { result: 'failure'; error: Error };
 
 export interface ReloadEvents {
@@ -124,8 +124,9 @@ export class CacertsReloader {
 
   private load(): ReloadResult {
     let next: SigningBundle;
+    let files: BundleFiles;
     try {
-      next = loadCacerts(this.options.dir);
+      ({ bundle: next, files } = loadCacertsWithFiles(this.options.dir));
     } catch (err) {
       return { result: 'failure', error: err as Error };
     }
@@ -141,6 +142,6 @@ export class CacertsReloader {
       };
     }
     this.authority.replaceBundle(next);
-    return { result: 'success', bundle: next, roots };
+    return { result: 'success', bundle: next, roots, files };
   }
 }

@@ -19,7 +19,14 @@ export interface CertificateServiceDeps {
   logger: Logger;
   audit: AuditLog;
   admission: Admission;
+  /**
+   * True once the shutdown grace is over and pending calls have been answered UNAVAILABLE: a result
+   * reached after that is not issued (nor audited as issued), since its caller already has its answer.
+   */
+  shuttingDown?: (() => boolean) | undefined;
 }
+
+const SHUTTING_DOWN = 'svid-ca is shutting down; retry (another replica will answer)';
 
 /** The SAN rule; for an impersonation a SAN other than the impersonated identity is an impersonation failure (UNAUTHENTICATED, counted). */
 function authorizeSansFor(sans: Parameters<typeof authorizeSans>[0], identity: string, impersonating: boolean): void {
@@ -87,6 +94,11 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
         code: 'OK',
         durationMs: Math.round(seconds * 1e6) / 1e3,
       };
+      if (issued && deps.shuttingDown?.()) {
+        err = new RequestError(grpc.status.UNAVAILABLE, 'unavailable', SHUTTING_DOWN);
+        issued = undefined;
+        record.event = 'denied';
+      }
       if (issued) {
         Object.assign(record, {
           grantedTtlSeconds: Math.round(issued.grantedMs / 1000),
@@ -155,6 +167,7 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
       // queue, priority namespaces first.
       const impersonating = ctx.impersonatedIdentity !== undefined;
       return deps.admission.run(priority, () => {
+        if (deps.shuttingDown?.()) throw new RequestError(grpc.status.UNAVAILABLE, 'unavailable', SHUTTING_DOWN);
         const csr = readCsrPem(csrPem);
         authorizeSansFor(csr.sans, identity, impersonating);
         return authority.issue({ identity, csr, requestedTtlSeconds: ttl });
