@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildCsrPem, generateKeyPair } from '../src/pki/index.js';
+import { loadServices } from '../src/server/index.js';
 import { removeDir, tempDir } from './helpers/pki.js';
 import { call, clientFor, fetchText, type TestServer } from './helpers/server.js';
 import { freePort, startCli, waitForStatus } from './helpers/process.js';
@@ -44,11 +45,40 @@ describe('SIGTERM with two workers and calls in flight', () => {
       const results = await Promise.all(calls);
       clients.forEach((c) => c.close());
       const outcomes = results.map((r) => (r.err ? grpc.status[r.err.code] : 'OK'));
-      console.log(run, JSON.stringify(Object.entries(outcomes.reduce((m, o) => ({ ...m, [o]: (m[o] ?? 0) + 1 }), {} as Record<string, number>))));
       expect({ run, unexpected: outcomes.filter((o) => o !== 'OK' && o !== 'UNAVAILABLE') }).toEqual({ run, unexpected: [] });
       expect(await s.proc.exited).toBe(0);
       const audited = readFileSync(s.auditFile, 'utf8').split('\n').filter((l) => l.includes('"event":"issued"')).length;
       expect({ run, audited }).toEqual({ run, audited: outcomes.filter((o) => o === 'OK').length + 8 });
     }
   }, 600_000);
+
+  it('--shutdown-delay: not ready (gRPC health and /readyz) yet still answering, then exit 0', async () => {
+    const s = await serveDev('delay', ['--shutdown-delay', '3s']);
+    const csr = () => buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: ID }] });
+    const client = clientFor({ address: `localhost:${s.grpcPort}` } as TestServer, s.rootPem);
+    const { health } = loadServices();
+    const hc = new health(`localhost:${s.grpcPort}`, grpc.credentials.createSsl(Buffer.from(s.rootPem))) as unknown as {
+      Check(req: { service: string }, cb: (err: grpc.ServiceError | null, res?: { status: string }) => void): void;
+      close(): void;
+    };
+    const check = () => new Promise<string | undefined>((r) => hc.Check({ service: '' }, (_err, res) => r(res?.status)));
+    try {
+      expect(await check()).toBe('SERVING');
+      expect((await call(client, { csr: csr() }, { authorization: `Bearer ${s.token}` })).err).toBeUndefined();
+      s.proc.child.kill('SIGTERM');
+      let status: string | undefined;
+      for (let i = 0; i < 100 && (status = await check()) !== 'NOT_SERVING'; i++) await sleep(10);
+      expect(status).toBe('NOT_SERVING');
+      expect((await fetchText(`http://127.0.0.1:${s.monPort}/readyz`)).status).toBe(503);
+      // Still inside the delay (the process has not exited): a call on the open connection is answered.
+      const during = await call(client, { csr: csr() }, { authorization: `Bearer ${s.token}` });
+      expect(s.proc.child.exitCode).toBeNull();
+      expect(during.err).toBeUndefined();
+      expect(s.proc.stdout.join('')).toContain('still answering during --shutdown-delay');
+    } finally {
+      client.close();
+      hc.close();
+    }
+    expect(await s.proc.exited).toBe(0);
+  }, 60_000);
 });
