@@ -290,14 +290,14 @@ const wantsHelp = (argv: readonly string[]) => argv.includes('--help') || argv.i
 export function runCacertsCommand(argv: string[], out: Out = (l) => process.stdout.write(l + '\n')): number {
   const [sub, ...rest] = argv;
   if (!sub || sub === '--help' || sub === '-h' || (sub === 'help' && !rest[0])) {
-    out(CACERTS_USAGE);
+    out(CACERTS_USAGE.trimEnd());
     return 0;
   }
   if (sub === 'help' || wantsHelp(rest)) {
     const topic = sub === 'help' ? rest[0]! : sub;
     const text = cacertsCommandHelp(topic);
     if (!text) throw new ConfigError(`cacerts: unknown command "${topic}"\n${CACERTS_USAGE}`);
-    out(text);
+    out(text.trimEnd());
     return 0;
   }
   const cmd = CACERTS_COMMANDS[sub];
