@@ -72,7 +72,8 @@ describe('help', () => {
 
   it('npm ci builds dist/ (prepare), so node dist/cli.js and npx svid-ca exist after it', () => {
     const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { bin: Record<string, string>; scripts: Record<string, string> };
-    expect(pkg.scripts.prepare).toBe('npm run build');
+    // Builds from a source checkout; skipped where there is no source (the image's production install).
+    expect(pkg.scripts.prepare).toBe('if [ -f tsconfig.json ]; then npm run build; fi');
     expect(pkg.bin['svid-ca']).toBe('dist/cli.js');
   });
 });
