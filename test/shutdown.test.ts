@@ -10,8 +10,10 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildCsrPem, generateKeyPair } from '../src/pki/index.js';
 import { loadServices } from '../src/server/index.js';
-import { removeDir, tempDir } from './helpers/pki.js';
-import { call, clientFor, fetchText, type TestServer } from './helpers/server.js';
+import { makeIntermediate, makeRoot, removeDir, tempDir, writeCacerts } from './helpers/pki.js';
+import { createServer, type Server } from 'node:http';
+import { exportJWK, generateKeyPair as joseKeyPair, SignJWT } from 'jose';
+import { call, clientFor, createTestIssuer, fetchText, startTestServer, TEST_ISSUER, type TestServer } from './helpers/server.js';
 import { freePort, startCli, waitForStatus } from './helpers/process.js';
 
 const ID = 'spiffe://cluster.local/ns/demo/sa/web';
@@ -81,4 +83,43 @@ describe('SIGTERM with two workers and calls in flight', () => {
     }
     expect(await s.proc.exited).toBe(0);
   }, 60_000);
+
+  it('calls still unanswered when the grace ends get UNAVAILABLE, and are not issued afterwards', async () => {
+    // A JWKS endpoint that holds its answer: calls wait in authentication past the grace.
+    const { privateKey, publicKey } = await joseKeyPair('ES256', { extractable: true });
+    const jwk = { ...(await exportJWK(publicKey)), alg: 'ES256', kid: 'k1' };
+    const held: (() => void)[] = [];
+    const jwks: Server = createServer((_req, res) => held.push(() => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: [jwk] }))));
+    await new Promise<void>((r) => jwks.listen(0, '127.0.0.1', () => r()));
+    const root = makeRoot();
+    const dir = writeCacerts(join(work, 'grace-cacerts'), { signer: makeIntermediate(root), roots: [root] });
+    const auditLog = join(work, 'grace-audit.log');
+    const s = await startTestServer({
+      cacerts: dir,
+      issuer: await createTestIssuer(tempDir('svid-ca-grace-')),
+      auditLog,
+      jwt: { issuer: TEST_ISSUER, audience: 'istio-ca', jwksUri: `http://127.0.0.1:${(jwks.address() as { port: number }).port}/jwks` },
+    });
+    const token = await new SignJWT({}).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer(TEST_ISSUER).setSubject('system:serviceaccount:demo:web').setAudience('istio-ca').setIssuedAt().setExpirationTime('1h').sign(privateKey);
+    const client = clientFor(s, root.certPem);
+    try {
+      const calls = Array.from({ length: 5 }, () => call(client, { csr: buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: ID }] }) }, { authorization: `Bearer ${token}` }));
+      for (let i = 0; i < 200 && held.length === 0; i++) await sleep(10);
+      expect(held.length).toBeGreaterThan(0);
+      await s.service.close(300, 0);
+      const results = await Promise.all(calls);
+      expect(results.map((r) => r.err?.code)).toEqual(Array(5).fill(grpc.status.UNAVAILABLE));
+      expect(results[0]!.err!.details).toContain('shutting down');
+      // The held keys arrive late: the calls resume, and none is signed.
+      held.forEach((release) => release());
+      await sleep(300);
+      expect(s.logs.lines.filter((l) => l.includes('"msg":"certificate issued"'))).toEqual([]);
+      expect(s.logs.lines.filter((l) => l.includes('"msg":"certificate denied"') && l.includes('shutting down')).length).toBeGreaterThan(0);
+      expect(readFileSync(auditLog, 'utf8')).not.toContain('"event":"issued"');
+    } finally {
+      client.close();
+      jwks.closeAllConnections();
+      jwks.close();
+    }
+  });
 });

@@ -6,7 +6,6 @@ import { Authority, loadCacerts, SelfSignedRoot, type Grace, type SelfSignedOpti
 import { AuditLog, CaMetrics, keepMetrics, startMonitoringServer, type Logger } from '../observability/index.js';
 import type { BundleFeed } from './bundle-owner.js';
 import { BundleLifecycle, describeBundle, warnAboutSigner } from './lifecycle.js';
-import { subjectText, type SigningBundle, type LoadedCertificate } from '../pki/index.js';
 import { createCertificateHandler } from './certificate-service.js';
 import { Admission, type AdmissionOptions } from './admission.js';
 import { HealthService } from './health.js';
