@@ -118,28 +118,27 @@ function initIntermediate(argv: string[], out: Out): number {
   const files = createIntermediateCa({ root, key, ttlMs: values.get('ttl') as number, ...subject });
   writeFolder(dir, { ...files }, policy);
   out(`wrote the cacerts folder ${dir} (Istio layout: ca-cert.pem, ca-key.pem (0600), cert-chain.pem, root-cert.pem)`);
-  out(`load it into the cluster (creates the Secret, or replaces it during a rotation):\n${applySecretCommand(dir)}`);
+  out(`load it into the cluster (creates the Secret, or replaces it during a rotation):\n${applySecretCommand(dir, true)}`);
   return verifyFolder(dir, undefined, out);
 }
 
-/** The command the runbooks use: create-or-update, so it also works when the Secret exists (a rotation). */
-function applySecretCommand(dir: string): string {
-  const files = ['ca-cert.pem', 'ca-key.pem', 'root-cert.pem', 'cert-chain.pem'].map((f) => `--from-file=${join(dir, f)}`);
-  return `  kubectl create secret generic cacerts -n istio-system \\\n    ${files.slice(0, 2).join(' ')} \\\n    ${files.slice(2).join(' ')} \\\n    --dry-run=client -o yaml | kubectl apply -f -`;
+/**
+ * The command the runbooks use to load a cacerts folder: create-or-update (`--dry-run=client -o yaml |
+ * kubectl apply -f -`), so it also works when the Secret exists, as it does during a rotation.
+ */
+function applySecretCommand(dir: string, multiline = false): string {
+  const files = ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem'].map((f) => `--from-file=${join(dir, f)}`);
+  const parts = ['kubectl create secret generic cacerts -n istio-system', files.slice(0, 2).join(' '), files.slice(2).join(' '), '--dry-run=client -o yaml | kubectl apply -f -'];
+  return multiline ? `  ${parts.join(' \\\n    ')}` : parts.join(' ');
 }
 
-function applySecretOneLine(dir: string): string {
-  const files = ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem'].map((f) => `--from-file=${join(dir, f)}`).join(' ');
-  return `kubectl create secret generic cacerts -n istio-system ${files} --dry-run=client -o yaml | kubectl apply -f -`;
-}
-
+const skiHex = (c: LoadedCertificate) => c.facts.subjectKeyId?.toString('hex') ?? '(none)';
 const ski = (c: X509Certificate) => inspectCertificate(Buffer.from(c.raw)).subjectKeyId?.toString('hex') ?? '(none)';
 
 function describeCert(role: string, c: LoadedCertificate, at: Date): string {
   const notAfter = new Date(c.x509.validTo);
   const days = Math.floor((notAfter.getTime() - at.getTime()) / DAY);
-  const ski = c.facts.subjectKeyId?.toString('hex') ?? '(none)';
-  return `  ${role.padEnd(12)} ${subjectText(c.x509) || '(empty subject)'}\n               SKI ${ski}  not after ${notAfter.toISOString()}  (${days} days left)`;
+  return `  ${role.padEnd(12)} ${subjectText(c.x509) || '(empty subject)'}\n               SKI ${skiHex(c)}  not after ${notAfter.toISOString()}  (${days} days left)`;
 }
 
 function printBundle(b: SigningBundle, at: Date, out: Out): void {
@@ -236,7 +235,7 @@ function planRotation(argv: string[], out: Out): number {
   const newB = loadCacerts(newDir);
   const roots = compareRoots(oldB, newB);
   const wait = formatGoDuration(values.get('max-ttl') as number);
-  const named = (c: LoadedCertificate) => `${subjectText(c.x509) || '(empty subject)'} (SKI ${c.facts.subjectKeyId?.toString('hex') ?? '(none)'})`;
+  const named = (c: LoadedCertificate) => `${subjectText(c.x509) || '(empty subject)'} (SKI ${skiHex(c)})`;
   const only = (a: SigningBundle, b: SigningBundle) => a.roots.filter((r) => !b.roots.some((o) => o.der.equals(r.der))).map(named);
   out(`current: ${named(oldB.signingCert)} (expires ${oldB.notAfter.toISOString()})`);
   out(`next:    ${named(newB.signingCert)} (expires ${newB.notAfter.toISOString()})`);
@@ -244,7 +243,7 @@ function planRotation(argv: string[], out: Out): number {
   out(`roots next: ${newB.roots.map(named).join('; ')}`);
   if (roots.shared > 0 && roots.added.length === 0) {
     out('\nThe roots do not change: this is an intermediate rotation, one step.');
-    out(`1. ${applySecretOneLine(newDir)}`);
+    out(`1. ${applySecretCommand(newDir)}`);
     out('   check: svid-ca logs "signing bundle reloaded" with the new signer within --reload-interval (plus kubelet sync, up to ~1 min);');
     out('          svid_ca_cert_expiry_timestamp_seconds{role="signer"} shows the new serial; the audit log\'s signerSki changes.');
     out('   rollback: apply the old folder again; leaves from either intermediate verify against the same root.');
@@ -253,17 +252,17 @@ function planRotation(argv: string[], out: Out): number {
   out(`\nThe root changes (added: ${only(newB, oldB).join('; ') || 'none'}; removed: ${only(oldB, newB).join('; ') || 'none'}). Four steps, in order:`);
   out(`1. Add the new root everywhere, still signing with the old intermediate:`);
   out(`     svid-ca cacerts bundle ${oldDir} ${newDir} --signer old --out step1`);
-  out(`     ${applySecretOneLine('step1')}`);
+  out(`     ${applySecretCommand('step1')}`);
   out('   check: "signing bundle reloaded" with rootsAdded; every namespace\'s istio-ca-root-cert ConfigMap holds both roots;');
   out('          sidecars pick up the bundle at their next renewal (half their certificate life).');
   out(`2. Wait until every workload has renewed at least once: at least the longest lifetime issued (--max-ttl ${wait}; with`);
   out('   the default 24h TTL agents renew within ~12h). Check: no leaf issued before step 1 is still in use.');
   out(`3. Switch to the new intermediate, keeping both roots:`);
   out(`     svid-ca cacerts bundle ${oldDir} ${newDir} --signer new --out step3`);
-  out(`     ${applySecretOneLine('step3')}`);
+  out(`     ${applySecretCommand('step3')}`);
   out('   check: "signing bundle reloaded" with the new signer; mTLS between old and new leaves still works (both roots trusted).');
   out(`4. After another full renewal period (${wait} at most), remove the old root: apply ${newDir} itself:`);
-  out(`     ${applySecretOneLine(newDir)}`);
+  out(`     ${applySecretCommand(newDir)}`);
   out('   check: "signing bundle reloaded" with rootsRemoved; svid_ca_cert_expiry_timestamp_seconds{role="root"} lists only the new root.');
   out('Rollback at any step: apply the previous step\'s folder. svid-ca refuses a bundle that shares no root with the current one');
   out('(which would break every workload trusting only the old root) unless it runs with --allow-root-replacement.');
