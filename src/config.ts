@@ -52,7 +52,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'max-connections', kind: 'int', default: '20000', help: 'open connections on the gRPC listener; more are closed at once' },
   { name: 'max-concurrent-streams', kind: 'int', default: '128', help: 'concurrent HTTP/2 streams (calls) per connection' },
   { name: 'idle-timeout', kind: 'duration', default: '15m', help: 'close a connection with no call for this long (agents reconnect on their next renewal)' },
-  { name: 'shutdown-grace', kind: 'duration', default: '25s', help: "on SIGTERM, let calls in flight finish for up to this long (inside Kubernetes' 30 s)" },
+  { name: 'shutdown-grace', kind: 'duration', default: '25s', help: "on SIGTERM, the whole graceful stop (--shutdown-delay, then calls in flight finish) takes at most this long (inside Kubernetes' 30 s)" },
   { name: 'max-pending', kind: 'int', default: '2048', help: 'calls admitted and not yet answered; more get RESOURCE_EXHAUSTED at once (agents retry with backoff)' },
   { name: 'priority-namespaces', kind: 'list', default: 'istio-system', help: 'namespaces whose callers (gateways, ztunnel) are signed first in a storm' },
   { name: 'workers', kind: 'int', default: '0', help: 'server processes sharing the gRPC port (node:cluster); 0 = one per core. The primary serves monitoring for all' },
