@@ -2,8 +2,10 @@
  * SIGTERM under load, as the issue reported it: the real command with two workers, 8 warm
  * connections, 200 CreateCertificate calls released together and SIGTERM a few milliseconds later,
  * repeated. Every call must end OK or UNAVAILABLE (none hangs into DEADLINE_EXCEEDED), every
- * certificate audited as issued must have reached its caller, and the process exits 0.
+ * certificate audited as issued must have reached its caller, and the process exits 0. Before the
+ * fix, a SIGTERM reaching the workers directly as well killed a worker mid-drain (INTERNAL errors).
  */
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -43,7 +45,12 @@ describe('SIGTERM with two workers and calls in flight', () => {
       for (const c of clients) expect((await call(c, { csr: csrs[0]! }, { authorization: `Bearer ${s.token}` })).err).toBeUndefined();
       const calls = csrs.map((csr, i) => call(clients[i % 8]!, { csr }, { authorization: `Bearer ${s.token}` }));
       await sleep([0, 3, 10, 30, 60][run % 5]!);
+      // Even runs: SIGTERM to the primary only (Kubernetes signals PID 1). Odd runs: to every
+      // process at once, as a terminal's Ctrl+C or `kill -TERM -PGID` does; each worker then gets a
+      // second SIGTERM from the primary in the middle of its drain.
+      const workers = run % 2 ? execFileSync('ps', ['-o', 'pid=', '--ppid', String(s.proc.child.pid)], { encoding: 'utf8' }).split('\n').map((l) => Number(l.trim())).filter(Boolean) : [];
       s.proc.child.kill('SIGTERM');
+      for (const pid of workers) process.kill(pid, 'SIGTERM');
       const results = await Promise.all(calls);
       clients.forEach((c) => c.close());
       const outcomes = results.map((r) => (r.err ? grpc.status[r.err.code] : 'OK'));
