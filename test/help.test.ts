@@ -126,3 +126,18 @@ describe('request and the serving certificate', () => {
     }
   });
 });
+
+describe('serving certificate SANs', () => {
+  it('IPv4 and every IPv6 text form become iPAddress SANs with the right octets; names stay DNS', async () => {
+    const { Authority, loadCacerts } = await import('../src/ca/index.js');
+    const { makeIntermediate, makeRoot, writeCacerts } = await import('./helpers/pki.js');
+    const root = makeRoot();
+    const authority = new Authority(loadCacerts(writeCacerts(join(work, 'san-cacerts'), { signer: makeIntermediate(root), roots: [root] })), { defaultTtlMs: 3600_000, maxTtlMs: 3600_000 });
+    const serving = authority.issueServing(['svid-ca.istio-system.svc', '10.1.2.3', '::1', 'fe80::1:2', '::ffff:1.2.3.4', '2001:db8::2:1', '1:2:3:4:5:6:7:8'], 3600_000);
+    writeFileSync(join(work, 'san.pem'), serving.certChainPem);
+    const sans = execFileSync('openssl', ['x509', '-in', join(work, 'san.pem'), '-noout', '-ext', 'subjectAltName'], { encoding: 'utf8' });
+    expect(sans).toContain(
+      'DNS:svid-ca.istio-system.svc, IP Address:10.1.2.3, IP Address:0:0:0:0:0:0:0:1, IP Address:FE80:0:0:0:0:0:1:2, IP Address:0:0:0:0:0:FFFF:102:304, IP Address:2001:DB8:0:0:0:0:2:1, IP Address:1:2:3:4:5:6:7:8',
+    );
+  });
+});
