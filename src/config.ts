@@ -52,7 +52,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'max-connections', kind: 'int', default: '20000', help: 'open connections on the gRPC listener; more are closed at once' },
   { name: 'max-concurrent-streams', kind: 'int', default: '128', help: 'concurrent HTTP/2 streams (calls) per connection' },
   { name: 'idle-timeout', kind: 'duration', default: '15m', help: 'close a connection with no call for this long (agents reconnect on their next renewal)' },
-  { name: 'shutdown-grace', kind: 'duration', default: '25s', help: "on SIGTERM, let calls in flight finish for up to this long (inside Kubernetes' 30 s)" },
+  { name: 'shutdown-grace', kind: 'duration', default: '25s', help: "on SIGTERM, the whole graceful stop (--shutdown-delay, then calls in flight finish) takes at most this long (inside Kubernetes' 30 s)" },
   { name: 'max-pending', kind: 'int', default: '2048', help: 'calls admitted and not yet answered; more get RESOURCE_EXHAUSTED at once (agents retry with backoff)' },
   { name: 'priority-namespaces', kind: 'list', default: 'istio-system', help: 'namespaces whose callers (gateways, ztunnel) are signed first in a storm' },
   { name: 'workers', kind: 'int', default: '0', help: 'server processes sharing the gRPC port (node:cluster); 0 = one per core. The primary serves monitoring for all' },
@@ -64,6 +64,8 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'max-csr-bytes', kind: 'int', default: '8192', help: 'longest csr field (PEM characters) read at all; longer: INVALID_ARGUMENT' },
   { name: 'max-pending-share', kind: 'int', default: '10', help: 'percent of --max-pending one identity (or one node agent impersonating) may hold; beyond: RESOURCE_EXHAUSTED' },
   { name: 'client-cert-max-ttl', kind: 'duration', default: '24h', help: "longest lifetime of a renewal by client certificate alone; it never passes the presented certificate's NotAfter" },
+  // issue #13: operations that cannot hurt
+  { name: 'shutdown-delay', kind: 'duration', default: '5s', help: 'on SIGTERM, report not ready but keep answering this long before closing the listener (Kubernetes removes the endpoint first); part of --shutdown-grace' },
 ];
 
 export interface JwtConfig {
@@ -116,6 +118,8 @@ export interface ServeConfig {
   maxCsrBytes: number;
   maxPendingSharePercent: number;
   clientCertMaxTtlMs: number;
+  /** --shutdown-delay: not ready but still answering, before the listener closes; inside shutdownGraceMs. */
+  shutdownDelayMs: number;
 }
 
 const TRUST_DOMAIN = /^[a-z0-9._-]+$/;
@@ -156,6 +160,7 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     dev: values.get('dev') as boolean,
     devDir: str('dev-dir'),
     jwksRefreshIntervalMs: ms('jwks-refresh-interval'),
+    shutdownDelayMs: ms('shutdown-delay'),
     sources: Object.fromEntries(
       [...sources].map(([k, v]) => [k, v.variable ? `${v.source} ${v.variable}` : (v.source satisfies FlagSource)]),
     ),
@@ -177,6 +182,9 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   if (cfg.limits.maxConnections < 1) throw new ConfigError('--max-connections: must be at least 1');
   if (cfg.limits.maxConcurrentStreams < 1) throw new ConfigError('--max-concurrent-streams: must be at least 1');
   if (cfg.limits.idleTimeoutMs < 10_000) throw new ConfigError('--idle-timeout: must be at least 10s (agents ping every 30s)');
+  if (cfg.shutdownDelayMs >= cfg.shutdownGraceMs) {
+    throw new ConfigError(`--shutdown-delay: ${formatGoDuration(cfg.shutdownDelayMs)} must be shorter than --shutdown-grace ${formatGoDuration(cfg.shutdownGraceMs)} (the delay is part of the grace)`);
+  }
   if (cfg.reloadIntervalMs < 1000) throw new ConfigError('--reload-interval: must be at least 1s');
   if (cfg.jwksRefreshIntervalMs < 1000) throw new ConfigError('--jwks-refresh-interval: must be at least 1s');
   if (cfg.maxCsrBytes < 1024 || cfg.maxCsrBytes > cfg.maxRequestBytes) throw new ConfigError('--max-csr-bytes: must be between 1024 and --max-request-bytes');

@@ -15,7 +15,7 @@ import { join, relative } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { SERVE_FLAGS } from '../src/config.js';
-import { DEV_TOKEN_FLAGS, REQUEST_FLAGS } from '../src/command-flags.js';
+import { DEV_TOKEN_FLAGS, REQUEST_FLAGS } from '../src/commands.js';
 import { CACERTS_FLAGS } from '../src/operator/index.js';
 import { removeDir, tempDir } from './helpers/pki.js';
 

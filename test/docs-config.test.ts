@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { SERVE_FLAGS } from '../src/config.js';
-import { DEV_TOKEN_FLAGS, REQUEST_FLAGS } from '../src/command-flags.js';
+import { DEV_TOKEN_FLAGS, REQUEST_FLAGS } from '../src/commands.js';
 import { CACERTS_FLAGS } from '../src/operator/index.js';
 // @ts-expect-error: a plain .mjs script without type declarations
 import { CONFIGURATION_MD, renderConfigurationDoc } from '../scripts/docs-config.mjs';

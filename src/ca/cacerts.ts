@@ -58,9 +58,22 @@ export const DEFAULT_PROBE_NAMES: ProbeNames = { trustDomain: 'cluster.local', s
  * (pass serve's --trust-domain and --serving-dns). Throws BundleError naming the file and the problem.
  */
 export function loadCacerts(dir: string, now: Date = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES): SigningBundle {
+  return loadCacertsWithFiles(dir, now, names).bundle;
+}
+
+/**
+ * loadCacerts, also returning the file texts the bundle was verified from (the primary of
+ * --workers hands exactly these to its workers, which check them again with bundleFromFiles).
+ */
+export function loadCacertsWithFiles(dir: string, now: Date = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES): { bundle: SigningBundle; files: BundleFiles } {
   const files = readCacertsFiles(dir);
-  const bundle = verifySigningBundle(files, now, names);
+  const bundle = bundleFromFiles(files, now, names);
   const warning = keyModeWarning(files.signingKey.name);
   if (warning) bundle.warnings.push(warning);
-  return bundle;
+  return { bundle, files };
+}
+
+/** The checks of loadCacerts on texts already read (no file I/O): the one place both paths verify. */
+export function bundleFromFiles(files: BundleFiles, now: Date = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES): SigningBundle {
+  return verifySigningBundle(files, now, names);
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { BundleError, subjectText, type ProbeNames, type SigningBundle } from '../pki/index.js';
+import { BundleError, subjectText, type BundleFiles, type ProbeNames, type SigningBundle } from '../pki/index.js';
 import type { Authority } from './authority.js';
-import { loadCacerts, readCacertsFiles } from './cacerts.js';
+import { loadCacertsWithFiles, readCacertsFiles } from './cacerts.js';
 import { FolderWatcher } from '../watch/index.js';
 
 export interface ReloaderOptions {
@@ -23,7 +23,7 @@ export interface RootChange {
 
 export type ReloadResult =
   | { result: 'unchanged' }
-  | { result: 'success'; bundle: SigningBundle; roots: RootChange }
+  | { result: 'success'; bundle: SigningBundle; roots: RootChange; files: BundleFiles }
   | { result: 'failure'; error: Error };
 
 export interface ReloadEvents {
@@ -95,8 +95,9 @@ export class CacertsReloader {
 
   private load(): ReloadResult {
     let next: SigningBundle;
+    let files: BundleFiles;
     try {
-      next = loadCacerts(this.options.dir, new Date(), this.options.names);
+      ({ bundle: next, files } = loadCacertsWithFiles(this.options.dir, new Date(), this.options.names));
     } catch (err) {
       return { result: 'failure', error: err as Error };
     }
@@ -112,6 +113,6 @@ export class CacertsReloader {
       };
     }
     this.authority.replaceBundle(next);
-    return { result: 'success', bundle: next, roots };
+    return { result: 'success', bundle: next, roots, files };
   }
 }

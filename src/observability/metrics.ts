@@ -212,3 +212,27 @@ export class CaMetrics {
     this.certExpiry.set({ role: c.role, subject: c.subject, serial: c.serial }, c.notAfter.getTime() / 1000);
   }
 }
+
+/**
+ * With --workers, facts about the server as a whole (the signing bundle, its reloads and the serving
+ * certificate) are owned by the primary, which loads and reloads the bundle once; everything about
+ * calls (counts, latency, in flight) and the Node.js process is per worker and summed by the
+ * primary's AggregatorRegistry. These are the per-server metrics.
+ */
+export const PER_SERVER_METRICS: readonly string[] = [
+  'citadel_server_root_cert_expiry_timestamp',
+  'citadel_server_root_cert_expiry_seconds',
+  'citadel_server_cert_chain_expiry_timestamp',
+  'citadel_server_cert_chain_expiry_seconds',
+  'svid_ca_bundle_reloads_total',
+  'svid_ca_bundle_last_reload_timestamp_seconds',
+  'svid_ca_signer_expires_before_max_ttl',
+  'svid_ca_cert_expiry_timestamp_seconds',
+];
+
+/** Leaves in `metrics.registry` only the per-server metrics (the primary's) or only the others (a worker's). */
+export function keepMetrics(metrics: CaMetrics, part: 'per-server' | 'per-process'): void {
+  for (const m of metrics.registry.getMetricsAsArray()) {
+    if (PER_SERVER_METRICS.includes(m.name) !== (part === 'per-server')) metrics.registry.removeSingleMetric(m.name);
+  }
+}

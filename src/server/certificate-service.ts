@@ -19,6 +19,11 @@ export interface CertificateServiceDeps {
   logger: Logger;
   audit: AuditLog;
   admission: Admission;
+  /**
+   * True once the shutdown grace is over and pending calls have been answered UNAVAILABLE: a result
+   * reached after that is not issued (nor audited as issued), since its caller already has its answer.
+   */
+  shuttingDown?: (() => boolean) | undefined;
   /** --max-csr-bytes: the longest csr field (PEM characters) read at all; default DEFAULT_MAX_CSR_BYTES. */
   maxCsrBytes?: number | undefined;
 }
@@ -35,6 +40,8 @@ export function shareKey(caller: Caller, impersonating: boolean): { key: string;
   if (impersonating) return { key: `pod\0${caller.namespace}/${caller.podName ?? ''}\0${caller.identity}`, who: `node agent ${caller.namespace}/${caller.podName ?? caller.serviceAccount}` };
   return { key: `id\0${caller.identity}`, who: caller.identity };
 }
+
+const SHUTTING_DOWN = 'svid-ca is shutting down; retry (another replica will answer)';
 
 /** The SAN rule; for an impersonation a SAN other than the impersonated identity is an impersonation failure (UNAUTHENTICATED, counted). */
 function authorizeSansFor(sans: Parameters<typeof authorizeSans>[0], identity: string, impersonating: boolean): void {
@@ -102,6 +109,11 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
         code: 'OK',
         durationMs: Math.round(seconds * 1e6) / 1e3,
       };
+      if (issued && deps.shuttingDown?.()) {
+        err = new RequestError(grpc.status.UNAVAILABLE, 'unavailable', SHUTTING_DOWN);
+        issued = undefined;
+        record.event = 'denied';
+      }
       if (issued) {
         Object.assign(record, {
           grantedTtlSeconds: Math.round(issued.grantedMs / 1000),
@@ -191,6 +203,7 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
       // queue, priority namespaces first.
       try {
         return await deps.admission.run(priority, () => {
+          if (deps.shuttingDown?.()) throw new RequestError(grpc.status.UNAVAILABLE, 'unavailable', SHUTTING_DOWN);
           const csr = readCsrPem(csrPem);
           authorizeSansFor(csr.sans, identity, impersonating);
           return authority.issue({ identity, csr, requestedTtlSeconds: ttl, notAfterLimit: caller.renewalNotAfter });

@@ -15,6 +15,8 @@ export interface LifecycleOptions {
   signerExpiryWarningMs?: number | undefined;
   /** --trust-domain: reloads validate the paths for SVIDs of this trust domain (issue #11). */
   trustDomain?: string | undefined;
+  /** Told every reload result after it is logged and counted (the primary of --workers forwards bundles). */
+  onReload?: ((r: ReloadResult) => void) | undefined;
 }
 
 const subjectOf = (c: LoadedCertificate) => subjectText(c.x509);
@@ -50,6 +52,19 @@ export function recordBundleMetrics(metrics: CaMetrics, bundle: SigningBundle, m
     firstChain ? new Date(firstChain.x509.validTo) : undefined,
   );
   metrics.setSigner(bundle.notAfter, maxTtlMs);
+}
+
+/** The bundle as the 'signing bundle loaded' line shows it. */
+export function describeBundle(bundle: SigningBundle) {
+  return {
+    layout: bundle.layout,
+    signer: subjectOf(bundle.signingCert),
+    signerSki: bundle.signingCert.facts.subjectKeyId?.toString('hex'),
+    signerNotAfter: bundle.notAfter.toISOString(),
+    algorithm: bundle.signer.algorithm.name,
+    roots: bundle.roots.map(subjectOf),
+    chainLength: bundle.chainPems.length,
+  };
 }
 
 const DEFAULTS = { reloadIntervalMs: 10_000, signerExpiryWarningMs: 720 * 3_600_000, grace: { fraction: 0.5 } as Grace };
@@ -150,7 +165,7 @@ export class BundleLifecycle {
     if (r.result === 'success') {
       this.metrics.bundleReloads.inc({ result: 'success' });
       this.logger.info(
-        { cacerts: this.options.cacerts, signer: subjectOf(r.bundle.signingCert), signerNotAfter: r.bundle.notAfter.toISOString(), rootsAdded: r.roots.added, rootsRemoved: r.roots.removed },
+        { cacerts: this.options.cacerts, signer: subjectOf(r.bundle.signingCert), signerSki: r.bundle.signingCert.facts.subjectKeyId?.toString('hex'), signerNotAfter: r.bundle.notAfter.toISOString(), rootsAdded: r.roots.added, rootsRemoved: r.roots.removed },
         'signing bundle reloaded',
       );
       warnAboutSigner(this.logger, r.bundle, this.options.maxTtlMs, this.options.signerExpiryWarningMs ?? DEFAULTS.signerExpiryWarningMs);
@@ -162,5 +177,6 @@ export class BundleLifecycle {
         'cacerts reload refused; still serving with the current bundle',
       );
     }
+    this.options.onReload?.(r);
   }
 }

@@ -3,14 +3,16 @@ import * as grpc from '@grpc/grpc-js';
 import { ClientCertAuthenticator, ImpersonationAuthorizer, JwtAuthenticator, parseNodeAccounts, TokenReviewAuthenticator, type Authenticator, type KeySetReload } from '../auth/index.js';
 import type { KubeOptions, KubernetesIntegration } from '../kube/index.js';
 import { Authority, loadCacerts, SelfSignedRoot, type Grace, type SelfSignedOptions } from '../ca/index.js';
-import { AuditLog, CaMetrics, startMonitoringServer, type Logger } from '../observability/index.js';
-import { BundleLifecycle, warnAboutSigner } from './lifecycle.js';
-import { subjectText, type SigningBundle, type LoadedCertificate } from '../pki/index.js';
+import { AuditLog, CaMetrics, keepMetrics, startMonitoringServer, type Logger } from '../observability/index.js';
+import type { BundleFeed } from './bundle-owner.js';
+import { BundleLifecycle, describeBundle, warnAboutSigner } from './lifecycle.js';
 import { createCertificateHandler } from './certificate-service.js';
 import { Admission, type AdmissionOptions } from './admission.js';
 import { HealthService } from './health.js';
 import { loadServices } from './proto.js';
 import { ClientCaProvider, ServingTls } from './tls.js';
+import { ListenError, probeListen } from './listen.js';
+import { CallDrain } from './drain.js';
 
 interface Listen {
   host: string;
@@ -85,21 +87,8 @@ export interface RunningService {
   /** 0 when this process serves no monitoring listener (a worker). */
   monitoringPort: number;
   isReady(): boolean;
-  close(graceMs?: number): Promise<void>;
-}
-
-const subjectOf = (c: LoadedCertificate) => subjectText(c.x509);
-
-function describeBundle(bundle: SigningBundle) {
-  return {
-    layout: bundle.layout,
-    signer: subjectOf(bundle.signingCert),
-    signerSki: bundle.signingCert.facts.subjectKeyId?.toString('hex'),
-    signerNotAfter: bundle.notAfter.toISOString(),
-    algorithm: bundle.signer.algorithm.name,
-    roots: bundle.roots.map(subjectOf),
-    chainLength: bundle.chainPems.length,
-  };
+  /** See the implementation: readiness off, `delayMs` still answering, GOAWAY, drain within `graceMs`. */
+  close(graceMs?: number, delayMs?: number): Promise<void>;
 }
 
 /**
@@ -133,30 +122,54 @@ function grpcAddress(l: Listen): string {
   return l.host.includes(':') ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`;
 }
 
-/** Loads the bundle, issues the serving certificate, and starts the gRPC and monitoring listeners. */
-export async function startService(options: ServiceOptions, logger: Logger): Promise<RunningService> {
-  const selfSigned = options.selfSigned
+/** A worker of --workers: the primary owns the bundle's lifecycle (see bundle-owner.ts). */
+export type WorkerService = Omit<RunningService, 'lifecycle'>;
+
+/**
+ * Loads the bundle, issues the serving certificate, and starts the gRPC and monitoring listeners.
+ * With options.feed (a --workers worker) the bundle and serving certificate come from the primary
+ * instead: no folder is read, no reloader or renewal runs here, and the per-server metrics are left
+ * to the primary.
+ */
+export async function startService(options: ServiceOptions & { feed?: undefined }, logger: Logger): Promise<RunningService>;
+export async function startService(options: ServiceOptions & { feed: BundleFeed }, logger: Logger): Promise<WorkerService>;
+export async function startService(options: ServiceOptions & { feed?: BundleFeed | undefined }, logger: Logger): Promise<RunningService | WorkerService> {
+  const feed = options.feed;
+  const selfSigned = options.selfSigned && !feed
     ? new SelfSignedRoot({ ...options.selfSigned, organization: options.trustDomain, servingDns: options.servingDns }, (event) =>
         logger.info({ dir: options.selfSigned?.dir ?? '(memory only)' }, `self-signed root ${event}`),
       )
     : undefined;
-  const bundle = selfSigned ? selfSigned.bundle() : loadCacerts(options.cacerts, new Date(), { trustDomain: options.trustDomain, servingDns: options.servingDns });
+  const bundle = feed ? feed.bundle : selfSigned ? selfSigned.bundle() : loadCacerts(options.cacerts, new Date(), { trustDomain: options.trustDomain, servingDns: options.servingDns });
   const authority = new Authority(bundle, { defaultTtlMs: options.defaultTtlMs, maxTtlMs: options.maxTtlMs });
-  logger.info({ cacerts: selfSigned ? '(self-signed)' : options.cacerts, ...describeBundle(bundle) }, 'signing bundle loaded');
-  warnAboutSigner(logger, bundle, options.maxTtlMs, options.signerExpiryWarningMs ?? 720 * 3_600_000);
+  if (!feed) {
+    logger.info({ cacerts: selfSigned ? '(self-signed)' : options.cacerts, ...describeBundle(bundle) }, 'signing bundle loaded');
+    warnAboutSigner(logger, bundle, options.maxTtlMs, options.signerExpiryWarningMs ?? 720 * 3_600_000);
+  }
 
   const metrics = new CaMetrics();
   let servingTls: ServingTls | undefined;
-  const lifecycle = new BundleLifecycle(authority, options, metrics, logger, () => servingTls, selfSigned);
-  lifecycle.recordBundle(bundle);
-  metrics.lastReload.set(Date.now() / 1000);
-  const serving = lifecycle.serving.current;
+  const lifecycle = feed ? undefined : new BundleLifecycle(authority, options, metrics, logger, () => servingTls, selfSigned);
+  if (lifecycle) {
+    lifecycle.recordBundle(bundle);
+    metrics.lastReload.set(Date.now() / 1000);
+  } else {
+    keepMetrics(metrics, 'per-process');
+  }
+  const serving = lifecycle ? lifecycle.serving.current : feed!.serving;
   // --client-cert-auth: the listener asks for (does not require) a client certificate, verified
   // against the current root bundle; a bundle change rebuilds the secure context.
   const clientCa = options.clientCertAuth ? new ClientCaProvider(authority.bundle.rootsPem) : null;
   if (clientCa) authority.on('bundle', (b) => clientCa.update(b.rootsPem));
   servingTls = new ServingTls(serving, clientCa);
-  logger.info({ dnsNames: options.servingDns, notAfter: serving.notAfter.toISOString(), serial: serving.serialHex }, 'serving certificate issued');
+  if (lifecycle) {
+    const s = lifecycle.serving.current;
+    logger.info({ dnsNames: options.servingDns, notAfter: s.notAfter.toISOString(), serial: s.serialHex }, 'serving certificate issued');
+  }
+  feed?.onUpdate((u) => {
+    if (u.bundle) authority.replaceBundle(u.bundle);
+    if (u.serving) servingTls!.update(u.serving);
+  });
 
   // Loaded only when asked for: @kubernetes/client-node is large.
   const kube: KubernetesIntegration | undefined = options.kubernetes
@@ -203,8 +216,9 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
     // channelz bookkeeping runs on every call (~1% of the CPU under load) and nothing here serves it.
     'grpc.enable_channelz': 0,
   });
+  const drain = new CallDrain();
   server.addService(services.ca.service, {
-    CreateCertificate: createCertificateHandler({
+    CreateCertificate: drain.wrap(createCertificateHandler({
       authority,
       authenticators,
       authOptions: { clusterId: options.clusterId },
@@ -214,11 +228,16 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
       audit,
       admission,
       maxCsrBytes: options.maxCsrBytes,
-    }),
+      shuttingDown: () => drain.expired,
+    })),
   });
   server.addService(services.health.service, health.handlers);
   const grpcPort = await new Promise<number>((resolve, reject) => {
     server.bindAsync(grpcAddress(options.listen), servingTls.credentials, (err, port) => (err ? reject(err) : resolve(port)));
+  }).catch(async (err: Error) => {
+    // grpc-js says only "No address added out of total 1 resolved": find out why, naming the flag.
+    await probeListen('--listen', options.listen);
+    throw new ListenError('--listen', options.listen, err);
   });
   applyMaxConnections(server, limits.maxConnections, logger);
   let accepting = true;
@@ -243,9 +262,9 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
     if (m) monitoring = await startMonitoringServer({ host: m.host, port: m.port, registry: metrics.registry, isReady });
   } catch (err) {
     server.forceShutdown();
-    throw err;
+    throw m ? new ListenError('--monitoring-listen', m, err) : err;
   }
-  lifecycle.start();
+  lifecycle?.start();
   logger.info(
     { grpc: grpcAddress({ ...options.listen, port: grpcPort }), monitoring: m && monitoring ? grpcAddress({ host: m.host, port: monitoring.port }) : '(primary process)' },
     'svid-ca serving',
@@ -261,23 +280,34 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
     grpcPort,
     monitoringPort: monitoring?.port ?? 0,
     isReady,
-    async close(graceMs = 5000) {
+    /**
+     * Graceful stop, in the order Kubernetes needs (issue #13): readiness NOT_SERVING at once (gRPC
+     * health and /readyz) while still answering for `delayMs` (--shutdown-delay), so the endpoint is
+     * removed before the listener goes; then GOAWAY on every connection (grpc-js tryShutdown: agents
+     * reconnect to another replica) and the listener closed; then wait for the calls in flight, and
+     * only those: when the last is answered the sessions are closed. `graceMs` (--shutdown-grace)
+     * bounds the whole, delay included; calls still unanswered at its end get UNAVAILABLE, and no
+     * certificate is issued after that.
+     */
+    async close(graceMs = 5000, delayMs = 0) {
+      const deadline = Date.now() + graceMs;
       accepting = false;
       refreshHealth();
       clearInterval(readinessTimer);
-      lifecycle.stop();
+      lifecycle?.stop();
       jwt?.close();
+      const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, Math.max(0, ms)));
+      if (delayMs > 0) {
+        logger.info({ shutdownDelay: `${delayMs / 1000}s` }, 'not ready; still answering during --shutdown-delay so the endpoint is removed first');
+        await sleep(Math.min(delayMs, graceMs));
+      }
       health.close();
-      await new Promise<void>((resolve) => {
-        const force = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, graceMs);
-        server.tryShutdown(() => {
-          clearTimeout(force);
-          resolve();
-        });
-      });
+      const sessionsClosed = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      const done = await Promise.race([drain.idle().then(() => true), sleep(deadline - Date.now()).then(() => false)]);
+      if (!done) logger.warn({ calls: drain.expire() }, 'shutdown grace over: calls still in flight answered UNAVAILABLE');
+      // Answers are written; give their bytes a moment to leave before the sessions are cut.
+      await Promise.race([sessionsClosed, sleep(Math.min(1000, Math.max(deadline - Date.now(), 100)))]);
+      server.forceShutdown();
       await kube?.close();
       audit.close();
       if (monitoring) {
