@@ -47,6 +47,10 @@ beforeAll(async () => {
   fake.addPod({ namespace: 'demo', name: 'api-failed', uid: 'api-uid-f', serviceAccount: 'api', nodeName: 'node-1', phase: 'Failed' });
   fake.addServiceAccountToken('zt-a', { namespace: 'istio-system', serviceAccount: 'ztunnel', podName: 'ztunnel-a', podUid: 'zt-uid-a' });
   fake.addServiceAccountToken('zt-a-stale-uid', { namespace: 'istio-system', serviceAccount: 'ztunnel', podName: 'ztunnel-a', podUid: 'zt-uid-old' });
+  // A pod that runs as another service account, and a token that names it while claiming ztunnel's account
+  // (a token minted for ztunnel and bound to someone else's pod): the pod's own account decides.
+  fake.addPod({ namespace: 'istio-system', name: 'imposter-a', uid: 'imp-uid-a', serviceAccount: 'default', nodeName: 'node-1' });
+  fake.addServiceAccountToken('zt-on-foreign-pod', { namespace: 'istio-system', serviceAccount: 'ztunnel', podName: 'imposter-a', podUid: 'imp-uid-a' });
   fake.addServiceAccountToken('zt-ghost', { namespace: 'istio-system', serviceAccount: 'ztunnel', podName: 'ztunnel-x', podUid: 'zt-uid-x' });
   fake.addServiceAccountToken('web', { namespace: 'demo', serviceAccount: 'web', podName: 'web-1', podUid: 'web-uid-1' });
   server = await startTestServer({
@@ -116,6 +120,10 @@ describe('ztunnel impersonation against a local fake Kubernetes API server', () 
 
   it('refuses when the token\'s pod UID is not the pod\'s UID (pod replaced under the same name)', async () => {
     await refused('zt-a-stale-uid', WEB, 'pod UID does not match');
+  });
+
+  it('refuses when the token\'s pod runs as another service account than the token\'s', async () => {
+    await refused('zt-on-foreign-pod', WEB, 'pod istio-system/imposter-a runs as service account default, not ztunnel');
   });
 
   it('refuses when the token\'s pod does not exist', async () => {
