@@ -23,6 +23,27 @@ const sampleEveryMs = Math.max(1000, Math.min(10_000, Math.floor(durationMs / 30
 if (!durationMs || !reloadEveryMs) throw new Error('usage: soak [--duration 10m] [--reload-every 15s] [--callers 16]');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (s) => process.stdout.write(s + '\n');
+// Every wait ends: a promise that outlives its bound rejects naming what did not happen (the soak then fails).
+const within = (promise, ms, what) => {
+  let timer;
+  const late = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms); });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+};
+const EXIT_TIMEOUT_MS = 15_000;
+// The whole run is bounded too: the duration plus start-up, drain and shutdown.
+const watchdogMs = durationMs + 180_000;
+const watchdog = setTimeout(() => fail(`the soak did not finish within ${Math.round(watchdogMs / 1000)} s`), watchdogMs);
+watchdog.unref();
+let server;
+function fail(why) {
+  log(`SOAK FAILED: ${why}`);
+  server?.kill('SIGKILL');
+  try { rmSync(work, { recursive: true, force: true }); } catch { /* not made yet */ }
+  process.exit(1);
+}
+// A soak that throws (or is killed by the watchdog) never leaves its server running.
+process.on('exit', () => { if (server && server.exitCode === null && server.signalCode === null) server.kill('SIGKILL'); });
+process.on('unhandledRejection', (err) => fail(err instanceof Error ? err.message : String(err)));
 
 const work = mkdtempSync(join(tmpdir(), 'svid-ca-soak-'));
 const freePort = () => new Promise((resolve) => { const s = createServer(); s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); }); });
@@ -48,11 +69,12 @@ publish(intermediates[0]);
 
 const dev = await ensureDevEnvironment(join(work, 'dev'));
 const [grpcPort, monPort] = [await freePort(), await freePort()];
-const server = spawn(process.execPath, ['dist/cli.js', 'serve', '--workers', '1', '--cacerts', vol, '--jwt-issuer', dev.issuer, '--jwks-file', dev.jwksFile,
+server = spawn(process.execPath, ['dist/cli.js', 'serve', '--workers', '1', '--cacerts', vol, '--jwt-issuer', dev.issuer, '--jwks-file', dev.jwksFile,
   '--listen', `127.0.0.1:${grpcPort}`, '--monitoring-listen', `127.0.0.1:${monPort}`, '--reload-interval', '2s', '--max-ttl', '48h', '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] });
 for (let i = 0; ; i++) {
-  try { if ((await fetch(`http://127.0.0.1:${monPort}/readyz`)).status === 200) break; } catch { /* starting */ }
-  if (i > 200) throw new Error('svid-ca did not become ready');
+  try { if ((await fetch(`http://127.0.0.1:${monPort}/readyz`, { signal: AbortSignal.timeout(2000) })).status === 200) break; } catch { /* starting */ }
+  if (i > 200) fail('svid-ca did not become ready within 20 s');
+  if (server.exitCode !== null || server.signalCode !== null) fail(`svid-ca exited during start-up (${server.exitCode ?? server.signalCode})`);
   await sleep(100);
 }
 
@@ -118,13 +140,20 @@ while (Date.now() - start < durationMs) {
   }
 }
 running = false;
-await Promise.all(loops);
+// Each call has a 10 s deadline, so the loops end within it.
+await within(Promise.all(loops), 30_000, 'the callers to finish their last calls');
 client.close();
 await sleep(3000); // the last swap is picked up within the 2 s reload interval
-const metrics = await (await fetch(`http://127.0.0.1:${monPort}/metrics`)).text();
+const metrics = await (await fetch(`http://127.0.0.1:${monPort}/metrics`, { signal: AbortSignal.timeout(10_000) })).text();
 const reloadOk = Number(/svid_ca_bundle_reloads_total\{result="success"\} (\d+)/.exec(metrics)?.[1] ?? 0);
+// A server that ignores SIGTERM fails the soak (and is killed) instead of hanging CI.
+const exited = new Promise((r) => server.once('exit', (c, signal) => r(c ?? signal)));
 server.kill('SIGTERM');
-const exitCode = await new Promise((r) => server.once('exit', (c) => r(c)));
+let exitProblem;
+const exitCode = await within(exited, EXIT_TIMEOUT_MS, 'svid-ca to exit after SIGTERM').catch((err) => {
+  server.kill('SIGKILL');
+  exitProblem = `${err.message} (killed)`;
+});
 rmSync(work, { recursive: true, force: true });
 
 // Growth: the steady state after warm-up (first fifth) against the end.
@@ -141,7 +170,8 @@ if (lost) problems.push(`${lost} requests lost (deadline exceeded)`);
 if (rssGrowth > RSS_BOUND_MIB) problems.push(`RSS grew ${rssGrowth.toFixed(1)} MiB after warm-up (bound ${RSS_BOUND_MIB})`);
 if (fdGrowth > FD_BOUND) problems.push(`open descriptors grew by ${fdGrowth} (bound ${FD_BOUND})`);
 if (reloads > 0 && reloadOk < reloads) problems.push(`${reloads} bundle swaps but ${reloadOk} successful reloads`);
-if (exitCode !== 0) problems.push(`svid-ca exited ${exitCode} on SIGTERM`);
+if (exitProblem) problems.push(exitProblem);
+else if (exitCode !== 0) problems.push(`svid-ca exited ${exitCode} on SIGTERM`);
 log(`\nresult: ${[...counts].map(([c, n]) => `${c} ${n}`).join(', ')}; reloads ${reloadOk}/${reloads}; RSS growth ${rssGrowth.toFixed(1)} MiB; fd growth ${fdGrowth}`);
 if (problems.length) {
   log(`SOAK FAILED: ${problems.join('; ')}`);
