@@ -37,8 +37,8 @@ if [ "$(major_of "$dir/bin/node")" != "$WANT_MAJOR" ]; then
   trap 'rm -rf "$work"' EXIT
   say "fetching $pkg@$WANT_MAJOR from the npm registry into $dir (once)"
   # npm pack checks the tarball against the registry's integrity hash.
-  (cd "$work" && npm pack --silent "$pkg@$WANT_MAJOR" >/dev/null 2>"$work/npm.log") ||
-    die "npm pack $pkg@$WANT_MAJOR failed (is the npm registry reachable?): $(tail -n 3 "$work/npm.log" | tr '\n' ' ')"
+  (cd "$work" && npm pack --loglevel=error "$pkg@$WANT_MAJOR" >/dev/null 2>"$work/npm.log") ||
+    die "npm pack $pkg@$WANT_MAJOR failed (is the npm registry reachable?): $(head -n 3 "$work/npm.log" | tr '\n' ' ')"
   mkdir "$work/unpacked"
   tar -xzf "$work"/*.tgz -C "$work/unpacked" --strip-components=1 || die "could not unpack $pkg@$WANT_MAJOR"
   [ "$(major_of "$work/unpacked/bin/node")" = "$WANT_MAJOR" ] || die "$pkg@$WANT_MAJOR did not hold a working Node.js $WANT_MAJOR at bin/node"
