@@ -259,6 +259,15 @@ describe('authorization: the CSR may ask only for the caller identity', () => {
     expect(err?.code).toBe(grpc.status.PERMISSION_DENIED);
     expect(err?.details).toContain(named);
   });
+
+  it('asking to impersonate another identity on a CA without --trusted-node-accounts is UNAUTHENTICATED', async () => {
+    const other = 'spiffe://cluster.local/ns/demo/sa/admin';
+    const request = { csr: csrFor([{ type: 'uri', value: other }]), validity_duration: '3600', metadata: { fields: { ImpersonatedIdentity: { stringValue: other } } } };
+    const { res, err } = await call(client, request, bearer(token));
+    expect(res).toBeUndefined();
+    expect(err?.code).toBe(grpc.status.UNAUTHENTICATED);
+    expect(err?.details).toContain('impersonation is not enabled on this CA');
+  });
 });
 
 describe('cluster id', () => {
