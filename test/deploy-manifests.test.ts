@@ -3,8 +3,7 @@
  * `kubectl kustomize`, parsed with `yaml`, and checked against SERVE_FLAGS, the monitoring server's real paths,
  * the Dockerfile's user, and the RBAC verbs the Kubernetes code uses.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
@@ -13,29 +12,22 @@ import { parse, parseAllDocuments } from 'yaml';
 import { SERVE_FLAGS, parseServeConfig } from '../src/config.js';
 import { parseDuration } from '../src/duration.js';
 import { startMonitoringServer } from '../src/observability/index.js';
+import { runTool, tool } from './helpers/tools.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const KUSTOMIZE_DIR = join(ROOT, 'deploy', 'kubernetes');
 const ISTIO_DIR = join(ROOT, 'deploy', 'istio');
 const MTLS_DIR = join(ISTIO_DIR, 'mtls');
-const KUBECTL = process.env.KUBECTL ?? '/usr/bin/kubectl';
 
 // Kubernetes objects are free-form JSON here; each test checks the shape it relies on.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type K8sObject = Record<string, any>;
 
+/** `kubectl kustomize deploy/kubernetes` with kubectl from PATH or $KUBECTL (test/helpers/tools.ts); never skipped. */
 function render(): K8sObject[] {
-  if (!existsSync(KUBECTL)) {
-    throw new Error(`kubectl not found at ${KUBECTL}: these tests render deploy/kubernetes with \`kubectl kustomize\` (kustomize is built into kubectl >= 1.14). Install kubectl or set KUBECTL=/path/to/kubectl.`);
-  }
-  let out: string;
-  try {
-    out = execFileSync(KUBECTL, ['kustomize', KUSTOMIZE_DIR], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`kubectl kustomize deploy/kubernetes failed: ${e.stderr || e.message}`);
-  }
-  return parseYamlStream(out, 'kubectl kustomize deploy/kubernetes');
+  const r = runTool('kubectl', ['kustomize', KUSTOMIZE_DIR]);
+  if (r.status !== 0) throw new Error(`${tool('kubectl')} kustomize deploy/kubernetes exited ${r.status}: ${r.stderr || r.stdout}`);
+  return parseYamlStream(r.stdout, 'kubectl kustomize deploy/kubernetes');
 }
 
 function parseYamlStream(text: string, origin: string): K8sObject[] {

@@ -191,7 +191,7 @@ describe('shell blocks in README.md and docs/', () => {
     const scripts = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
     const problems: string[] = [];
     for (const b of withMarker('repo')) {
-      for (const m of b.code.matchAll(/\bnpm (?:run (\S+)|(start|test))\b/g)) {
+      for (const m of b.code.matchAll(/\bnpm (?:run (?:--silent )?(\S+)|(start|test))\b/g)) {
         const name = m[1] ?? m[2]!;
         if (!scripts[name]) problems.push(`${b.file}:${b.line}: npm script "${name}" does not exist`);
       }

@@ -3,7 +3,10 @@
  * with grpc.credentials.createSsl(root, key, certChain) to the real svid-ca service; the listener
  * verifies it against the current root bundle (and a new bundle rebuilds that).
  */
+import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Authority, loadCacerts } from '../src/ca/index.js';
@@ -12,6 +15,7 @@ import { loadServices } from '../src/server/index.js';
 import type { CaClient } from '../src/client/index.js';
 import { makeCacerts, makeIntermediate, makeRoot, removeDir, tempDir, writeCacerts } from './helpers/pki.js';
 import { call, clientFor, createTestIssuer, startTestServer, type TestIssuer, type TestServer } from './helpers/server.js';
+import { tool } from './helpers/tools.js';
 
 const ID = 'spiffe://cluster.local/ns/vm/sa/legacy';
 const DAY = 86_400_000;
@@ -97,6 +101,28 @@ describe('client-certificate authentication (real grpc-js client presenting its 
     const { err } = await call(clientWithCert(root.certPem, svid(dir, 'spiffe://other.domain/ns/vm/sa/legacy')), request());
     expect(err?.code).toBe(grpc.status.UNAUTHENTICATED);
     expect(err?.details).toContain('trust domain cluster.local');
+  });
+
+  it('does not authenticate a CA certificate carrying the SPIFFE ID, even one the signer issued', async () => {
+    // Made with the openssl CLI (our own code issues no such certificate): CA:TRUE, keyCertSign, URI SAN = ID,
+    // signed by the plugged-in intermediate, so the TLS handshake verifies and only svid-ca's own check refuses it.
+    const work = tempDir('svid-ca-ca-svid-');
+    try {
+      const f = (name: string) => join(work, name);
+      const openssl = (...args: string[]) => execFileSync(tool('openssl'), args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+      writeFileSync(f('ext.cnf'), `basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,digitalSignature\nsubjectAltName=URI:${ID}\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n`);
+      openssl('ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', f('key.pem'));
+      openssl('req', '-new', '-key', f('key.pem'), '-subj', '/O=svid-ca test/CN=a CA posing as an SVID', '-out', f('req.pem'));
+      openssl('x509', '-req', '-in', f('req.pem'), '-CA', join(dir, 'ca-cert.pem'), '-CAkey', join(dir, 'ca-key.pem'), '-set_serial', '4242', '-days', '1', '-extfile', f('ext.cnf'), '-out', f('cert.pem'));
+      expect(openssl('x509', '-in', f('cert.pem'), '-noout', '-text')).toMatch(/CA:TRUE[\s\S]*URI:spiffe:\/\/cluster\.local\/ns\/vm\/sa\/legacy/);
+      const caSvid = { keyPem: readFileSync(f('key.pem'), 'utf8'), chainPem: readFileSync(f('cert.pem'), 'utf8') + readFileSync(join(dir, 'ca-cert.pem'), 'utf8') };
+      const { res, err } = await call(clientWithCert(root.certPem, caSvid), request());
+      expect(res).toBeUndefined();
+      expect(err?.code).toBe(grpc.status.UNAUTHENTICATED);
+      expect(err?.details).toContain('it is a CA certificate');
+    } finally {
+      removeDir(work);
+    }
   });
 
   it('a token still works when the client presents no certificate', async () => {

@@ -1,6 +1,5 @@
 // Checks the alerting rules, their promtool unit tests, the PrometheusRule/ServiceMonitor manifests and the
 // Grafana dashboard in deploy/prometheus/. Runs the real promtool (Debian: `apt-get install prometheus`).
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -8,6 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { CaMetrics } from '../src/observability/index.js';
 import { anchorsOf } from './helpers/markdown.js';
+import { runTool } from './helpers/tools.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const DIR = join(ROOT, 'deploy/prometheus');
@@ -55,12 +55,9 @@ interface Group {
 
 const readYaml = (name: string): any => parse(readFileSync(join(DIR, name), 'utf8'));
 
-const PROMTOOL_MISSING = 'promtool not found on PATH: install it with `apt-get install prometheus` (Debian/Ubuntu, provides /usr/bin/promtool)';
-
+/** promtool from PATH or $PROMTOOL (test/helpers/tools.ts); a missing promtool fails with how to install it. */
 function promtool(args: string[]): { status: number | null; output: string } {
-  const r = spawnSync('promtool', args, { cwd: ROOT, encoding: 'utf8' });
-  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') throw new Error(PROMTOOL_MISSING);
-  if (r.error) throw r.error;
+  const r = runTool('promtool', args, { cwd: ROOT });
   return { status: r.status, output: `promtool ${args.join(' ')} exited ${r.status}:\n${r.stdout}${r.stderr}` };
 }
 
