@@ -10,7 +10,7 @@ import { Authority, loadCacerts } from '../src/ca/index.js';
 import { buildCsrPem, generateKeyPair, parseCsrPem, privateKeyPem } from '../src/pki/index.js';
 import { loadServices } from '../src/server/index.js';
 import type { CaClient } from '../src/client/index.js';
-import { makeCacerts, makeIntermediate, makeRoot, removeDir, tempDir, writeCacerts } from './helpers/pki.js';
+import { makeCacerts, makeIntermediate, makeRoot, opensslVerify, removeDir, tempDir, writeCacerts } from './helpers/pki.js';
 import { call, clientFor, createTestIssuer, startTestServer, type TestIssuer, type TestServer } from './helpers/server.js';
 
 const ID = 'spiffe://cluster.local/ns/vm/sa/legacy';
@@ -90,6 +90,30 @@ describe('client-certificate authentication (real grpc-js client presenting its 
       expect(err?.code).toBe(grpc.status.UNAUTHENTICATED);
     } finally {
       removeDir(foreign.dir);
+    }
+  });
+
+  it('a certificate from a rogue CA copying the intermediate\'s subject leaves the connection usable: the token on it is honoured', async () => {
+    // The rogue signer has the real intermediate's subject name (and a root of its own), so only
+    // the signature tells them apart.
+    const rogueRoot = makeRoot({ cn: 'rogue root' });
+    const rogueSigner = makeIntermediate(rogueRoot);
+    const rogueDir = writeCacerts(tempDir(), { signer: rogueSigner, roots: [rogueRoot] });
+    try {
+      const rogue = svid(rogueDir, ID);
+      expect(new X509Certificate(rogueSigner.certPem).subject).toBe(loadCacerts(dir).signingCert.x509.subject);
+      expect(() => opensslVerify(root.certPem, [rogueSigner.certPem], rogue.chainPem.split(/(?<=-----END CERTIFICATE-----\n?)/)[0]!)).toThrow();
+      const client = clientWithCert(root.certPem, rogue);
+      const token = await issuer.token({ namespace: 'vm', serviceAccount: 'legacy' });
+      const withToken = await call(client, request(), { authorization: `Bearer ${token}` });
+      expect(withToken.err).toBeUndefined();
+      // Without a token on the same connection: refused as unauthenticated, not a broken connection.
+      const without = await call(client, request());
+      expect(without.err?.code).toBe(grpc.status.UNAUTHENTICATED);
+      const again = await call(client, request(), { authorization: `Bearer ${token}` });
+      expect(again.err).toBeUndefined();
+    } finally {
+      removeDir(rogueDir);
     }
   });
 

@@ -19,6 +19,8 @@ export interface CertificateServiceDeps {
   logger: Logger;
   audit: AuditLog;
   admission: Admission;
+  /** issue #19: called with call.getPeer() once a call has authenticated (the connection leaves its pre-authentication limits). */
+  onAuthenticated?: ((peer: string) => void) | undefined;
 }
 
 /** The SAN rule; for an impersonation a SAN other than the impersonated identity is an impersonation failure (UNAUTHENTICATED, counted). */
@@ -72,6 +74,7 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
     let ctx: CallContext = {};
 
     const finish = (issued: IssuedCertificate | undefined, err: unknown) => {
+      if (ctx.caller) deps.onAuthenticated?.(call.getPeer());
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       metrics.inFlight.dec();
       metrics.issueDuration.observe(seconds);

@@ -7,3 +7,4 @@ export { ServingTls, type KeyAndChain } from './tls.js';
 export { HealthService } from './health.js';
 export { Admission, claimedNamespace, type AdmissionOptions } from './admission.js';
 export { runPrimary, reportReadiness, shareMetricsWithPrimary, usableCores, type Primary, type PrimaryOptions } from './workers.js';
+export { DEFAULT_TRANSPORT_LIMITS, TLS_CIPHERS, TransportGuard, type TransportLimits } from './transport-limits.js';

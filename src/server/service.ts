@@ -11,6 +11,7 @@ import { Admission, type AdmissionOptions } from './admission.js';
 import { HealthService } from './health.js';
 import { loadServices } from './proto.js';
 import { ClientCaProvider, ServingTls } from './tls.js';
+import { DEFAULT_TRANSPORT_LIMITS, HardenedServerCredentials, installTransportLimits, TransportGuard, type TransportLimits } from './transport-limits.js';
 
 interface Listen {
   host: string;
@@ -48,6 +49,8 @@ export interface ServiceOptions {
   admission?: Partial<AdmissionOptions> | undefined;
   /** Connection limits (--max-connections, --max-concurrent-streams, --idle-timeout). */
   limits?: Partial<ConnectionLimits> | undefined;
+  /** issue #19: limits before authentication (--handshake-timeout, --max-handshakes, --max-buffered-request-bytes, ...). */
+  transport?: Partial<TransportLimits> | undefined;
 }
 
 export interface ConnectionLimits {
@@ -78,6 +81,8 @@ export interface RunningService {
   monitoringPort: number;
   isReady(): boolean;
   close(graceMs?: number): Promise<void>;
+  /** issue #19: the connection and request accounting of the gRPC listener. */
+  transport: TransportGuard;
 }
 
 const subjectOf = (c: LoadedCertificate) => subjectText(c.x509);
@@ -94,18 +99,9 @@ function describeBundle(bundle: SigningBundle) {
   };
 }
 
-/**
- * Caps open connections on the gRPC listener. grpc-js has no option for it, so this sets Node's
- * net.Server maxConnections on the HTTP/2 servers grpc-js created (an internal field, pinned by the
- * exact grpc-js version and checked by test/hardening.test.ts): connections past the cap are closed at once.
- */
-function applyMaxConnections(server: grpc.Server, max: number, logger: Logger): void {
-  const servers = (server as unknown as { http2Servers?: Map<{ maxConnections: number }, unknown> }).http2Servers;
-  if (!servers || servers.size === 0) {
-    logger.warn({}, 'cannot apply --max-connections: grpc-js internals changed');
-    return;
-  }
-  for (const http2Server of servers.keys()) http2Server.maxConnections = max;
+/** The transport limits: --max-connections and --max-concurrent-streams with the issue #19 flags. */
+function transportLimits(limits: ConnectionLimits, options: ServiceOptions): TransportLimits {
+  return { ...DEFAULT_TRANSPORT_LIMITS, maxConnections: limits.maxConnections, maxConcurrentStreams: limits.maxConcurrentStreams, ...options.transport };
 }
 
 function grpcAddress(l: Listen): string {
@@ -159,6 +155,7 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
   const audit = new AuditLog(logger, options.auditLog);
   const admission = new Admission({ ...DEFAULT_ADMISSION, ...options.admission });
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
+  const transport = new TransportGuard(transportLimits(limits, options), metrics);
   const services = loadServices();
   const health = new HealthService();
   const server = new grpc.Server({
@@ -184,13 +181,20 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
       logger,
       audit,
       admission,
+      onAuthenticated: (peer) => transport.markAuthenticated(peer),
     }),
   });
   server.addService(services.health.service, health.handlers);
   const grpcPort = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(grpcAddress(options.listen), servingTls.credentials, (err, port) => (err ? reject(err) : resolve(port)));
+    const credentials = new HardenedServerCredentials(servingTls.credentials, transport.limits);
+    server.bindAsync(grpcAddress(options.listen), credentials, (err, port) => (err ? reject(err) : resolve(port)));
   });
-  applyMaxConnections(server, limits.maxConnections, logger);
+  try {
+    installTransportLimits(server, transport);
+  } catch (err) {
+    server.forceShutdown();
+    throw err;
+  }
   let accepting = true;
   const isReady = () => accepting && authority.isReady();
   let reported: boolean | undefined;
@@ -231,6 +235,7 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
     grpcPort,
     monitoringPort: monitoring?.port ?? 0,
     isReady,
+    transport,
     async close(graceMs = 5000) {
       accepting = false;
       refreshHealth();
