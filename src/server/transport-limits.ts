@@ -174,6 +174,7 @@ export class HardenedServerCredentials extends grpc.ServerCredentials {
 
 interface Connection {
   source: string;
+  socket: Socket;
   established: boolean;
   authenticated: boolean;
   session: http2.ServerHttp2Session | undefined;
@@ -215,6 +216,8 @@ function refuseStream(stream: http2.ServerHttp2Stream, code: grpc.status, messag
 export class TransportGuard {
   private readonly connections = new Map<string, Connection>();
   private readonly sources = new Map<string, SourceCount>();
+  /** Connections whose handshake is not done yet. */
+  private readonly inHandshake = new Set<Connection>();
   private handshaking = 0;
   private established = 0;
   private bufferedBytes = 0;
@@ -285,13 +288,25 @@ export class TransportGuard {
     this.metrics?.transportConnections.set({ state: 'established' }, this.established);
   }
 
+  /**
+   * Established connections, plus those whose client has started its TLS handshake (sent a byte):
+   * those are about to be established (with TLS 1.3 the client counts itself connected before the
+   * server has read its Finished). Sockets that never sent a byte are not counted here; they are
+   * bounded by --max-handshakes and --handshake-timeout.
+   */
+  private occupying(source?: string): number {
+    let n = source === undefined ? this.established : (this.sources.get(source)?.established ?? 0);
+    for (const c of this.inHandshake) if (c.socket.bytesRead > 0 && (source === undefined || c.source === source)) n++;
+    return n;
+  }
+
   private onSocket(socket: Socket): void {
     const address = socket.remoteAddress ?? 'unknown';
     const src = this.source(address);
     const reason: RefusalReason | undefined =
-      this.established >= this.limits.maxConnections
+      this.occupying() >= this.limits.maxConnections
         ? 'max_connections'
-        : src.established >= this.limits.maxConnectionsPerSource
+        : this.occupying(address) >= this.limits.maxConnectionsPerSource
           ? 'max_connections_per_source'
           : this.handshaking >= this.limits.maxHandshakes
             ? 'max_handshakes'
@@ -305,12 +320,14 @@ export class TransportGuard {
       return;
     }
     const key = peerKey(socket);
-    const c: Connection = { source: address, established: false, authenticated: false, session: undefined, pendingBytes: 0 };
+    const c: Connection = { source: address, socket, established: false, authenticated: false, session: undefined, pendingBytes: 0 };
     this.connections.set(key, c);
+    this.inHandshake.add(c);
     this.handshaking++;
     src.handshaking++;
     this.updateGauges();
     socket.once('close', () => {
+      this.inHandshake.delete(c);
       if (c.established) {
         this.established--;
         src.established--;
@@ -341,6 +358,7 @@ export class TransportGuard {
       return;
     }
     c.established = true;
+    this.inHandshake.delete(c);
     this.handshaking--;
     src.handshaking--;
     this.established++;
