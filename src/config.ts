@@ -68,6 +68,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'unauthenticated-window', kind: 'int', default: '16384', help: 'HTTP/2 initial stream window (bytes) on a connection until a call on it has authenticated (then 65535)' },
   { name: 'request-receive-timeout', kind: 'duration', default: '10s', help: 'a request must arrive completely within this after its stream opens; else DEADLINE_EXCEEDED' },
   { name: 'max-connection-request-bytes', kind: 'int', default: '1048576', help: 'request bytes received but not yet complete, per connection; more: RESOURCE_EXHAUSTED' },
+  { name: 'max-source-request-bytes', kind: 'int', default: '8388608', help: 'request bytes received but not yet complete, all connections from one source IP address; more: RESOURCE_EXHAUSTED' },
   { name: 'max-buffered-request-bytes', kind: 'int', default: '67108864', help: 'request bytes received but not yet complete, all connections of a process; more: RESOURCE_EXHAUSTED' },
 ];
 
@@ -219,6 +220,7 @@ function transportConfig(values: Map<string, unknown>): ServeConfig['transport']
     unauthenticatedWindowBytes: int('unauthenticated-window'),
     requestReceiveTimeoutMs: int('request-receive-timeout'),
     maxConnectionRequestBytes: int('max-connection-request-bytes'),
+    maxSourceRequestBytes: int('max-source-request-bytes'),
     maxBufferedRequestBytes: int('max-buffered-request-bytes'),
   };
   if (t.handshakeTimeoutMs < 100 || t.handshakeTimeoutMs > 120_000) throw new ConfigError('--handshake-timeout: must be between 100ms and 2m');
@@ -228,7 +230,8 @@ function transportConfig(values: Map<string, unknown>): ServeConfig['transport']
   if (t.unauthenticatedWindowBytes < 1024 || t.unauthenticatedWindowBytes > 2 ** 31 - 1) throw new ConfigError('--unauthenticated-window: must be between 1024 and 2147483647 bytes');
   if (t.requestReceiveTimeoutMs < 1000) throw new ConfigError('--request-receive-timeout: must be at least 1s');
   if (t.maxConnectionRequestBytes < 1024) throw new ConfigError('--max-connection-request-bytes: must be at least 1024');
-  if (t.maxBufferedRequestBytes < t.maxConnectionRequestBytes) throw new ConfigError('--max-buffered-request-bytes: must be at least --max-connection-request-bytes');
+  if (t.maxSourceRequestBytes < t.maxConnectionRequestBytes) throw new ConfigError('--max-source-request-bytes: must be at least --max-connection-request-bytes');
+  if (t.maxBufferedRequestBytes < t.maxSourceRequestBytes) throw new ConfigError('--max-buffered-request-bytes: must be at least --max-source-request-bytes');
   return t;
 }
 

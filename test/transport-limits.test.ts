@@ -136,7 +136,7 @@ describe('memory before authentication (issue #19 item 1)', () => {
     expect((await honest(s)).err).toBeUndefined();
   });
 
-  it('the global budget of incomplete request bytes refuses streams past it with RESOURCE_EXHAUSTED; honest callers are served', async () => {
+  it('the global budget of incomplete request bytes refuses streams past it with RESOURCE_EXHAUSTED; the server serves again once the attackers go', async () => {
     const budget = 256 * 1024;
     const s = await server({ maxBufferedRequestBytes: budget, maxConnectionRequestBytes: budget });
     // 12 connections x 8 streams x 65,000 announced bytes: ~6 MB wanted against a 256 KiB budget.
@@ -150,12 +150,29 @@ describe('memory before authentication (issue #19 item 1)', () => {
     const exhausted = ends.filter((e) => e !== 'pending' && e.grpcStatus === grpc.status.RESOURCE_EXHAUSTED);
     expect(exhausted.length).toBeGreaterThan(0);
     expect((exhausted[0] as StreamEnd).grpcMessage).toMatch(/CA overloaded/);
-    expect((await honest(s)).err).toBeUndefined();
     const metrics = await fetchText(`http://127.0.0.1:${s.service.monitoringPort}/metrics`);
     expect(metrics.body).toMatch(/svid_ca_transport_refused_total\{reason="buffered_request_bytes"\} [1-9]/);
     for (const session of sessions) session.destroy();
     await sleep(300);
     expect(s.service.transport.stats().bufferedRequestBytes).toBe(0);
+    // The budget is given back: the server keeps serving.
+    expect((await honest(s)).err).toBeUndefined();
+  });
+
+  it('one source address cannot hold more than --max-source-request-bytes across its connections; other sources are served meanwhile', async () => {
+    const perSource = 300 * 1024;
+    const s = await server({ maxSourceRequestBytes: perSource });
+    const sessions = await Promise.all(Array.from({ length: 4 }, () => attacker(s, '127.0.0.7')));
+    const held = sessions.flatMap((session) => Array.from({ length: 8 }, () => heldStream(session)));
+    await sleep(1500);
+    const ends = await Promise.all(held.map((h) => within(h.ended, 200)));
+    const refused = ends.filter((e) => e !== 'pending' && e.grpcStatus === grpc.status.RESOURCE_EXHAUSTED);
+    expect(refused.length).toBeGreaterThan(0);
+    expect((refused[0] as StreamEnd).grpcMessage).toMatch(/from this address/);
+    expect(s.service.transport.stats().bufferedRequestBytes).toBeLessThanOrEqual(perSource + 16_384);
+    // The honest caller (127.0.0.1) is served while the attacker holds its share.
+    expect(ends.some((e) => e === 'pending')).toBe(true);
+    expect((await honest(s)).err).toBeUndefined();
   });
 
   it('one connection cannot hold more than --max-connection-request-bytes of incomplete requests', async () => {

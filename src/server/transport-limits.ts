@@ -47,6 +47,8 @@ export interface TransportLimits {
   requestReceiveTimeoutMs: number;
   /** --max-connection-request-bytes: request bytes received and not yet complete, per connection. */
   maxConnectionRequestBytes: number;
+  /** --max-source-request-bytes: the same across all connections from one source IP address. */
+  maxSourceRequestBytes: number;
   /** --max-buffered-request-bytes: the same across all connections of this process. */
   maxBufferedRequestBytes: number;
 }
@@ -62,6 +64,7 @@ export const DEFAULT_TRANSPORT_LIMITS: TransportLimits = {
   unauthenticatedWindowBytes: 16_384,
   requestReceiveTimeoutMs: 10_000,
   maxConnectionRequestBytes: 1024 * 1024,
+  maxSourceRequestBytes: 8 * 1024 * 1024,
   maxBufferedRequestBytes: 64 * 1024 * 1024,
 };
 
@@ -94,7 +97,10 @@ export type RefusalReason =
   | 'handshake_timeout'
   | 'request_receive_timeout'
   | 'connection_request_bytes'
+  | 'source_request_bytes'
   | 'buffered_request_bytes';
+
+type BudgetReason = Extract<RefusalReason, `${string}_request_bytes`>;
 
 export const REFUSAL_REASONS: readonly RefusalReason[] = [
   'max_connections',
@@ -104,6 +110,7 @@ export const REFUSAL_REASONS: readonly RefusalReason[] = [
   'handshake_timeout',
   'request_receive_timeout',
   'connection_request_bytes',
+  'source_request_bytes',
   'buffered_request_bytes',
 ];
 
@@ -185,6 +192,8 @@ interface Connection {
 interface SourceCount {
   handshaking: number;
   established: number;
+  /** Request bytes received and not yet complete on all connections from this source. */
+  pendingBytes: number;
 }
 
 /** The key grpc-js's call.getPeer() gives for a connection: "address:port". */
@@ -277,7 +286,7 @@ export class TransportGuard {
   private source(address: string): SourceCount {
     let s = this.sources.get(address);
     if (!s) {
-      s = { handshaking: 0, established: 0 };
+      s = { handshaking: 0, established: 0, pendingBytes: 0 };
       this.sources.set(address, s);
     }
     return s;
@@ -366,58 +375,71 @@ export class TransportGuard {
     this.updateGauges();
   }
 
+  /** Which request-byte budget, if any, is spent for connection `c` (from source `src`). */
+  private spentBudget(c: Connection, src: SourceCount, strict: boolean): BudgetReason | undefined {
+    const over = (used: number, max: number) => (strict ? used > max : used >= max);
+    if (over(this.bufferedBytes, this.limits.maxBufferedRequestBytes)) return 'buffered_request_bytes';
+    if (over(src.pendingBytes, this.limits.maxSourceRequestBytes)) return 'source_request_bytes';
+    if (over(c.pendingBytes, this.limits.maxConnectionRequestBytes)) return 'connection_request_bytes';
+    return undefined;
+  }
+
   private onStream(stream: http2.ServerHttp2Stream): void {
     const c = stream.session?.socket ? this.connections.get(peerKey(stream.session.socket)) : undefined;
     if (!c) return;
+    const src = this.source(c.source);
     const refuse = (reason: RefusalReason, code: grpc.status, message: string) => {
       this.refused(reason);
       release();
       refuseStream(stream, code, message);
     };
-    if (this.bufferedBytes >= this.limits.maxBufferedRequestBytes) {
-      this.refused('buffered_request_bytes');
-      refuseStream(stream, grpc.status.RESOURCE_EXHAUSTED, 'CA overloaded: too many request bytes in flight; retry with backoff');
-      return;
-    }
-    if (c.pendingBytes >= this.limits.maxConnectionRequestBytes) {
-      this.refused('connection_request_bytes');
-      refuseStream(stream, grpc.status.RESOURCE_EXHAUSTED, 'too many incomplete requests on this connection; finish sending them first');
-      return;
-    }
     let pending = 0;
     let done = false;
-    const timer = setTimeout(
-      () => refuse('request_receive_timeout', grpc.status.DEADLINE_EXCEEDED, `request not received completely within ${this.limits.requestReceiveTimeoutMs} ms`),
-      this.limits.requestReceiveTimeoutMs,
-    );
-    timer.unref();
+    let timer: NodeJS.Timeout | undefined;
     const release = () => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       this.bufferedBytes -= pending;
+      src.pendingBytes -= pending;
       c.pendingBytes -= pending;
       pending = 0;
       this.metrics?.transportBufferedBytes.set(this.bufferedBytes);
     };
+    // A new stream when a budget is already spent: refused at once.
+    const spent = this.spentBudget(c, src, false);
+    if (spent) {
+      refuse(spent, grpc.status.RESOURCE_EXHAUSTED, BUDGET_MESSAGES[spent]);
+      return;
+    }
+    timer = setTimeout(
+      () => refuse('request_receive_timeout', grpc.status.DEADLINE_EXCEEDED, `request not received completely within ${this.limits.requestReceiveTimeoutMs} ms; send the whole request at once`),
+      this.limits.requestReceiveTimeoutMs,
+    );
+    timer.unref();
     // grpc-js has paused the stream and resumes it when it reads; this listener does not change that.
     stream.on('data', (chunk: Buffer) => {
       if (done) return;
       pending += chunk.length;
       c.pendingBytes += chunk.length;
+      src.pendingBytes += chunk.length;
       this.bufferedBytes += chunk.length;
       this.metrics?.transportBufferedBytes.set(this.bufferedBytes);
-      if (this.bufferedBytes > this.limits.maxBufferedRequestBytes) {
-        refuse('buffered_request_bytes', grpc.status.RESOURCE_EXHAUSTED, 'CA overloaded: too many request bytes in flight; retry with backoff');
-      } else if (c.pendingBytes > this.limits.maxConnectionRequestBytes) {
-        refuse('connection_request_bytes', grpc.status.RESOURCE_EXHAUSTED, 'too many incomplete requests on this connection; finish sending them first');
-      }
+      const over = this.spentBudget(c, src, true);
+      if (over) refuse(over, grpc.status.RESOURCE_EXHAUSTED, BUDGET_MESSAGES[over]);
     });
     // The request is complete (END_STREAM), or the stream is gone: its bytes are no longer ours to count.
     stream.once('end', release);
     stream.once('close', release);
   }
 }
+
+/** What a caller refused by a request-byte budget is told. */
+const BUDGET_MESSAGES: Record<BudgetReason, string> = {
+  buffered_request_bytes: 'CA overloaded: too many request bytes in flight; retry with backoff',
+  source_request_bytes: 'too many incomplete requests from this address; finish sending them first',
+  connection_request_bytes: 'too many incomplete requests on this connection; finish sending them first',
+};
 
 /**
  * Attaches `guard` to every HTTP/2 server grpc-js bound for `server` (call after bindAsync).
