@@ -7,12 +7,11 @@
 // Runs the built server (one process) under steady issuance with a mix of bad requests and periodic
 // cacerts reloads (Kubernetes-style ..data swaps), samples RSS and open descriptors, and fails on
 // growth beyond a bound, on any lost request (deadline), or on any unexpected status code.
-import { spawn } from 'node:child_process';
+import { fork, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect as tcpConnect, createServer } from 'node:net';
-import http2 from 'node:http2';
+import { createServer } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { createCaClient } from '../dist/client/index.js';
 import { createIntermediateCa, createRootCa } from '../dist/ca/index.js';
@@ -110,54 +109,18 @@ function oneCall() {
   });
 }
 
-// Attackers (--attack): no token, as any pod in the mesh could.
-const attackStats = { streamsOpened: 0, streamEnds: new Map(), socketsOpened: 0 };
-const attackers = [];
-function holdStreams(session) {
-  const open = () => {
-    if (!running || session.destroyed || session.closed) return;
-    let stream;
-    try {
-      stream = session.request({ ':method': 'POST', ':path': '/istio.v1.auth.IstioCertificateService/CreateCertificate', 'content-type': 'application/grpc', te: 'trailers' });
-    } catch { return; }
-    attackStats.streamsOpened++;
-    stream.on('error', () => {});
-    let status = 'reset';
-    const take = (h) => { if (h['grpc-status'] !== undefined) status = grpc.status[Number(h['grpc-status'])] ?? h['grpc-status']; };
-    stream.on('response', take);
-    stream.on('trailers', take);
-    stream.on('close', () => { attackStats.streamEnds.set(status, (attackStats.streamEnds.get(status) ?? 0) + 1); setTimeout(open, attackReopenMs); });
-    stream.resume();
-    const frame = Buffer.alloc(5 + 64_999, 0x41);
-    frame[0] = 0; frame.writeUInt32BE(65_000, 1);
-    stream.write(frame);
-  };
-  // As many streams as the server's SETTINGS allow.
-  for (let i = 0; i < (session.remoteSettings.maxConcurrentStreams ?? 8); i++) open();
-}
-function attackConnection(n) {
-  if (!running) return;
-  const session = http2.connect(`https://localhost:${grpcPort}`, { ca: root.certPem, host: '127.0.0.1', localAddress: `127.0.1.${1 + (n % attackSources)}` });
-  attackers.push(session);
-  session.on('error', () => {});
-  session.once('remoteSettings', () => holdStreams(session));
-  session.once('close', () => setTimeout(() => attackConnection(n), 200));
-}
-function idleSocket() {
-  if (!running) return;
-  const socket = tcpConnect({ port: grpcPort, host: '127.0.0.1', localAddress: '127.0.2.1' });
-  attackStats.socketsOpened++;
-  attackers.push(socket);
-  socket.on('error', () => {});
-  socket.once('close', () => setTimeout(idleSocket, 200));
+// Attackers (--attack): no token, as any pod in the mesh could; their own process (bench/attacker.mjs),
+// so that their work does not slow the honest callers' event loop.
+let attacker;
+let attackStats = { streamsOpened: 0, streamEnds: {}, socketsOpened: 0 };
+if (attack) {
+  attacker = fork(new URL('./attacker.mjs', import.meta.url), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  attacker.send({ port: grpcPort, rootPem: root.certPem, connections: attackConnections, sources: attackSources, reopenMs: attackReopenMs });
+  attacker.on('message', (m) => { attackStats = m; });
 }
 
 const start = Date.now();
 let running = true;
-if (attack) {
-  for (let n = 0; n < attackConnections; n++) attackConnection(n);
-  for (let n = 0; n < 210; n++) idleSocket();
-}
 const loops = Array.from({ length: callers }, async () => { while (running) await oneCall(); });
 let nextReload = start + reloadEveryMs;
 let reloads = 0;
@@ -180,7 +143,10 @@ while (Date.now() - start < durationMs) {
 }
 running = false;
 await Promise.all(loops);
-for (const a of attackers) a.destroy();
+if (attacker) {
+  attacker.send('stop');
+  await new Promise((r) => attacker.once('exit', r));
+}
 client.close();
 await sleep(3000); // the last swap is picked up within the 2 s reload interval
 const metrics = await (await fetch(`http://127.0.0.1:${monPort}/metrics`)).text();
@@ -214,7 +180,7 @@ const sorted = [...latencies].sort((a, b) => a - b);
 const pct = (p) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : 0);
 log(`\nhonest callers: ${sorted.length} calls, p50 ${pct(50).toFixed(1)} ms, p99 ${pct(99).toFixed(1)} ms; server RSS peak ${rssPeak.toFixed(1)} MiB`);
 if (attack) {
-  log(`attack: ${attackConnections} connections from ${attackSources} addresses (streams re-opened ${attackReopenMs} ms after each end) + 210 idle TCP sockets; ${attackStats.streamsOpened} held streams opened, ended by the server with ${[...attackStats.streamEnds].map(([c, n]) => `${c} ${n}`).join(', ')}; ${attackStats.socketsOpened} idle sockets opened`);
+  log(`attack: ${attackConnections} connections from ${attackSources} addresses (streams re-opened ${attackReopenMs} ms after each end) + 210 idle TCP sockets; ${attackStats.streamsOpened} held streams opened, ended by the server with ${Object.entries(attackStats.streamEnds).map(([c, n]) => `${c} ${n}`).join(', ')}; ${attackStats.socketsOpened} idle sockets opened`);
 }
 log(`\nresult: ${[...counts].map(([c, n]) => `${c} ${n}`).join(', ')}; reloads ${reloadOk}/${reloads}; RSS growth ${rssGrowth.toFixed(1)} MiB; fd growth ${fdGrowth}`);
 if (problems.length) {
