@@ -159,6 +159,24 @@ describe('memory before authentication (issue #19 item 1)', () => {
     expect((await honest(s)).err).toBeUndefined();
   });
 
+  it('a quarter of the global budget is kept for connections that have authenticated: an agent on its connection is served while anonymous callers have spent the rest', async () => {
+    const budget = 256 * 1024;
+    const s = await server({ maxBufferedRequestBytes: budget, maxSourceRequestBytes: budget, maxConnectionRequestBytes: budget });
+    // The agent authenticates on its connection first (from 127.0.0.8).
+    const agent = await attacker(s, '127.0.0.8');
+    expect(await unary(agent, grpcRequest(csr()), { authorization: `Bearer ${s.token}` })).toMatchObject({ grpcStatus: grpc.status.OK });
+    // Anonymous connections from another address hold incomplete requests until refused.
+    const sessions = await Promise.all(Array.from({ length: 8 }, () => attacker(s, '127.0.0.9')));
+    const held = sessions.flatMap((session) => Array.from({ length: 8 }, () => heldStream(session)));
+    await sleep(1500);
+    const buffered = s.service.transport.stats().bufferedRequestBytes;
+    expect(buffered).toBeGreaterThanOrEqual(budget * 0.75 - 65_000);
+    expect(buffered).toBeLessThanOrEqual(budget * 0.75 + 16_384);
+    // The quarter kept back serves the authenticated connection.
+    expect(await unary(agent, grpcRequest(csr()), { authorization: `Bearer ${s.token}` })).toMatchObject({ grpcStatus: grpc.status.OK });
+    expect((await Promise.all(held.map((h) => within(h.ended, 100)))).some((e) => e === 'pending')).toBe(true);
+  });
+
   it('one source address cannot hold more than --max-source-request-bytes across its connections; other sources are served meanwhile', async () => {
     const perSource = 300 * 1024;
     const s = await server({ maxSourceRequestBytes: perSource });

@@ -49,7 +49,7 @@ export interface TransportLimits {
   maxConnectionRequestBytes: number;
   /** --max-source-request-bytes: the same across all connections from one source IP address. */
   maxSourceRequestBytes: number;
-  /** --max-buffered-request-bytes: the same across all connections of this process. */
+  /** --max-buffered-request-bytes: the same across all connections of this process; connections without an authenticated call get 3/4 of it. */
   maxBufferedRequestBytes: number;
 }
 
@@ -67,6 +67,9 @@ export const DEFAULT_TRANSPORT_LIMITS: TransportLimits = {
   maxSourceRequestBytes: 8 * 1024 * 1024,
   maxBufferedRequestBytes: 64 * 1024 * 1024,
 };
+
+/** The share of --max-buffered-request-bytes connections without an authenticated call may use together. */
+const UNAUTHENTICATED_SHARE = 0.75;
 
 /** HTTP/2's default initial window (RFC 9113 6.5.2), given back once a connection has authenticated. */
 const DEFAULT_WINDOW = 65_535;
@@ -378,7 +381,10 @@ export class TransportGuard {
   /** Which request-byte budget, if any, is spent for connection `c` (from source `src`). */
   private spentBudget(c: Connection, src: SourceCount, strict: boolean): BudgetReason | undefined {
     const over = (used: number, max: number) => (strict ? used > max : used >= max);
-    if (over(this.bufferedBytes, this.limits.maxBufferedRequestBytes)) return 'buffered_request_bytes';
+    // The last quarter of the process budget is kept for connections that have authenticated, so
+    // anonymous callers alone cannot keep agents with a connection from renewing.
+    const global = c.authenticated ? this.limits.maxBufferedRequestBytes : Math.floor(this.limits.maxBufferedRequestBytes * UNAUTHENTICATED_SHARE);
+    if (over(this.bufferedBytes, global)) return 'buffered_request_bytes';
     if (over(src.pendingBytes, this.limits.maxSourceRequestBytes)) return 'source_request_bytes';
     if (over(c.pendingBytes, this.limits.maxConnectionRequestBytes)) return 'connection_request_bytes';
     return undefined;
