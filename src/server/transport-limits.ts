@@ -248,6 +248,7 @@ export class TransportGuard {
 
   /** Watches one of grpc-js's HTTP/2 servers. */
   attach(server: http2.Http2SecureServer): void {
+    server.prependListener('secureConnection', clearFailedClientCertificateError);
     // Before grpc-js's and TLS's own listeners: a refused socket is closed before its handshake starts.
     server.prependListener('connection', (socket: Socket) => this.onSocket(socket));
     server.on('secureConnection', (socket: TLSSocket) => this.onEstablished(socket));
@@ -446,6 +447,24 @@ const BUDGET_MESSAGES: Record<BudgetReason, string> = {
   source_request_bytes: 'too many incomplete requests from this address; finish sending them first',
   connection_request_bytes: 'too many incomplete requests on this connection; finish sending them first',
 };
+
+/**
+ * Issue #19 item 8. When a client certificate's chain fails its signature check (a forged
+ * intermediate claiming our root as issuer), OpenSSL 3.5 under Node 24 leaves that error on the
+ * thread's error queue although the listener accepts unverified certificates (requestCert without
+ * rejectUnauthorized; the call then falls through to its token). The next read on the socket then
+ * fails with "provider signature failure" and the connection ends with GOAWAY INTERNAL_ERROR.
+ * Reading the peer certificate through Node's X509 API clears the queue (it does so on return), so
+ * this runs first on every handshake that did not verify. Guarded by test/kube-client-cert.test.ts.
+ */
+function clearFailedClientCertificateError(socket: TLSSocket): void {
+  if (socket.authorized) return;
+  try {
+    socket.getPeerX509Certificate();
+  } catch {
+    // Nothing to read; the queue is cleared either way.
+  }
+}
 
 /**
  * Attaches `guard` to every HTTP/2 server grpc-js bound for `server` (call after bindAsync).
