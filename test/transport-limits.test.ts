@@ -322,6 +322,30 @@ describe('grpc-js internals used by the transport limits (fails on a grpc-js upg
     expect(() => installTransportLimits(new grpc.Server(), new TransportGuard(DEFAULT_TRANSPORT_LIMITS, undefined))).toThrow(/grpc-js internals changed/);
   });
 
+  it('adopts connections accepted before the limits were attached (grpc-js listens before bindAsync calls back)', async () => {
+    const h2 = http2.createSecureServer({ key: root.keyPem, cert: root.certPem, settings: { maxConcurrentStreams: 4 } });
+    cleanups.push(() => new Promise<void>((r) => h2.close(() => r())));
+    await new Promise<void>((r) => h2.listen(0, '127.0.0.1', r));
+    const port = (h2.address() as { port: number }).port;
+    const session = http2.connect(`https://127.0.0.1:${port}`, { rejectUnauthorized: false });
+    session.on('error', () => undefined);
+    cleanups.push(() => session.destroy());
+    await once(session, 'remoteSettings');
+    await sleep(100);
+    const guard = new TransportGuard({ ...DEFAULT_TRANSPORT_LIMITS, requestReceiveTimeoutMs: 500, maxConcurrentStreams: 50 }, undefined);
+    guard.attach(h2);
+    const held = heldStream(session);
+    expect(await within(held.ended, 5000)).toMatchObject({ grpcStatus: grpc.status.DEADLINE_EXCEEDED });
+    expect(guard.stats()).toMatchObject({ established: 1, bufferedRequestBytes: 0 });
+    const upgraded = once(session, 'remoteSettings');
+    const local = session.socket as TLSSocket;
+    guard.markAuthenticated(`${local.localAddress}:${local.localPort}`);
+    expect(((await within(upgraded, 5000)) as [http2.Settings])[0]).toMatchObject({ maxConcurrentStreams: 50 });
+    session.destroy();
+    await sleep(200);
+    expect(guard.stats().established).toBe(0);
+  });
+
   it('sees the server\'s connections and sends the pre-authentication SETTINGS', async () => {
     const s = await server();
     const session = await attacker(s);

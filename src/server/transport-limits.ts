@@ -256,7 +256,7 @@ export class TransportGuard {
       if (err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT') this.refused('handshake_timeout');
     });
     server.on('session', (session: http2.ServerHttp2Session) => {
-      const c = session.socket && this.connections.get(peerKey(session.socket));
+      const c = session.socket && (this.connections.get(peerKey(session.socket)) ?? this.adopt(session.socket as TLSSocket));
       if (c) c.session = session;
     });
     // After grpc-js's listener: grpc-js has taken the stream; these only watch it and may end it.
@@ -354,9 +354,36 @@ export class TransportGuard {
     });
   }
 
+  /**
+   * A connection accepted before attach() (grpc-js starts listening before bindAsync's callback):
+   * counted as established from now on, so that it is accounted and can be upgraded like any other.
+   */
+  private adopt(socket: TLSSocket): Connection | undefined {
+    if (!socket.remoteAddress || socket.destroyed) return undefined;
+    const key = peerKey(socket);
+    const src = this.source(socket.remoteAddress);
+    const c: Connection = { source: socket.remoteAddress, socket, established: true, authenticated: false, session: undefined, pendingBytes: 0 };
+    this.connections.set(key, c);
+    this.established++;
+    src.established++;
+    this.updateGauges();
+    socket.once('close', () => {
+      this.established--;
+      src.established--;
+      if (this.connections.get(key) === c) this.connections.delete(key);
+      if (src.handshaking === 0 && src.established === 0) this.sources.delete(c.source);
+      this.updateGauges();
+    });
+    return c;
+  }
+
   private onEstablished(socket: TLSSocket): void {
     const c = this.connections.get(peerKey(socket));
-    if (!c || c.established) return;
+    if (!c) {
+      this.adopt(socket);
+      return;
+    }
+    if (c.established) return;
     const src = this.source(c.source);
     // Checked again: connections may have been established while this one shook hands.
     const reason: RefusalReason | undefined =
@@ -392,8 +419,10 @@ export class TransportGuard {
   }
 
   private onStream(stream: http2.ServerHttp2Stream): void {
-    const c = stream.session?.socket ? this.connections.get(peerKey(stream.session.socket)) : undefined;
+    const socket = stream.session?.socket as TLSSocket | undefined;
+    const c = socket ? (this.connections.get(peerKey(socket)) ?? this.adopt(socket)) : undefined;
     if (!c) return;
+    c.session ??= stream.session as http2.ServerHttp2Session | undefined;
     const src = this.source(c.source);
     const refuse = (reason: RefusalReason, code: grpc.status, message: string) => {
       this.refused(reason);
