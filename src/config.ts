@@ -6,6 +6,7 @@ import { KEY_SPECS, type KeySpec } from './pki/index.js';
 import { parseNodeAccounts } from './auth/index.js';
 // Type only: loading @kubernetes/client-node is left to `serve` with a Kubernetes flag.
 import type { KubeOptions } from './kube/index.js';
+import type { TransportLimits } from './server/index.js';
 
 export { ConfigError } from './flags.js';
 
@@ -66,6 +67,17 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'client-cert-max-ttl', kind: 'duration', default: '24h', help: "longest lifetime of a renewal by client certificate alone; it never passes the presented certificate's NotAfter" },
   // issue #13: operations that cannot hurt
   { name: 'shutdown-delay', kind: 'duration', default: '5s', help: 'on SIGTERM, report not ready but keep answering this long before closing the listener (Kubernetes removes the endpoint first); part of --shutdown-grace' },
+  // issue #19: bounded work before authentication (src/server/transport-limits.ts)
+  { name: 'handshake-timeout', kind: 'duration', default: '5s', help: 'close a socket that has not completed its TLS handshake within this' },
+  { name: 'max-handshakes', kind: 'int', default: '1024', help: 'sockets still in their TCP/TLS handshake at once; more are closed at once (not counted in --max-connections)' },
+  { name: 'max-handshakes-per-source', kind: 'int', default: '64', help: 'the same, per source IP address' },
+  { name: 'max-connections-per-source', kind: 'int', default: '1000', help: 'established connections per source IP address; more are closed at once' },
+  { name: 'unauthenticated-streams', kind: 'int', default: '8', help: 'concurrent streams on a connection until a call on it has authenticated (then --max-concurrent-streams)' },
+  { name: 'unauthenticated-window', kind: 'int', default: '16384', help: 'HTTP/2 initial stream window (bytes) on a connection until a call on it has authenticated (then 65535)' },
+  { name: 'request-receive-timeout', kind: 'duration', default: '10s', help: 'a request must arrive completely within this after its stream opens; else DEADLINE_EXCEEDED' },
+  { name: 'max-connection-request-bytes', kind: 'int', default: '1048576', help: 'request bytes received but not yet complete, per connection; more: RESOURCE_EXHAUSTED' },
+  { name: 'max-source-request-bytes', kind: 'int', default: '8388608', help: 'request bytes received but not yet complete, all connections from one source IP address; more: RESOURCE_EXHAUSTED' },
+  { name: 'max-buffered-request-bytes', kind: 'int', default: '67108864', help: 'request bytes received but not yet complete, all connections of a process; more: RESOURCE_EXHAUSTED' },
 ];
 
 export interface JwtConfig {
@@ -120,6 +132,8 @@ export interface ServeConfig {
   clientCertMaxTtlMs: number;
   /** --shutdown-delay: not ready but still answering, before the listener closes; inside shutdownGraceMs. */
   shutdownDelayMs: number;
+  /** issue #19: limits before authentication (the --max-connections/--max-concurrent-streams pair stays in limits). */
+  transport: Omit<TransportLimits, 'maxConnections' | 'maxConcurrentStreams'>;
 }
 
 const TRUST_DOMAIN = /^[a-z0-9._-]+$/;
@@ -167,6 +181,7 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     maxCsrBytes: values.get('max-csr-bytes') as number,
     maxPendingSharePercent: values.get('max-pending-share') as number,
     clientCertMaxTtlMs: ms('client-cert-max-ttl'),
+    transport: transportConfig(values),
   };
   if (!TRUST_DOMAIN.test(cfg.trustDomain)) throw new ConfigError(`--trust-domain: invalid value "${cfg.trustDomain}" (lower-case letters, digits, '.', '-', '_')`);
   if (!LOG_LEVELS.includes(cfg.logLevel as never)) throw new ConfigError(`--log-level: invalid value "${cfg.logLevel}" (want one of ${LOG_LEVELS.join(', ')})`);
@@ -218,6 +233,33 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   if (issuer) cfg.jwt = { issuer, audience: str('jwt-audience')!, jwksFile, jwksUri };
   cfg.kubernetes = kubernetesConfig(values, str('jwt-audience')!);
   return cfg;
+}
+
+/** issue #19: the transport-limit flags, checked. */
+function transportConfig(values: Map<string, unknown>): ServeConfig['transport'] {
+  const int = (n: string) => values.get(n) as number;
+  const t: ServeConfig['transport'] = {
+    handshakeTimeoutMs: int('handshake-timeout'),
+    maxHandshakes: int('max-handshakes'),
+    maxHandshakesPerSource: int('max-handshakes-per-source'),
+    maxConnectionsPerSource: int('max-connections-per-source'),
+    unauthenticatedStreams: int('unauthenticated-streams'),
+    unauthenticatedWindowBytes: int('unauthenticated-window'),
+    requestReceiveTimeoutMs: int('request-receive-timeout'),
+    maxConnectionRequestBytes: int('max-connection-request-bytes'),
+    maxSourceRequestBytes: int('max-source-request-bytes'),
+    maxBufferedRequestBytes: int('max-buffered-request-bytes'),
+  };
+  if (t.handshakeTimeoutMs < 100 || t.handshakeTimeoutMs > 120_000) throw new ConfigError('--handshake-timeout: must be between 100ms and 2m');
+  for (const [flag, v] of [['max-handshakes', t.maxHandshakes], ['max-handshakes-per-source', t.maxHandshakesPerSource], ['max-connections-per-source', t.maxConnectionsPerSource], ['unauthenticated-streams', t.unauthenticatedStreams]] as const) {
+    if (v < 1) throw new ConfigError(`--${flag}: must be at least 1`);
+  }
+  if (t.unauthenticatedWindowBytes < 1024 || t.unauthenticatedWindowBytes > 2 ** 31 - 1) throw new ConfigError('--unauthenticated-window: must be between 1024 and 2147483647 bytes');
+  if (t.requestReceiveTimeoutMs < 1000) throw new ConfigError('--request-receive-timeout: must be at least 1s');
+  if (t.maxConnectionRequestBytes < 1024) throw new ConfigError('--max-connection-request-bytes: must be at least 1024');
+  if (t.maxSourceRequestBytes < t.maxConnectionRequestBytes) throw new ConfigError('--max-source-request-bytes: must be at least --max-connection-request-bytes');
+  if (t.maxBufferedRequestBytes < t.maxSourceRequestBytes) throw new ConfigError('--max-buffered-request-bytes: must be at least --max-source-request-bytes');
+  return t;
 }
 
 /** The Kubernetes flags, checked; undefined when none of them asks for the API server. */

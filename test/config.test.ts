@@ -94,6 +94,26 @@ describe('serve configuration', () => {
     expect(() => parseServeConfig(argv as string[], {})).toThrow(message);
   });
 
+  it('issue #19 transport limits: documented defaults, SVID_CA_ variables, and bad values named', () => {
+    expect(parseServeConfig([], {}).transport).toEqual({
+      handshakeTimeoutMs: 5_000,
+      maxHandshakes: 1024,
+      maxHandshakesPerSource: 64,
+      maxConnectionsPerSource: 1000,
+      unauthenticatedStreams: 8,
+      unauthenticatedWindowBytes: 16_384,
+      requestReceiveTimeoutMs: 10_000,
+      maxConnectionRequestBytes: 1_048_576,
+      maxSourceRequestBytes: 8_388_608,
+      maxBufferedRequestBytes: 67_108_864,
+    });
+    const c = parseServeConfig(['--handshake-timeout', '2s', '--max-connections-per-source', '50'], { SVID_CA_MAX_BUFFERED_REQUEST_BYTES: '33554432' });
+    expect(c.transport).toMatchObject({ handshakeTimeoutMs: 2000, maxConnectionsPerSource: 50, maxBufferedRequestBytes: 33_554_432 });
+    expect(() => parseServeConfig(['--handshake-timeout', '10m'], {})).toThrow(/--handshake-timeout: must be between/);
+    expect(() => parseServeConfig(['--unauthenticated-streams', '0'], {})).toThrow(/--unauthenticated-streams: must be at least 1/);
+    expect(() => parseServeConfig(['--max-buffered-request-bytes', '2048'], {})).toThrow(/--max-buffered-request-bytes: must be at least --max-source-request-bytes/);
+  });
+
   it('names the variable when an environment value is bad', () => {
     expect(() => parseServeConfig([], { SVID_CA_MAX_TTL: 'x' })).toThrow(/--max-ttl \(from SVID_CA_MAX_TTL\): invalid value "x"/);
   });

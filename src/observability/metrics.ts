@@ -44,6 +44,10 @@ export class CaMetrics {
   readonly certExpiry: Gauge<'role' | 'subject' | 'serial'>;
   readonly jwksReloads: Counter<'result'>;
   readonly servingLimitedBySigner: Gauge;
+  // issue #19: transport limits before authentication
+  readonly transportRefused: Counter<'reason'>;
+  readonly transportConnections: Gauge<'state'>;
+  readonly transportBufferedBytes: Gauge;
   private rootExpiry: number | undefined;
   private signer: { notAfterMs: number; maxTtlMs: number } | undefined;
   private chainExpiry: number | undefined;
@@ -172,6 +176,28 @@ export class CaMetrics {
       registers,
     });
     this.servingLimitedBySigner.set(0);
+    // issue #19: transport limits before authentication (src/server/transport-limits.ts)
+    this.transportRefused = new Counter({
+      name: 'svid_ca_transport_refused_total',
+      help: 'Sockets and streams closed or refused by the transport limits, by reason (max_connections, max_handshakes, handshake_timeout, request_receive_timeout, buffered_request_bytes, ...).',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.transportConnections = new Gauge({
+      aggregator: 'sum',
+      name: 'svid_ca_transport_connections',
+      help: 'Sockets on the gRPC listener by state: handshaking (TCP or TLS handshake not finished) or established.',
+      labelNames: ['state'],
+      registers,
+    });
+    this.transportBufferedBytes = new Gauge({
+      aggregator: 'sum',
+      name: 'svid_ca_transport_buffered_request_bytes',
+      help: 'Request bytes received on streams whose request has not arrived completely yet (bounded by --max-buffered-request-bytes).',
+      registers,
+    });
+    for (const state of ['handshaking', 'established']) this.transportConnections.set({ state }, 0);
+    this.transportBufferedBytes.set(0);
     for (const outcome of ['issued', 'unauthenticated', 'permission_denied', 'invalid_csr', 'invalid_ttl', 'unavailable', 'overloaded', 'internal']) {
       this.requests.inc({ outcome }, 0);
     }

@@ -26,6 +26,8 @@ export interface CertificateServiceDeps {
   shuttingDown?: (() => boolean) | undefined;
   /** --max-csr-bytes: the longest csr field (PEM characters) read at all; default DEFAULT_MAX_CSR_BYTES. */
   maxCsrBytes?: number | undefined;
+  /** issue #19: called with call.getPeer() once a call has authenticated (the connection leaves its pre-authentication limits). */
+  onAuthenticated?: ((peer: string) => void) | undefined;
 }
 
 /** Default --max-csr-bytes: an RSA-8192 CSR with eight long SANs fits; 3,300 empty extensions do not. */
@@ -94,6 +96,7 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
     let ctx: CallContext = {};
 
     const finish = (issued: IssuedCertificate | undefined, err: unknown) => {
+      if (ctx.caller) deps.onAuthenticated?.(call.getPeer());
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       metrics.inFlight.dec();
       metrics.issueDuration.observe(seconds);

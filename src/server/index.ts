@@ -10,3 +10,4 @@ export { shareKey } from './certificate-service.js';
 export { runPrimary, reportReadiness, reportStartupFailure, shareMetricsWithPrimary, usableCores, type Primary, type PrimaryOptions } from './workers.js';
 export { PrimaryBundle, receiveBundleFeed, type BundleFeed } from './bundle-owner.js';
 export { ListenError, probeListen } from './listen.js';
+export { DEFAULT_TRANSPORT_LIMITS, TLS_CIPHERS, TransportGuard, type TransportLimits } from './transport-limits.js';

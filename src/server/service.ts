@@ -13,6 +13,7 @@ import { loadServices } from './proto.js';
 import { ClientCaProvider, ServingTls } from './tls.js';
 import { ListenError, probeListen } from './listen.js';
 import { CallDrain } from './drain.js';
+import { DEFAULT_TRANSPORT_LIMITS, HardenedServerCredentials, installTransportLimits, TransportGuard, type TransportLimits } from './transport-limits.js';
 
 interface Listen {
   host: string;
@@ -58,6 +59,8 @@ export interface ServiceOptions {
   maxPendingSharePercent?: number | undefined;
   /** --client-cert-max-ttl, ms (default DEFAULT_CLIENT_CERT_MAX_TTL_MS). */
   clientCertMaxTtlMs?: number | undefined;
+  /** issue #19: limits before authentication (--handshake-timeout, --max-handshakes, --max-buffered-request-bytes, ...). */
+  transport?: Partial<TransportLimits> | undefined;
 }
 
 export interface ConnectionLimits {
@@ -89,20 +92,13 @@ export interface RunningService {
   isReady(): boolean;
   /** See the implementation: readiness off, `delayMs` still answering, GOAWAY, drain within `graceMs`. */
   close(graceMs?: number, delayMs?: number): Promise<void>;
+  /** issue #19: the connection and request accounting of the gRPC listener. */
+  transport: TransportGuard;
 }
 
-/**
- * Caps open connections on the gRPC listener. grpc-js has no option for it, so this sets Node's
- * net.Server maxConnections on the HTTP/2 servers grpc-js created (an internal field, pinned by the
- * exact grpc-js version and checked by test/hardening.test.ts): connections past the cap are closed at once.
- */
-function applyMaxConnections(server: grpc.Server, max: number, logger: Logger): void {
-  const servers = (server as unknown as { http2Servers?: Map<{ maxConnections: number }, unknown> }).http2Servers;
-  if (!servers || servers.size === 0) {
-    logger.warn({}, 'cannot apply --max-connections: grpc-js internals changed');
-    return;
-  }
-  for (const http2Server of servers.keys()) http2Server.maxConnections = max;
+/** The transport limits: --max-connections and --max-concurrent-streams with the issue #19 flags. */
+function transportLimits(limits: ConnectionLimits, options: ServiceOptions): TransportLimits {
+  return { ...DEFAULT_TRANSPORT_LIMITS, maxConnections: limits.maxConnections, maxConcurrentStreams: limits.maxConcurrentStreams, ...options.transport };
 }
 
 /** Counts and logs a load of the token issuer's JWKS (svid_ca_jwks_reloads_total{result}). */
@@ -201,6 +197,7 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
   const audit = new AuditLog(logger, options.auditLog);
   const admission = new Admission({ ...DEFAULT_ADMISSION, ...options.admission, maxPendingShare: options.maxPendingSharePercent ?? options.admission?.maxPendingShare });
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
+  const transport = new TransportGuard(transportLimits(limits, options), metrics);
   const services = loadServices();
   const health = new HealthService();
   const server = new grpc.Server({
@@ -229,17 +226,24 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
       admission,
       maxCsrBytes: options.maxCsrBytes,
       shuttingDown: () => drain.expired,
+      onAuthenticated: (peer) => transport.markAuthenticated(peer),
     })),
   });
   server.addService(services.health.service, health.handlers);
   const grpcPort = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(grpcAddress(options.listen), servingTls.credentials, (err, port) => (err ? reject(err) : resolve(port)));
+    const credentials = new HardenedServerCredentials(servingTls.credentials, transport.limits);
+    server.bindAsync(grpcAddress(options.listen), credentials, (err, port) => (err ? reject(err) : resolve(port)));
   }).catch(async (err: Error) => {
     // grpc-js says only "No address added out of total 1 resolved": find out why, naming the flag.
     await probeListen('--listen', options.listen);
     throw new ListenError('--listen', options.listen, err);
   });
-  applyMaxConnections(server, limits.maxConnections, logger);
+  try {
+    installTransportLimits(server, transport);
+  } catch (err) {
+    server.forceShutdown();
+    throw err;
+  }
   let accepting = true;
   const isReady = () => accepting && authority.isReady();
   let reported: boolean | undefined;
@@ -280,6 +284,7 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
     grpcPort,
     monitoringPort: monitoring?.port ?? 0,
     isReady,
+    transport,
     /**
      * Graceful stop, in the order Kubernetes needs (issue #13): readiness NOT_SERVING at once (gRPC
      * health and /readyz) while still answering for `delayMs` (--shutdown-delay), so the endpoint is
