@@ -60,6 +60,9 @@ async function setup(maxPending: number, maxPendingShare = 100) {
     issuer,
     jwt: { issuer: TEST_ISSUER, audience: 'istio-ca', jwksUri: jwks.uri },
     admission: { maxPending, priorityNamespaces: ['istio-system'], maxPendingShare },
+    // Every call shares one connection on which nothing has authenticated yet (the JWKS is held):
+    // lift the pre-authentication stream limit so that all of them reach the server at once.
+    transport: { unauthenticatedStreams: 64 },
   });
   const client = clientFor(server, pki.root.certPem);
   cleanups.push(() => removeDir(pki.dir), () => server.close(), () => client.close());

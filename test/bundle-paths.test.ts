@@ -284,7 +284,7 @@ describe('the probe names follow serve: --trust-domain and --serving-dns', () =>
     expect((await runCli(['dist/cli.js', 'cacerts', 'verify', dir])).status).toBe(0);
     expect((await runCli(['dist/cli.js', 'cacerts', 'verify', dnsDir])).status).toBe(1);
     expect((await runCli(['dist/cli.js', 'cacerts', 'verify', dnsDir, '--serving-dns', 'ca.example.org'])).status).toBe(0);
-    const bundled = await runCli(['dist/cli.js', 'cacerts', 'bundle', dir, dir, '--out', join(work, 'names-bundle'), '--trust-domain', 'example.org']);
+    const bundled = await runCli(['dist/cli.js', 'cacerts', 'bundle', dir, dir, '--out', join(work, 'names-bundle'), '--signer', 'new', '--trust-domain', 'example.org']);
     expect(bundled.status).toBe(1);
     expect(bundled.stdout).toMatch(/REJECTED: .*name constraints/);
 
