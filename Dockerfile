@@ -4,7 +4,7 @@
 # folder, then starts the server from there: keep each COPY on one line and the runtime install as `npm ci ...`.
 
 # Build: full dependencies (TypeScript) and `tsc`.
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -13,7 +13,7 @@ COPY src/ src/
 RUN npm run build
 
 # Runtime: production dependencies only, the compiled code and the protos the server loads at start.
-FROM node:20-bookworm-slim AS runtime
+FROM node:24-bookworm-slim AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json package-lock.json ./

@@ -10,7 +10,7 @@ import * as asn1js from 'asn1js';
 import { importPKCS8, SignJWT } from 'jose';
 import { requestType } from './proto.mjs';
 
-const { start, count, csrKey, keyPoolSize, jwt, trustDomain, validitySeconds, identities, issuedAt } = workerData;
+const { start, count, csrKey, keyPoolSize, jwt, trustDomain, validitySeconds, identities, issuedAt, attack } = workerData;
 
 const ber = (block) => Buffer.from(block.toBER(false));
 
@@ -35,13 +35,16 @@ const EMPTY_NAME = sequence([]);
 const EXTENSION_REQUEST_OID = ber(new asn1js.ObjectIdentifier({ value: '1.2.840.113549.1.9.14' }));
 const SAN_HEAD = Buffer.concat([ber(new asn1js.ObjectIdentifier({ value: '2.5.29.17' })), ber(new asn1js.Boolean({ value: true }))]);
 
+// The attacker of the cpu-attack scenario (issue #19): 3,300 empty extensions (~23 KB of CSR).
+const EMPTY_EXTENSIONS = attack ? Array.from({ length: 3300 }, () => sequence([ber(new asn1js.ObjectIdentifier({ value: '1.2.3.4' })), ber(new asn1js.OctetString())])) : [];
+
 /** PKCS#10 CSR DER: empty subject, the key's SPKI, a critical URI SAN; signed with the key. */
 function csrDer(privateKey, spiffeId) {
   const uri = new asn1js.IA5String({ value: spiffeId });
   uri.idBlock.tagClass = 3;
   uri.idBlock.tagNumber = 6;
   const san = sequence([SAN_HEAD, ber(new asn1js.OctetString({ valueHex: sequence([ber(uri)]) }))]);
-  const attribute = sequence([EXTENSION_REQUEST_OID, tlv(1, 17, [sequence([san])])]);
+  const attribute = sequence([EXTENSION_REQUEST_OID, tlv(1, 17, [sequence([san, ...EMPTY_EXTENSIONS])])]);
   const info = sequence([VERSION, EMPTY_NAME, spkiOf(privateKey), tlv(3, 0, [attribute])]);
   const rsa = privateKey.asymmetricKeyType === 'rsa';
   const algorithm = rsa
@@ -84,7 +87,7 @@ async function tokenFor(k) {
       .setExpirationTime(now + 6 * 3600)
       .sign(signingKey);
     // Distinct tokens are used once: keep only the reused ones.
-    if (identities) tokens.set(k, token);
+    if (identities || attack) tokens.set(k, token);
   }
   return token;
 }
@@ -93,7 +96,8 @@ const out = [];
 for (let i = start; i < start + count; i++) {
   // Request i is identity i (no two alike), or with `identities` N one of N workloads renewing: the
   // same token again, a new key and CSR every time (as istio-agent rotates).
-  const k = identities ? i % identities : i;
+  // The attacker is one identity (one stolen token), with a distinct CSR each time.
+  const k = attack ? 'attacker' : identities ? i % identities : i;
   const identity = `spiffe://${trustDomain}/ns/bench/sa/w${k}`;
   const key = pool ? pool[i % pool.length] : newKey();
   const message = requestType.encode({ csr: pem(csrDer(key, identity)), validityDuration: validitySeconds }).finish();

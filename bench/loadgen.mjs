@@ -133,7 +133,8 @@ async function run(msg) {
   const caller = async (c) => {
     for (;;) {
       if (performance.now() >= deadline) return;
-      const i = next++;
+      // `cycle` (the cpu-attack scenario's attacker) sends its requests round and round until the deadline.
+      const i = msg.cycle ? next++ % requests.length : next++;
       if (i >= requests.length) {
         exhausted = msg.durationMs !== undefined;
         return;

@@ -1,4 +1,4 @@
-// svid-ca benchmark: `npm run bench [-- --quick] [-- --json FILE] [-- --only ec-p256,rsa-2048,storm] [-- --profile DIR]
+// svid-ca benchmark: `npm run bench [-- --quick] [-- --json FILE] [-- --only ec-p256,rsa-2048,renewals,cpu-attack,storm] [-- --profile DIR]
 // [-- --pool-rate N] [-- --workers N]` (requests pre-generated per second of run; a run that uses them all up ends early and says so).
 //
 // Starts the built svid-ca (dist/cli.js) in a child process per scenario, drives it from a separate
@@ -40,10 +40,16 @@ const SCENARIOS = [
   { name: 'renewals', title: 'EC P-256, 64 callers, 1,000 workloads renewing (tokens reused, fresh key per CSR)', signer: 'dev', csrKey: 'ec-p256', callers: 64, identities: 1_000, durationMs: QUICK ? 5_000 : 30_000, poolRate: poolRateArg ?? 3_000 },
   // Not a certificate: the cost of one unary call through grpc-js over TLS and HTTP/2 with a handler that does nothing, the floor under every row above.
   { name: 'transport', title: 'grpc.health.v1 Health/Check on the same TLS connections (transport floor), 64 callers', signer: 'dev', health: true, callers: 64, durationMs: QUICK ? 3_000 : 10_000, poolRate: 10_000 },
+  // Issue #19: the renewals load beside one stolen token sending 3,300-extension CSRs (~23 KB) from 256 connections.
+  { name: 'cpu-attack', title: 'renewals (64 callers, 1,000 workloads) beside one token sending 3,300-extension CSRs from 256 connections', signer: 'dev', csrKey: 'ec-p256', callers: 64, identities: 1_000, durationMs: QUICK ? 5_000 : 30_000, poolRate: poolRateArg ?? 3_000, attackers: 256 },
   { name: 'storm', title: `storm: ${QUICK ? '1,000' : '10,000'} identities at once, ${QUICK ? 100 : 1000} callers, agent retries`, signer: 'dev', csrKey: 'ec-p256', callers: QUICK ? 100 : 1000, count: QUICK ? 1_000 : 10_000, retry: true },
 ].filter((s) => !only || only.includes(s.name));
 
 const log = (...a) => process.stderr.write(`[bench] ${a.join(' ')}\n`);
+// What the figures were measured on: the server and the load generator run on this same node binary; `openssl
+// speed` runs the machine's openssl CLI, which may be another OpenSSL than the one inside node.
+const OPENSSL_CLI = execFileSync('openssl', ['version'], { encoding: 'utf8' }).trim();
+const RUNTIME_LINE = `runtime: Node ${process.version} with OpenSSL ${process.versions.openssl} (server, load generator, node:crypto); openssl speed: ${OPENSSL_CLI}; ${CORES} cores`;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** `openssl speed -multi <cores>`: sign/s and verify/s of the algorithm on all cores. */
@@ -250,6 +256,14 @@ async function runScenario(s, dir, env, speed) {
   });
   await lg.next('ready');
   log(`${s.name}: ${count} ${s.health ? 'health checks' : 'distinct requests'} pre-generated in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  // The attacker: its own load generator, one identity, hostile CSRs (generate.mjs `attack`).
+  const attacker = s.attackers ? forkLoadgen() : undefined;
+  if (attacker) {
+    const generator = { csrKey: 'ec-p256', keyPoolSize: 0, trustDomain: 'cluster.local', validitySeconds: 86_400, identities: 0, attack: true, issuedAt: Math.floor(Date.now() / 1000), jwt: { signingKeyPem: readFileSync(env.signingKeyFile, 'utf8'), kid: jwks.keys[0].kid, alg: jwks.keys[0].alg ?? 'RS256', issuer: env.issuer } };
+    // 1,000 distinct hostile requests (~30 MB), sent round and round: none is in flight twice at once.
+    attacker.child.send({ type: 'prepare', count: 1_000, offset: 0, health: false, generator });
+    await attacker.next('ready');
+  }
 
   const server = await startServer(dir, extra, serverEnv);
   try {
@@ -267,15 +281,26 @@ async function runScenario(s, dir, env, speed) {
     })();
     await sleep(300);
     probes = [];
-    lg.child.send({ type: 'run', callers: s.callers, durationMs: s.durationMs, retry: !!s.retry, target: { port: server.grpcPort, rootPem, serverName: 'localhost', signerPem } });
+    const target = { port: server.grpcPort, rootPem, serverName: 'localhost', signerPem };
+    // Waiters are registered before the messages can arrive (forkLoadgen drops a message nobody waits for).
+    let attackResult;
+    if (attacker) {
+      const started = attacker.next('started');
+      attackResult = attacker.next('result');
+      attacker.child.send({ type: 'run', callers: s.attackers, durationMs: s.durationMs, retry: false, cycle: true, target });
+      await started;
+    }
+    lg.child.send({ type: 'run', callers: s.callers, durationMs: s.durationMs, retry: !!s.retry, target });
     await lg.next('started');
     const cpu0 = cpuSeconds(pid);
     await lg.next('finished');
     const cpu1 = cpuSeconds(pid);
     probing = false;
     const result = await lg.next('result');
+    const attack = await attackResult;
     await prober;
     lg.child.send({ type: 'exit' });
+    attacker?.child.send({ type: 'exit' });
     const seconds = result.elapsedMs / 1000;
     const issuedPerSec = result.issued / seconds;
     const errors = Object.fromEntries(Object.entries(result.codes).filter(([k]) => k !== 'OK'));
@@ -308,6 +333,8 @@ async function runScenario(s, dir, env, speed) {
       opensslLimitPerSec: Math.round(limitOf(sp)),
       efficiency: s.health ? null : Number((issuedPerSec / limitOf(sp)).toFixed(3)),
       sampledResponsesChecked: result.sampled,
+      // The honest figures above were measured beside this attacker: its calls by gRPC status.
+      ...(attack ? { attackerCodes: attack.codes } : {}),
     };
   } finally {
     await stopServer(server);
@@ -316,6 +343,7 @@ async function runScenario(s, dir, env, speed) {
       copyFileSync(server.logFile, join(keepLogsDir, `${s.name}.log`));
     }
     if (lg.child.exitCode === null) lg.child.kill();
+    if (attacker && attacker.child.exitCode === null) attacker.child.kill();
   }
 }
 
@@ -366,6 +394,7 @@ function table(rows) {
 const dir = mkdtempSync(join(tmpdir(), 'svid-ca-bench-'));
 try {
   const env = await ensureDevEnvironment(join(dir, 'dev'));
+  log(RUNTIME_LINE);
   log(`openssl speed on ${CORES} cores (${QUICK ? 1 : 3} s per operation)...`);
   const speed = { ecdsap256: opensslSpeed('ecdsap256') };
   if (SCENARIOS.some((s) => s.csrKey === 'rsa-2048')) speed.rsa2048 = opensslSpeed('rsa2048');
@@ -377,12 +406,12 @@ try {
   for (const s of SCENARIOS) rows.push(await runScenario(s, dir, env, speed));
   // A --quick run is a smoke test (5 s, a tenth of the storm): its figures are not the targets' measure.
   const targets = QUICK ? undefined : verdicts(rows);
-  const out = { date: new Date().toISOString(), node: process.version, cores: CORES, quick: QUICK, openssl: speed, cryptoFloor: floor, scenarios: rows, targets };
-  process.stdout.write(`\n${table(rows)}\n\n${floorLine}\n`);
+  const out = { date: new Date().toISOString(), node: process.version, nodeOpenssl: process.versions.openssl, opensslCli: OPENSSL_CLI, cores: CORES, quick: QUICK, openssl: speed, cryptoFloor: floor, scenarios: rows, targets };
+  process.stdout.write(`\n${RUNTIME_LINE}\n\n${table(rows)}\n\n${floorLine}\n`);
   if (targets) process.stdout.write(`\nTargets of the performance issue, this run:\n${targets.join('\n')}\n\n`);
   else process.stdout.write('\n');
   for (const r of rows) {
-    process.stdout.write(`${r.scenario}: ${r.title}; ${r.issued} ${r.efficiency === null ? 'answered SERVING' : 'issued'} in ${r.seconds} s, ${r.retries} retries, ${r.sampledResponsesChecked} sampled responses checked, max latency ${r.maxMs} ms, probe failures ${r.probeFailures}\n`);
+    process.stdout.write(`${r.scenario}: ${r.title}; ${r.issued} ${r.efficiency === null ? 'answered SERVING' : 'issued'} in ${r.seconds} s, ${r.retries} retries, ${r.sampledResponsesChecked} sampled responses checked, max latency ${r.maxMs} ms, probe failures ${r.probeFailures}${r.attackerCodes ? `; attacker calls: ${JSON.stringify(r.attackerCodes)}` : ''}\n`);
   }
   if (jsonFile) writeFileSync(jsonFile, JSON.stringify(out, null, 2) + '\n');
 } finally {

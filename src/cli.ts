@@ -8,10 +8,12 @@ import { formatGoDuration } from './duration.js';
 import { ConfigError, flagHelp, parseFlags, parseHostPort, type FlagSpec } from './flags.js';
 import { createLogger } from './observability/index.js';
 import { BundleError, KEY_SPECS, type KeySpec } from './pki/index.js';
-import { reportReadiness, runPrimary, shareMetricsWithPrimary, startService, usableCores } from './server/index.js';
-import { loadCacerts, Pkcs11SigningKeySource } from './ca/index.js';
+import { ListenError, PrimaryBundle, probeListen, receiveBundleFeed, reportReadiness, reportStartupFailure, runPrimary, shareMetricsWithPrimary, startService, usableCores, type WorkerService } from './server/index.js';
+import { checkFileFlags } from './preflight.js';
 import cluster from 'node:cluster';
-import { runCacertsCommand } from './operator/index.js';
+import { cacertsCommandHelp, CACERTS_USAGE, runCacertsCommand } from './operator/index.js';
+import { configurationReferenceMarkdown, DEV_TOKEN_FLAGS, REQUEST_FLAGS } from './commands.js';
+import { versionText } from './version.js';
 
 const USAGE = `svid-ca: a pluggable certificate authority for Istio
 
@@ -21,29 +23,9 @@ Usage:
   svid-ca request [flags]         do what a sidecar does: key, CSR, call, verify, write files
   svid-ca cacerts COMMAND         build, check and rotate cacerts folders (init-root, init-intermediate,
                                   verify, bundle, plan-rotation); svid-ca cacerts help
-  svid-ca help [COMMAND]          flags of a command
+  svid-ca help [COMMAND]          flags of a command (also: svid-ca COMMAND --help)
+  svid-ca --version               version of svid-ca, Node.js and OpenSSL
 `;
-
-const DEV_TOKEN_FLAGS: readonly FlagSpec[] = [
-  { name: 'namespace', kind: 'string', default: 'default', help: 'namespace of the service account' },
-  { name: 'service-account', kind: 'string', default: 'default', help: 'service account name' },
-  { name: 'pod', kind: 'string', help: 'pod name to put in the token (kubernetes.io.pod)' },
-  { name: 'audience', kind: 'string', default: 'istio-ca', help: 'token audience' },
-  { name: 'ttl', kind: 'duration', default: '1h', help: 'token lifetime' },
-  { name: 'dev-dir', kind: 'string', help: 'where the dev CA lives (default: certs-dev/ of the package)' },
-];
-
-const REQUEST_FLAGS: readonly FlagSpec[] = [
-  { name: 'ca', kind: 'hostport', default: DEV_GRPC_LISTEN, help: "the CA's address, as an agent's CA_ADDR" },
-  { name: 'root', kind: 'string', help: "root bundle file that the CA's serving certificate must chain to (required)" },
-  { name: 'token', kind: 'string', help: 'file holding the service-account token, or - for stdin (required)' },
-  { name: 'out', kind: 'string', help: 'folder for key.pem, cert-chain.pem, root-cert.pem (required)' },
-  { name: 'key', kind: 'string', default: 'ec-p256', help: `key type: ${KEY_SPECS.join(', ')}` },
-  { name: 'ttl', kind: 'duration', help: 'requested lifetime (validity_duration); default: the CA decides' },
-  { name: 'trust-domain', kind: 'string', default: 'cluster.local', help: 'trust domain of the SPIFFE ID asked for' },
-  { name: 'identity', kind: 'string', help: 'SPIFFE ID to ask for (default: from the token subject)' },
-  { name: 'server-name', kind: 'string', help: 'TLS name to verify (default: the host of --ca)' },
-];
 
 function required(values: Map<string, unknown>, name: string): string {
   const v = values.get(name);
@@ -72,62 +54,91 @@ function refuseDevCaInProduction(cfg: ServeConfig): void {
   }
 }
 
+/** The startup failures an operator can act on: one line, exit 1 (a bad flag value is a ConfigError: exit 2). */
+function startupFailureMessage(err: unknown): string | undefined {
+  return err instanceof BundleError || err instanceof ListenError ? err.message : undefined;
+}
+
 async function serve(argv: string[]): Promise<number> {
   const cfg = parseServeConfig(argv, process.env);
   if (cfg.dev) await applyDevDefaults(cfg);
   requireAuthenticator(cfg);
   refuseDevCaInProduction(cfg);
-  const logger = createLogger(cfg.logLevel);
+  const inWorker = cluster.isWorker;
+  // Each worker's lines say which process wrote them (per-process facts: calls, 'svid-ca serving').
+  const logger = inWorker ? createLogger(cfg.logLevel).child({ worker: cluster.worker!.id }) : createLogger(cfg.logLevel);
   // One request's bug must never take the CA down: log it and keep serving.
   process.on('uncaughtException', (err) => logger.error({ err }, 'uncaught exception; still serving'));
   process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled rejection; still serving'));
-  logger.info(
-    {
-      settings: {
-        cacerts: cfg.cacerts,
-        trustDomain: cfg.trustDomain,
-        defaultTtl: formatGoDuration(cfg.defaultTtlMs),
-        maxTtl: formatGoDuration(cfg.maxTtlMs),
-        servingDns: cfg.servingDns,
-        jwtIssuer: cfg.jwt?.issuer,
-        jwtAudience: cfg.jwt?.audience,
-        clusterId: cfg.clusterId,
+  if (!inWorker) {
+    // Checked once, before any worker starts: a bad file or a busy port is one line.
+    checkFileFlags(cfg);
+    try {
+      await probeListen('--listen', cfg.listen);
+      await probeListen('--monitoring-listen', cfg.monitoringListen);
+    } catch (err) {
+      if (!(err instanceof ListenError)) throw err;
+      logger.fatal({ err: err.message }, 'cannot listen');
+      return failStartup(logger, err.message);
+    }
+    logger.info(
+      {
+        settings: {
+          cacerts: cfg.cacerts,
+          trustDomain: cfg.trustDomain,
+          defaultTtl: formatGoDuration(cfg.defaultTtlMs),
+          maxTtl: formatGoDuration(cfg.maxTtlMs),
+          servingDns: cfg.servingDns,
+          jwtIssuer: cfg.jwt?.issuer,
+          jwtAudience: cfg.jwt?.audience,
+          clusterId: cfg.clusterId,
+        },
+        sources: cfg.sources,
       },
-      sources: cfg.sources,
-    },
-    'starting svid-ca',
-  );
+      'starting svid-ca',
+    );
+  }
   const workers = workerCount(cfg, logger);
   if (workers > 1 && cluster.isPrimary) return servePrimary(cfg, logger, workers);
-  const inWorker = cluster.isWorker;
-  let service: Awaited<ReturnType<typeof startService>>;
+  let service: Awaited<ReturnType<typeof startService>> | WorkerService;
   try {
-    service = await startService({ ...cfg, monitoringListen: inWorker ? undefined : cfg.monitoringListen, onReadiness: inWorker ? reportReadiness : undefined }, logger);
+    service = inWorker
+      ? await startService({ ...cfg, feed: await receiveBundleFeed(logger, { trustDomain: cfg.trustDomain, servingDns: cfg.servingDns }, cfg.signingKey), monitoringListen: undefined, onReadiness: reportReadiness }, logger)
+      : await startService({ ...cfg, onReadiness: undefined }, logger);
     if (inWorker) shareMetricsWithPrimary(service.metrics.registry);
   } catch (err) {
-    if (err instanceof BundleError) {
-      logger.fatal({ file: err.file, problem: err.problem }, 'cannot load the signing bundle');
-      logger.flush();
-      process.stderr.write(`svid-ca: ${err.message}\n`);
-      return 1;
+    const message = startupFailureMessage(err);
+    if (message === undefined) throw err;
+    logger.fatal(err instanceof BundleError ? { file: err.file, problem: err.problem } : { err: message }, 'cannot start');
+    if (inWorker) {
+      // The primary prints the one line for all workers.
+      await reportStartupFailure(message);
+      return new Promise((resolve) => logger.flush(() => resolve(1)));
     }
-    throw err;
+    return failStartup(logger, message);
   }
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {
-      // A terminal's Ctrl+C reaches the workers directly and through the primary: stop once.
+      // A terminal's Ctrl+C reaches the workers directly and through the primary: stop once, and
+      // keep handling the signals, so a second one does not kill the process mid-drain.
       if (stopping) return;
       stopping = true;
       logger.info({ signal }, 'shutting down');
-      service.close(cfg.shutdownGraceMs).then(() => {
+      service.close(cfg.shutdownGraceMs, cfg.shutdownDelayMs).then(() => {
         logger.info({}, 'stopped');
         logger.flush(() => resolve(0));
       });
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
   });
+}
+
+/** One line on stderr (the log has the details), exit 1. */
+function failStartup(logger: ReturnType<typeof createLogger>, message: string): Promise<number> {
+  process.stderr.write(`svid-ca: ${message}\n`);
+  return new Promise((resolve) => logger.flush(() => resolve(1)));
 }
 
 /** --workers: 0 means one per usable core; self-signed mode needs one process (one root, one rotator). */
@@ -140,43 +151,44 @@ function workerCount(cfg: ServeConfig, logger: ReturnType<typeof createLogger>):
   return wanted;
 }
 
-/** issue #17: the primary checks a --signing-key too (and closes the token again before the workers open their own). */
-function primaryTokenKey(cfg: ServeConfig, logger: ReturnType<typeof createLogger>): Pkcs11SigningKeySource | undefined {
-  if (!cfg.signingKey) return undefined;
-  return new Pkcs11SigningKeySource(cfg.signingKey, (level, fields, message) => logger[level](fields, message));
-}
-
-/** The primary of --workers N: checks the bundle once (one clear line if unusable), then runs the workers. */
+/** The primary of --workers N: loads and owns the bundle (one clear line if unusable), then runs the workers. */
 async function servePrimary(cfg: ServeConfig, logger: ReturnType<typeof createLogger>, workers: number): Promise<number> {
-  const tokenKey = primaryTokenKey(cfg, logger);
+  let bundle: PrimaryBundle;
   try {
-    loadCacerts(cfg.cacerts, undefined, tokenKey);
+    // With --signing-key (issue #17) the primary opens its own token session here (it checks the key
+    // and signs the serving certificate); node:cluster workers are fresh processes (fork + exec) that
+    // open their own in receiveBundleFeed, so no PKCS#11 state is inherited.
+    bundle = new PrimaryBundle(cfg, logger);
   } catch (err) {
     if (err instanceof BundleError) {
       logger.fatal({ file: err.file, problem: err.problem }, 'cannot load the signing bundle');
-      process.stderr.write(`svid-ca: ${err.message}\n`);
-      return 1;
+      return failStartup(logger, err.message);
     }
     throw err;
-  } finally {
-    // The workers open the token themselves (PKCS#11 state does not survive a process boundary).
-    tokenKey?.close();
   }
-  const primary = await runPrimary({ workers, monitoringListen: cfg.monitoringListen, shutdownGraceMs: cfg.shutdownGraceMs, logger });
+  let primary: Awaited<ReturnType<typeof runPrimary>>;
+  try {
+    primary = await runPrimary({ workers, monitoringListen: cfg.monitoringListen, shutdownGraceMs: cfg.shutdownGraceMs, logger, bundle });
+  } catch (err) {
+    bundle.stop();
+    if (err instanceof ListenError) return failStartup(logger, err.message);
+    throw err;
+  }
   return new Promise<number>((resolve) => {
     let stopping = false;
-    const stop = (code: number, why: string) => {
+    const stop = (code: number, why: string, message?: string) => {
       if (stopping) return;
       stopping = true;
+      if (message) process.stderr.write(`svid-ca: ${message}\n`);
       logger.info({ why }, 'shutting down the workers');
       primary.stop().then(() => {
         logger.info({}, 'stopped');
         logger.flush(() => resolve(code));
       });
     };
-    process.once('SIGTERM', () => stop(0, 'SIGTERM'));
-    process.once('SIGINT', () => stop(0, 'SIGINT'));
-    primary.startupFailure.then((code) => stop(code, 'a worker failed to start'));
+    process.on('SIGTERM', () => stop(0, 'SIGTERM'));
+    process.on('SIGINT', () => stop(0, 'SIGINT'));
+    primary.startupFailure.then((f) => stop(f.code, 'a worker failed to start', f.message));
   });
 }
 
@@ -229,11 +241,29 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; flags
   request: { run: request, flags: REQUEST_FLAGS },
 };
 
+/** `svid-ca help TOPIC...` / `svid-ca COMMAND --help`: the usage or flag table; undefined for an unknown topic. */
+function helpText(topic: readonly string[]): string | undefined {
+  const [command, sub] = topic;
+  if (command === undefined) return USAGE;
+  if (command === '--markdown') return configurationReferenceMarkdown();
+  if (command === 'cacerts') return sub === undefined ? CACERTS_USAGE : cacertsCommandHelp(sub);
+  const cmd = COMMANDS[command];
+  return cmd && `svid-ca ${command} flags:\n${flagHelp(cmd.flags, cmd.env)}\n`;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (command === '--version' || command === 'version') {
+    process.stdout.write(versionText() + '\n');
+    return 0;
+  }
   if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
-    const topic = rest[0] && COMMANDS[rest[0]];
-    process.stdout.write(topic ? `svid-ca ${rest[0]} flags:\n${flagHelp(topic.flags, topic.env)}\n` : USAGE);
+    const text = helpText(command === 'help' ? rest : []);
+    if (text === undefined) {
+      process.stderr.write(`svid-ca: no help for "${rest.join(' ')}": unknown command\n${USAGE}`);
+      return 2;
+    }
+    process.stdout.write(text);
     return 0;
   }
   if (command === 'cacerts') {
@@ -250,7 +280,7 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(`svid-ca ${command} flags:\n${flagHelp(cmd.flags, cmd.env)}\n`);
+    process.stdout.write(helpText([command])!);
     return 0;
   }
   try {

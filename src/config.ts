@@ -6,6 +6,7 @@ import { KEY_SPECS, type KeySpec } from './pki/index.js';
 import { parseNodeAccounts } from './auth/index.js';
 // Type only: loading @kubernetes/client-node is left to `serve` with a Kubernetes flag.
 import type { KubeOptions } from './kube/index.js';
+import type { TransportLimits } from './server/index.js';
 
 export { ConfigError } from './flags.js';
 
@@ -52,7 +53,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'max-connections', kind: 'int', default: '20000', help: 'open connections on the gRPC listener; more are closed at once' },
   { name: 'max-concurrent-streams', kind: 'int', default: '128', help: 'concurrent HTTP/2 streams (calls) per connection' },
   { name: 'idle-timeout', kind: 'duration', default: '15m', help: 'close a connection with no call for this long (agents reconnect on their next renewal)' },
-  { name: 'shutdown-grace', kind: 'duration', default: '25s', help: "on SIGTERM, let calls in flight finish for up to this long (inside Kubernetes' 30 s)" },
+  { name: 'shutdown-grace', kind: 'duration', default: '25s', help: "on SIGTERM, the whole graceful stop (--shutdown-delay, then calls in flight finish) takes at most this long (inside Kubernetes' 30 s)" },
   { name: 'max-pending', kind: 'int', default: '2048', help: 'calls admitted and not yet answered; more get RESOURCE_EXHAUSTED at once (agents retry with backoff)' },
   { name: 'priority-namespaces', kind: 'list', default: 'istio-system', help: 'namespaces whose callers (gateways, ztunnel) are signed first in a storm' },
   { name: 'workers', kind: 'int', default: '0', help: 'server processes sharing the gRPC port (node:cluster); 0 = one per core. The primary serves monitoring for all' },
@@ -60,6 +61,23 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'dev-dir', kind: 'string', help: 'where the dev CA lives (default: certs-dev/ of the package)' },
   // issue #12: the token issuer's key set is followed exactly
   { name: 'jwks-refresh-interval', kind: 'duration', default: '5m', help: "refetch --jwks-uri this often (a shorter Cache-Control max-age in the answer wins); a removed key verifies no token after the next fetch" },
+  // issue #19: bounded work per caller, renewals by client certificate that end.
+  { name: 'max-csr-bytes', kind: 'int', default: '8192', help: 'longest csr field (PEM characters) read at all; longer: INVALID_ARGUMENT' },
+  { name: 'max-pending-share', kind: 'int', default: '10', help: 'percent of --max-pending one identity (or one node agent impersonating) may hold; beyond: RESOURCE_EXHAUSTED' },
+  { name: 'client-cert-max-ttl', kind: 'duration', default: '24h', help: "longest lifetime of a renewal by client certificate alone; it never passes the presented certificate's NotAfter" },
+  // issue #13: operations that cannot hurt
+  { name: 'shutdown-delay', kind: 'duration', default: '5s', help: 'on SIGTERM, report not ready but keep answering this long before closing the listener (Kubernetes removes the endpoint first); part of --shutdown-grace' },
+  // issue #19: bounded work before authentication (src/server/transport-limits.ts)
+  { name: 'handshake-timeout', kind: 'duration', default: '5s', help: 'close a socket that has not completed its TLS handshake within this' },
+  { name: 'max-handshakes', kind: 'int', default: '1024', help: 'sockets still in their TCP/TLS handshake at once; more are closed at once (not counted in --max-connections)' },
+  { name: 'max-handshakes-per-source', kind: 'int', default: '64', help: 'the same, per source IP address' },
+  { name: 'max-connections-per-source', kind: 'int', default: '1000', help: 'established connections per source IP address; more are closed at once' },
+  { name: 'unauthenticated-streams', kind: 'int', default: '8', help: 'concurrent streams on a connection until a call on it has authenticated (then --max-concurrent-streams)' },
+  { name: 'unauthenticated-window', kind: 'int', default: '16384', help: 'HTTP/2 initial stream window (bytes) on a connection until a call on it has authenticated (then 65535)' },
+  { name: 'request-receive-timeout', kind: 'duration', default: '10s', help: 'a request must arrive completely within this after its stream opens; else DEADLINE_EXCEEDED' },
+  { name: 'max-connection-request-bytes', kind: 'int', default: '1048576', help: 'request bytes received but not yet complete, per connection; more: RESOURCE_EXHAUSTED' },
+  { name: 'max-source-request-bytes', kind: 'int', default: '8388608', help: 'request bytes received but not yet complete, all connections from one source IP address; more: RESOURCE_EXHAUSTED' },
+  { name: 'max-buffered-request-bytes', kind: 'int', default: '67108864', help: 'request bytes received but not yet complete, all connections of a process; more: RESOURCE_EXHAUSTED' },
   // issue #17: the intermediate's private key on a PKCS#11 token
   { name: 'signing-key', kind: 'string', help: 'PKCS#11 URI (RFC 7512) of the signing key, e.g. pkcs11:token=svid-ca;object=intermediate-2026; the cacerts folder then holds no key' },
   { name: 'signing-key-file', kind: 'string', help: 'file holding the --signing-key URI, read again on every cacerts reload (rotate the key object with the certificate)' },
@@ -116,6 +134,13 @@ export interface ServeConfig {
   sources: Record<string, string>;
   /** --jwks-refresh-interval (issue #12). */
   jwksRefreshIntervalMs: number;
+  maxCsrBytes: number;
+  maxPendingSharePercent: number;
+  clientCertMaxTtlMs: number;
+  /** --shutdown-delay: not ready but still answering, before the listener closes; inside shutdownGraceMs. */
+  shutdownDelayMs: number;
+  /** issue #19: limits before authentication (the --max-connections/--max-concurrent-streams pair stays in limits). */
+  transport: Omit<TransportLimits, 'maxConnections' | 'maxConcurrentStreams'>;
   /** --signing-key / --signing-key-file and the --pkcs11-* flags (issue #17); undefined: the key is in the cacerts folder. */
   signingKey: SigningKeyConfig | undefined;
 }
@@ -158,10 +183,15 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     dev: values.get('dev') as boolean,
     devDir: str('dev-dir'),
     jwksRefreshIntervalMs: ms('jwks-refresh-interval'),
-    signingKey: signingKeyConfig(values),
+    shutdownDelayMs: ms('shutdown-delay'),
     sources: Object.fromEntries(
       [...sources].map(([k, v]) => [k, v.variable ? `${v.source} ${v.variable}` : (v.source satisfies FlagSource)]),
     ),
+    maxCsrBytes: values.get('max-csr-bytes') as number,
+    maxPendingSharePercent: values.get('max-pending-share') as number,
+    clientCertMaxTtlMs: ms('client-cert-max-ttl'),
+    transport: transportConfig(values),
+    signingKey: signingKeyConfig(values),
   };
   if (!TRUST_DOMAIN.test(cfg.trustDomain)) throw new ConfigError(`--trust-domain: invalid value "${cfg.trustDomain}" (lower-case letters, digits, '.', '-', '_')`);
   if (!LOG_LEVELS.includes(cfg.logLevel as never)) throw new ConfigError(`--log-level: invalid value "${cfg.logLevel}" (want one of ${LOG_LEVELS.join(', ')})`);
@@ -177,8 +207,14 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   if (cfg.limits.maxConnections < 1) throw new ConfigError('--max-connections: must be at least 1');
   if (cfg.limits.maxConcurrentStreams < 1) throw new ConfigError('--max-concurrent-streams: must be at least 1');
   if (cfg.limits.idleTimeoutMs < 10_000) throw new ConfigError('--idle-timeout: must be at least 10s (agents ping every 30s)');
+  if (cfg.shutdownDelayMs >= cfg.shutdownGraceMs) {
+    throw new ConfigError(`--shutdown-delay: ${formatGoDuration(cfg.shutdownDelayMs)} must be shorter than --shutdown-grace ${formatGoDuration(cfg.shutdownGraceMs)} (the delay is part of the grace)`);
+  }
   if (cfg.reloadIntervalMs < 1000) throw new ConfigError('--reload-interval: must be at least 1s');
   if (cfg.jwksRefreshIntervalMs < 1000) throw new ConfigError('--jwks-refresh-interval: must be at least 1s');
+  if (cfg.maxCsrBytes < 1024 || cfg.maxCsrBytes > cfg.maxRequestBytes) throw new ConfigError('--max-csr-bytes: must be between 1024 and --max-request-bytes');
+  if (cfg.maxPendingSharePercent < 1 || cfg.maxPendingSharePercent > 100) throw new ConfigError('--max-pending-share: must be a percentage from 1 to 100');
+  if (cfg.clientCertMaxTtlMs < 60_000) throw new ConfigError('--client-cert-max-ttl: must be at least 1m');
   const grace = parseGrace(str('serving-cert-grace')!, parseDuration);
   if (!grace) throw new ConfigError(`--serving-cert-grace: invalid value "${str('serving-cert-grace')}" (want a percentage such as 50% or a duration such as 6h)`);
   cfg.servingCertGrace = grace;
@@ -208,6 +244,33 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   if (cfg.signingKey && cfg.selfSigned) throw new ConfigError('--signing-key: not with --self-signed (the self-signed root key is generated in memory)');
   cfg.kubernetes = kubernetesConfig(values, str('jwt-audience')!);
   return cfg;
+}
+
+/** issue #19: the transport-limit flags, checked. */
+function transportConfig(values: Map<string, unknown>): ServeConfig['transport'] {
+  const int = (n: string) => values.get(n) as number;
+  const t: ServeConfig['transport'] = {
+    handshakeTimeoutMs: int('handshake-timeout'),
+    maxHandshakes: int('max-handshakes'),
+    maxHandshakesPerSource: int('max-handshakes-per-source'),
+    maxConnectionsPerSource: int('max-connections-per-source'),
+    unauthenticatedStreams: int('unauthenticated-streams'),
+    unauthenticatedWindowBytes: int('unauthenticated-window'),
+    requestReceiveTimeoutMs: int('request-receive-timeout'),
+    maxConnectionRequestBytes: int('max-connection-request-bytes'),
+    maxSourceRequestBytes: int('max-source-request-bytes'),
+    maxBufferedRequestBytes: int('max-buffered-request-bytes'),
+  };
+  if (t.handshakeTimeoutMs < 100 || t.handshakeTimeoutMs > 120_000) throw new ConfigError('--handshake-timeout: must be between 100ms and 2m');
+  for (const [flag, v] of [['max-handshakes', t.maxHandshakes], ['max-handshakes-per-source', t.maxHandshakesPerSource], ['max-connections-per-source', t.maxConnectionsPerSource], ['unauthenticated-streams', t.unauthenticatedStreams]] as const) {
+    if (v < 1) throw new ConfigError(`--${flag}: must be at least 1`);
+  }
+  if (t.unauthenticatedWindowBytes < 1024 || t.unauthenticatedWindowBytes > 2 ** 31 - 1) throw new ConfigError('--unauthenticated-window: must be between 1024 and 2147483647 bytes');
+  if (t.requestReceiveTimeoutMs < 1000) throw new ConfigError('--request-receive-timeout: must be at least 1s');
+  if (t.maxConnectionRequestBytes < 1024) throw new ConfigError('--max-connection-request-bytes: must be at least 1024');
+  if (t.maxSourceRequestBytes < t.maxConnectionRequestBytes) throw new ConfigError('--max-source-request-bytes: must be at least --max-connection-request-bytes');
+  if (t.maxBufferedRequestBytes < t.maxSourceRequestBytes) throw new ConfigError('--max-buffered-request-bytes: must be at least --max-source-request-bytes');
+  return t;
 }
 
 /** The issue #17 flags, checked; undefined when the key is in the cacerts folder. The URI itself is parsed at load. */

@@ -9,7 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair as joseKeyPair, SignJWT, type CryptoKey } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildCsrPem, decodePem, generateKeyPair } from '../src/pki/index.js';
-import { Admission } from '../src/server/index.js';
+import { Admission, shareKey } from '../src/server/index.js';
 import { makeCacerts, removeDir } from './helpers/pki.js';
 import { call, clientFor, createTestIssuer, fetchText, startTestServer, TEST_ISSUER } from './helpers/server.js';
 
@@ -50,7 +50,8 @@ async function heldJwks() {
   };
 }
 
-async function setup(maxPending: number) {
+/** maxPendingShare 100 (one caller may hold all of --max-pending) unless a test is about the share. */
+async function setup(maxPending: number, maxPendingShare = 100) {
   const jwks = await heldJwks();
   const pki = makeCacerts();
   const issuer = await createTestIssuer();
@@ -58,7 +59,10 @@ async function setup(maxPending: number) {
     cacerts: pki.dir,
     issuer,
     jwt: { issuer: TEST_ISSUER, audience: 'istio-ca', jwksUri: jwks.uri },
-    admission: { maxPending, priorityNamespaces: ['istio-system'] },
+    admission: { maxPending, priorityNamespaces: ['istio-system'], maxPendingShare },
+    // Every call shares one connection on which nothing has authenticated yet (the JWKS is held):
+    // lift the pre-authentication stream limit so that all of them reach the server at once.
+    transport: { unauthenticatedStreams: 64 },
   });
   const client = clientFor(server, pki.root.certPem);
   cleanups.push(() => removeDir(pki.dir), () => server.close(), () => client.close());
@@ -74,10 +78,16 @@ describe('admission control', () => {
     const token = await jwks.token('demo', 'web');
     const id = 'spiffe://cluster.local/ns/demo/sa/web';
     const calls = Array.from({ length: 10 }, () => call(client, { csr: csrFor(id) }, { authorization: `Bearer ${token}` }));
-    await sleep(300);
-    expect(server.service.metrics.inFlight).toBeDefined();
+    // The three admitted calls are held in authentication: in flight now, and scraped as such.
+    const inFlight = async () => (await server.service.metrics.inFlight.get()).values[0]?.value;
+    for (let i = 0; i < 200 && (await inFlight()) !== 3; i++) await sleep(20);
+    expect(await inFlight()).toBe(3);
+    const scrape = () => fetchText(`http://127.0.0.1:${server.service.monitoringPort}/metrics`).then((r) => r.body);
+    expect(await scrape()).toMatch(/^svid_ca_requests_in_flight 3$/m);
     jwks.release();
     const results = await Promise.all(calls);
+    expect(await inFlight()).toBe(0);
+    expect(await scrape()).toMatch(/^svid_ca_requests_in_flight 0$/m);
     const codes = results.map((r) => (r.err ? grpc.status[r.err.code] : 'OK'));
     expect(codes.filter((c) => c === 'OK')).toHaveLength(3);
     expect(codes.filter((c) => c === 'RESOURCE_EXHAUSTED')).toHaveLength(7);
@@ -124,6 +134,61 @@ describe('admission control', () => {
   });
 });
 
+describe('fair share of --max-pending (issue #19)', () => {
+  it('one identity holds at most --max-pending-share of the bound, whatever else varies; another identity still gets in', async () => {
+    // 40 pending at most, 5% each: 2 per identity past authentication.
+    const { jwks, server, client } = await setup(40, 5);
+    const web = 'spiffe://cluster.local/ns/demo/sa/web';
+    // Different CSRs, TTLs and token instances: nothing but the identity is shared.
+    const webCalls = await Promise.all(
+      Array.from({ length: 12 }, async (_, i) => {
+        const token = await jwks.token('demo', 'web');
+        return () => call(client, { csr: csrFor(web), validity_duration: String(3600 + i) }, { authorization: `Bearer ${token}` });
+      }),
+    );
+    const apiToken = await jwks.token('demo', 'api');
+    const pending = webCalls.map((c) => c());
+    const api = call(client, { csr: csrFor('spiffe://cluster.local/ns/demo/sa/api') }, { authorization: `Bearer ${apiToken}` });
+    // All 13 are held in authentication (the JWKS has not answered) before it is released, so they
+    // reach the share check together (token checks finish in batches from the crypto thread pool).
+    const inFlight = async () => (await server.service.metrics.inFlight.get()).values[0]?.value;
+    for (let i = 0; i < 200 && (await inFlight()) !== 13; i++) await sleep(20);
+    expect(await inFlight()).toBe(13);
+    jwks.release();
+    const results = await Promise.all(pending);
+    const refused = results.filter((r) => r.err);
+    // Without the share all 12 are issued (the global bound of 40 is far away).
+    expect(refused.length).toBeGreaterThan(0);
+    for (const r of refused) {
+      expect(r.err!.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+      expect(r.err!.details).toBe(`CA overloaded: ${web} already has 2 requests pending, its share of --max-pending (--max-pending-share); retry with backoff`);
+    }
+    expect(results.filter((r) => !r.err).length).toBeGreaterThanOrEqual(2);
+    expect((await api).err).toBeUndefined();
+    // The share is released with the calls: the same identity is admitted again.
+    const again = await jwks.token('demo', 'web');
+    expect((await call(client, { csr: csrFor(web) }, { authorization: `Bearer ${again}` })).err).toBeUndefined();
+  });
+
+  it('identical concurrent requests with different tokens are not shared: each is decided on its own credentials', async () => {
+    const { jwks, server, client } = await setup(100);
+    const id = 'spiffe://cluster.local/ns/demo/sa/web';
+    const csr = csrFor(id);
+    const owner = await jwks.token('demo', 'web');
+    const other = await jwks.token('demo', 'intruder');
+    const a = call(client, { csr, validity_duration: '3600' }, { authorization: `Bearer ${owner}` });
+    const b = call(client, { csr, validity_duration: '3600' }, { authorization: `Bearer ${other}` });
+    // Both are held in authentication together, so a shared computation would answer both.
+    for (let i = 0; i < 200 && (await server.service.metrics.inFlight.get()).values[0]?.value !== 2; i++) await sleep(20);
+    expect((await server.service.metrics.inFlight.get()).values[0]?.value).toBe(2);
+    jwks.release();
+    const [ra, rb] = await Promise.all([a, b]);
+    expect(ra.err).toBeUndefined();
+    expect(rb.err?.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(rb.res).toBeUndefined();
+  });
+});
+
 describe('the signing queue', () => {
   it('runs priority work first, and work of one slice before yielding to I/O', async () => {
     const admission = new Admission({ maxPending: 10, priorityNamespaces: ['istio-system'] });
@@ -136,6 +201,31 @@ describe('the signing queue', () => {
     ];
     await Promise.all(jobs);
     expect(order).toEqual(['high-1', 'high-2', 'low-1', 'low-2']);
+  });
+
+  it('a caller holds at most its share; release gives the slot back; other callers are counted apart', () => {
+    const admission = new Admission({ maxPending: 40, priorityNamespaces: [], maxPendingShare: 5 });
+    expect(admission.callerLimit).toBe(2);
+    expect([admission.tryAdmitCaller('a'), admission.tryAdmitCaller('a'), admission.tryAdmitCaller('a')]).toEqual([true, true, false]);
+    expect(admission.tryAdmitCaller('b')).toBe(true);
+    expect(admission.callerPending('a')).toBe(2);
+    admission.releaseCaller('a');
+    expect(admission.tryAdmitCaller('a')).toBe(true);
+    admission.releaseCaller('a');
+    admission.releaseCaller('a');
+    expect(admission.callerPending('a')).toBe(0);
+    // The default share is 10%, and never less than one call.
+    expect(new Admission({ maxPending: 2048, priorityNamespaces: [] }).callerLimit).toBe(205);
+    expect(new Admission({ maxPending: 3, priorityNamespaces: [] }).callerLimit).toBe(1);
+  });
+
+  it('whose share a call uses: its identity; an impersonation, the node agent pod (one per node), whatever identity it asks for', () => {
+    const web = { identity: 'spiffe://cluster.local/ns/demo/sa/web', namespace: 'demo', serviceAccount: 'web', podName: 'web-1', authenticator: 'jwt' };
+    expect(shareKey(web, false)).toEqual(shareKey({ ...web, podName: 'web-2' }, false));
+    const zt = (podName: string) => ({ identity: 'spiffe://cluster.local/ns/istio-system/sa/ztunnel', namespace: 'istio-system', serviceAccount: 'ztunnel', podName, authenticator: 'token-review' });
+    expect(shareKey(zt('ztunnel-a'), true).key).not.toBe(shareKey(zt('ztunnel-b'), true).key);
+    expect(shareKey(zt('ztunnel-a'), true).key).not.toBe(shareKey(zt('ztunnel-a'), false).key);
+    expect(shareKey(zt('ztunnel-a'), true).who).toBe('node agent istio-system/ztunnel-a');
   });
 
   it('a job that throws rejects only its own promise', async () => {

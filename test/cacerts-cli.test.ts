@@ -1,11 +1,11 @@
 /** `svid-ca cacerts ...`: the operator's rotation tooling, run as the real command on real folders. */
 import { spawnSync } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
-import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadCacerts } from '../src/ca/index.js';
-import { decodePem } from '../src/pki/index.js';
+import { decodePem, inspectCertificate } from '../src/pki/index.js';
 import { makeIntermediate, makeRoot, opensslVerify, removeDir, tempDir, writeCacerts } from './helpers/pki.js';
 import { createTestIssuer } from './helpers/server.js';
 import { freePort, startCli, waitForStatus } from './helpers/process.js';
@@ -147,5 +147,94 @@ describe('bundle and plan-rotation', () => {
     const sameRoot = writeCacerts(join(work, 'same-root'), { signer: makeIntermediate(oldRoot, { cn: 'next intermediate' }), roots: [oldRoot] });
     const simple = cli('plan-rotation', oldDir, sameRoot);
     expect(simple.stdout).toContain('intermediate rotation, one step');
+  });
+});
+
+describe('never destroys, defaults to the safe choice (issue #13)', () => {
+  it('init-root refuses to overwrite; --force replaces certificates only; --force-key the key too', () => {
+    const dir = join(work, 'safe-root');
+    expect(cli('init-root', '--out', dir).status).toBe(0);
+    const key = readFileSync(join(dir, 'root-key.pem'), 'utf8');
+    const again = cli('init-root', '--out', dir);
+    expect(again.status).toBe(2);
+    expect(again.stderr.trim()).toBe(`svid-ca: --out: ${dir} already holds the private key root-key.pem; refusing to overwrite it (that destroys the key: move it away first, or add --force-key)`);
+    expect(cli('init-root', '--out', dir, '--force').status).toBe(2);
+    expect(readFileSync(join(dir, 'root-key.pem'), 'utf8')).toBe(key);
+    const forced = cli('init-root', '--out', dir, '--force-key', '--subject', 'O=Example Corp,CN=mesh root 2026');
+    expect(forced.status).toBe(0);
+    expect(readFileSync(join(dir, 'root-key.pem'), 'utf8')).not.toBe(key);
+    expect(statSync(join(dir, 'root-key.pem')).mode & 0o777).toBe(0o600);
+    expect(new X509Certificate(readFileSync(join(dir, 'root-cert.pem'))).subject).toBe('O=Example Corp\nCN=mesh root 2026');
+    expect(forced.stdout).toMatch(/SKI [0-9a-f]{40}/);
+    // No temporary files are left behind.
+    expect(readdirSync(dir).sort()).toEqual(['root-cert.pem', 'root-key.pem']);
+  });
+
+  it('init-intermediate: refuses a folder holding a certificate unless --force; --cn/--org; prints the apply form', () => {
+    const rootDir = join(work, 'safe-root2');
+    expect(cli('init-root', '--out', rootDir).status).toBe(0);
+    const dir = join(work, 'safe-int');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'cert-chain.pem'), 'operator notes\n');
+    const refused = cli('init-intermediate', '--root', rootDir, '--out', dir);
+    expect(refused.status).toBe(2);
+    expect(refused.stderr).toContain(`--out: ${dir} already holds cert-chain.pem; refusing to overwrite (choose an empty folder, or add --force)`);
+    expect(readFileSync(join(dir, 'cert-chain.pem'), 'utf8')).toBe('operator notes\n');
+    const ok = cli('init-intermediate', '--root', rootDir, '--out', dir, '--force', '--cn', 'east 2026', '--org', 'Example Corp');
+    expect(ok.status).toBe(0);
+    expect(loadCacerts(dir).signingCert.x509.subject).toBe('O=Example Corp\nCN=east 2026');
+    expect(ok.stdout).toContain('--dry-run=client -o yaml | kubectl apply -f -');
+    // Its key is now there: replacing it needs --force-key even with --force.
+    expect(cli('init-intermediate', '--root', rootDir, '--out', dir, '--force').status).toBe(2);
+    expect(cli('init-intermediate', '--root', rootDir, '--out', dir, '--subject', 'CN=x,L=y').stderr).toContain('--subject: invalid value');
+  });
+
+  it('the printed kubectl command is valid for kubectl (client-side dry run renders a Secret)', () => {
+    const rootDir = join(work, 'safe-root3');
+    expect(cli('init-root', '--out', rootDir).status).toBe(0);
+    const dir = join(work, 'kubectl-int');
+    const out = cli('init-intermediate', '--root', rootDir, '--out', dir).stdout;
+    const command = /kubectl create secret generic cacerts[^]*?\| kubectl apply -f -/.exec(out)![0].replace(/\\\n\s*/g, '');
+    const create = command.split(' | ')[0]!.split(/\s+/);
+    const r = spawnSync(create[0]!, create.slice(1), { encoding: 'utf8', timeout: 30_000 });
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toContain('kind: Secret');
+    expect(r.stdout).toContain('ca-key.pem:');
+  });
+
+  it('bundle: --signer is required and the message says which step wants which', () => {
+    const root = makeRoot({ cn: 'r' });
+    const a = writeCacerts(join(work, 'sig-a'), { signer: makeIntermediate(root), roots: [root] });
+    const other = makeRoot({ cn: 'r2' });
+    const b = writeCacerts(join(work, 'sig-b'), { signer: makeIntermediate(other), roots: [other] });
+    const r = cli('bundle', a, b, '--out', join(work, 'sig-out'));
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('--signer: required: old for step 1 of a root rotation');
+    expect(r.stderr).toContain('new for step 3');
+    expect(existsSync(join(work, 'sig-out'))).toBe(false);
+    expect(cli('bundle', a, b, '--out', join(work, 'sig-out'), '--signer', 'old').status).toBe(0);
+    expect(cli('bundle', a, b, '--out', join(work, 'sig-out'), '--signer', 'new').status).toBe(2);
+  });
+
+  it('plan-rotation names the roots by subject and SKI', () => {
+    const oldRoot = makeRoot({ cn: 'plan old root' });
+    const newRoot = makeRoot({ cn: 'plan new root' });
+    const a = writeCacerts(join(work, 'plan-a'), { signer: makeIntermediate(oldRoot), roots: [oldRoot] });
+    const b = writeCacerts(join(work, 'plan-b'), { signer: makeIntermediate(newRoot), roots: [newRoot] });
+    const plan = cli('plan-rotation', a, b).stdout;
+    const ski = (c: X509Certificate) => inspectCertificate(Buffer.from(c.raw)).subjectKeyId!.toString('hex');
+    expect(plan).toContain(`added: O=svid-ca test, CN=plan new root (SKI ${ski(newRoot.cert)})`);
+    expect(plan).toContain(`removed: O=svid-ca test, CN=plan old root (SKI ${ski(oldRoot.cert)})`);
+    expect(plan).toContain('--signer old --out step1');
+  });
+
+  it('every subcommand answers --help and help SUB with its flags and defaults', () => {
+    for (const sub of ['init-root', 'init-intermediate', 'verify', 'bundle', 'plan-rotation']) {
+      const a = cli(sub, '--help');
+      expect(a.status).toBe(0);
+      expect(a.stdout).toContain(`svid-ca cacerts ${sub}`);
+      expect(cli('help', sub).stdout).toBe(a.stdout);
+    }
+    expect(cli('init-root', '--help').stdout).toContain('--ttl DUR\n      root lifetime (10 years) (default 87600h)');
   });
 });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadCacerts } from '../src/ca/index.js';
 import { BundleError } from '../src/pki/index.js';
-import { makeIntermediate, makeRoot, tempDir, writeCacerts, removeDir } from './helpers/pki.js';
+import { makeIntermediate, makeRoot, opensslVerify, tempDir, writeCacerts, removeDir } from './helpers/pki.js';
 import { createTestIssuer } from './helpers/server.js';
 
 const dirs: string[] = [];
@@ -120,6 +120,14 @@ describe('broken bundles are refused with the file and the problem', () => {
     const dir = writeCacerts(fresh(), { signer, roots: [root], layout: 'kubernetes-tls' });
     rmSync(join(dir, 'ca.crt'));
     expectRefused(dir, 'ca.crt', /file is missing/);
+  });
+
+  it('a chain certificate between the signer and the root that is not a CA', () => {
+    const notCaMiddle = makeIntermediate(root, { cn: 'not a CA', ca: false });
+    const below = makeIntermediate(notCaMiddle, { cn: 'signer below a non-CA' });
+    // OpenSSL refuses this path too.
+    expect(() => opensslVerify(root.certPem, [notCaMiddle.certPem], below.certPem)).toThrow(/invalid CA certificate/);
+    expectRefused(writeCacerts(fresh(), { signer: below, intermediates: [notCaMiddle], roots: [root] }), 'cert-chain.pem', /certificate "[^"]*not a CA[^"]*" \(SKI [0-9a-f]+\) is not a CA/);
   });
 });
 

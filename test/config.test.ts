@@ -94,6 +94,26 @@ describe('serve configuration', () => {
     expect(() => parseServeConfig(argv as string[], {})).toThrow(message);
   });
 
+  it('issue #19 transport limits: documented defaults, SVID_CA_ variables, and bad values named', () => {
+    expect(parseServeConfig([], {}).transport).toEqual({
+      handshakeTimeoutMs: 5_000,
+      maxHandshakes: 1024,
+      maxHandshakesPerSource: 64,
+      maxConnectionsPerSource: 1000,
+      unauthenticatedStreams: 8,
+      unauthenticatedWindowBytes: 16_384,
+      requestReceiveTimeoutMs: 10_000,
+      maxConnectionRequestBytes: 1_048_576,
+      maxSourceRequestBytes: 8_388_608,
+      maxBufferedRequestBytes: 67_108_864,
+    });
+    const c = parseServeConfig(['--handshake-timeout', '2s', '--max-connections-per-source', '50'], { SVID_CA_MAX_BUFFERED_REQUEST_BYTES: '33554432' });
+    expect(c.transport).toMatchObject({ handshakeTimeoutMs: 2000, maxConnectionsPerSource: 50, maxBufferedRequestBytes: 33_554_432 });
+    expect(() => parseServeConfig(['--handshake-timeout', '10m'], {})).toThrow(/--handshake-timeout: must be between/);
+    expect(() => parseServeConfig(['--unauthenticated-streams', '0'], {})).toThrow(/--unauthenticated-streams: must be at least 1/);
+    expect(() => parseServeConfig(['--max-buffered-request-bytes', '2048'], {})).toThrow(/--max-buffered-request-bytes: must be at least --max-source-request-bytes/);
+  });
+
   it('names the variable when an environment value is bad', () => {
     expect(() => parseServeConfig([], { SVID_CA_MAX_TTL: 'x' })).toThrow(/--max-ttl \(from SVID_CA_MAX_TTL\): invalid value "x"/);
   });
@@ -130,5 +150,19 @@ describe('the svid-ca command', () => {
     }
     expect(out).toContain('SVID_CA_MAX_TTL');
     expect(out).toContain('MAX_WORKLOAD_CERT_TTL');
+  });
+});
+
+describe('issue #19 flags', () => {
+  it('--max-csr-bytes, --max-pending-share, --client-cert-max-ttl: defaults, SVID_CA_ variables, bounds', () => {
+    const d = parseServeConfig([], {});
+    expect([d.maxCsrBytes, d.maxPendingSharePercent, d.clientCertMaxTtlMs]).toEqual([8192, 10, 86_400_000]);
+    const e = parseServeConfig([], { SVID_CA_MAX_CSR_BYTES: '4096', SVID_CA_MAX_PENDING_SHARE: '25', SVID_CA_CLIENT_CERT_MAX_TTL: '2h' });
+    expect([e.maxCsrBytes, e.maxPendingSharePercent, e.clientCertMaxTtlMs]).toEqual([4096, 25, 7_200_000]);
+    expect(() => parseServeConfig(['--max-csr-bytes', '100'], {})).toThrow(ConfigError);
+    expect(() => parseServeConfig(['--max-csr-bytes', '70000'], {})).toThrow('--max-csr-bytes: must be between 1024 and --max-request-bytes');
+    expect(() => parseServeConfig(['--max-pending-share', '0'], {})).toThrow('--max-pending-share');
+    expect(() => parseServeConfig(['--max-pending-share', '101'], {})).toThrow('--max-pending-share');
+    expect(() => parseServeConfig(['--client-cert-max-ttl', '30s'], {})).toThrow('--client-cert-max-ttl: must be at least 1m');
   });
 });

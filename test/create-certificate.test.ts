@@ -3,15 +3,19 @@
  * grpc-js client over TLS that verifies the serving certificate against the root, and every
  * issued chain checked with `openssl verify` and Node's X509Certificate.
  */
+import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadCacerts } from '../src/ca/index.js';
-import { buildCsrPem, decodePem, generateKeyPair, inspectCertificate, type KeySpec, type SanEntry } from '../src/pki/index.js';
+import { buildCsrPem, decodePem, generateKeyPair, inspectCertificate, privateKeyPem, type KeySpec, type SanEntry } from '../src/pki/index.js';
 import type { CaClient } from '../src/client/index.js';
 import { loadServices } from '../src/server/index.js';
 import { makeCacerts, makeIntermediate, makeRoot, opensslText, opensslVerify, removeDir, tempDir, writeCacerts } from './helpers/pki.js';
 import { allLogLines, call, clientFor, createTestIssuer, fetchText, startTestServer, type TestIssuer, type TestServer } from './helpers/server.js';
+import { tool } from './helpers/tools.js';
 
 const ID = 'spiffe://cluster.local/ns/demo/sa/web';
 
@@ -260,6 +264,30 @@ describe('authorization: the CSR may ask only for the caller identity', () => {
     const { err } = await call(client, sidecarRequest(csrFor(sans)), bearer(token));
     expect(err?.code).toBe(grpc.status.PERMISSION_DENIED);
     expect(err?.details).toContain(named);
+  });
+
+  it('an email SAN beside its own URI SAN (a CSR made by openssl req): PERMISSION_DENIED naming it', async () => {
+    const work = tempDir('svid-ca-email-san-');
+    try {
+      const keyFile = join(work, 'key.pem');
+      writeFileSync(keyFile, privateKeyPem(generateKeyPair('ec-p256').privateKey));
+      const csr = execFileSync(tool('openssl'), ['req', '-new', '-key', keyFile, '-subj', '/', '-addext', `subjectAltName=URI:${ID},email:web@demo.example`], { encoding: 'utf8' });
+      const { res, err } = await call(client, sidecarRequest(csr), bearer(token));
+      expect(res).toBeUndefined();
+      expect(err?.code).toBe(grpc.status.PERMISSION_DENIED);
+      expect(err?.details).toContain('web@demo.example');
+    } finally {
+      removeDir(work);
+    }
+  });
+
+  it('asking to impersonate another identity on a CA without --trusted-node-accounts is UNAUTHENTICATED', async () => {
+    const other = 'spiffe://cluster.local/ns/demo/sa/admin';
+    const request = { csr: csrFor([{ type: 'uri', value: other }]), validity_duration: '3600', metadata: { fields: { ImpersonatedIdentity: { stringValue: other } } } };
+    const { res, err } = await call(client, request, bearer(token));
+    expect(res).toBeUndefined();
+    expect(err?.code).toBe(grpc.status.UNAUTHENTICATED);
+    expect(err?.details).toContain('impersonation is not enabled on this CA');
   });
 });
 

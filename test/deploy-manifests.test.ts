@@ -3,38 +3,31 @@
  * `kubectl kustomize`, parsed with `yaml`, and checked against SERVE_FLAGS, the monitoring server's real paths,
  * the Dockerfile's user, and the RBAC verbs the Kubernetes code uses.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { SERVE_FLAGS, parseServeConfig } from '../src/config.js';
+import { parseDuration } from '../src/duration.js';
 import { startMonitoringServer } from '../src/observability/index.js';
+import { runTool, tool } from './helpers/tools.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const KUSTOMIZE_DIR = join(ROOT, 'deploy', 'kubernetes');
 const ISTIO_DIR = join(ROOT, 'deploy', 'istio');
 const MTLS_DIR = join(ISTIO_DIR, 'mtls');
-const KUBECTL = process.env.KUBECTL ?? '/usr/bin/kubectl';
 
 // Kubernetes objects are free-form JSON here; each test checks the shape it relies on.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type K8sObject = Record<string, any>;
 
+/** `kubectl kustomize deploy/kubernetes` with kubectl from PATH or $KUBECTL (test/helpers/tools.ts); never skipped. */
 function render(): K8sObject[] {
-  if (!existsSync(KUBECTL)) {
-    throw new Error(`kubectl not found at ${KUBECTL}: these tests render deploy/kubernetes with \`kubectl kustomize\` (kustomize is built into kubectl >= 1.14). Install kubectl or set KUBECTL=/path/to/kubectl.`);
-  }
-  let out: string;
-  try {
-    out = execFileSync(KUBECTL, ['kustomize', KUSTOMIZE_DIR], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`kubectl kustomize deploy/kubernetes failed: ${e.stderr || e.message}`);
-  }
-  return parseYamlStream(out, 'kubectl kustomize deploy/kubernetes');
+  const r = runTool('kubectl', ['kustomize', KUSTOMIZE_DIR]);
+  if (r.status !== 0) throw new Error(`${tool('kubectl')} kustomize deploy/kubernetes exited ${r.status}: ${r.stderr || r.stdout}`);
+  return parseYamlStream(r.stdout, 'kubectl kustomize deploy/kubernetes');
 }
 
 function parseYamlStream(text: string, origin: string): K8sObject[] {
@@ -300,19 +293,18 @@ describe('deploy/kubernetes rendered with kubectl kustomize', () => {
     expect(lines.sort()).toEqual(
       [
         'ClusterRole authentication.k8s.io/tokenreviews create',
-        'ClusterRole core/pods get',
         'ClusterRole core/pods list',
         'ClusterRole core/pods watch',
         'ClusterRole core/namespaces list',
         'ClusterRole core/namespaces watch',
-        'ClusterRole core/configmaps get',
-        'ClusterRole core/configmaps list',
-        'ClusterRole core/configmaps watch',
+        // Only istio-ca-root-cert (list/watch by fieldSelector metadata.name); `create` cannot carry resourceNames.
+        'ClusterRole core/configmaps[istio-ca-root-cert] list',
+        'ClusterRole core/configmaps[istio-ca-root-cert] watch',
+        'ClusterRole core/configmaps[istio-ca-root-cert] update',
         'ClusterRole core/configmaps create',
-        'ClusterRole core/configmaps update',
-        'Role coordination.k8s.io/leases get',
+        'Role coordination.k8s.io/leases[svid-ca] get',
         'Role coordination.k8s.io/leases create',
-        'Role coordination.k8s.io/leases update',
+        'Role coordination.k8s.io/leases[svid-ca] update',
         // Restricted to the one Secret svid-ca writes; `create` cannot carry resourceNames in Kubernetes RBAC.
         'Role core/secrets[istiod-tls] get',
         'Role core/secrets[istiod-tls] update',
@@ -323,7 +315,7 @@ describe('deploy/kubernetes rendered with kubectl kustomize', () => {
     const [secretNs, secretName] = flags.get('istiod-cert-secret')!.split('/');
     const role = only(objects, 'Role');
     expect(role.metadata.namespace).toBe(secretNs);
-    expect((role.rules as K8sObject[]).find((r) => r.resourceNames)?.resourceNames).toEqual([secretName]);
+    expect((role.rules as K8sObject[]).find((r) => r.resourceNames && r.resources.includes('secrets'))?.resourceNames).toEqual([secretName]);
   });
 
   it('binds the roles to the svid-ca service account', () => {
@@ -435,5 +427,45 @@ describe('deploy/istio/mtls PeerAuthentication steps', () => {
     expect(policies.some(({ doc }) => doc.metadata.namespace !== 'istio-system' && !doc.spec.selector && doc.spec.mtls.mode === 'STRICT')).toBe(true);
     expect(policies.some(({ doc }) => doc.spec.selector && !doc.spec.portLevelMtls && doc.spec.mtls.mode === 'STRICT')).toBe(true);
     expect(policies.some(({ doc }) => doc.spec.selector && doc.spec.portLevelMtls)).toBe(true);
+  });
+});
+
+describe('deploy/kubernetes: a CA on every pod start path', () => {
+  let podSpec: K8sObject;
+  let container: K8sObject;
+  beforeAll(() => {
+    podSpec = only(render(), 'Deployment').spec.template.spec;
+    container = (podSpec.containers as K8sObject[])[0]!;
+  });
+
+  it('runs at system-cluster-critical priority', () => {
+    expect(podSpec.priorityClassName).toBe('system-cluster-critical');
+  });
+
+  it('gives SIGTERM the shutdown delay plus the shutdown grace plus a margin before Kubernetes kills the pod', () => {
+    const env = new Map((container.env as { name: string; value?: string }[]).map((e) => [e.name, e.value]));
+    const flags = parseArgFlags(container.args as string[]);
+    const delay = parseDuration(flags.get('shutdown-delay') ?? env.get('SVID_CA_SHUTDOWN_DELAY') ?? '');
+    const grace = parseDuration(flags.get('shutdown-grace') ?? env.get('SVID_CA_SHUTDOWN_GRACE') ?? flagDefault('shutdown-grace')!);
+    expect(delay, 'the Deployment sets a shutdown delay').toBe(5_000);
+    expect(grace).toBeDefined();
+    expect(podSpec.terminationGracePeriodSeconds * 1000).toBeGreaterThanOrEqual(delay! + grace! + 5_000);
+  });
+
+  it('holds memory at the storm peak with request = limit, and requests CPU for its share of a storm', () => {
+    const { requests, limits } = container.resources as { requests: Record<string, string>; limits: Record<string, string> };
+    const mib = (q: string) => (q.endsWith('Gi') ? Number(q.slice(0, -2)) * 1024 : Number(q.replace(/Mi$/, '')));
+    expect(requests.memory).toBe(limits.memory);
+    // The 10,000-pod storm of npm run bench peaks at 496 MiB summed over the primary and two workers.
+    expect(mib(limits.memory!)).toBeGreaterThan(496);
+    const cores = (q: string) => (q.endsWith('m') ? Number(q.slice(0, -1)) / 1000 : Number(q));
+    expect(cores(requests.cpu!)).toBeGreaterThanOrEqual(0.5);
+    expect(cores(limits.cpu!)).toBeGreaterThanOrEqual(cores(requests.cpu!));
+  });
+
+  it('mounts the cacerts Secret as a required volume: without it the pod waits in ContainerCreating', () => {
+    const vol = (podSpec.volumes as K8sObject[]).find((v) => v.name === 'cacerts')!;
+    expect(vol.secret.secretName).toBe('cacerts');
+    expect(vol.secret.optional ?? false).toBe(false);
   });
 });

@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ensureDevEnvironment, mintDevToken } from '../src/dev/index.js';
 import { opensslVerify, removeDir, tempDir } from './helpers/pki.js';
 import { freePort, startCli, waitForStatus, type CliProcess } from './helpers/process.js';
+import { tool } from './helpers/tools.js';
 
 const work = tempDir('svid-ca-quickstart-');
 let server: CliProcess | undefined;
@@ -46,8 +47,8 @@ describe('dev quick start', () => {
     expect(opensslVerify(readFileSync(join(out, 'root-cert.pem'), 'utf8'), [chain], chain)).toContain('OK');
     expect(statSync(join(out, 'key.pem')).mode & 0o777).toBe(0o600);
     // The key written matches the certificate.
-    const modKey = execFileSync('openssl', ['pkey', '-in', join(out, 'key.pem'), '-pubout'], { encoding: 'utf8' });
-    const modCert = execFileSync('openssl', ['x509', '-in', join(out, 'cert-chain.pem'), '-noout', '-pubkey'], { encoding: 'utf8' });
+    const modKey = execFileSync(tool('openssl'), ['pkey', '-in', join(out, 'key.pem'), '-pubout'], { encoding: 'utf8' });
+    const modCert = execFileSync(tool('openssl'), ['x509', '-in', join(out, 'cert-chain.pem'), '-noout', '-pubkey'], { encoding: 'utf8' });
     expect(modKey).toBe(modCert);
 
     server.child.kill('SIGTERM');

@@ -32,6 +32,7 @@ import {
 } from '../src/pki/index.js';
 import { makeIntermediate, makeRoot, opensslText, opensslVerify, removeDir, tempDir, type TestCa } from './helpers/pki.js';
 import { createTestIssuer } from './helpers/server.js';
+import { tool } from './helpers/tools.js';
 
 const ID = 'spiffe://cluster.local/ns/bench/sa/worker-1';
 const dirs: string[] = [];
@@ -184,8 +185,8 @@ function opensslCsr(keyPem: string | undefined, args: string[], subject = '/'): 
   const keyFile = join(dir, 'key.pem');
   if (keyPem) writeFileSync(keyFile, keyPem);
   // No key given: a P-256 key whose public point OpenSSL writes in compressed form.
-  else execFileSync('openssl', ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-conv_form', 'compressed', '-out', keyFile]);
-  return execFileSync('openssl', ['req', '-new', '-key', keyFile, '-subj', subject, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  else execFileSync(tool('openssl'), ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-conv_form', 'compressed', '-out', keyFile]);
+  return execFileSync(tool('openssl'), ['req', '-new', '-key', keyFile, '-subj', subject, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 function pemOf(key: KeyObject): string {

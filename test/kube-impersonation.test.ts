@@ -47,6 +47,14 @@ beforeAll(async () => {
   fake.addPod({ namespace: 'demo', name: 'api-failed', uid: 'api-uid-f', serviceAccount: 'api', nodeName: 'node-1', phase: 'Failed' });
   fake.addServiceAccountToken('zt-a', { namespace: 'istio-system', serviceAccount: 'ztunnel', podName: 'ztunnel-a', podUid: 'zt-uid-a' });
   fake.addServiceAccountToken('zt-a-stale-uid', { namespace: 'istio-system', serviceAccount: 'ztunnel', podName: 'ztunnel-a', podUid: 'zt-uid-old' });
+  // A pod that runs as another service account, and a token that names it while claiming ztunnel's account
+  // (a token minted for ztunnel and bound to someone else's pod): the pod's own account decides.
+  fake.addPod({ namespace: 'istio-system', name: 'imposter-a', uid: 'imp-uid-a', serviceAccount: 'default', nodeName: 'node-1' });
+  fake.addServiceAccountToken('zt-on-foreign-pod', { namespace: 'istio-system', serviceAccount: 'ztunnel', podName: 'imposter-a', podUid: 'imp-uid-a' });
+  // A ztunnel token that names no pod (not a bound token), and a ztunnel pod not yet scheduled on a node.
+  fake.addServiceAccountToken('zt-unbound', { namespace: 'istio-system', serviceAccount: 'ztunnel' });
+  fake.addPod({ namespace: 'istio-system', name: 'ztunnel-pending', uid: 'zt-uid-p', serviceAccount: 'ztunnel' });
+  fake.addServiceAccountToken('zt-pending', { namespace: 'istio-system', serviceAccount: 'ztunnel', podName: 'ztunnel-pending', podUid: 'zt-uid-p' });
   fake.addServiceAccountToken('zt-ghost', { namespace: 'istio-system', serviceAccount: 'ztunnel', podName: 'ztunnel-x', podUid: 'zt-uid-x' });
   fake.addServiceAccountToken('web', { namespace: 'demo', serviceAccount: 'web', podName: 'web-1', podUid: 'web-uid-1' });
   server = await startTestServer({
@@ -116,6 +124,18 @@ describe('ztunnel impersonation against a local fake Kubernetes API server', () 
 
   it('refuses when the token\'s pod UID is not the pod\'s UID (pod replaced under the same name)', async () => {
     await refused('zt-a-stale-uid', WEB, 'pod UID does not match');
+  });
+
+  it('refuses when the token\'s pod runs as another service account than the token\'s', async () => {
+    await refused('zt-on-foreign-pod', WEB, 'pod istio-system/imposter-a runs as service account default, not ztunnel');
+  });
+
+  it('refuses a token that names no pod (the node cannot be known)', async () => {
+    await refused('zt-unbound', WEB, "the caller's credential names no pod");
+  });
+
+  it('refuses when the token\'s pod is not scheduled on a node', async () => {
+    await refused('zt-pending', WEB, 'pod istio-system/ztunnel-pending is not scheduled on a node');
   });
 
   it('refuses when the token\'s pod does not exist', async () => {

@@ -121,3 +121,33 @@ describe('istiod-tls Secret against a local fake Kubernetes API server', () => {
     expect(new Date(renewed.validFrom).getTime()).toBeLessThan(new Date(leaf.validTo).getTime());
   });
 });
+
+describe('istiod-tls when the signer is near expiry (issue #19)', () => {
+  it('a certificate that ends with its signer is not rewritten again and again', async () => {
+    const root = makeRoot();
+    const dir = writeCacerts(tempDir(), { signer: makeIntermediate(root, { notAfter: new Date(Date.now() + 90_000) }), roots: [root] });
+    try {
+      servers.push(
+        await startTestServer({
+          cacerts: dir,
+          issuer: await createTestIssuer(),
+          kubernetes: {
+            kubeconfig: fake.kubeconfigPath,
+            istiodCert: { namespace: 'istio-system', name: 'istiod-tls', dnsNames: DNS, ttlMs: 3_600_000 },
+            leaderElectionNamespace: 'istio-system',
+            leaseTiming: LEASE_TIMING,
+          },
+        }),
+      );
+      await waitFor('the istiod-tls Secret', () => secret() !== undefined);
+      const writes = () => fake.permissions().filter((p) => p.resource === 'secrets' && p.name === 'istiod-tls' && p.verb === 'update').length;
+      const before = writes();
+      // It ends with the signer (90 s away): renewing cannot extend it, so it is not renewed each second.
+      expect(new Date(new X509Certificate(splitCertificatePem(decoded(secret())['tls.crt']!)[0]!).validTo).getTime()).toBeLessThanOrEqual(Date.now() + 90_000);
+      await new Promise((r) => setTimeout(r, 3500));
+      expect(writes() - before).toBe(0);
+    } finally {
+      removeDir(dir);
+    }
+  });
+});

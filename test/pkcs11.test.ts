@@ -214,7 +214,11 @@ describe('serve --signing-key (SoftHSM2)', () => {
       expect(err).toBeUndefined();
       expect(new X509Certificate(res!.cert_chain[0]!).verify(s.signer.cert.publicKey)).toBe(true);
     }
-    expect(output(proc).match(/"signing bundle loaded"/g)?.length).toBe(2);
+    // The primary loads the bundle once (issue #13); each worker checks the primary's files against the token
+    // with its own PKCS#11 session (never one inherited from the primary).
+    expect(output(proc).match(/"signing bundle loaded"/g)?.length).toBe(1);
+    const workerChecks = output(proc).split('\n').filter((l) => l.includes("signing key checked on this worker's own token session"));
+    expect(new Set(workerChecks.map((l) => (JSON.parse(l) as { pid: number }).pid)).size).toBe(2);
   }, 90_000);
 
   it('takes the PIN from pin-source=file: in the URI; with one session, concurrent calls are signed in turn', async () => {

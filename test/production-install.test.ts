@@ -139,9 +139,12 @@ describe('Dockerfile', () => {
   const runtime = stages.at(-1)!;
   const runtimeOps = (op: string) => ops(runtime, op);
 
-  it('builds in one stage and runs from a slim Node 20 stage as a numeric non-root user', () => {
+  it('builds in one stage and runs from a slim Node 24 LTS stage as a numeric non-root user', () => {
     expect(stages.length).toBeGreaterThanOrEqual(2);
-    for (const s of stages) expect(s.base).toMatch(/^node:20[.-]/);
+    // Production runs on Node.js 24 LTS (OpenSSL 3.5); package.json's engines must admit the image's major.
+    for (const s of stages) expect(s.base).toMatch(/^node:24-[a-z]+-slim$/);
+    const engines = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { engines: { node: string } }).engines.node;
+    expect(engines).toMatch(/^>=(22|23|24)(\.\d+)*$/);
     const build = stages.find((s) => s.instructions.some((i) => i.op === 'RUN' && /\bnpm run build\b/.test(i.rest)));
     expect(build, 'a stage runs `npm run build`').toBeDefined();
     expect(build!.instructions.some((i) => i.op === 'RUN' && /\bnpm ci\b(?!.*--omit=dev)/.test(i.rest)), 'the build stage installs all dependencies').toBe(true);

@@ -1,12 +1,13 @@
 // Checks the alerting rules, their promtool unit tests, the PrometheusRule/ServiceMonitor manifests and the
 // Grafana dashboard in deploy/prometheus/. Runs the real promtool (Debian: `apt-get install prometheus`).
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { CaMetrics } from '../src/observability/index.js';
+import { anchorsOf } from './helpers/markdown.js';
+import { runTool } from './helpers/tools.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const DIR = join(ROOT, 'deploy/prometheus');
@@ -27,7 +28,14 @@ const REQUIRED_ALERTS = [
   'SvidCaTargetDown',
 ];
 
-const RUNBOOKS = ['README.md#rotating-the-intermediate', 'README.md#rotating-the-root', 'README.md#monitoring', 'README.md#troubleshooting'];
+/** A runbook link is `docs/<page>.md#<anchor>`, and the page has a heading with that anchor. */
+function runbookProblem(url: string | undefined): string | undefined {
+  const m = /^(docs\/[a-z-]+\.md)#([a-z0-9-]+)$/.exec(url ?? '');
+  if (!m) return `"${url}" is not docs/<page>.md#<anchor>`;
+  const file = join(ROOT, m[1]!);
+  if (!existsSync(file)) return `${m[1]} does not exist`;
+  return anchorsOf(file).includes(m[2]!) ? undefined : `${m[1]} has no heading #${m[2]}`;
+}
 
 /** Series Prometheus itself attaches to every scrape target. */
 const PROMETHEUS_BUILTINS = ['up', 'scrape_duration_seconds', 'scrape_samples_scraped', 'scrape_samples_post_metric_relabeling', 'scrape_series_added'];
@@ -47,12 +55,9 @@ interface Group {
 
 const readYaml = (name: string): any => parse(readFileSync(join(DIR, name), 'utf8'));
 
-const PROMTOOL_MISSING = 'promtool not found on PATH: install it with `apt-get install prometheus` (Debian/Ubuntu, provides /usr/bin/promtool)';
-
+/** promtool from PATH or $PROMTOOL (test/helpers/tools.ts); a missing promtool fails with how to install it. */
 function promtool(args: string[]): { status: number | null; output: string } {
-  const r = spawnSync('promtool', args, { cwd: ROOT, encoding: 'utf8' });
-  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') throw new Error(PROMTOOL_MISSING);
-  if (r.error) throw r.error;
+  const r = runTool('promtool', args, { cwd: ROOT });
   return { status: r.status, output: `promtool ${args.join(' ')} exited ${r.status}:\n${r.stdout}${r.stderr}` };
 }
 
@@ -129,7 +134,7 @@ describe('Prometheus alerting rules (deploy/prometheus)', () => {
     expect(new Set(names).size, 'duplicate alert names').toBe(names.length);
   });
 
-  it('gives every alert a severity, summary, description with the value, and a README runbook', () => {
+  it('gives every alert a severity, summary, description with the value, and a runbook in docs/', () => {
     expect(alerts().length).toBeGreaterThanOrEqual(REQUIRED_ALERTS.length);
     for (const a of alerts()) {
       const where = `alert ${a.alert}`;
@@ -137,7 +142,7 @@ describe('Prometheus alerting rules (deploy/prometheus)', () => {
       expect(a.annotations?.summary?.trim(), `${where}: annotations.summary`).toBeTruthy();
       const description = a.annotations?.description ?? '';
       expect(description.trim(), `${where}: annotations.description`).toBeTruthy();
-      expect(RUNBOOKS, `${where}: annotations.runbook_url`).toContain(a.annotations?.runbook_url);
+      expect(runbookProblem(a.annotations?.runbook_url), `${where}: annotations.runbook_url`).toBeUndefined();
       // `up == 0` and absent() have no value worth printing; every other alert says how bad it is.
       if (!/^(absent\(|up\{[^}]*\} == 0$)/.test(a.expr)) expect(description, `${where}: description shows the value`).toMatch(/\$value|\.Value/);
       if (a.expr.includes('svid_ca_cert_expiry_timestamp_seconds')) {

@@ -25,9 +25,10 @@ export async function authenticateCall(
   }
   let refused: AuthError | undefined;
   let undecided: AuthError | undefined;
-  for (const authenticator of authenticators) {
+  for (const [i, authenticator] of authenticators.entries()) {
     try {
       const caller = await authenticator.authenticate(creds);
+      if (caller?.renewalNotAfter && creds.authorization.length > 0) return (await tokenForSameIdentity(authenticators.slice(i + 1), creds, caller)) ?? caller;
       if (caller) return caller;
     } catch (err) {
       if (!(err instanceof AuthError)) throw err;
@@ -38,4 +39,21 @@ export async function authenticateCall(
   const failure = undecided ?? refused;
   if (failure) throw failure;
   throw new AuthError('unauthenticated', 'no credentials: send "authorization: Bearer <service-account token>"');
+}
+
+/**
+ * A client certificate's caller is limited in how long its renewal may live (Caller.renewalNotAfter);
+ * a token presented with it lifts that limit only when a token authenticator vouches for the same
+ * identity. A token that fails or names someone else leaves the certificate's (limited) caller.
+ */
+async function tokenForSameIdentity(rest: readonly Authenticator[], creds: CallCredentials, certCaller: Caller): Promise<Caller | undefined> {
+  for (const authenticator of rest) {
+    try {
+      const caller = await authenticator.authenticate(creds);
+      if (caller) return caller.identity === certCaller.identity ? caller : undefined;
+    } catch {
+      // the certificate alone still authenticates the call
+    }
+  }
+  return undefined;
 }

@@ -5,8 +5,13 @@ import { AuthError, type Authenticator, type CallCredentials, type Caller } from
 
 export interface ClientCertAuthenticatorOptions {
   trustDomain: string;
+  /** --client-cert-max-ttl, ms: the longest lifetime a renewal by certificate alone gets. */
+  maxTtlMs?: number | undefined;
   clock?: () => Date;
 }
+
+/** Default --client-cert-max-ttl: Istio's default workload lifetime. */
+export const DEFAULT_CLIENT_CERT_MAX_TTL_MS = 24 * 3_600_000;
 
 /**
  * Renewal over mTLS without a token (VMs with PROV_CERT, agents holding a valid SVID). The TLS
@@ -48,6 +53,10 @@ export class ClientCertAuthenticator implements Authenticator {
     if (!id || id.trustDomain !== this.options.trustDomain) {
       return reject(`its URI SAN is not a SPIFFE ID of trust domain ${this.options.trustDomain} (spiffe://${this.options.trustDomain}/ns/<ns>/sa/<sa>)`);
     }
-    return { identity: uri, namespace: id.namespace, serviceAccount: id.serviceAccount, authenticator: this.name };
+    // A renewal on this certificate alone ends with it (as istio-csr bounds it), and --client-cert-max-ttl from now.
+    const notAfter = new Date(cert.validTo);
+    const capped = new Date(now.getTime() + (this.options.maxTtlMs ?? DEFAULT_CLIENT_CERT_MAX_TTL_MS));
+    const renewalNotAfter = capped < notAfter ? capped : notAfter;
+    return { identity: uri, namespace: id.namespace, serviceAccount: id.serviceAccount, authenticator: this.name, renewalNotAfter };
   }
 }

@@ -18,6 +18,12 @@ export interface Caller {
   podUid?: string | undefined;
   /** Which authenticator vouched for the caller. */
   authenticator: string;
+  /**
+   * Latest NotAfter a certificate issued on this credential alone may carry: set for a client
+   * certificate (its own NotAfter, and --client-cert-max-ttl from now), so renewing by certificate
+   * never extends a stolen SVID's reach (issue #19). Unset for tokens.
+   */
+  renewalNotAfter?: Date | undefined;
 }
 
 export type AuthFailure = 'unauthenticated' | 'unavailable';

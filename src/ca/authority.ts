@@ -7,29 +7,35 @@ import {
   servingLeaf,
   signCertificate,
   spkiDer,
-  CLOCK_SKEW_GRACE_MS,
   WorkloadLeafEncoder,
   type FastLeafFields,
   type ParsedCsr,
   type SigningBundle,
 } from '../pki/index.js';
-import { grantValidity, type TtlPolicy } from './ttl.js';
+import { backdatedNotBefore, grantValidity, type TtlPolicy } from './ttl.js';
 
 /** Serial as OpenSSL and Node print it: hex without the DER sign byte. */
 const serialHex = (serial: Buffer): string => (serial.length > 1 && serial[0] === 0 ? serial.subarray(1) : serial).toString('hex');
 
 /**
- * One leaf encoder per signing bundle (its constant DER parts are encoded once); a replaced
- * bundle's encoder goes with it.
+ * What is worked out once per signing bundle: the leaf encoder (its constant DER parts) and the
+ * signer's NotBefore; a replaced bundle's entry goes with it.
  */
-const leafEncoders = new WeakMap<SigningBundle, WorkloadLeafEncoder>();
-function leafEncoderFor(bundle: SigningBundle): WorkloadLeafEncoder {
-  let encoder = leafEncoders.get(bundle);
-  if (!encoder) {
-    encoder = new WorkloadLeafEncoder(bundle.signer, bundle.signingCert.facts.subjectKeyId);
-    leafEncoders.set(bundle, encoder);
+interface PerBundle {
+  encoder: WorkloadLeafEncoder;
+  signerNotBefore: Date;
+}
+const perBundle = new WeakMap<SigningBundle, PerBundle>();
+function perBundleFor(bundle: SigningBundle): PerBundle {
+  let entry = perBundle.get(bundle);
+  if (!entry) {
+    entry = {
+      encoder: new WorkloadLeafEncoder(bundle.signer, bundle.signingCert.facts.subjectKeyId),
+      signerNotBefore: new Date(bundle.signingCert.x509.validFrom),
+    };
+    perBundle.set(bundle, entry);
   }
-  return encoder;
+  return entry;
 }
 
 /** The CA cannot sign right now (no valid signer); callers should retry, so this maps to UNAVAILABLE. */
@@ -45,6 +51,8 @@ export interface IssueRequest {
   csr: ParsedCsr;
   /** validity_duration from the request, int64 seconds. */
   requestedTtlSeconds: bigint;
+  /** The caller's credential bound (Caller.renewalNotAfter): NotAfter never passes it. */
+  notAfterLimit?: Date | undefined;
 }
 
 export interface IssuedCertificate {
@@ -56,6 +64,8 @@ export interface IssuedCertificate {
   requestedMs: number | undefined;
   grantedMs: number;
   clamped: boolean;
+  /** NotAfter was cut to the caller's credential bound (IssueRequest.notAfterLimit). */
+  credentialCapped: boolean;
   signerKeyId: string | undefined;
 }
 
@@ -66,6 +76,8 @@ export interface ServingCertificate {
   notBefore: Date;
   notAfter: Date;
   serialHex: string;
+  /** NotAfter is the signer's NotAfter (the asked lifetime did not fit): renewing cannot extend it until the bundle changes. */
+  limitedBySigner: boolean;
 }
 
 /**
@@ -93,9 +105,13 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
     this.emit('bundle', bundle);
   }
 
-  /** Ready when the signing certificate is within its validity period. */
+  /**
+   * Ready while every certificate of the validated paths (signer, intermediates, roots) is within
+   * its validity period: the window precomputed at load, so each readiness tick is two comparisons.
+   */
   isReady(now: Date = this.clock()): boolean {
-    return now < this.#bundle.notAfter && this.signingKeyAnswers();
+    const { notBefore, notAfter } = this.#bundle.validity;
+    return now >= notBefore && now < notAfter && now < this.#bundle.notAfter && this.signingKeyAnswers();
   }
 
   /** issue #17: false while the signing key's token does not answer (always true for an in-memory key). */
@@ -107,6 +123,13 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
     const bundle = this.#bundle;
     if (now >= bundle.notAfter) {
       throw new CaUnavailableError(`the signing certificate expired at ${bundle.notAfter.toISOString()}; waiting for a new cacerts bundle`);
+    }
+    // issue #11: a certificate above the signer (intermediate or root) out of its validity makes
+    // every issued chain fail in clients; sign nothing then, as for an expired signer.
+    if (now >= bundle.validity.notAfter || now < bundle.validity.notBefore) {
+      throw new CaUnavailableError(
+        `a certificate of the signing path is not valid now (the path is valid from ${bundle.validity.notBefore.toISOString()} until ${bundle.validity.notAfter.toISOString()}); waiting for a new cacerts bundle`,
+      );
     }
     return bundle;
   }
@@ -130,11 +153,12 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
   #issue(req: IssueRequest, sign: (encoder: WorkloadLeafEncoder, fields: FastLeafFields) => Buffer | Promise<Buffer>): IssuedCertificate | Promise<IssuedCertificate> {
     const now = this.clock();
     const bundle = this.usableBundle(now);
-    const validity = grantValidity(this.policy, req.requestedTtlSeconds, bundle.notAfter, now);
+    const { encoder, signerNotBefore } = perBundleFor(bundle);
+    const validity = grantValidity(this.policy, req.requestedTtlSeconds, bundle.notAfter, now, { signerNotBefore, notAfterLimit: req.notAfterLimit });
     const serial = randomSerial();
     const keyId = bundle.signingCert.facts.subjectKeyId;
     // The workload profile through the fast encoder (byte-identical to signCertificate(workloadLeaf(...)), see test/fast-path.test.ts).
-    const der = sign(leafEncoderFor(bundle), {
+    const der = sign(encoder, {
       spiffeId: req.identity,
       serialNumber: serial,
       publicKeyDer: req.csr.publicKeyDer,
@@ -149,6 +173,7 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
       requestedMs: validity.requestedMs,
       grantedMs: validity.grantedMs,
       clamped: validity.clamped,
+      credentialCapped: validity.credentialCapped,
       signerKeyId: keyId?.toString('hex'),
     });
     return der instanceof Promise ? der.then(answer) : answer(der);
@@ -161,7 +186,7 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
     const { privateKey } = generateKeyPair('ec-p256');
     const notAfterWanted = new Date(now.getTime() + ttlMs);
     const notAfter = notAfterWanted > bundle.notAfter ? bundle.notAfter : notAfterWanted;
-    const notBefore = new Date(now.getTime() - CLOCK_SKEW_GRACE_MS);
+    const notBefore = backdatedNotBefore(now, perBundleFor(bundle).signerNotBefore);
     const serial = randomSerial();
     const der = signCertificate(
       servingLeaf({
@@ -180,6 +205,7 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
       notBefore,
       notAfter,
       serialHex: serialHex(serial),
+      limitedBySigner: notAfterWanted >= bundle.notAfter,
     };
   }
 }

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { BundleError, decodePem, verifySigningBundle, type BundleFiles, type NamedText, type SigningBundle } from '../pki/index.js';
+import { BundleError, decodePem, verifySigningBundle, type BundleFiles, type NamedText, type ProbeNames, type SigningBundle } from '../pki/index.js';
 import type { Pkcs11SigningKeySource } from './pkcs11/index.js';
 
 /** The two layouts Istio accepts in a cacerts folder. Kubernetes TLS wins when tls.crt exists, as in istiod. */
@@ -84,21 +84,41 @@ function keyModeWarning(keyPath: string): string | undefined {
   return undefined;
 }
 
-/** Reads and fully verifies the bundle in `dir`. Throws BundleError naming the file and the problem. */
-export function loadCacerts(dir: string, now: Date = new Date(), tokenKey?: Pkcs11SigningKeySource): SigningBundle {
-  if (tokenKey) return loadCacertsWithTokenKey(dir, now, tokenKey);
-  const files = readCacertsFiles(dir);
-  const bundle = verifySigningBundle(files, now);
-  const warning = keyModeWarning(files.signingKey.name);
-  if (warning) bundle.warnings.push(warning);
-  return bundle;
+/** The names `serve` issues under by default (--trust-domain, --serving-dns): the probe names when none are given. */
+export const DEFAULT_PROBE_NAMES: ProbeNames = { trustDomain: 'cluster.local', servingDns: ['svid-ca.istio-system.svc', 'localhost'] };
+
+/**
+ * Reads and fully verifies the bundle in `dir` at `now` for certificates issued under `names`
+ * (pass serve's --trust-domain and --serving-dns). With `tokenKey` (issue #17) the folder holds the
+ * certificates only and the key on the token is checked against ca-cert.pem. Throws BundleError
+ * naming the file and the problem.
+ */
+export function loadCacerts(dir: string, now: Date = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES, tokenKey?: Pkcs11SigningKeySource): SigningBundle {
+  return loadCacertsWithFiles(dir, now, names, tokenKey).bundle;
 }
 
-/** As loadCacerts, with the signing key on a PKCS#11 token: the key is found and checked against ca-cert.pem on every load. */
-function loadCacertsWithTokenKey(dir: string, now: Date, source: Pkcs11SigningKeySource): SigningBundle {
-  const files = readCacertsFiles(dir, source.describe());
-  const key = source.load(firstCertificate(files.signingCert));
-  const bundle = verifySigningBundle(files, now, key);
+/**
+ * loadCacerts, also returning the file texts the bundle was verified from (the primary of
+ * --workers hands exactly these to its workers, which check them again with bundleFromFiles).
+ */
+export function loadCacertsWithFiles(dir: string, now: Date = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES, tokenKey?: Pkcs11SigningKeySource): { bundle: SigningBundle; files: BundleFiles } {
+  const files = readCacertsFiles(dir, tokenKey?.describe());
+  const bundle = bundleFromFiles(files, now, names, tokenKey);
+  const warning = tokenKey ? undefined : keyModeWarning(files.signingKey.name);
+  if (warning) bundle.warnings.push(warning);
+  return { bundle, files };
+}
+
+/**
+ * The checks of loadCacerts on texts already read (no file I/O besides the token's URI file): the
+ * one place both paths verify. With `tokenKey` (issue #17) the key the URI names is found on the
+ * token and checked against the signing certificate (same public key, a probe signature verifies)
+ * on every call; each process passes its own source (PKCS#11 state never crosses processes).
+ */
+export function bundleFromFiles(files: BundleFiles, now: Date = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES, tokenKey?: Pkcs11SigningKeySource): SigningBundle {
+  if (!tokenKey) return verifySigningBundle(files, now, names);
+  const key = tokenKey.load(firstCertificate(files.signingCert));
+  const bundle = verifySigningBundle(files, now, names, key);
   bundle.warnings.push(...key.warnings);
   return bundle;
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { BundleError, subjectText, type SigningBundle } from '../pki/index.js';
+import { BundleError, subjectText, type BundleFiles, type ProbeNames, type SigningBundle } from '../pki/index.js';
 import type { Authority } from './authority.js';
-import { loadCacerts, readCacertsFiles } from './cacerts.js';
+import { loadCacertsWithFiles, readCacertsFiles } from './cacerts.js';
 import { FolderWatcher } from '../watch/index.js';
 import type { Pkcs11SigningKeySource } from './pkcs11/index.js';
 
@@ -13,6 +13,8 @@ export interface ReloaderOptions {
   debounceMs?: number;
   /** Accept a new root bundle sharing no root with the current one. */
   allowRootReplacement: boolean;
+  /** The names serve issues under (--trust-domain, --serving-dns): every reload validates paths for them. */
+  names?: ProbeNames | undefined;
   /** The signing key on a PKCS#11 token (issue #17): found and checked against ca-cert.pem on every load. */
   tokenKey?: Pkcs11SigningKeySource | undefined;
 }
@@ -24,7 +26,7 @@ export interface RootChange {
 
 export type ReloadResult =
   | { result: 'unchanged' }
-  | { result: 'success'; bundle: SigningBundle; roots: RootChange }
+  | { result: 'success'; bundle: SigningBundle; roots: RootChange; files: BundleFiles }
   | { result: 'failure'; error: Error };
 
 export interface ReloadEvents {
@@ -102,8 +104,9 @@ export class CacertsReloader {
 
   private load(): ReloadResult {
     let next: SigningBundle;
+    let files: BundleFiles;
     try {
-      next = loadCacerts(this.options.dir, undefined, this.options.tokenKey);
+      ({ bundle: next, files } = loadCacertsWithFiles(this.options.dir, new Date(), this.options.names, this.options.tokenKey));
     } catch (err) {
       return { result: 'failure', error: err as Error };
     }
@@ -119,6 +122,6 @@ export class CacertsReloader {
       };
     }
     this.authority.replaceBundle(next);
-    return { result: 'success', bundle: next, roots };
+    return { result: 'success', bundle: next, roots, files };
   }
 }

@@ -1,8 +1,9 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { inspectCertificate, verifySigningBundle, type KeySpec, type SigningBundle } from '../pki/index.js';
+import { inspectCertificate, verifySigningBundle, type KeySpec, type ProbeNames, type SigningBundle } from '../pki/index.js';
 import type { Authority } from './authority.js';
+import { DEFAULT_PROBE_NAMES } from './cacerts.js';
 import { createRootCa, rootCertificateForKey } from './hierarchy.js';
 
 export interface SelfSignedOptions {
@@ -14,6 +15,8 @@ export interface SelfSignedOptions {
   /** Re-issue when less than this percentage of the root's life remains (istiod: 20). */
   gracePercentile: number;
   checkIntervalMs: number;
+  /** DNS SANs of the serving certificate, validated with each (re-)issued root; serve's defaults when unset. */
+  servingDns?: string[] | undefined;
 }
 
 export interface SelfSignedRootMaterial {
@@ -28,7 +31,8 @@ function write(path: string, text: string, mode: number): void {
   renameSync(tmp, path);
 }
 
-export function bundleFromRoot(m: SelfSignedRootMaterial, now = new Date()): SigningBundle {
+/** A signing bundle of a self-signed root, validated (issue #11) for the certificates issued under `names`. */
+export function bundleFromRoot(m: SelfSignedRootMaterial, now = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES): SigningBundle {
   return verifySigningBundle(
     {
       layout: 'self-signed',
@@ -38,6 +42,7 @@ export function bundleFromRoot(m: SelfSignedRootMaterial, now = new Date()): Sig
       roots: { name: 'self-signed root', text: m.certPem },
     },
     now,
+    names,
   );
 }
 
@@ -74,7 +79,10 @@ export class SelfSignedRoot {
   }
 
   bundle(now = new Date()): SigningBundle {
-    return bundleFromRoot(this.material, now);
+    return bundleFromRoot(this.material, now, {
+      trustDomain: this.options.organization,
+      servingDns: this.options.servingDns ?? DEFAULT_PROBE_NAMES.servingDns,
+    });
   }
 
   private persist(): void {

@@ -2,6 +2,8 @@ import { EventEmitter } from 'node:events';
 import type { Authority, ServingCertificate } from './authority.js';
 
 const RETRY_AFTER_FAILURE_MS = 10_000;
+/** Renewals on the clock come at most this often (or a quarter of the lifetime, when shorter). */
+const MIN_RENEWAL_INTERVAL_MS = 60_000;
 
 /** How early the serving certificate is renewed: a fraction of its life, or a fixed duration before expiry. */
 export type Grace = { fraction: number } | { ms: number };
@@ -26,11 +28,19 @@ export interface ServingManagerOptions {
  * svid-ca's own serving certificate: issued from the current signer, re-issued after every bundle
  * change, and renewed on its own when less than the grace remains. Emits 'renewed' with the new
  * certificate; the TLS listener applies it to new handshakes.
+ *
+ * A certificate whose NotAfter is the signer's (the signer expires within --serving-cert-ttl) is not
+ * renewed on the clock: a new one would end at the same instant, so renewing would only spin (issue
+ * #19: ~300 renewals a second). It emits 'limitedBySigner' once per signer instead, and the bundle
+ * change that brings a new signer renews it. Clock renewals come at most once per minute.
  */
-export class ServingCertificateManager extends EventEmitter<{ renewed: [ServingCertificate, string]; error: [Error] }> {
+export class ServingCertificateManager extends EventEmitter<{ renewed: [ServingCertificate, string]; error: [Error]; limitedBySigner: [ServingCertificate] }> {
   #current: ServingCertificate;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
+  private lastRenewalMs = Date.now();
+  /** The signer NotAfter (ms) 'limitedBySigner' was last emitted for. */
+  private reportedLimitMs: number | undefined;
 
   constructor(
     private readonly authority: Authority,
@@ -65,6 +75,7 @@ export class ServingCertificateManager extends EventEmitter<{ renewed: [ServingC
     if (this.stopped) return;
     try {
       this.#current = this.authority.issueServing(this.options.dnsNames, this.options.ttlMs);
+      this.lastRenewalMs = Date.now();
       this.emit('renewed', this.#current, reason);
       this.scheduleRenewal();
     } catch (err) {
@@ -76,7 +87,16 @@ export class ServingCertificateManager extends EventEmitter<{ renewed: [ServingC
   private scheduleRenewal(retryMs?: number): void {
     clearTimeout(this.timer);
     if (this.stopped) return;
-    const delay = retryMs ?? Math.max(this.renewAt().getTime() - Date.now(), 0);
+    if (retryMs === undefined && this.#current.limitedBySigner) {
+      if (this.reportedLimitMs !== this.#current.notAfter.getTime()) {
+        this.reportedLimitMs = this.#current.notAfter.getTime();
+        this.emit('limitedBySigner', this.#current);
+      }
+      return;
+    }
+    const minInterval = Math.min(MIN_RENEWAL_INTERVAL_MS, this.options.ttlMs / 4);
+    const due = Math.max(this.renewAt().getTime(), this.lastRenewalMs + minInterval);
+    const delay = retryMs ?? Math.max(due - Date.now(), 0);
     this.timer = setTimeout(() => this.renew('renewal before expiry'), Math.min(delay, 2 ** 31 - 1));
     this.timer.unref();
   }

@@ -165,6 +165,9 @@ export class IstiodCertManager {
       if (dns.length !== want.length || want.some((d) => !dns.includes(d))) return replace('its DNS names differ from --istiod-dns');
       const from = new Date(leaf.validFrom).getTime();
       const to = new Date(leaf.validTo).getTime();
+      // It ends with the signing certificate: a new one would end there too, so renewing would only
+      // rewrite the Secret over and over (issue #19). The next bundle replaces it (not issued by the new signer).
+      if (to >= bundle.notAfter.getTime()) return { renewAt: Infinity, why: 'current (it ends with the signing certificate)' };
       const renewAt = this.renewAt(from, to);
       if (now >= renewAt) return replace('it is past half of its lifetime');
       return { renewAt, why: 'current' };

@@ -156,7 +156,7 @@ export class RootConfigMapPublisher {
     if (!ns || !this.eligible(ns)) return;
     const roots = this.o.roots();
     const { core, logger } = this.o;
-    let cm = this.configMaps.get(ROOT_CONFIGMAP, namespace);
+    const cm = this.configMaps.get(ROOT_CONFIGMAP, namespace);
     if (isCurrent(cm, roots)) return;
     const timeout = withTimeout(CALL_TIMEOUT_MS);
     if (!cm) {
@@ -177,9 +177,9 @@ export class RootConfigMapPublisher {
         return;
       } catch (err) {
         if (!isConflict(err)) throw err;
-        // Our cache has not seen it yet: read it and fall through to the update.
-        cm = await core.readNamespacedConfigMap({ name: ROOT_CONFIGMAP, namespace }, timeout);
-        if (isCurrent(cm, roots)) return;
+        // It exists and our cache has not seen it yet: the watch brings it and requeues the namespace,
+        // and the retry updates it. (No read here: RBAC grants ConfigMaps no `get`, issue #19.)
+        throw new Error(`ConfigMap ${namespace}/${ROOT_CONFIGMAP} already exists but is not yet in the watch cache`);
       }
     }
     const body: V1ConfigMap = {

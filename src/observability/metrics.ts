@@ -43,6 +43,11 @@ export class CaMetrics {
   readonly signerBeforeMaxTtl: Gauge;
   readonly certExpiry: Gauge<'role' | 'subject' | 'serial'>;
   readonly jwksReloads: Counter<'result'>;
+  readonly servingLimitedBySigner: Gauge;
+  // issue #19: transport limits before authentication
+  readonly transportRefused: Counter<'reason'>;
+  readonly transportConnections: Gauge<'state'>;
+  readonly transportBufferedBytes: Gauge;
   private rootExpiry: number | undefined;
   private signer: { notAfterMs: number; maxTtlMs: number } | undefined;
   private chainExpiry: number | undefined;
@@ -164,6 +169,35 @@ export class CaMetrics {
       registers,
     });
     for (const result of ['success', 'failure']) this.jwksReloads.inc({ result }, 0);
+    this.servingLimitedBySigner = new Gauge({
+      aggregator: 'max',
+      name: 'svid_ca_serving_cert_limited_by_signer',
+      help: "1 when svid-ca's serving certificate ends with the signing certificate (it expires within --serving-cert-ttl and renewal cannot extend it): mount a new cacerts bundle; else 0.",
+      registers,
+    });
+    this.servingLimitedBySigner.set(0);
+    // issue #19: transport limits before authentication (src/server/transport-limits.ts)
+    this.transportRefused = new Counter({
+      name: 'svid_ca_transport_refused_total',
+      help: 'Sockets and streams closed or refused by the transport limits, by reason (max_connections, max_handshakes, handshake_timeout, request_receive_timeout, buffered_request_bytes, ...).',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.transportConnections = new Gauge({
+      aggregator: 'sum',
+      name: 'svid_ca_transport_connections',
+      help: 'Sockets on the gRPC listener by state: handshaking (TCP or TLS handshake not finished) or established.',
+      labelNames: ['state'],
+      registers,
+    });
+    this.transportBufferedBytes = new Gauge({
+      aggregator: 'sum',
+      name: 'svid_ca_transport_buffered_request_bytes',
+      help: 'Request bytes received on streams whose request has not arrived completely yet (bounded by --max-buffered-request-bytes).',
+      registers,
+    });
+    for (const state of ['handshaking', 'established']) this.transportConnections.set({ state }, 0);
+    this.transportBufferedBytes.set(0);
     for (const outcome of ['issued', 'unauthenticated', 'permission_denied', 'invalid_csr', 'invalid_ttl', 'unavailable', 'overloaded', 'internal']) {
       this.requests.inc({ outcome }, 0);
     }
@@ -202,5 +236,29 @@ export class CaMetrics {
 
   private setExpiry(c: TrackedCertificate): void {
     this.certExpiry.set({ role: c.role, subject: c.subject, serial: c.serial }, c.notAfter.getTime() / 1000);
+  }
+}
+
+/**
+ * With --workers, facts about the server as a whole (the signing bundle, its reloads and the serving
+ * certificate) are owned by the primary, which loads and reloads the bundle once; everything about
+ * calls (counts, latency, in flight) and the Node.js process is per worker and summed by the
+ * primary's AggregatorRegistry. These are the per-server metrics.
+ */
+export const PER_SERVER_METRICS: readonly string[] = [
+  'citadel_server_root_cert_expiry_timestamp',
+  'citadel_server_root_cert_expiry_seconds',
+  'citadel_server_cert_chain_expiry_timestamp',
+  'citadel_server_cert_chain_expiry_seconds',
+  'svid_ca_bundle_reloads_total',
+  'svid_ca_bundle_last_reload_timestamp_seconds',
+  'svid_ca_signer_expires_before_max_ttl',
+  'svid_ca_cert_expiry_timestamp_seconds',
+];
+
+/** Leaves in `metrics.registry` only the per-server metrics (the primary's) or only the others (a worker's). */
+export function keepMetrics(metrics: CaMetrics, part: 'per-server' | 'per-process'): void {
+  for (const m of metrics.registry.getMetricsAsArray()) {
+    if (PER_SERVER_METRICS.includes(m.name) !== (part === 'per-server')) metrics.registry.removeSingleMetric(m.name);
   }
 }

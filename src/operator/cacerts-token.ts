@@ -1,10 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { intermediateCertificateFiles, Pkcs11SigningKeySource, TOKEN_KEY_SPECS, type TokenKeySpec } from '../ca/index.js';
 import { ConfigError, parseFlags, type FlagSpec } from '../flags.js';
 import { buildCaCsrPem, encodeName, signatureAlgorithmForKey, spkiDer } from '../pki/index.js';
-import { writeFileAtomic } from '../dev/index.js';
+import { writeFolder, type OverwritePolicy } from './safe-write.js';
 
 /**
  * Issue #17: the cacerts commands for an intermediate whose key lives in a PKCS#11 token.
@@ -14,8 +14,8 @@ import { writeFileAtomic } from '../dev/index.js';
 type Out = (line: string) => void;
 
 const TOKEN_FLAGS: FlagSpec[] = [
-  { name: 'pkcs11-module', kind: 'string', help: "the token vendor's PKCS#11 library (.so)" },
-  { name: 'pkcs11-pin-file', kind: 'string', help: 'file holding the token user PIN (or pin-source=file: in the URI)' },
+  { name: 'pkcs11-module', kind: 'string', help: "with --key-uri / --signing-key: the token vendor's PKCS#11 library (.so)" },
+  { name: 'pkcs11-pin-file', kind: 'string', help: 'with --key-uri / --signing-key: file holding the token user PIN (or pin-source=file: in the URI)' },
 ];
 
 export const INIT_INTERMEDIATE_TOKEN_FLAGS: FlagSpec[] = [
@@ -45,8 +45,10 @@ export function tokenSource(uri: string, values: Map<string, unknown>): Pkcs11Si
  * extractable) and either signs its certificate with a root folder (--root, --out) or writes a CSR
  * (--csr-out). Exit 0 on success; BundleErrors (token, PIN, existing key) are reported by the caller.
  */
-export function initIntermediateOnToken(argv: string[], out: Out, verifyFolder: (dir: string, source: Pkcs11SigningKeySource) => number): number {
-  const { values } = parseFlags(INIT_INTERMEDIATE_TOKEN_FLAGS, argv, {});
+export function initIntermediateOnToken(argv: string[], out: Out, overwriteFlags: readonly FlagSpec[], verifyFolder: (dir: string, source: Pkcs11SigningKeySource) => number): number {
+  const { values } = parseFlags([...INIT_INTERMEDIATE_TOKEN_FLAGS, ...overwriteFlags], argv, {});
+  // As the file variant: nothing written over without --force (a key is never written here: it stays in the token).
+  const policy: OverwritePolicy = { force: values.get('force') === true, forceKey: values.get('force-key') === true };
   const uri = str(values, 'key-uri')!;
   const spec = values.get('key') as string;
   if (!TOKEN_KEY_SPECS.includes(spec as TokenKeySpec)) throw new ConfigError(`--key: invalid value "${spec}" (in a token: one of ${TOKEN_KEY_SPECS.join(', ')})`);
@@ -65,14 +67,14 @@ export function initIntermediateOnToken(argv: string[], out: Out, verifyFolder: 
     out(`generated ${spec} key ${key.description} in the token (sensitive, not extractable)`);
     if (csrOut) {
       const csr = buildCaCsrPem({ subjectDer: encodeName({ organization, commonName }), publicKeyDer: spkiDer(publicKey), algorithm: signatureAlgorithmForKey(publicKey)!, key });
-      writeFileAtomic(csrOut, csr, 0o644);
+      writeFolder(dirname(csrOut), { [basename(csrOut)]: csr }, policy, '--csr-out');
       out(`wrote the CSR ${csrOut} (O=${organization}, CN=${commonName}); have the root sign it as a CA (pathlen 0, keyCertSign),`);
       out('then put ca-cert.pem, cert-chain.pem and root-cert.pem in the cacerts folder (no ca-key.pem) and check it with');
       out(`  svid-ca cacerts verify DIR --signing-key '${key.description}' --pkcs11-module ... --pkcs11-pin-file ...`);
       return 0;
     }
     const files = intermediateCertificateFiles({ root: root!, publicKeyDer: spkiDer(publicKey), ttlMs: values.get('ttl') as number, organization, commonName });
-    for (const [name, text] of Object.entries(files)) writeFileAtomic(join(dir!, name), text, 0o644);
+    writeFolder(dir!, files, policy);
     out(`wrote the cacerts folder ${dir} (ca-cert.pem, cert-chain.pem, root-cert.pem; the key stays in the token)`);
     return verifyFolder(dir!, source);
   } finally {
@@ -96,8 +98,12 @@ export const VERIFY_TOKEN_FLAGS: FlagSpec[] = [
 ];
 
 /** `cacerts verify DIR --signing-key URI ...`: serve's load checks, the key found on and checked against the token. */
-export function verifyOnToken(argv: string[], verifyFolder: (dir: string, at: Date | undefined, source: Pkcs11SigningKeySource) => number): number {
-  const { values, positionals } = parseFlags(VERIFY_TOKEN_FLAGS, argv, {}, { allowPositionals: true });
+export function verifyOnToken(
+  argv: string[],
+  probeFlags: readonly FlagSpec[],
+  verifyFolder: (dir: string, at: Date | undefined, source: Pkcs11SigningKeySource, values: Map<string, unknown>) => number,
+): number {
+  const { values, positionals } = parseFlags([...VERIFY_TOKEN_FLAGS, ...probeFlags], argv, {}, { allowPositionals: true });
   const dir = positionals[0];
   if (!dir || positionals.length > 1) throw new ConfigError('cacerts verify: give exactly one folder');
   const atText = str(values, 'at');
@@ -105,7 +111,7 @@ export function verifyOnToken(argv: string[], verifyFolder: (dir: string, at: Da
   if (at && Number.isNaN(at.getTime())) throw new ConfigError(`--at: invalid value "${atText}" (want an ISO 8601 time, e.g. 2027-01-01T00:00:00Z)`);
   const source = tokenSource(str(values, 'signing-key')!, values);
   try {
-    return verifyFolder(dir, at, source);
+    return verifyFolder(dir, at, source, values);
   } finally {
     source.close();
   }

@@ -1,24 +1,27 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { createIntermediateCa, createRootCa, loadCacerts, readCacertsFiles, compareRoots } from '../ca/index.js';
+import { createIntermediateCa, createRootCa, loadCacerts, readCacertsFiles, compareRoots, DEFAULT_PROBE_NAMES, ISTIO_FILES } from '../ca/index.js';
 import { formatGoDuration } from '../duration.js';
-import { ConfigError, parseFlags, type FlagSpec } from '../flags.js';
-import { BundleError, decodePem, encodePem, KEY_SPECS, subjectText, type KeySpec, type LoadedCertificate, type SigningBundle } from '../pki/index.js';
-import { writeFileAtomic } from '../dev/index.js';
-import { hasFlag, initIntermediateOnToken, verifyOnToken } from './cacerts-token.js';
+import { ConfigError, flagHelp, parseFlags, type FlagSpec } from '../flags.js';
+import { BundleError, decodePem, encodePem, inspectCertificate, KEY_SPECS, subjectText, type KeySpec, type LoadedCertificate, type ProbeNames, type SigningBundle } from '../pki/index.js';
+import { refuseOverwrite, writeFolder, type OverwritePolicy } from './safe-write.js';
+import { hasFlag, initIntermediateOnToken, INIT_INTERMEDIATE_TOKEN_FLAGS, verifyOnToken, VERIFY_TOKEN_FLAGS } from './cacerts-token.js';
 import type { Pkcs11SigningKeySource } from '../ca/index.js';
 
 /** Operator commands for building and rotating cacerts folders, so nobody writes openssl by hand. */
 export const CACERTS_USAGE = `svid-ca cacerts: build, check and rotate cacerts folders
 
-  svid-ca cacerts init-root --out DIR [--key ec-p256|ec-p384|rsa-2048|rsa-4096] [--ttl DUR] [--org O]
-  svid-ca cacerts init-intermediate --root DIR --out DIR [--ttl DUR] [--cluster NAME] [--key KEY]
-  svid-ca cacerts verify DIR [--at TIME]
+  svid-ca cacerts init-root --out DIR [--key ec-p256|ec-p384|rsa-2048|rsa-4096] [--ttl DUR] [--subject 'O=..,CN=..' | --org O --cn CN]
+  svid-ca cacerts init-intermediate --root DIR --out DIR [--ttl DUR] [--cluster NAME] [--key KEY] [--subject ..|--org O --cn CN]
+  svid-ca cacerts verify DIR [--at TIME] [--trust-domain TD] [--serving-dns NAMES]
   svid-ca cacerts init-intermediate --key-uri URI --pkcs11-module SO --pkcs11-pin-file F (--root DIR --out DIR | --csr-out FILE) [--key KEY]
-  svid-ca cacerts verify DIR --signing-key URI --pkcs11-module SO --pkcs11-pin-file F [--at TIME]
-  svid-ca cacerts bundle OLD_DIR NEW_DIR --out DIR [--signer new|old]
+  svid-ca cacerts verify DIR --signing-key URI --pkcs11-module SO --pkcs11-pin-file F [--at TIME] [--trust-domain TD] [--serving-dns NAMES]
+  svid-ca cacerts bundle OLD_DIR NEW_DIR --out DIR --signer old|new [--trust-domain TD] [--serving-dns NAMES]
   svid-ca cacerts plan-rotation OLD_DIR NEW_DIR [--max-ttl DUR]
+
+Nothing is overwritten: a folder that already holds a file to be written is refused unless --force,
+and a private key is never replaced unless --force-key. svid-ca cacerts COMMAND --help: its flags.
 `;
 
 const DAY = 86_400_000;
@@ -35,12 +38,40 @@ function need(values: Map<string, unknown>, name: string): string {
   return v;
 }
 
+const OVERWRITE_FLAGS: FlagSpec[] = [
+  { name: 'force', kind: 'boolean', help: 'replace certificates already in --out (never a private key)' },
+  { name: 'force-key', kind: 'boolean', help: 'also replace a private key already in --out (destroys it)' },
+];
+
+function overwritePolicy(values: Map<string, unknown>): OverwritePolicy {
+  return { force: values.get('force') === true, forceKey: values.get('force-key') === true };
+}
+
+/**
+ * The subject of a CA we create: --subject 'O=..,CN=..' (also OpenSSL's '/O=../CN=..'; only O and
+ * CN, the attributes Istio's CAs carry), else --org and --cn. Throws ConfigError naming the flag.
+ */
+function subjectFlags(values: Map<string, unknown>, defaults: { org: string; cn: string }): { organization: string; commonName: string } {
+  const text = values.get('subject') as string | undefined;
+  if (text === undefined) return { organization: (values.get('org') as string | undefined) || defaults.org, commonName: (values.get('cn') as string | undefined) || defaults.cn };
+  const attrs: Record<string, string> = {};
+  for (const part of text.replace(/^\//, '').split(text.startsWith('/') ? '/' : ',')) {
+    const m = /^\s*(O|CN)\s*=(.*)$/i.exec(part);
+    if (!m || !m[2]!.trim()) throw new ConfigError(`--subject: invalid value "${text}" (want O=ORGANIZATION,CN=COMMON NAME; only O and CN)`);
+    attrs[m[1]!.toUpperCase()] = m[2]!.trim();
+  }
+  if (!attrs.CN) throw new ConfigError(`--subject: invalid value "${text}" (a CN=... is required)`);
+  return { organization: attrs.O ?? '', commonName: attrs.CN };
+}
+
 const INIT_ROOT_FLAGS: FlagSpec[] = [
   { name: 'out', kind: 'string', help: 'folder for root-cert.pem and root-key.pem (0600)' },
   { name: 'key', kind: 'string', default: 'ec-p256', help: `key type: ${KEY_SPECS.join(', ')}` },
   { name: 'ttl', kind: 'duration', default: '87600h', help: 'root lifetime (10 years)' },
   { name: 'org', kind: 'string', default: 'svid-ca', help: 'Organization of the root subject' },
   { name: 'cn', kind: 'string', default: 'svid-ca root CA', help: 'CommonName of the root subject' },
+  { name: 'subject', kind: 'string', help: "the whole subject instead of --org/--cn, e.g. 'O=Example Corp,CN=mesh root 2026'" },
+  ...OVERWRITE_FLAGS,
 ];
 
 const INIT_INTERMEDIATE_FLAGS: FlagSpec[] = [
@@ -49,24 +80,37 @@ const INIT_INTERMEDIATE_FLAGS: FlagSpec[] = [
   { name: 'key', kind: 'string', default: 'ec-p256', help: `key type: ${KEY_SPECS.join(', ')}` },
   { name: 'ttl', kind: 'duration', default: '8760h', help: 'intermediate lifetime (1 year), clamped to the root' },
   { name: 'cluster', kind: 'string', default: 'cluster1', help: 'cluster name, put in the subject' },
+  { name: 'org', kind: 'string', help: "Organization of the subject (default: the root's)" },
+  { name: 'cn', kind: 'string', help: "CommonName of the subject (default: 'svid-ca intermediate CLUSTER')" },
+  { name: 'subject', kind: 'string', help: "the whole subject instead of --org/--cn, e.g. 'O=Example Corp,CN=east intermediate 2026'" },
+  ...OVERWRITE_FLAGS,
+];
+
+// issue #11: the names serve issues under, so verify validates the same paths serve will.
+const PROBE_FLAGS: FlagSpec[] = [
+  { name: 'trust-domain', kind: 'string', default: DEFAULT_PROBE_NAMES.trustDomain, help: "serve's --trust-domain: the probe SVID's SPIFFE trust domain" },
+  { name: 'serving-dns', kind: 'list', default: DEFAULT_PROBE_NAMES.servingDns.join(','), help: "serve's --serving-dns: the probe serving certificate's DNS names" },
 ];
 
 function initRoot(argv: string[], out: Out): number {
   const { values } = parseFlags(INIT_ROOT_FLAGS, argv, {});
   const dir = need(values, 'out');
-  const root = createRootCa({ key: keySpec(values.get('key')), ttlMs: values.get('ttl') as number, organization: need(values, 'org'), commonName: need(values, 'cn') });
-  writeFileAtomic(join(dir, 'root-key.pem'), root.keyPem, 0o600);
-  writeFileAtomic(join(dir, 'root-cert.pem'), root.certPem);
+  const key = keySpec(values.get('key'));
+  const subject = subjectFlags(values, { org: 'svid-ca', cn: 'svid-ca root CA' });
+  const policy = overwritePolicy(values);
+  refuseOverwrite(dir, ['root-key.pem', 'root-cert.pem'], policy); // before the (slow, RSA) key is made
+  const root = createRootCa({ key, ttlMs: values.get('ttl') as number, ...subject });
+  writeFolder(dir, { 'root-key.pem': root.keyPem, 'root-cert.pem': root.certPem }, policy);
   const c = new X509Certificate(root.certPem);
   out(`wrote ${join(dir, 'root-cert.pem')} and ${join(dir, 'root-key.pem')} (mode 0600)`);
-  out(`root: ${subjectText(c)}, expires ${new Date(c.validTo).toISOString()}`);
+  out(`root: ${subjectText(c)}, SKI ${ski(c)}, expires ${new Date(c.validTo).toISOString()}`);
   out('keep root-key.pem offline: svid-ca never needs it, only the intermediate key.');
   return 0;
 }
 
 function initIntermediate(argv: string[], out: Out): number {
   // issue #17: the key generated in a PKCS#11 token.
-  if (hasFlag(argv, 'key-uri')) return initIntermediateOnToken(argv, out, (dir, source) => verifyFolder(dir, undefined, out, source));
+  if (hasFlag(argv, 'key-uri')) return initIntermediateOnToken(argv, out, OVERWRITE_FLAGS, (dir, source) => verifyFolder(dir, undefined, out, DEFAULT_PROBE_NAMES, source));
   const { values } = parseFlags(INIT_INTERMEDIATE_FLAGS, argv, {});
   const rootDir = need(values, 'root');
   const dir = need(values, 'out');
@@ -79,18 +123,34 @@ function initIntermediate(argv: string[], out: Out): number {
   const rootSubject = new X509Certificate(root.certPem).subject;
   const org = /^O=(.*)$/m.exec(rootSubject)?.[1] ?? 'svid-ca';
   const cluster = need(values, 'cluster');
-  const files = createIntermediateCa({ root, key: keySpec(values.get('key')), ttlMs: values.get('ttl') as number, organization: org, commonName: `svid-ca intermediate ${cluster}` });
-  for (const [name, text] of Object.entries(files)) writeFileAtomic(join(dir, name), text, name.endsWith('key.pem') ? 0o600 : 0o644);
+  const key = keySpec(values.get('key'));
+  const subject = subjectFlags(values, { org, cn: `svid-ca intermediate ${cluster}` });
+  const policy = overwritePolicy(values);
+  refuseOverwrite(dir, Object.values(ISTIO_FILES), policy);
+  const files = createIntermediateCa({ root, key, ttlMs: values.get('ttl') as number, ...subject });
+  writeFolder(dir, { ...files }, policy);
   out(`wrote the cacerts folder ${dir} (Istio layout: ca-cert.pem, ca-key.pem (0600), cert-chain.pem, root-cert.pem)`);
-  out(`load it into the cluster:\n  kubectl create secret generic cacerts -n istio-system \\\n    --from-file=${join(dir, 'ca-cert.pem')} --from-file=${join(dir, 'ca-key.pem')} \\\n    --from-file=${join(dir, 'root-cert.pem')} --from-file=${join(dir, 'cert-chain.pem')}`);
+  out(`load it into the cluster (creates the Secret, or replaces it during a rotation):\n${applySecretCommand(dir, true)}`);
   return verifyFolder(dir, undefined, out);
 }
+
+/**
+ * The command the runbooks use to load a cacerts folder: create-or-update (`--dry-run=client -o yaml |
+ * kubectl apply -f -`), so it also works when the Secret exists, as it does during a rotation.
+ */
+function applySecretCommand(dir: string, multiline = false): string {
+  const files = ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem'].map((f) => `--from-file=${join(dir, f)}`);
+  const parts = ['kubectl create secret generic cacerts -n istio-system', files.slice(0, 2).join(' '), files.slice(2).join(' '), '--dry-run=client -o yaml | kubectl apply -f -'];
+  return multiline ? `  ${parts.join(' \\\n    ')}` : parts.join(' ');
+}
+
+const skiHex = (c: LoadedCertificate) => c.facts.subjectKeyId?.toString('hex') ?? '(none)';
+const ski = (c: X509Certificate) => inspectCertificate(Buffer.from(c.raw)).subjectKeyId?.toString('hex') ?? '(none)';
 
 function describeCert(role: string, c: LoadedCertificate, at: Date): string {
   const notAfter = new Date(c.x509.validTo);
   const days = Math.floor((notAfter.getTime() - at.getTime()) / DAY);
-  const ski = c.facts.subjectKeyId?.toString('hex') ?? '(none)';
-  return `  ${role.padEnd(12)} ${subjectText(c.x509) || '(empty subject)'}\n               SKI ${ski}  not after ${notAfter.toISOString()}  (${days} days left)`;
+  return `  ${role.padEnd(12)} ${subjectText(c.x509) || '(empty subject)'}\n               SKI ${skiHex(c)}  not after ${notAfter.toISOString()}  (${days} days left)`;
 }
 
 function printBundle(b: SigningBundle, at: Date, out: Out): void {
@@ -100,12 +160,20 @@ function printBundle(b: SigningBundle, at: Date, out: Out): void {
   for (const r of b.roots) out(describeCert('root', r, at));
 }
 
-/** Exactly the load checks of `serve`; exit 0 only when serve would accept the folder. */
-export function verifyFolder(dir: string, atGiven: Date | undefined, out: Out, tokenKey?: Pkcs11SigningKeySource): number {
+
+function probeNames(values: Map<string, unknown>): ProbeNames {
+  return { trustDomain: need(values, 'trust-domain'), servingDns: values.get('serving-dns') as string[] };
+}
+
+/**
+ * Exactly the load checks of `serve` (with serve's --trust-domain and --serving-dns, and with
+ * `tokenKey` the key on a PKCS#11 token, issue #17); exit 0 only when serve would accept the folder.
+ */
+export function verifyFolder(dir: string, atGiven: Date | undefined, out: Out, names: ProbeNames = DEFAULT_PROBE_NAMES, tokenKey?: Pkcs11SigningKeySource): number {
   const at = atGiven ?? new Date();
   let bundle: SigningBundle;
   try {
-    bundle = loadCacerts(dir, at, tokenKey);
+    bundle = loadCacerts(dir, at, names, tokenKey);
   } catch (err) {
     if (err instanceof BundleError) {
       out(`REJECTED: ${err.message}`);
@@ -114,21 +182,24 @@ export function verifyFolder(dir: string, atGiven: Date | undefined, out: Out, t
     throw err;
   }
   printBundle(bundle, at, out);
+  out(`paths validated for SVIDs of trust domain ${names.trustDomain} and serving DNS ${names.servingDns.join(', ')} (--trust-domain, --serving-dns)`);
   for (const w of bundle.warnings) out(`warning: ${w}`);
   out(`OK: svid-ca serve would accept ${dir}${atGiven ? ` at ${at.toISOString()}` : ''}`);
   return 0;
 }
 
+const VERIFY_FLAGS: FlagSpec[] = [{ name: 'at', kind: 'string', help: 'check as of this time (ISO 8601); default: now' }, ...PROBE_FLAGS];
+
 function verify(argv: string[], out: Out): number {
   // issue #17: check the folder against the key in a PKCS#11 token.
-  if (hasFlag(argv, 'signing-key')) return verifyOnToken(argv, (dir, at, source) => verifyFolder(dir, at, out, source));
-  const { values, positionals } = parseFlags([{ name: 'at', kind: 'string', help: 'check as of this time (ISO 8601)' }], argv, {}, { allowPositionals: true });
+  if (hasFlag(argv, 'signing-key')) return verifyOnToken(argv, PROBE_FLAGS, (dir, at, source, values) => verifyFolder(dir, at, out, probeNames(values), source));
+  const { values, positionals } = parseFlags(VERIFY_FLAGS, argv, {}, { allowPositionals: true });
   const dir = positionals[0];
   if (!dir || positionals.length > 1) throw new ConfigError('cacerts verify: give exactly one folder');
   const atText = values.get('at') as string | undefined;
   const at = atText === undefined ? undefined : new Date(atText);
   if (at && Number.isNaN(at.getTime())) throw new ConfigError(`--at: invalid value "${atText}" (want an ISO 8601 time, e.g. 2027-01-01T00:00:00Z)`);
-  return verifyFolder(dir, at, out);
+  return verifyFolder(dir, at, out, probeNames(values));
 }
 
 function certsOf(pem: string): Buffer[] {
@@ -142,17 +213,27 @@ function mergeRoots(a: string, b: string): string {
   return seen.map((d) => encodePem('CERTIFICATE', d)).join('');
 }
 
+const SIGNER_CHOICE =
+  'old for step 1 of a root rotation (add the new root, keep signing with the current intermediate), ' +
+  'new for step 3 (switch to the new intermediate, keep both roots); svid-ca cacerts plan-rotation prints the steps';
+
+const BUNDLE_FLAGS: FlagSpec[] = [
+  { name: 'out', kind: 'string', help: 'folder to write' },
+  { name: 'signer', kind: 'string', help: 'which intermediate signs in the bundle (required): old (step 1) or new (step 3)' },
+  ...OVERWRITE_FLAGS,
+  ...PROBE_FLAGS,
+];
+
 function bundle(argv: string[], out: Out): number {
-  const flags: FlagSpec[] = [
-    { name: 'out', kind: 'string', help: 'folder to write' },
-    { name: 'signer', kind: 'string', default: 'new', help: 'which intermediate signs in the bundle: new (step 2) or old (step 1)' },
-  ];
-  const { values, positionals } = parseFlags(flags, argv, {}, { allowPositionals: true });
+  const { values, positionals } = parseFlags(BUNDLE_FLAGS, argv, {}, { allowPositionals: true });
   if (positionals.length !== 2) throw new ConfigError('cacerts bundle: give OLD_DIR and NEW_DIR');
   const [oldDir, newDir] = positionals as [string, string];
   const which = values.get('signer');
-  if (which !== 'new' && which !== 'old') throw new ConfigError(`--signer: invalid value "${String(which)}" (want new or old)`);
+  if (which === undefined) throw new ConfigError(`--signer: required: ${SIGNER_CHOICE}`);
+  if (which !== 'new' && which !== 'old') throw new ConfigError(`--signer: invalid value "${String(which)}" (want ${SIGNER_CHOICE})`);
   const dir = need(values, 'out');
+  const policy = overwritePolicy(values);
+  refuseOverwrite(dir, Object.values(ISTIO_FILES), policy);
   const oldFiles = readCacertsFiles(oldDir);
   const newFiles = readCacertsFiles(newDir);
   const signerFiles = which === 'new' ? newFiles : oldFiles;
@@ -163,65 +244,95 @@ function bundle(argv: string[], out: Out): number {
     'cert-chain.pem': chainText,
     'root-cert.pem': mergeRoots(oldFiles.roots.text, newFiles.roots.text),
   };
-  for (const [name, text] of Object.entries(files)) writeFileAtomic(join(dir, name), text, name.endsWith('key.pem') ? 0o600 : 0o644);
+  writeFolder(dir, files, policy);
   out(`wrote the transition bundle ${dir}: the ${which} intermediate, root-cert.pem = old roots + new roots`);
-  return verifyFolder(dir, undefined, out);
+  return verifyFolder(dir, undefined, out, probeNames(values));
 }
 
+const PLAN_ROTATION_FLAGS: FlagSpec[] = [{ name: 'max-ttl', kind: 'duration', default: '2160h', help: "svid-ca's --max-ttl" }];
+
 function planRotation(argv: string[], out: Out): number {
-  const { values, positionals } = parseFlags([{ name: 'max-ttl', kind: 'duration', default: '2160h', help: "svid-ca's --max-ttl" }], argv, {}, { allowPositionals: true });
+  const { values, positionals } = parseFlags(PLAN_ROTATION_FLAGS, argv, {}, { allowPositionals: true });
   if (positionals.length !== 2) throw new ConfigError('cacerts plan-rotation: give OLD_DIR and NEW_DIR');
   const [oldDir, newDir] = positionals as [string, string];
   const oldB = loadCacerts(oldDir);
   const newB = loadCacerts(newDir);
   const roots = compareRoots(oldB, newB);
   const wait = formatGoDuration(values.get('max-ttl') as number);
-  const newSigner = subjectText(newB.signingCert.x509);
-  out(`current: ${subjectText(oldB.signingCert.x509)} (expires ${oldB.notAfter.toISOString()})`);
-  out(`next:    ${newSigner} (expires ${newB.notAfter.toISOString()})`);
+  const named = (c: LoadedCertificate) => `${subjectText(c.x509) || '(empty subject)'} (SKI ${skiHex(c)})`;
+  const only = (a: SigningBundle, b: SigningBundle) => a.roots.filter((r) => !b.roots.some((o) => o.der.equals(r.der))).map(named);
+  out(`current: ${named(oldB.signingCert)} (expires ${oldB.notAfter.toISOString()})`);
+  out(`next:    ${named(newB.signingCert)} (expires ${newB.notAfter.toISOString()})`);
+  out(`roots now:  ${oldB.roots.map(named).join('; ')}`);
+  out(`roots next: ${newB.roots.map(named).join('; ')}`);
   if (roots.shared > 0 && roots.added.length === 0) {
     out('\nThe roots do not change: this is an intermediate rotation, one step.');
-    out(`1. kubectl create secret generic cacerts -n istio-system --from-file=${newDir}/ca-cert.pem --from-file=${newDir}/ca-key.pem --from-file=${newDir}/cert-chain.pem --from-file=${newDir}/root-cert.pem --dry-run=client -o yaml | kubectl apply -f -`);
+    out(`1. ${applySecretCommand(newDir)}`);
     out('   check: svid-ca logs "signing bundle reloaded" with the new signer within --reload-interval (plus kubelet sync, up to ~1 min);');
     out('          svid_ca_cert_expiry_timestamp_seconds{role="signer"} shows the new serial; the audit log\'s signerSki changes.');
     out('   rollback: apply the old folder again; leaves from either intermediate verify against the same root.');
     return 0;
   }
-  out(`\nThe root changes (added: ${roots.added.join('; ') || 'none'}; removed: ${roots.removed.join('; ') || 'none'}). Four steps, in order:`);
+  out(`\nThe root changes (added: ${only(newB, oldB).join('; ') || 'none'}; removed: ${only(oldB, newB).join('; ') || 'none'}). Four steps, in order:`);
   out(`1. Add the new root everywhere, still signing with the old intermediate:`);
-  out(`     svid-ca cacerts bundle ${oldDir} ${newDir} --signer old --out step1 && apply step1 as the cacerts Secret`);
+  out(`     svid-ca cacerts bundle ${oldDir} ${newDir} --signer old --out step1`);
+  out(`     ${applySecretCommand('step1')}`);
   out('   check: "signing bundle reloaded" with rootsAdded; every namespace\'s istio-ca-root-cert ConfigMap holds both roots;');
   out('          sidecars pick up the bundle at their next renewal (half their certificate life).');
   out(`2. Wait until every workload has renewed at least once: at least the longest lifetime issued (--max-ttl ${wait}; with`);
   out('   the default 24h TTL agents renew within ~12h). Check: no leaf issued before step 1 is still in use.');
   out(`3. Switch to the new intermediate, keeping both roots:`);
-  out(`     svid-ca cacerts bundle ${oldDir} ${newDir} --signer new --out step3 && apply step3`);
+  out(`     svid-ca cacerts bundle ${oldDir} ${newDir} --signer new --out step3`);
+  out(`     ${applySecretCommand('step3')}`);
   out('   check: "signing bundle reloaded" with the new signer; mTLS between old and new leaves still works (both roots trusted).');
-  out(`4. After another full renewal period (${wait} at most), remove the old root: apply ${newDir} itself.`);
+  out(`4. After another full renewal period (${wait} at most), remove the old root: apply ${newDir} itself:`);
+  out(`     ${applySecretCommand(newDir)}`);
   out('   check: "signing bundle reloaded" with rootsRemoved; svid_ca_cert_expiry_timestamp_seconds{role="root"} lists only the new root.');
   out('Rollback at any step: apply the previous step\'s folder. svid-ca refuses a bundle that shares no root with the current one');
   out('(which would break every workload trusting only the old root) unless it runs with --allow-root-replacement.');
   return 0;
 }
 
-const SUBCOMMANDS: Record<string, (argv: string[], out: Out) => number> = {
-  'init-root': initRoot,
-  'init-intermediate': initIntermediate,
-  verify,
-  bundle,
-  'plan-rotation': planRotation,
+/** The file variant's flags, then those of the token variant (issue #17) it lacks: one table for --help and the docs. */
+const withTokenFlags = (file: readonly FlagSpec[], token: readonly FlagSpec[]): FlagSpec[] => [...file, ...token.filter((t) => !file.some((f) => f.name === t.name))];
+
+/** Each subcommand: what it does (one line), its arguments, its flags, and the code. */
+export const CACERTS_COMMANDS: Record<string, { summary: string; usage: string; flags: readonly FlagSpec[]; run: (argv: string[], out: Out) => number }> = {
+  'init-root': { summary: 'make an offline root CA (root-cert.pem, root-key.pem)', usage: '--out DIR', flags: INIT_ROOT_FLAGS, run: initRoot },
+  'init-intermediate': { summary: 'make a cacerts folder (Istio layout) signed by a root from init-root', usage: '--root DIR --out DIR', flags: withTokenFlags(INIT_INTERMEDIATE_FLAGS, INIT_INTERMEDIATE_TOKEN_FLAGS), run: initIntermediate },
+  verify: { summary: 'check a cacerts folder exactly as serve does', usage: 'DIR', flags: withTokenFlags(VERIFY_FLAGS, VERIFY_TOKEN_FLAGS), run: verify },
+  bundle: { summary: 'write a root-rotation transition folder (both roots, one intermediate)', usage: 'OLD_DIR NEW_DIR --out DIR --signer old|new', flags: BUNDLE_FLAGS, run: bundle },
+  'plan-rotation': { summary: 'print the ordered rotation steps from one cacerts folder to another', usage: 'OLD_DIR NEW_DIR', flags: PLAN_ROTATION_FLAGS, run: planRotation },
 };
+
+/** Each `svid-ca cacerts` subcommand's flags, for generated documentation (scripts/docs-config.mjs). */
+export const CACERTS_FLAGS: Readonly<Record<string, readonly FlagSpec[]>> = Object.fromEntries(Object.entries(CACERTS_COMMANDS).map(([sub, c]) => [sub, c.flags]));
+
+/** `svid-ca cacerts SUB --help`: usage line and flag table with defaults. */
+export function cacertsCommandHelp(sub: string): string | undefined {
+  const c = CACERTS_COMMANDS[sub];
+  return c && `svid-ca cacerts ${sub} ${c.usage}: ${c.summary}\n\nflags:\n${flagHelp(c.flags)}\n`;
+}
+
+const wantsHelp = (argv: readonly string[]) => argv.includes('--help') || argv.includes('-h');
 
 export function runCacertsCommand(argv: string[], out: Out = (l) => process.stdout.write(l + '\n')): number {
   const [sub, ...rest] = argv;
-  if (!sub || sub === 'help' || sub === '--help') {
-    out(CACERTS_USAGE);
+  if (!sub || sub === '--help' || sub === '-h' || (sub === 'help' && !rest[0])) {
+    out(CACERTS_USAGE.trimEnd());
     return 0;
   }
-  const run = SUBCOMMANDS[sub];
-  if (!run) throw new ConfigError(`cacerts: unknown command "${sub}"\n${CACERTS_USAGE}`);
+  if (sub === 'help' || wantsHelp(rest)) {
+    const topic = sub === 'help' ? rest[0]! : sub;
+    const text = cacertsCommandHelp(topic);
+    if (!text) throw new ConfigError(`cacerts: unknown command "${topic}"\n${CACERTS_USAGE}`);
+    out(text.trimEnd());
+    return 0;
+  }
+  const cmd = CACERTS_COMMANDS[sub];
+  if (!cmd) throw new ConfigError(`cacerts: unknown command "${sub}"\n${CACERTS_USAGE}`);
   try {
-    return run(rest, out);
+    return cmd.run(rest, out);
   } catch (err) {
     if (err instanceof BundleError) {
       out(`REJECTED: ${err.message}`);

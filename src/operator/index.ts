@@ -1,2 +1,2 @@
 /** Operator tooling: the `svid-ca cacerts` commands. */
-export { runCacertsCommand, verifyFolder, CACERTS_USAGE } from './cacerts.js';
+export { runCacertsCommand, verifyFolder, cacertsCommandHelp, CACERTS_COMMANDS, CACERTS_USAGE, CACERTS_FLAGS } from './cacerts.js';

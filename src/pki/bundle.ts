@@ -1,11 +1,11 @@
 import { createPrivateKey, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
 import type { ExternalKey, Signer } from './certificate.js';
 import { BundleError } from './errors.js';
-import { KeyUsageBit } from './extensions.js';
 import { inspectCertificate, type CertificateFacts } from './inspect.js';
 import { signatureAlgorithmForKey, spkiDer, describeKey, keyLabel } from './keys.js';
 import { decodePem, encodePem } from './pem.js';
-import { issuedBy as x509IssuedBy, subjectText } from './verify.js';
+import { validateIssuancePaths, type PathValidity, type ProbeNames } from './path-validation.js';
+import { subjectText } from './verify.js';
 
 export interface NamedText {
   /** Path or file name, used in error messages. */
@@ -44,11 +44,15 @@ export interface SigningBundle {
   /** signing certificate -> ... -> root, as verified. */
   path: LoadedCertificate[];
   notAfter: Date;
+  /** When every certificate of every validated path is valid: readiness is true only inside it. */
+  validity: PathValidity;
   warnings: string[];
 }
 
-function loadCertificates(file: NamedText): LoadedCertificate[] {
+function loadCertificates(file: NamedText, options: { allowEmpty?: boolean } = {}): LoadedCertificate[] {
   const blocks = decodePem(file.text).filter((b) => b.type === 'CERTIFICATE');
+  // An empty chain file is istiod's layout for a root that signs directly (issue #11 case 4).
+  if (blocks.length === 0 && options.allowEmpty && file.text.trim() === '') return [];
   if (blocks.length === 0) throw new BundleError(file.name, 'no PEM CERTIFICATE block found');
   return blocks.map((b, i) => {
     try {
@@ -59,10 +63,14 @@ function loadCertificates(file: NamedText): LoadedCertificate[] {
   });
 }
 
+const ENCRYPTED_KEY = 'the private key is encrypted; svid-ca needs an unencrypted PKCS#1, SEC1 or PKCS#8 key (decrypt it: openssl pkey -in KEY -out ca-key.pem)';
+
 function loadPrivateKey(file: NamedText): KeyObject {
+  // Traditional (PEM-encrypted) keys carry RFC 1421 headers, which make the block unreadable as base64.
+  if (/^Proc-Type:\s*4,\s*ENCRYPTED/m.test(file.text)) throw new BundleError(file.name, ENCRYPTED_KEY);
   const block = decodePem(file.text)[0];
   if (!block) throw new BundleError(file.name, 'no PEM private key block found');
-  if (block.type === 'ENCRYPTED PRIVATE KEY') throw new BundleError(file.name, 'the private key is encrypted; svid-ca needs an unencrypted PKCS#1, SEC1 or PKCS#8 key');
+  if (block.type === 'ENCRYPTED PRIVATE KEY') throw new BundleError(file.name, ENCRYPTED_KEY);
   try {
     return createPrivateKey(file.text);
   } catch {
@@ -78,8 +86,19 @@ export interface ExternalSigningKey {
 
 const describe = (c: LoadedCertificate) => subjectText(c.x509) || '(empty subject)';
 
-/** Issued-by check with a real signature verification (node:crypto), not only a name match. */
-const issuedBy = (child: LoadedCertificate, parent: LoadedCertificate): boolean => x509IssuedBy(child.x509, parent.x509);
+/**
+ * Issued-by for path building: the names chain and the parent's key verifies the child's signature
+ * (node:crypto). Unlike X509Certificate.checkIssued it ignores the parent's key usage, so that a CA
+ * lacking keyCertSign is found on the path and refused by name (path-validation.ts), not reported
+ * as "does not chain".
+ */
+function issuedBy(child: LoadedCertificate, parent: LoadedCertificate): boolean {
+  try {
+    return child.x509.issuer === parent.x509.subject && child.x509.verify(parent.x509.publicKey);
+  } catch {
+    return false;
+  }
+}
 
 function checkValidity(cert: LoadedCertificate, file: string, now: Date): void {
   const notAfter = new Date(cert.x509.validTo);
@@ -88,18 +107,38 @@ function checkValidity(cert: LoadedCertificate, file: string, now: Date): void {
   if (now < notBefore) throw new BundleError(file, `certificate "${describe(cert)}" is not valid until ${notBefore.toISOString()}`);
 }
 
+/** signing certificate -> candidates -> `root`, each link a verified signature; undefined when there is none. */
+function pathTo(root: LoadedCertificate, signingCert: LoadedCertificate, candidates: LoadedCertificate[]): LoadedCertificate[] | undefined {
+  const path = [signingCert];
+  let current = signingCert;
+  for (let depth = 0; depth <= 8; depth++) {
+    if (root.der.equals(current.der)) return path;
+    if (issuedBy(current, root)) return [...path, root];
+    const next = candidates.find((c) => !path.includes(c) && !c.der.equals(current.der) && issuedBy(current, c));
+    if (!next) return undefined;
+    path.push(next);
+    current = next;
+  }
+  return undefined;
+}
+
+const unique = (certs: LoadedCertificate[]) => certs.filter((c, i) => certs.findIndex((d) => d.der.equals(c.der)) === i);
+
 /**
  * Parses and checks a cacerts bundle exactly as `serve` needs it: the key matches the signing
- * certificate, which is an unexpired CA with keyCertSign, and which chains through the chain
- * files to a root of the root bundle. Throws BundleError naming the file and the problem.
+ * certificate, which chains through the chain files to one or more roots of the root bundle; each
+ * such path is unexpired and validates, for a probe SVID of `names.trustDomain` and a probe serving
+ * certificate for `names.servingDns`, as RFC 5280 clients validate it (path-validation.ts).
+ * Throws BundleError naming the file and the problem (for path rules: the certificate, its SKI,
+ * the rule and the fix).
  */
-export function verifySigningBundle(files: BundleFiles, now: Date = new Date(), external?: ExternalSigningKey): SigningBundle {
+export function verifySigningBundle(files: BundleFiles, now: Date, names: ProbeNames, external?: ExternalSigningKey): SigningBundle {
   const signingFileCerts = loadCertificates(files.signingCert);
   const signingCert = signingFileCerts[0]!;
   // With an external key (issue #17) files.signingKey only names it; its public half stands in for the file key.
   const privateKey = external ? createPublicKey({ key: external.publicKeyDer, format: 'der', type: 'spki' }) : loadPrivateKey(files.signingKey);
-  const roots = loadCertificates(files.roots);
-  const chainCerts = files.chain.flatMap((f) => loadCertificates(f));
+  const roots = unique(loadCertificates(files.roots));
+  const chainCerts = files.chain.flatMap((f) => loadCertificates(f, { allowEmpty: true }));
   const warnings: string[] = [];
 
   if (!spkiDer(privateKey).equals(spkiDer(signingCert.x509.publicKey))) {
@@ -109,62 +148,51 @@ export function verifySigningBundle(files: BundleFiles, now: Date = new Date(), 
   if (!algorithm) {
     throw new BundleError(files.signingKey.name, `key type ${keyLabel(describeKey(privateKey))} cannot sign; use EC P-256/P-384 or RSA`);
   }
-  if (!signingCert.facts.isCa) {
-    throw new BundleError(files.signingCert.name, 'the signing certificate is not a CA (BasicConstraints CA:TRUE is missing)');
-  }
-  const ku = signingCert.facts.keyUsageBits;
-  if (ku && !ku.includes(KeyUsageBit.keyCertSign)) {
-    throw new BundleError(files.signingCert.name, 'the signing certificate lacks the keyCertSign key usage');
-  }
   checkValidity(signingCert, files.signingCert.name, now);
 
-  // Build the path signing -> intermediates -> root with real signature checks.
-  const path: LoadedCertificate[] = [signingCert];
-  const candidates = [...signingFileCerts.slice(1), ...chainCerts];
-  let current = signingCert;
-  for (let depth = 0; ; depth++) {
-    const root = roots.find((r) => r.der.equals(current.der) || issuedBy(current, r));
-    if (root) {
-      if (!root.der.equals(current.der)) path.push(root);
-      break;
-    }
-    const next = candidates.find((c) => !path.includes(c) && !c.der.equals(current.der) && issuedBy(current, c));
-    if (!next || depth > 8) {
-      const chainNames = [files.signingCert.name, ...files.chain.map((f) => f.name)].join(', ');
-      throw new BundleError(
-        files.roots.name,
-        `the signing certificate "${describe(signingCert)}" does not chain to any root in this file (through ${chainNames})`,
-      );
-    }
-    if (!next.facts.isCa) throw new BundleError(files.chain[0]?.name ?? files.signingCert.name, `chain certificate "${describe(next)}" is not a CA`);
-    checkValidity(next, files.chain[0]?.name ?? files.signingCert.name, now);
-    path.push(next);
-    current = next;
+  // Every root of the root bundle the signing certificate chains to, each path with real signature checks.
+  const candidates = unique([...signingFileCerts.slice(1), ...chainCerts]);
+  const paths = roots.map((r) => pathTo(r, signingCert, candidates)).filter((p): p is LoadedCertificate[] => p !== undefined);
+  if (paths.length === 0) {
+    const chainNames = [files.signingCert.name, ...files.chain.map((f) => f.name)].join(', ');
+    throw new BundleError(files.roots.name, `the signing certificate "${describe(signingCert)}" does not chain to any root in this file (through ${chainNames})`);
   }
-  const pathRoot = path[path.length - 1]!;
-  if (pathRoot !== signingCert) checkValidity(pathRoot, files.roots.name, now);
+  const chainFile = files.chain[0]?.name ?? files.signingCert.name;
+  const fileOf = (c: LoadedCertificate, i: number, path: LoadedCertificate[]) => (i === 0 ? files.signingCert.name : i === path.length - 1 ? files.roots.name : chainFile);
+  const located = paths.map((path) => path.map((c, i) => ({ ...c, file: fileOf(c, i, path) })));
+  for (const path of located) for (const c of path) checkValidity(c, c.file, now);
+  // The probe leaves below are signed by this signer, so with a token key (issue #17) the token signs them too.
+  const signer: Signer = external
+    ? { subjectDer: signingCert.facts.subjectDer, external: external.key, algorithm }
+    : { subjectDer: signingCert.facts.subjectDer, privateKey, algorithm };
+  const validity = validateIssuancePaths(located, signer, names, now);
+  const path = paths[0]!;
 
-  for (const c of path) {
+  for (const c of unique(paths.flat())) {
     if (c.facts.hasNameConstraints) {
       warnings.push(`certificate "${describe(c)}" carries name constraints; ztunnel (webpki) rejects SPIFFE leaves under URI or DNS-only constraints`);
     }
   }
 
-  // Response chain in istiod's shape: each certificate of the chain files, in file order. If the
-  // chain does not start with the signing certificate, put it first: without it no client can
-  // build a path, and istiod would silently return an unusable chain.
-  const chainPems = chainCerts.map((c) => encodePem('CERTIFICATE', c.der));
+  // Response chain, leaf to root, each certificate once (issue #11 case 5): the signing certificate
+  // and the path above it in order, the root only where the chain files carry it (as istiod returns
+  // it), then any other chain-file certificates in file order. The signing certificate always comes
+  // first, even when the chain file lacks it: without it no client can build a path. A root that
+  // signs directly with an empty chain file answers [leaf, root bundle], as istiod does.
+  const fileCerts = unique(chainCerts);
+  const inFiles = (c: LoadedCertificate) => fileCerts.some((f) => f.der.equals(c.der));
   const signerIsRoot = path.length === 1;
-  if (chainCerts.length === 0 && signerIsRoot) {
-    // A root signing directly (self-signed mode): istiod answers [leaf, root bundle].
-  } else if (!chainCerts[0]?.der.equals(signingCert.der)) {
-    chainPems.unshift(encodePem('CERTIFICATE', signingCert.der));
-    if (files.layout === 'istio') warnings.push(`${files.chain[0]?.name ?? 'cert-chain.pem'} does not start with the signing certificate; svid-ca puts it first in responses`);
+  const ordered = signerIsRoot && !inFiles(signingCert) ? [] : [signingCert, ...path.slice(1, -1), ...path.slice(1).slice(-1).filter(inFiles)];
+  const rest = fileCerts.filter((c) => !ordered.some((o) => o.der.equals(c.der)));
+  const responseCerts = [...ordered, ...rest];
+  const chainPems = responseCerts.map((c) => encodePem('CERTIFICATE', c.der));
+  if (files.layout === 'istio' && ordered.length > 0 && !fileCerts.slice(0, ordered.length).every((c, i) => c.der.equals(ordered[i]!.der))) {
+    warnings.push(`${chainFile} is not the signing certificate followed by its issuers in order; svid-ca answers leaf to root, each certificate once`);
   }
 
   return {
     layout: files.layout,
-    signer: external ? { subjectDer: signingCert.facts.subjectDer, external: external.key, algorithm } : { subjectDer: signingCert.facts.subjectDer, privateKey, algorithm },
+    signer,
     signingCert,
     chainPems,
     chainCerts,
@@ -172,6 +200,7 @@ export function verifySigningBundle(files: BundleFiles, now: Date = new Date(), 
     roots,
     path,
     notAfter: new Date(signingCert.x509.validTo),
+    validity,
     warnings,
   };
 }

@@ -2,7 +2,7 @@ import { createPublicKey, verify, type KeyObject } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
 import { CsrError } from './errors.js';
-import { describeKey, keyLabel, SIGNATURE_ALGORITHMS, type KeyDescription } from './keys.js';
+import { describeKey, keyLabel, rsaExponentProblem, SIGNATURE_ALGORITHMS, spkiProblem, type KeyDescription } from './keys.js';
 import { OID } from './oids.js';
 import { decodePem } from './pem.js';
 
@@ -17,7 +17,7 @@ export interface CsrSans {
 }
 
 export interface ParsedCsr {
-  /** SubjectPublicKeyInfo DER exactly as in the CSR. */
+  /** SubjectPublicKeyInfo DER exactly as in the CSR, which is checked to be the key's canonical DER (keys.ts spkiProblem). */
   publicKeyDer: Buffer;
   publicKey: KeyObject;
   key: KeyDescription;
@@ -26,7 +26,21 @@ export interface ParsedCsr {
 }
 
 /** Untrusted-input bounds: far above what any Istio client sends, far below what could cost us. */
-export const CSR_LIMITS = { maxSans: 8, maxSanLength: 1024 } as const;
+export const CSR_LIMITS = { maxSans: 8, maxSanLength: 1024, maxAttributes: 8, maxExtensions: 16 } as const;
+
+/**
+ * The attribute and extension counts of a CSR, checked right after its structure is read and before
+ * the key is imported or the signature verified (issue #19: 3,300 empty extensions in one CSR).
+ * Istio's agents send one attribute with one extension. Both CSR readers call this.
+ */
+export function checkCsrCounts(attributes: number, extensions: number): void {
+  if (attributes > CSR_LIMITS.maxAttributes) {
+    throw new CsrError('malformed', `CSR carries ${attributes} attributes; at most ${CSR_LIMITS.maxAttributes} are accepted`);
+  }
+  if (extensions > CSR_LIMITS.maxExtensions) {
+    throw new CsrError('malformed', `CSR requests ${extensions} extensions; at most ${CSR_LIMITS.maxExtensions} are accepted`);
+  }
+}
 
 /** Keys we sign for: RSA 2048-8192 bits and EC P-256/P-384, as Istio's agents and ztunnel generate. */
 export function checkWorkloadKey(key: KeyDescription): void {
@@ -35,7 +49,11 @@ export function checkWorkloadKey(key: KeyDescription): void {
   throw new CsrError('key', `CSR key ${keyLabel(key)} is not accepted: use RSA 2048-8192 bits or EC P-256/P-384`);
 }
 
-/** Imports a CSR's public key with `importKey` and checks it is one we sign for; shared by both CSR readers. */
+/**
+ * Imports a CSR's public key with `importKey` and checks it is one we sign for: kind and size, an
+ * RSA exponent that cannot make the signature check expensive, and SPKI bytes that are the key's
+ * canonical DER (the leaf copies them). Shared by both CSR readers; runs before the signature check.
+ */
 export function acceptWorkloadKey(publicKeyDer: Buffer, importKey: (der: Buffer) => KeyObject): { publicKey: KeyObject; key: KeyDescription } {
   let publicKey: KeyObject;
   try {
@@ -45,6 +63,8 @@ export function acceptWorkloadKey(publicKeyDer: Buffer, importKey: (der: Buffer)
   }
   const key = describeKey(publicKey);
   checkWorkloadKey(key);
+  const problem = rsaExponentProblem(publicKey, key) ?? spkiProblem(publicKeyDer, publicKey, key);
+  if (problem) throw new CsrError('key', problem);
   return { publicKey, key };
 }
 
@@ -70,23 +90,43 @@ export function parseCsrDer(der: Buffer): ParsedCsr {
 }
 
 function parseCsrDerUnguarded(der: Buffer): ParsedCsr {
-  const csr = decodeCsr(der);
-  const publicKeyDer = Buffer.from(csr.subjectPublicKeyInfo.toSchema().toBER());
+  const { csr, spkiBytes } = decodeCsr(der);
+  checkCsrCounts(csr.attributes?.length ?? 0, extensionCount(csr));
+  // The SPKI bytes as the CSR carries them (pkijs' toSchema() would re-encode them).
+  const publicKeyDer = spkiBytes;
   const { publicKey, key } = acceptWorkloadKey(publicKeyDer, (der) => createPublicKey({ key: der, format: 'der', type: 'spki' }));
   const signatureAlgorithm = verifySelfSignature(csr, publicKey);
   return { publicKeyDer, publicKey, key, sans: readSans(csr), signatureAlgorithm };
 }
 
-function decodeCsr(der: Buffer): pkijs.CertificationRequest {
+function decodeCsr(der: Buffer): { csr: pkijs.CertificationRequest; spkiBytes: Buffer } {
   const asn1 = asn1js.fromBER(der);
   if (asn1.offset === -1 || asn1.offset !== der.length) {
     throw new CsrError('malformed', 'failed to parse X.509 certificate signing request: invalid DER');
   }
+  let csr: pkijs.CertificationRequest;
   try {
-    return new pkijs.CertificationRequest({ schema: asn1.result });
+    csr = new pkijs.CertificationRequest({ schema: asn1.result });
   } catch {
     throw new CsrError('malformed', 'failed to parse X.509 certificate signing request: not a PKCS#10 structure');
   }
+  // The schema matched: CertificationRequest.certificationRequestInfo.subjectPKInfo is the third element.
+  const info = (asn1.result as asn1js.Sequence).valueBlock.value[0] as asn1js.Sequence;
+  const spki = info.valueBlock.value[2]!.valueBeforeDecodeView;
+  return { csr, spkiBytes: Buffer.from(spki.buffer, spki.byteOffset, spki.byteLength) };
+}
+
+/** Extensions in the CSR's extensionRequest attributes, counted as fast-csr.ts counts them. */
+function extensionCount(csr: pkijs.CertificationRequest): number {
+  let count = 0;
+  for (const attr of csr.attributes ?? []) {
+    if (attr.type !== OID.extensionRequest) continue;
+    for (const value of attr.values as asn1js.AsnType[]) {
+      const id = (value as asn1js.BaseBlock).idBlock;
+      if (value instanceof asn1js.Constructed && id.tagClass === 1 && id.tagNumber === 16 && !id.isHexOnly) count += value.valueBlock.value.length;
+    }
+  }
+  return count;
 }
 
 function verifySelfSignature(csr: pkijs.CertificationRequest, publicKey: KeyObject): string {

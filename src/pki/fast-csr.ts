@@ -1,8 +1,8 @@
 import { createPublicKey, verify, type KeyObject } from 'node:crypto';
 import * as asn1js from 'asn1js';
-import { acceptWorkloadKey, CSR_LIMITS, formatIp, type CsrSans, type ParsedCsr } from './csr.js';
+import { acceptWorkloadKey, checkCsrCounts, CSR_LIMITS, formatIp, type CsrSans, type ParsedCsr } from './csr.js';
 import { CsrError } from './errors.js';
-import { SIGNATURE_ALGORITHMS } from './keys.js';
+import { EC_SPKI_HEADS, SIGNATURE_ALGORITHMS } from './keys.js';
 import { OID } from './oids.js';
 import { decodePem } from './pem.js';
 
@@ -151,27 +151,19 @@ function decodeCsr(der: Buffer): CsrParts {
     if (!is(attrs, CONTEXT, 0, true)) throw notPkcs10();
     attributes = children(attrs).map(attribute);
   }
+  checkCsrCounts(attributes.length, extensionCount(attributes));
   return { tbs: bytesOf(info), spki, attributes, signatureAlgorithm, signature: contents(signature) };
 }
 
-/**
- * The canonical SubjectPublicKeyInfo head of an uncompressed EC point on each curve we accept,
- * encoded once with asn1js: an SPKI that is exactly this head plus the point is unambiguous.
- */
-const EC_SPKI_HEADS = [
-  { crv: 'P-256', curveOid: '1.2.840.10045.3.1.7', coordinateBytes: 32 },
-  { crv: 'P-384', curveOid: '1.3.132.0.34', coordinateBytes: 48 },
-].map((c) => {
-  const point = new Uint8Array(1 + 2 * c.coordinateBytes);
-  const spki = new asn1js.Sequence({
-    value: [
-      new asn1js.Sequence({ value: [new asn1js.ObjectIdentifier({ value: OID.ecPublicKey }), new asn1js.ObjectIdentifier({ value: c.curveOid })] }),
-      new asn1js.BitString({ valueHex: point }),
-    ],
-  });
-  const der = Buffer.from(spki.toBER(false));
-  return { ...c, head: der.subarray(0, der.length - point.length), length: der.length };
-});
+/** Extensions in the extensionRequest attributes (each value an Extensions SEQUENCE), before they are read. */
+function extensionCount(attributes: CsrParts['attributes']): number {
+  let count = 0;
+  for (const attr of attributes) {
+    if (attr.type !== OID.extensionRequest) continue;
+    for (const value of attr.values) if (is(value, UNIVERSAL, TAG.sequence, true)) count += children(value).length;
+  }
+  return count;
+}
 
 /**
  * The CSR's public key as a KeyObject. OpenSSL 3's SPKI decoder costs ~130 us per key on this

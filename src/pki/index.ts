@@ -37,3 +37,4 @@ export {
   type LoadedCertificate,
 } from './bundle.js';
 export { issuedBy, subjectText, verifyCertificateChain } from './verify.js';
+export { validateIssuancePaths, certificateLabel, probeSpiffeId, type ProbeNames, type PathValidity, type PathCertificate } from './path-validation.js';

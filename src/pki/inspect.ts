@@ -11,6 +11,12 @@ export interface CertificateFacts {
   /** KeyUsage bit numbers set (RFC 5280 numbering), or undefined when the extension is absent. */
   keyUsageBits: number[] | undefined;
   hasNameConstraints: boolean;
+  /** BasicConstraints pathLenConstraint (RFC 5280 4.2.1.9), undefined when absent. */
+  pathLenConstraint: number | undefined;
+  /** ExtendedKeyUsage purposes (OIDs), undefined when the extension is absent. */
+  extKeyUsage: string[] | undefined;
+  /** OIDs of the extensions marked critical. */
+  criticalExtensions: string[];
   uriSans: string[];
   dnsSans: string[];
   serialHex: string;
@@ -24,18 +30,26 @@ export function inspectCertificate(der: Buffer): CertificateFacts {
     isCa: false,
     keyUsageBits: undefined,
     hasNameConstraints: false,
+    pathLenConstraint: undefined,
+    extKeyUsage: undefined,
+    criticalExtensions: [],
     uriSans: [],
     dnsSans: [],
     serialHex: Buffer.from(cert.serialNumber.valueBlock.valueHexView).toString('hex'),
   };
   for (const ext of cert.extensions ?? []) {
     const parsed: unknown = ext.parsedValue;
+    if (ext.critical) facts.criticalExtensions.push(ext.extnID);
     switch (ext.extnID) {
       case OID.subjectKeyIdentifier:
         if (parsed instanceof asn1js.OctetString) facts.subjectKeyId = Buffer.from(parsed.valueBlock.valueHexView);
         break;
       case OID.basicConstraints:
         facts.isCa = parsed instanceof pkijs.BasicConstraints && parsed.cA === true;
+        if (parsed instanceof pkijs.BasicConstraints && typeof parsed.pathLenConstraint === 'number') facts.pathLenConstraint = parsed.pathLenConstraint;
+        break;
+      case OID.extKeyUsage:
+        facts.extKeyUsage = parsed instanceof pkijs.ExtKeyUsage ? parsed.keyPurposes : [];
         break;
       case OID.keyUsage:
         if (parsed instanceof asn1js.BitString) facts.keyUsageBits = setBits(parsed.valueBlock.valueHexView);

@@ -9,6 +9,7 @@ import {
   subjectKeyIdentifier,
   type SanEntry,
 } from './extensions.js';
+import { isIP } from 'node:net';
 import { EMPTY_NAME_DER } from './name.js';
 import { keyIdentifier, type CertificateTemplate } from './certificate.js';
 
@@ -45,12 +46,37 @@ export function workloadLeaf(p: LeafParams & { spiffeId: string }): CertificateT
   return leafTemplate(p, [{ type: 'uri', value: p.spiffeId }]);
 }
 
-/** svid-ca's own TLS serving certificate: the leaf profile with DNS SANs instead of a SPIFFE ID. */
+/**
+ * svid-ca's own TLS serving certificate: the leaf profile with DNS SANs instead of a SPIFFE ID.
+ * An entry that is an IPv4 or IPv6 address becomes an iPAddress SAN (RFC 5280 4.2.1.6: 4 or 16
+ * octets), since TLS clients match an IP-literal server address only against IP SANs (RFC 6125 / Node).
+ */
 export function servingLeaf(p: LeafParams & { dnsNames: string[] }): CertificateTemplate {
-  return leafTemplate(
-    p,
-    p.dnsNames.map((value) => ({ type: 'dns' as const, value })),
-  );
+  return leafTemplate(p, p.dnsNames.map(servingSan));
+}
+
+function servingSan(value: string): SanEntry {
+  const family = isIP(value);
+  if (family === 4) return { type: 'ip', value: Buffer.from(value.split('.').map(Number)) };
+  if (family === 6) return { type: 'ip', value: ipv6Bytes(value) };
+  return { type: 'dns', value };
+}
+
+/** The 16 octets of an IPv6 address in any textual form (RFC 4291 2.2), incl. a trailing dotted IPv4. */
+function ipv6Bytes(text: string): Buffer {
+  let t = text;
+  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(t);
+  if (v4) {
+    const b = v4[1]!.split('.').map(Number);
+    t = t.slice(0, -v4[1]!.length) + `${((b[0]! << 8) | b[1]!).toString(16)}:${((b[2]! << 8) | b[3]!).toString(16)}`;
+  }
+  const [head, tail] = t.includes('::') ? t.split('::') : [t, undefined];
+  const h = head ? head.split(':') : [];
+  const tl = tail ? tail.split(':') : [];
+  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - tl.length).fill('0'), ...tl];
+  const out = Buffer.alloc(16);
+  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
+  return out;
 }
 
 export interface CaParams {

@@ -31,7 +31,16 @@ export interface AdmissionOptions {
   priorityNamespaces: readonly string[];
   /** Longest slice of signing work done in one event-loop turn, so health checks and new calls interleave. */
   sliceMs?: number;
+  /**
+   * Percent of maxPending that one caller (an identity, or one node agent's pod when it impersonates)
+   * may hold past authentication (--max-pending-share, default 10): one token cannot take the whole
+   * queue from everyone else, whatever it varies between its requests.
+   */
+  maxPendingShare?: number | undefined;
 }
+
+/** Default --max-pending-share: 10% of --max-pending per caller. */
+export const DEFAULT_MAX_PENDING_SHARE = 10;
 
 /**
  * Admission control for restart storms: a bound on pending calls (the excess is refused at once with
@@ -47,11 +56,15 @@ export class Admission {
   private readonly inFlight = new Map<string, { result: Promise<unknown> }>();
   private readonly priority: Set<string>;
   private readonly reserve: number;
+  private readonly perCaller = new Map<string, number>();
+  /** Calls one caller may have pending past authentication. */
+  readonly callerLimit: number;
 
   constructor(private readonly options: AdmissionOptions) {
     this.priority = new Set(options.priorityNamespaces);
     // Priority callers may go 10% past the bound, so a storm of others cannot lock gateways out.
     this.reserve = Math.max(1, Math.ceil(options.maxPending / 10));
+    this.callerLimit = Math.max(1, Math.ceil((options.maxPending * (options.maxPendingShare ?? DEFAULT_MAX_PENDING_SHARE)) / 100));
   }
 
   get pendingCount(): number {
@@ -72,6 +85,28 @@ export class Admission {
 
   release(): void {
     if (this.pending > 0) this.pending--;
+  }
+
+  /** Calls `caller` holds now (past authentication, not yet answered). */
+  callerPending(caller: string): number {
+    return this.perCaller.get(caller) ?? 0;
+  }
+
+  /**
+   * Takes one of `caller`'s share of slots; false when it already holds callerLimit (the call is
+   * answered RESOURCE_EXHAUSTED). Every true must be matched by one releaseCaller.
+   */
+  tryAdmitCaller(caller: string): boolean {
+    const held = this.perCaller.get(caller) ?? 0;
+    if (held >= this.callerLimit) return false;
+    this.perCaller.set(caller, held + 1);
+    return true;
+  }
+
+  releaseCaller(caller: string): void {
+    const held = this.perCaller.get(caller) ?? 0;
+    if (held <= 1) this.perCaller.delete(caller);
+    else this.perCaller.set(caller, held - 1);
   }
 
   /**

@@ -19,7 +19,31 @@ export interface CertificateServiceDeps {
   logger: Logger;
   audit: AuditLog;
   admission: Admission;
+  /**
+   * True once the shutdown grace is over and pending calls have been answered UNAVAILABLE: a result
+   * reached after that is not issued (nor audited as issued), since its caller already has its answer.
+   */
+  shuttingDown?: (() => boolean) | undefined;
+  /** --max-csr-bytes: the longest csr field (PEM characters) read at all; default DEFAULT_MAX_CSR_BYTES. */
+  maxCsrBytes?: number | undefined;
+  /** issue #19: called with call.getPeer() once a call has authenticated (the connection leaves its pre-authentication limits). */
+  onAuthenticated?: ((peer: string) => void) | undefined;
 }
+
+/** Default --max-csr-bytes: an RSA-8192 CSR with eight long SANs fits; 3,300 empty extensions do not. */
+export const DEFAULT_MAX_CSR_BYTES = 8192;
+
+/**
+ * Whose share of --max-pending a call uses (Admission.tryAdmitCaller): the authenticated identity;
+ * for an impersonation, the node agent's own pod (one ztunnel per node), so one node cannot hold
+ * the queue by asking for many of its workloads' identities.
+ */
+export function shareKey(caller: Caller, impersonating: boolean): { key: string; who: string } {
+  if (impersonating) return { key: `pod\0${caller.namespace}/${caller.podName ?? ''}\0${caller.identity}`, who: `node agent ${caller.namespace}/${caller.podName ?? caller.serviceAccount}` };
+  return { key: `id\0${caller.identity}`, who: caller.identity };
+}
+
+const SHUTTING_DOWN = 'svid-ca is shutting down; retry (another replica will answer)';
 
 /** The SAN rule; for an impersonation a SAN other than the impersonated identity is an impersonation failure (UNAUTHENTICATED, counted). */
 function authorizeSansFor(sans: Parameters<typeof authorizeSans>[0], identity: string, impersonating: boolean): void {
@@ -72,6 +96,7 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
     let ctx: CallContext = {};
 
     const finish = (issued: IssuedCertificate | undefined, err: unknown) => {
+      if (ctx.caller) deps.onAuthenticated?.(call.getPeer());
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       metrics.inFlight.dec();
       metrics.issueDuration.observe(seconds);
@@ -87,6 +112,11 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
         code: 'OK',
         durationMs: Math.round(seconds * 1e6) / 1e3,
       };
+      if (issued && deps.shuttingDown?.()) {
+        err = new RequestError(grpc.status.UNAVAILABLE, 'unavailable', SHUTTING_DOWN);
+        issued = undefined;
+        record.event = 'denied';
+      }
       if (issued) {
         Object.assign(record, {
           grantedTtlSeconds: Math.round(issued.grantedMs / 1000),
@@ -104,6 +134,9 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
           if (issued.clamped) {
             metrics.ttlClamped.inc();
             logger.debug({ identity: ctx.caller?.identity, requestedMs: issued.requestedMs, grantedMs: issued.grantedMs }, 'TTL clamped to the signing certificate expiry');
+          }
+          if (issued.credentialCapped) {
+            logger.debug({ identity: ctx.caller?.identity, requestedMs: issued.requestedMs, grantedMs: issued.grantedMs }, 'TTL capped: a renewal by client certificate alone ends with it (--client-cert-max-ttl)');
           }
           callback(null, { cert_chain: issued.certChain });
           return;
@@ -149,16 +182,39 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
         throw new RequestError(grpc.status.INVALID_ARGUMENT, 'invalid_csr', 'CSR error: the request carries no CSR (field csr is empty)');
       }
       const csrPem = call.request.csr;
+      // Bounded before any parsing: the CSR readers' cost grows with its size (issue #19).
+      const maxCsrBytes = deps.maxCsrBytes ?? DEFAULT_MAX_CSR_BYTES;
+      if (csrPem.length > maxCsrBytes) {
+        throw new RequestError(
+          grpc.status.INVALID_ARGUMENT,
+          'invalid_csr',
+          `CSR error: the csr field is ${csrPem.length} bytes; at most ${maxCsrBytes} are accepted (--max-csr-bytes)`,
+        );
+      }
       const ttl = readValidityDuration(call.request.validity_duration);
       ctx.requestedTtl = ttl;
+      const impersonating = ctx.impersonatedIdentity !== undefined;
+      const share = shareKey(caller, impersonating);
+      if (!deps.admission.tryAdmitCaller(share.key)) {
+        throw new RequestError(
+          grpc.status.RESOURCE_EXHAUSTED,
+          'overloaded',
+          `CA overloaded: ${share.who} already has ${deps.admission.callerPending(share.key)} requests pending, its share of --max-pending (--max-pending-share); retry with backoff`,
+        );
+      }
       // Parsing (signature check) and signing are the CPU-bound part: one job on the admission
       // queue, priority namespaces first.
-      const impersonating = ctx.impersonatedIdentity !== undefined;
-      return deps.admission.run(priority, () => {
-        const csr = readCsrPem(csrPem);
-        authorizeSansFor(csr.sans, identity, impersonating);
-        return authority.issueCertificate({ identity, csr, requestedTtlSeconds: ttl });
-      });
+      try {
+        return await deps.admission.run(priority, () => {
+          if (deps.shuttingDown?.()) throw new RequestError(grpc.status.UNAVAILABLE, 'unavailable', SHUTTING_DOWN);
+          const csr = readCsrPem(csrPem);
+          authorizeSansFor(csr.sans, identity, impersonating);
+          // issueCertificate: synchronous with a file key, a Promise with a token key (issue #17).
+          return authority.issueCertificate({ identity, csr, requestedTtlSeconds: ttl, notAfterLimit: caller.renewalNotAfter });
+        });
+      } finally {
+        deps.admission.releaseCaller(share.key);
+      }
     };
 
     const authorization = firstString(call.metadata, 'authorization');

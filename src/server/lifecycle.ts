@@ -1,5 +1,5 @@
 import { formatGoDuration } from '../duration.js';
-import { CacertsReloader, SelfSignedRoot, type Pkcs11SigningKeySource, ServingCertificateManager, type Authority, type Grace, type ReloadResult } from '../ca/index.js';
+import { CacertsReloader, DEFAULT_PROBE_NAMES, SelfSignedRoot, ServingCertificateManager, type Authority, type Grace, type Pkcs11SigningKeySource, type ReloadResult } from '../ca/index.js';
 import type { CaMetrics, Logger, TrackedCertificate } from '../observability/index.js';
 import { BundleError, subjectText, type LoadedCertificate, type SigningBundle } from '../pki/index.js';
 import type { ServingTls } from './tls.js';
@@ -13,6 +13,10 @@ export interface LifecycleOptions {
   reloadIntervalMs?: number | undefined;
   allowRootReplacement?: boolean | undefined;
   signerExpiryWarningMs?: number | undefined;
+  /** --trust-domain: reloads validate the paths for SVIDs of this trust domain (issue #11). */
+  trustDomain?: string | undefined;
+  /** Told every reload result after it is logged and counted (the primary of --workers forwards bundles). */
+  onReload?: ((r: ReloadResult) => void) | undefined;
   /** The signing key on a PKCS#11 token (issue #17): each reload finds and checks it again. */
   tokenKey?: Pkcs11SigningKeySource | undefined;
 }
@@ -50,6 +54,19 @@ export function recordBundleMetrics(metrics: CaMetrics, bundle: SigningBundle, m
     firstChain ? new Date(firstChain.x509.validTo) : undefined,
   );
   metrics.setSigner(bundle.notAfter, maxTtlMs);
+}
+
+/** The bundle as the 'signing bundle loaded' line shows it. */
+export function describeBundle(bundle: SigningBundle) {
+  return {
+    layout: bundle.layout,
+    signer: subjectOf(bundle.signingCert),
+    signerSki: bundle.signingCert.facts.subjectKeyId?.toString('hex'),
+    signerNotAfter: bundle.notAfter.toISOString(),
+    algorithm: bundle.signer.algorithm.name,
+    roots: bundle.roots.map(subjectOf),
+    chainLength: bundle.chainPems.length,
+  };
 }
 
 const DEFAULTS = { reloadIntervalMs: 10_000, signerExpiryWarningMs: 720 * 3_600_000, grace: { fraction: 0.5 } as Grace };
@@ -92,6 +109,13 @@ export class BundleLifecycle {
       logger.info({ reason, notAfter: cert.notAfter.toISOString(), serial: cert.serialHex, renewAt: this.serving.renewAt().toISOString() }, 'serving certificate renewed');
     });
     this.serving.on('error', (err) => logger.error({ err: err.message }, 'serving certificate renewal failed; retrying'));
+    this.serving.on('limitedBySigner', (cert) => {
+      this.metrics.servingLimitedBySigner.set(1);
+      logger.error(
+        { signerNotAfter: cert.notAfter.toISOString(), servingNotAfter: cert.notAfter.toISOString(), serial: cert.serialHex },
+        `the serving certificate cannot be renewed past the signing certificate, which expires at ${cert.notAfter.toISOString()}: mount a new cacerts bundle before then, or TLS to svid-ca fails and no workload gets a certificate`,
+      );
+    });
     authority.on('bundle', (bundle) => {
       this.metrics.lastReload.set(Date.now() / 1000);
       this.recordBundle(bundle);
@@ -111,6 +135,7 @@ export class BundleLifecycle {
         dir: this.options.cacerts,
         pollIntervalMs: this.options.reloadIntervalMs ?? DEFAULTS.reloadIntervalMs,
         allowRootReplacement: this.options.allowRootReplacement ?? false,
+        names: { trustDomain: this.options.trustDomain ?? DEFAULT_PROBE_NAMES.trustDomain, servingDns: this.options.servingDns },
         tokenKey: this.options.tokenKey,
       },
       { onResult: (r) => this.onReload(r) },
@@ -135,6 +160,7 @@ export class BundleLifecycle {
 
   private recordServing(): void {
     const c = this.serving.current;
+    if (!c.limitedBySigner) this.metrics.servingLimitedBySigner.set(0);
     this.metrics.setServingCertificate({ role: 'serving', subject: this.options.servingDns.join(','), serial: c.serialHex, notAfter: wholeSeconds(c.notAfter) });
   }
 
@@ -142,7 +168,7 @@ export class BundleLifecycle {
     if (r.result === 'success') {
       this.metrics.bundleReloads.inc({ result: 'success' });
       this.logger.info(
-        { cacerts: this.options.cacerts, signer: subjectOf(r.bundle.signingCert), signerNotAfter: r.bundle.notAfter.toISOString(), rootsAdded: r.roots.added, rootsRemoved: r.roots.removed },
+        { cacerts: this.options.cacerts, signer: subjectOf(r.bundle.signingCert), signerSki: r.bundle.signingCert.facts.subjectKeyId?.toString('hex'), signerNotAfter: r.bundle.notAfter.toISOString(), rootsAdded: r.roots.added, rootsRemoved: r.roots.removed },
         'signing bundle reloaded',
       );
       warnAboutSigner(this.logger, r.bundle, this.options.maxTtlMs, this.options.signerExpiryWarningMs ?? DEFAULTS.signerExpiryWarningMs);
@@ -154,5 +180,6 @@ export class BundleLifecycle {
         'cacerts reload refused; still serving with the current bundle',
       );
     }
+    this.options.onReload?.(r);
   }
 }

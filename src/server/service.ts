@@ -2,15 +2,19 @@ import type { Server as HttpServer } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import { ClientCertAuthenticator, ImpersonationAuthorizer, JwtAuthenticator, parseNodeAccounts, TokenReviewAuthenticator, type Authenticator, type KeySetReload } from '../auth/index.js';
 import type { KubeOptions, KubernetesIntegration } from '../kube/index.js';
-import { Authority, loadCacerts, SelfSignedRoot, type Grace, type SelfSignedOptions, type SigningKeyConfig, Pkcs11SigningKeySource } from '../ca/index.js';
-import { AuditLog, CaMetrics, startMonitoringServer, type Logger } from '../observability/index.js';
-import { BundleLifecycle, warnAboutSigner } from './lifecycle.js';
-import { subjectText, type SigningBundle, type LoadedCertificate } from '../pki/index.js';
+import { Authority, loadCacerts, SelfSignedRoot, type Grace, type SelfSignedOptions, type SigningKeyConfig } from '../ca/index.js';
+import { AuditLog, CaMetrics, keepMetrics, startMonitoringServer, type Logger } from '../observability/index.js';
+import { openTokenKey, type BundleFeed } from './bundle-owner.js';
+import { BundleLifecycle, describeBundle, warnAboutSigner } from './lifecycle.js';
+import type { SigningBundle } from '../pki/index.js';
 import { createCertificateHandler } from './certificate-service.js';
 import { Admission, type AdmissionOptions } from './admission.js';
 import { HealthService } from './health.js';
 import { loadServices } from './proto.js';
 import { ClientCaProvider, ServingTls } from './tls.js';
+import { ListenError, probeListen } from './listen.js';
+import { CallDrain } from './drain.js';
+import { DEFAULT_TRANSPORT_LIMITS, HardenedServerCredentials, installTransportLimits, TransportGuard, type TransportLimits } from './transport-limits.js';
 
 interface Listen {
   host: string;
@@ -50,6 +54,14 @@ export interface ServiceOptions {
   limits?: Partial<ConnectionLimits> | undefined;
   /** --jwks-refresh-interval: refetch a --jwks-uri this often (a shorter Cache-Control max-age wins). */
   jwksRefreshIntervalMs?: number | undefined;
+  /** --max-csr-bytes (default DEFAULT_MAX_CSR_BYTES). */
+  maxCsrBytes?: number | undefined;
+  /** --max-pending-share, percent (default DEFAULT_MAX_PENDING_SHARE). */
+  maxPendingSharePercent?: number | undefined;
+  /** --client-cert-max-ttl, ms (default DEFAULT_CLIENT_CERT_MAX_TTL_MS). */
+  clientCertMaxTtlMs?: number | undefined;
+  /** issue #19: limits before authentication (--handshake-timeout, --max-handshakes, --max-buffered-request-bytes, ...). */
+  transport?: Partial<TransportLimits> | undefined;
   /** --signing-key and the --pkcs11-* flags (issue #17): the signing key is on a PKCS#11 token. */
   signingKey?: SigningKeyConfig | undefined;
 }
@@ -81,35 +93,15 @@ export interface RunningService {
   /** 0 when this process serves no monitoring listener (a worker). */
   monitoringPort: number;
   isReady(): boolean;
-  close(graceMs?: number): Promise<void>;
+  /** See the implementation: readiness off, `delayMs` still answering, GOAWAY, drain within `graceMs`. */
+  close(graceMs?: number, delayMs?: number): Promise<void>;
+  /** issue #19: the connection and request accounting of the gRPC listener. */
+  transport: TransportGuard;
 }
 
-const subjectOf = (c: LoadedCertificate) => subjectText(c.x509);
-
-function describeBundle(bundle: SigningBundle) {
-  return {
-    layout: bundle.layout,
-    signer: subjectOf(bundle.signingCert),
-    signerSki: bundle.signingCert.facts.subjectKeyId?.toString('hex'),
-    signerNotAfter: bundle.notAfter.toISOString(),
-    algorithm: bundle.signer.algorithm.name,
-    roots: bundle.roots.map(subjectOf),
-    chainLength: bundle.chainPems.length,
-  };
-}
-
-/**
- * Caps open connections on the gRPC listener. grpc-js has no option for it, so this sets Node's
- * net.Server maxConnections on the HTTP/2 servers grpc-js created (an internal field, pinned by the
- * exact grpc-js version and checked by test/hardening.test.ts): connections past the cap are closed at once.
- */
-function applyMaxConnections(server: grpc.Server, max: number, logger: Logger): void {
-  const servers = (server as unknown as { http2Servers?: Map<{ maxConnections: number }, unknown> }).http2Servers;
-  if (!servers || servers.size === 0) {
-    logger.warn({}, 'cannot apply --max-connections: grpc-js internals changed');
-    return;
-  }
-  for (const http2Server of servers.keys()) http2Server.maxConnections = max;
+/** The transport limits: --max-connections and --max-concurrent-streams with the issue #19 flags. */
+function transportLimits(limits: ConnectionLimits, options: ServiceOptions): TransportLimits {
+  return { ...DEFAULT_TRANSPORT_LIMITS, maxConnections: limits.maxConnections, maxConcurrentStreams: limits.maxConcurrentStreams, ...options.transport };
 }
 
 /** Counts and logs a load of the token issuer's JWKS (svid_ca_jwks_reloads_total{result}). */
@@ -125,46 +117,66 @@ function reportJwksReload(reload: KeySetReload, metrics: CaMetrics, logger: Logg
   else logger.debug(fields, 'JWKS unchanged');
 }
 
-/** The PKCS#11 key source of --signing-key (issue #17), logging through the service logger; undefined for a key file. */
-function openTokenKey(config: SigningKeyConfig | undefined, logger: Logger): Pkcs11SigningKeySource | undefined {
-  return config ? new Pkcs11SigningKeySource(config, (level, fields, message) => logger[level](fields, message)) : undefined;
-}
-
 function grpcAddress(l: Listen): string {
   return l.host.includes(':') ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`;
 }
 
-/** Loads the bundle, issues the serving certificate, and starts the gRPC and monitoring listeners. */
-export async function startService(options: ServiceOptions, logger: Logger): Promise<RunningService> {
-  const selfSigned = options.selfSigned
-    ? new SelfSignedRoot({ ...options.selfSigned, organization: options.trustDomain }, (event) =>
+/** A worker of --workers: the primary owns the bundle's lifecycle (see bundle-owner.ts). */
+export type WorkerService = Omit<RunningService, 'lifecycle'>;
+
+/**
+ * Loads the bundle, issues the serving certificate, and starts the gRPC and monitoring listeners.
+ * With options.feed (a --workers worker) the bundle and serving certificate come from the primary
+ * instead: no folder is read, no reloader or renewal runs here, and the per-server metrics are left
+ * to the primary.
+ */
+export async function startService(options: ServiceOptions & { feed?: undefined }, logger: Logger): Promise<RunningService>;
+export async function startService(options: ServiceOptions & { feed: BundleFeed }, logger: Logger): Promise<WorkerService>;
+export async function startService(options: ServiceOptions & { feed?: BundleFeed | undefined }, logger: Logger): Promise<RunningService | WorkerService> {
+  const feed = options.feed;
+  const selfSigned = options.selfSigned && !feed
+    ? new SelfSignedRoot({ ...options.selfSigned, organization: options.trustDomain, servingDns: options.servingDns }, (event) =>
         logger.info({ dir: options.selfSigned?.dir ?? '(memory only)' }, `self-signed root ${event}`),
       )
     : undefined;
-  const tokenKey = openTokenKey(options.signingKey, logger);
+  // issue #17: a worker checked the primary's texts with its own token source (the feed's); else opened here.
+  const tokenKey = feed ? feed.tokenKey : openTokenKey(options.signingKey, logger);
   let bundle: SigningBundle;
   try {
-    bundle = selfSigned ? selfSigned.bundle() : loadCacerts(options.cacerts, undefined, tokenKey);
+    bundle = feed ? feed.bundle : selfSigned ? selfSigned.bundle() : loadCacerts(options.cacerts, new Date(), { trustDomain: options.trustDomain, servingDns: options.servingDns }, tokenKey);
   } catch (err) {
     tokenKey?.close();
     throw err;
   }
   const authority = new Authority(bundle, { defaultTtlMs: options.defaultTtlMs, maxTtlMs: options.maxTtlMs });
-  logger.info({ cacerts: selfSigned ? '(self-signed)' : options.cacerts, ...describeBundle(bundle), signingKey: tokenKey?.describe() }, 'signing bundle loaded');
-  warnAboutSigner(logger, bundle, options.maxTtlMs, options.signerExpiryWarningMs ?? 720 * 3_600_000);
+  if (!feed) {
+    logger.info({ cacerts: selfSigned ? '(self-signed)' : options.cacerts, ...describeBundle(bundle), signingKey: tokenKey?.describe() }, 'signing bundle loaded');
+    warnAboutSigner(logger, bundle, options.maxTtlMs, options.signerExpiryWarningMs ?? 720 * 3_600_000);
+  }
 
   const metrics = new CaMetrics();
   let servingTls: ServingTls | undefined;
-  const lifecycle = new BundleLifecycle(authority, { ...options, tokenKey }, metrics, logger, () => servingTls, selfSigned);
-  lifecycle.recordBundle(bundle);
-  metrics.lastReload.set(Date.now() / 1000);
-  const serving = lifecycle.serving.current;
+  const lifecycle = feed ? undefined : new BundleLifecycle(authority, { ...options, tokenKey }, metrics, logger, () => servingTls, selfSigned);
+  if (lifecycle) {
+    lifecycle.recordBundle(bundle);
+    metrics.lastReload.set(Date.now() / 1000);
+  } else {
+    keepMetrics(metrics, 'per-process');
+  }
+  const serving = lifecycle ? lifecycle.serving.current : feed!.serving;
   // --client-cert-auth: the listener asks for (does not require) a client certificate, verified
   // against the current root bundle; a bundle change rebuilds the secure context.
   const clientCa = options.clientCertAuth ? new ClientCaProvider(authority.bundle.rootsPem) : null;
   if (clientCa) authority.on('bundle', (b) => clientCa.update(b.rootsPem));
   servingTls = new ServingTls(serving, clientCa);
-  logger.info({ dnsNames: options.servingDns, notAfter: serving.notAfter.toISOString(), serial: serving.serialHex }, 'serving certificate issued');
+  if (lifecycle) {
+    const s = lifecycle.serving.current;
+    logger.info({ dnsNames: options.servingDns, notAfter: s.notAfter.toISOString(), serial: s.serialHex }, 'serving certificate issued');
+  }
+  feed?.onUpdate((u) => {
+    if (u.bundle) authority.replaceBundle(u.bundle);
+    if (u.serving) servingTls!.update(u.serving);
+  });
 
   // Loaded only when asked for: @kubernetes/client-node is large.
   const kube: KubernetesIntegration | undefined = options.kubernetes
@@ -173,8 +185,8 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
 
   // Fixed order: client certificate, JWT, TokenReview; the first that yields a caller wins.
   const authenticators: Authenticator[] = [];
-  if (options.clientCertAuth) authenticators.push(new ClientCertAuthenticator({ trustDomain: options.trustDomain }));
   let jwt: JwtAuthenticator | undefined;
+  if (options.clientCertAuth) authenticators.push(new ClientCertAuthenticator({ trustDomain: options.trustDomain, maxTtlMs: options.clientCertMaxTtlMs }));
   if (options.jwt) {
     jwt = new JwtAuthenticator({
       ...options.jwt,
@@ -194,8 +206,9 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
     : undefined;
 
   const audit = new AuditLog(logger, options.auditLog);
-  const admission = new Admission({ ...DEFAULT_ADMISSION, ...options.admission });
+  const admission = new Admission({ ...DEFAULT_ADMISSION, ...options.admission, maxPendingShare: options.maxPendingSharePercent ?? options.admission?.maxPendingShare });
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
+  const transport = new TransportGuard(transportLimits(limits, options), metrics);
   const services = loadServices();
   const health = new HealthService();
   const server = new grpc.Server({
@@ -211,8 +224,9 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
     // channelz bookkeeping runs on every call (~1% of the CPU under load) and nothing here serves it.
     'grpc.enable_channelz': 0,
   });
+  const drain = new CallDrain();
   server.addService(services.ca.service, {
-    CreateCertificate: createCertificateHandler({
+    CreateCertificate: drain.wrap(createCertificateHandler({
       authority,
       authenticators,
       authOptions: { clusterId: options.clusterId },
@@ -221,13 +235,26 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
       logger,
       audit,
       admission,
-    }),
+      maxCsrBytes: options.maxCsrBytes,
+      shuttingDown: () => drain.expired,
+      onAuthenticated: (peer) => transport.markAuthenticated(peer),
+    })),
   });
   server.addService(services.health.service, health.handlers);
   const grpcPort = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(grpcAddress(options.listen), servingTls.credentials, (err, port) => (err ? reject(err) : resolve(port)));
+    const credentials = new HardenedServerCredentials(servingTls.credentials, transport.limits);
+    server.bindAsync(grpcAddress(options.listen), credentials, (err, port) => (err ? reject(err) : resolve(port)));
+  }).catch(async (err: Error) => {
+    // grpc-js says only "No address added out of total 1 resolved": find out why, naming the flag.
+    await probeListen('--listen', options.listen);
+    throw new ListenError('--listen', options.listen, err);
   });
-  applyMaxConnections(server, limits.maxConnections, logger);
+  try {
+    installTransportLimits(server, transport);
+  } catch (err) {
+    server.forceShutdown();
+    throw err;
+  }
   let accepting = true;
   const isReady = () => accepting && authority.isReady();
   let reported: boolean | undefined;
@@ -250,9 +277,9 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
     if (m) monitoring = await startMonitoringServer({ host: m.host, port: m.port, registry: metrics.registry, isReady });
   } catch (err) {
     server.forceShutdown();
-    throw err;
+    throw m ? new ListenError('--monitoring-listen', m, err) : err;
   }
-  lifecycle.start();
+  lifecycle?.start();
   logger.info(
     { grpc: grpcAddress({ ...options.listen, port: grpcPort }), monitoring: m && monitoring ? grpcAddress({ host: m.host, port: monitoring.port }) : '(primary process)' },
     'svid-ca serving',
@@ -268,23 +295,35 @@ export async function startService(options: ServiceOptions, logger: Logger): Pro
     grpcPort,
     monitoringPort: monitoring?.port ?? 0,
     isReady,
-    async close(graceMs = 5000) {
+    transport,
+    /**
+     * Graceful stop, in the order Kubernetes needs (issue #13): readiness NOT_SERVING at once (gRPC
+     * health and /readyz) while still answering for `delayMs` (--shutdown-delay), so the endpoint is
+     * removed before the listener goes; then GOAWAY on every connection (grpc-js tryShutdown: agents
+     * reconnect to another replica) and the listener closed; then wait for the calls in flight, and
+     * only those: when the last is answered the sessions are closed. `graceMs` (--shutdown-grace)
+     * bounds the whole, delay included; calls still unanswered at its end get UNAVAILABLE, and no
+     * certificate is issued after that.
+     */
+    async close(graceMs = 5000, delayMs = 0) {
+      const deadline = Date.now() + graceMs;
       accepting = false;
       refreshHealth();
       clearInterval(readinessTimer);
-      lifecycle.stop();
+      lifecycle?.stop();
       jwt?.close();
+      const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, Math.max(0, ms)));
+      if (delayMs > 0) {
+        logger.info({ shutdownDelay: `${delayMs / 1000}s` }, 'not ready; still answering during --shutdown-delay so the endpoint is removed first');
+        await sleep(Math.min(delayMs, graceMs));
+      }
       health.close();
-      await new Promise<void>((resolve) => {
-        const force = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, graceMs);
-        server.tryShutdown(() => {
-          clearTimeout(force);
-          resolve();
-        });
-      });
+      const sessionsClosed = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      const done = await Promise.race([drain.idle().then(() => true), sleep(deadline - Date.now()).then(() => false)]);
+      if (!done) logger.warn({ calls: drain.expire() }, 'shutdown grace over: calls still in flight answered UNAVAILABLE');
+      // Answers are written; give their bytes a moment to leave before the sessions are cut.
+      await Promise.race([sessionsClosed, sleep(Math.min(1000, Math.max(deadline - Date.now(), 100)))]);
+      server.forceShutdown();
       await kube?.close();
       tokenKey?.close();
       audit.close();

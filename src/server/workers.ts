@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import type { Server as HttpServer } from 'node:http';
 import { AggregatorRegistry, type PrometheusContentType, type Registry } from 'prom-client';
 import { startMonitoringServer, type Logger } from '../observability/index.js';
+import { ListenError } from './listen.js';
+import { isBundleMessage, type PrimaryBundle } from './bundle-owner.js';
 
 /**
  * Cores this process may use: the CPU affinity (availableParallelism) capped by a cgroup CPU quota,
@@ -30,16 +32,25 @@ export function usableCores(cgroupRoot = '/sys/fs/cgroup'): number {
   return cores;
 }
 
-/** What a worker process tells the primary. */
-export type WorkerMessage = { svidCa: 'ready'; ready: boolean };
+/** What a worker process tells the primary (besides BundleMessage 'want-bundle'). */
+export type WorkerMessage = { svidCa: 'ready'; ready: boolean } | { svidCa: 'failed'; message: string };
 
 export function isWorkerMessage(m: unknown): m is WorkerMessage {
-  return typeof m === 'object' && m !== null && (m as { svidCa?: unknown }).svidCa === 'ready';
+  const tag = typeof m === 'object' && m !== null ? (m as { svidCa?: unknown }).svidCa : undefined;
+  return tag === 'ready' || tag === 'failed';
 }
 
 /** In a worker: tell the primary whether this process can issue. */
 export function reportReadiness(ready: boolean): void {
   process.send?.({ svidCa: 'ready', ready } satisfies WorkerMessage);
+}
+
+/** In a worker that cannot start: the one line the primary prints for all of them (then exit 1). */
+export function reportStartupFailure(message: string): Promise<void> {
+  return new Promise((resolve) => {
+    if (!process.send) return resolve();
+    process.send({ svidCa: 'failed', message } satisfies WorkerMessage, undefined, {}, () => resolve());
+  });
 }
 
 /** In a worker: let the primary's AggregatorRegistry collect this process's metrics. */
@@ -56,12 +67,14 @@ export interface PrimaryOptions {
   /** How long workers get to finish calls in flight after SIGTERM. */
   shutdownGraceMs: number;
   logger: Logger;
+  /** The signing bundle, its reloads and the serving certificate, owned here for all workers. */
+  bundle: PrimaryBundle;
 }
 
 export interface Primary {
   monitoringPort: number;
-  /** Resolves when the first worker fails to start (the service cannot run). */
-  startupFailure: Promise<number>;
+  /** Resolves when the first worker fails to start (the service cannot run), with its reason if it sent one. */
+  startupFailure: Promise<{ code: number; message: string | undefined }>;
   stop(): Promise<void>;
 }
 
@@ -76,15 +89,24 @@ export async function runPrimary(o: PrimaryOptions): Promise<Primary> {
   const ready = new Map<number, boolean>();
   const everReady = new Set<number>();
   let stopping = false;
-  let failStartup: (code: number) => void = () => {};
-  const startupFailure = new Promise<number>((resolve) => (failStartup = resolve));
+  let failStartup: (failure: { code: number; message: string | undefined }) => void = () => {};
+  const startupFailure = new Promise<{ code: number; message: string | undefined }>((resolve) => (failStartup = resolve));
   const restarts: number[] = [];
+  let failureMessage: string | undefined;
 
   const fork = (): Worker => {
     const worker = cluster.fork();
     ready.set(worker.id, false);
     worker.on('message', (m: unknown) => {
+      if (isBundleMessage(m) && m.svidCa === 'want-bundle') {
+        worker.send(o.bundle.current());
+        return;
+      }
       if (!isWorkerMessage(m)) return;
+      if (m.svidCa === 'failed') {
+        failureMessage ??= m.message;
+        return;
+      }
       ready.set(worker.id, m.ready);
       if (m.ready) everReady.add(worker.id);
     });
@@ -92,8 +114,8 @@ export async function runPrimary(o: PrimaryOptions): Promise<Primary> {
       ready.delete(worker.id);
       if (stopping) return;
       if (!everReady.has(worker.id)) {
-        o.logger.fatal({ worker: worker.id, code, signal }, 'a worker failed to start; stopping');
-        failStartup(code || 1);
+        o.logger.fatal({ worker: worker.id, code, signal, reason: failureMessage }, 'a worker failed to start; stopping');
+        failStartup({ code: code || 1, message: failureMessage });
         return;
       }
       const now = Date.now();
@@ -108,14 +130,23 @@ export async function runPrimary(o: PrimaryOptions): Promise<Primary> {
     return worker;
   };
 
+  o.bundle.onChange((m) => {
+    for (const w of Object.values(cluster.workers ?? {})) if (w?.isConnected()) w.send(m);
+  });
+  o.bundle.start();
   for (let i = 0; i < o.workers; i++) fork();
   const aggregator = new AggregatorRegistry<PrometheusContentType>();
+  // Per-process metrics summed over the workers, then the per-server ones (bundle, serving
+  // certificate, reloads) from the primary: disjoint metric names, so the texts concatenate.
+  const collect = async () => (await aggregator.clusterMetrics()) + (await o.bundle.metrics.registry.metrics());
   const isReady = () => !stopping && ready.size > 0 && [...ready.values()].every(Boolean);
   const monitoring: { server: HttpServer; port: number } = await startMonitoringServer({
     ...o.monitoringListen,
     registry: aggregator,
-    collect: () => aggregator.clusterMetrics(),
+    collect,
     isReady,
+  }).catch((err: unknown) => {
+    throw new ListenError('--monitoring-listen', o.monitoringListen, err);
   });
   o.logger.info({ workers: o.workers, monitoring: `${o.monitoringListen.host}:${monitoring.port}` }, 'svid-ca primary serving monitoring for its workers');
 
@@ -124,6 +155,7 @@ export async function runPrimary(o: PrimaryOptions): Promise<Primary> {
     startupFailure,
     async stop() {
       stopping = true;
+      o.bundle.stop();
       const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && !w.isDead());
       const exited = workers.map((w) => new Promise<void>((resolve) => (w.isDead() ? resolve() : w.once('exit', () => resolve()))));
       for (const w of workers) w.process.kill('SIGTERM');

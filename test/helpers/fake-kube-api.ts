@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { Authority, loadCacerts } from '../../src/ca/index.js';
 import { makeCacerts, tempDir } from './pki.js';
+import { within } from './deadline.js';
 
 export type Kind = 'namespaces' | 'pods' | 'configmaps' | 'secrets' | 'leases';
 
@@ -169,7 +170,7 @@ export class FakeKubeApi {
         res.end(JSON.stringify(status(500, 'InternalError', String(err))));
       });
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    await within(new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve)), 10_000, 'the fake Kubernetes API server to listen');
     const port = (server.address() as { port: number }).port;
     const url = `https://127.0.0.1:${port}`;
     const token = randomBytes(16).toString('hex');
@@ -188,7 +189,7 @@ export class FakeKubeApi {
     for (const w of this.watches) w.res.destroy();
     this.watches.clear();
     for (const s of this.sockets) s.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await within(new Promise<void>((resolve) => this.server.close(() => resolve())), 10_000, 'the fake Kubernetes API server to close');
   }
 
   /** Ends every open watch (as an API server does on its watch timeout); clients resume from their resourceVersion. */
@@ -275,7 +276,7 @@ export class FakeKubeApi {
   permissions(): Permission[] {
     return this.requests
       .filter((r) => r.resource !== '' && r.status !== 401)
-      .map((r) => ({ group: r.group, resource: r.resource, verb: verbOf(r), namespace: r.namespace, name: r.name }));
+      .map((r) => ({ group: r.group, resource: r.resource, verb: verbOf(r), namespace: r.namespace, name: r.name ?? selectedName(r) }));
   }
 
   // ---- HTTP ----
@@ -467,6 +468,16 @@ function parsePath(path: string): { group: string; resource: string; namespace: 
   if (m) return { group: 'coordination.k8s.io', resource: 'leases', namespace: m[1], name: m[2] };
   if (path === '/apis/authentication.k8s.io/v1/tokenreviews') return { group: 'authentication.k8s.io', resource: 'tokenreviews', namespace: undefined, name: undefined };
   return undefined;
+}
+
+/**
+ * The object name the API server authorizes a list or watch against: kube-apiserver's RequestInfo takes
+ * it from a `metadata.name=<name>` field selector, so such a request is allowed by a rule with resourceNames.
+ */
+function selectedName(r: Pick<RecordedRequest, 'method' | 'query'>): string | undefined {
+  if (r.method !== 'GET') return undefined;
+  const m = /^metadata\.name==?([^,]+)$/.exec(r.query.fieldSelector ?? '');
+  return m?.[1];
 }
 
 /** The RBAC verb of a request. */

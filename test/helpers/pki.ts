@@ -7,6 +7,7 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { tool, toolMissing } from './tools.js';
 import {
   caCertificate,
   encodeName,
@@ -39,7 +40,8 @@ export function makeRoot(opts: { key?: KeySpec; cn?: string; notBefore?: Date; n
       serialNumber: randomSerial(),
       subjectDer,
       publicKeyDer: spkiDer(privateKey),
-      notBefore: opts.notBefore ?? new Date(now.getTime() - 60_000),
+      // An hour back, so that a leaf's 2-minute backdate is not clamped to its signer's NotBefore.
+      notBefore: opts.notBefore ?? new Date(now.getTime() - 3_600_000),
       notAfter: opts.notAfter ?? new Date(now.getTime() + 3650 * DAY),
     }),
     { subjectDer, privateKey, algorithm: signatureAlgorithmForKey(privateKey)! },
@@ -60,7 +62,7 @@ export function makeIntermediate(
     serialNumber: randomSerial(),
     subjectDer: encodeName({ organization: 'svid-ca test', commonName: opts.cn ?? 'test intermediate' }),
     publicKeyDer: spkiDer(privateKey),
-    notBefore: opts.notBefore ?? new Date(now.getTime() - 60_000),
+    notBefore: opts.notBefore ?? new Date(now.getTime() - 3_600_000),
     notAfter: opts.notAfter ?? new Date(now.getTime() + 365 * DAY),
     issuerKeyId: facts.subjectKeyId ?? keyIdentifier(spkiDer(issuer.cert.publicKey)),
   });
@@ -128,9 +130,10 @@ export function opensslVerify(rootPem: string, chainPems: string[], leafPem: str
     const args = ['verify', ...extraArgs, '-CAfile', join(dir, 'root.pem')];
     if (chainPems.length > 0) args.push('-untrusted', join(dir, 'chain.pem'));
     args.push(join(dir, 'leaf.pem'));
-    return execFileSync('openssl', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    return execFileSync(tool('openssl'), args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (err) {
-    const e = err as { stdout?: string; stderr?: string };
+    const e = err as { stdout?: string; stderr?: string; code?: string };
+    if (e.code === 'ENOENT' || e.code === 'EACCES') throw toolMissing('openssl', err);
     throw new Error(`openssl verify failed: ${e.stdout ?? ''}${e.stderr ?? ''}`);
   } finally {
     removeDir(dir);
@@ -139,5 +142,5 @@ export function opensslVerify(rootPem: string, chainPems: string[], leafPem: str
 
 /** `openssl x509 -noout -text` of a PEM certificate. */
 export function opensslText(pem: string): string {
-  return execFileSync('openssl', ['x509', '-noout', '-text'], { input: pem, encoding: 'utf8' });
+  return execFileSync(tool('openssl'), ['x509', '-noout', '-text'], { input: pem, encoding: 'utf8' });
 }

@@ -13,6 +13,7 @@ import { createLogger, type Logger } from '../../src/observability/index.js';
 import { startService, type RunningService, type ServiceOptions } from '../../src/server/index.js';
 import type { IstioCertificateResponse } from '../../src/server/index.js';
 import { tempDir } from './pki.js';
+import { within } from './deadline.js';
 
 export const TEST_ISSUER = 'https://kubernetes.default.svc.cluster.local';
 
@@ -118,7 +119,7 @@ export async function startTestServer(o: { cacerts: string; issuer: TestIssuer }
     logger,
     options,
     address: `localhost:${service.grpcPort}`,
-    close: () => service.close(2000),
+    close: () => within(service.close(2000), 15_000, 'the test server to close'),
   };
 }
 
@@ -140,6 +141,6 @@ export function call(
 }
 
 export async function fetchText(url: string): Promise<{ status: number; body: string }> {
-  const res = await fetch(url);
+  const res = await fetch(url, { signal: AbortSignal.timeout(10_000) });
   return { status: res.status, body: await res.text() };
 }

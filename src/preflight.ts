@@ -1,0 +1,53 @@
+import { closeSync, constants, accessSync, openSync, statSync } from 'node:fs';
+import { ConfigError } from './flags.js';
+import type { ServeConfig } from './config.js';
+
+/** Why a file cannot be used, in words (ENOENT -> "no such file"), for one-line operator errors. */
+export function fileProblem(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  switch (code) {
+    case 'ENOENT':
+      return 'no such file';
+    case 'EACCES':
+    case 'EPERM':
+      return 'permission denied';
+    case 'EISDIR':
+      return 'is a folder, not a file';
+    case 'ENOTDIR':
+      return 'a part of the path is not a folder';
+    default:
+      return code ?? (err as Error).message;
+  }
+}
+
+function readable(flag: string, path: string | undefined): void {
+  if (!path) return;
+  try {
+    accessSync(path, constants.R_OK);
+    if (statSync(path).isDirectory()) throw Object.assign(new Error('folder'), { code: 'EISDIR' });
+  } catch (err) {
+    throw new ConfigError(`${flag}: cannot read ${path}: ${fileProblem(err)}`);
+  }
+}
+
+function appendable(flag: string, path: string | undefined): void {
+  if (!path) return;
+  try {
+    closeSync(openSync(path, 'a', 0o600));
+  } catch (err) {
+    throw new ConfigError(`${flag}: cannot write ${path}: ${fileProblem(err)}`);
+  }
+}
+
+/**
+ * Every file flag of `serve`, checked once in the first process before any worker starts, so a
+ * typo is one line naming the flag (exit 2) instead of a stack trace per worker: --jwks-file and
+ * --kubeconfig must be readable files, --audit-log appendable (created 0600 if missing). URL flags
+ * (--jwks-uri) are checked for syntax by parseServeConfig; the cacerts folder by loadCacerts (exit 1).
+ */
+export function checkFileFlags(cfg: ServeConfig): void {
+  readable('--jwks-file', cfg.jwt?.jwksFile);
+  readable('--kubeconfig', cfg.kubernetes?.kubeconfig);
+  appendable('--audit-log', cfg.auditLog);
+}
+
