@@ -26,7 +26,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'jwt-audience', kind: 'string', default: 'istio-ca', help: 'audience the token must carry' },
   { name: 'cluster-id', kind: 'string', help: 'when set, a non-empty clusterid header naming another cluster is UNAUTHENTICATED' },
   { name: 'log-level', kind: 'string', default: 'info', help: `one of ${LOG_LEVELS.join(', ')}` },
-  { name: 'reload-interval', kind: 'duration', default: '10s', help: 'poll the cacerts folder this often, besides watching it' },
+  { name: 'reload-interval', kind: 'duration', default: '10s', help: 'poll the cacerts folder and --jwks-file this often, besides watching them' },
   { name: 'allow-root-replacement', kind: 'boolean', help: 'accept a reload whose root bundle shares no root with the current one (breaks workloads that trust only the old root)' },
   { name: 'serving-cert-grace', kind: 'string', default: '50%', help: 'renew the serving certificate when less than this remains: a percentage of its life or a duration' },
   { name: 'signer-expiry-warning', kind: 'duration', default: '720h', help: 'warn when the signing certificate expires within this' },
