@@ -445,7 +445,7 @@ describe('deploy/kubernetes: a CA on every pod start path', () => {
   it('gives SIGTERM the shutdown delay plus the shutdown grace plus a margin before Kubernetes kills the pod', () => {
     const env = new Map((container.env as { name: string; value?: string }[]).map((e) => [e.name, e.value]));
     const flags = parseArgFlags(container.args as string[]);
-    const delay = parseDuration(flags.get('shutdown-delay') ?? env.get('SVID_CA_SHUTDOWN_DELAY') ?? '');
+    const delay = parseDuration(flags.get('shutdown-delay') ?? '');
     const grace = parseDuration(flags.get('shutdown-grace') ?? env.get('SVID_CA_SHUTDOWN_GRACE') ?? flagDefault('shutdown-grace')!);
     expect(delay, 'the Deployment sets a shutdown delay').toBe(5_000);
     expect(grace).toBeDefined();

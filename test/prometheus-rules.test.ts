@@ -26,6 +26,9 @@ const REQUIRED_ALERTS = [
   'SvidCaAuthenticationFailuresSpike',
   'SvidCaNoSuccessfulIssuance',
   'SvidCaTargetDown',
+  // The JWKS and serving-certificate alerts docs/monitoring.md used to list as suggestions.
+  'SvidCaJwksReloadFailing',
+  'SvidCaServingCertificateLimitedBySigner',
 ];
 
 /** A runbook link is `docs/<page>.md#<anchor>`, and the page has a heading with that anchor. */
@@ -158,6 +161,15 @@ describe('Prometheus alerting rules (deploy/prometheus)', () => {
       const names = metricNames(a.expr);
       expect(names.length, `alert ${a.alert}: no metric found in ${a.expr}`).toBeGreaterThan(0);
       for (const n of names) expect(known.has(n), `alert ${a.alert} reads unknown metric ${n}`).toBe(true);
+    }
+  });
+
+  it('docs/monitoring.md has a row for every alert, with its severity', () => {
+    const manual = readFileSync(join(ROOT, 'docs/monitoring.md'), 'utf8');
+    for (const a of alerts()) {
+      const row = manual.split('\n').find((line) => line.startsWith(`| \`${a.alert}\` |`));
+      expect(row, `docs/monitoring.md: no row for ${a.alert} in the alerts table`).toBeDefined();
+      expect(row!.split('|')[2]!.trim(), `docs/monitoring.md: severity of ${a.alert}`).toBe(a.labels?.severity);
     }
   });
 

@@ -146,7 +146,7 @@ export function verifySigningBundle(files: BundleFiles, now: Date, names: ProbeN
   }
   const algorithm = signatureAlgorithmForKey(privateKey);
   if (!algorithm) {
-    throw new BundleError(files.signingKey.name, `key type ${keyLabel(describeKey(privateKey))} cannot sign; use EC P-256/P-384 or RSA`);
+    throw new BundleError(files.signingKey.name, `key type ${keyLabel(describeKey(privateKey))} cannot sign; use EC P-256, P-384 or P-521, or RSA`);
   }
   checkValidity(signingCert, files.signingCert.name, now);
 
