@@ -388,6 +388,17 @@ describe('cacerts commands with the key in a token (SoftHSM2)', () => {
     expect(again.code).toBe(1);
     expect(again.out).toMatch(/already holds a private key .*never replaces a key/);
 
+    // As without a token: a folder holding certificates is not overwritten, refused before a key is made in the
+    // token; --subject names the intermediate.
+    const next = ['init-intermediate', '--key-uri', 'pkcs11:token=svid-ca;object=intermediate-2027;id=%03', ...token, '--root', join(dir, 'root'), '--subject', 'O=Example Corp,CN=east 2027'];
+    const taken = cli([...next, '--out', join(dir, 'cacerts')]);
+    expect(taken.code).toBe(2);
+    expect(taken.out).toContain('refusing to overwrite');
+    const east = cli([...next, '--out', join(dir, 'east')]);
+    expect(east.out).toContain('OK: svid-ca serve would accept');
+    expect(east.code).toBe(0);
+    expect(new X509Certificate(readFileSync(join(dir, 'east', 'ca-cert.pem'))).subject).toBe('O=Example Corp\nCN=east 2027');
+
     // A CSR for an external root, signed by the token key (openssl checks its signature).
     const csr = cli(['init-intermediate', '--key-uri', 'pkcs11:token=svid-ca;object=intermediate-rsa;id=%02', '--key', 'rsa-2048', ...token, '--csr-out', join(dir, 'int.csr')]);
     expect(csr.code).toBe(0);

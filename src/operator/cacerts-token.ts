@@ -1,10 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { intermediateCertificateFiles, Pkcs11SigningKeySource, TOKEN_KEY_SPECS, type TokenKeySpec } from '../ca/index.js';
+import { intermediateCertificateFiles, ISTIO_FILES, Pkcs11SigningKeySource, TOKEN_KEY_SPECS, type TokenKeySpec } from '../ca/index.js';
 import { ConfigError, parseFlags, type FlagSpec } from '../flags.js';
 import { buildCaCsrPem, encodeName, signatureAlgorithmForKey, spkiDer } from '../pki/index.js';
-import { writeFolder, type OverwritePolicy } from './safe-write.js';
+import { refuseOverwrite, writeFolder, type OverwritePolicy } from './safe-write.js';
 
 /**
  * Issue #17: the cacerts commands for an intermediate whose key lives in a PKCS#11 token.
@@ -45,8 +45,18 @@ export function tokenSource(uri: string, values: Map<string, unknown>): Pkcs11Si
  * extractable) and either signs its certificate with a root folder (--root, --out) or writes a CSR
  * (--csr-out). Exit 0 on success; BundleErrors (token, PIN, existing key) are reported by the caller.
  */
-export function initIntermediateOnToken(argv: string[], out: Out, overwriteFlags: readonly FlagSpec[], verifyFolder: (dir: string, source: Pkcs11SigningKeySource) => number): number {
-  const { values } = parseFlags([...INIT_INTERMEDIATE_TOKEN_FLAGS, ...overwriteFlags], argv, {});
+export function initIntermediateOnToken(
+  argv: string[],
+  out: Out,
+  shared: {
+    /** The file variant's flags this variant takes as they are (--cn, --subject, --force, --force-key). */
+    flags: readonly FlagSpec[];
+    /** The file variant's subject rule (--subject, else --org and --cn, else `defaults`). */
+    subject: (values: Map<string, unknown>, defaults: { org: string; cn: string }) => { organization: string; commonName: string };
+    verifyFolder: (dir: string, source: Pkcs11SigningKeySource) => number;
+  },
+): number {
+  const { values } = parseFlags([...INIT_INTERMEDIATE_TOKEN_FLAGS, ...shared.flags], argv, {});
   // As the file variant: nothing written over without --force (a key is never written here: it stays in the token).
   const policy: OverwritePolicy = { force: values.get('force') === true, forceKey: values.get('force-key') === true };
   const uri = str(values, 'key-uri')!;
@@ -58,9 +68,12 @@ export function initIntermediateOnToken(argv: string[], out: Out, overwriteFlags
   if (!!rootDir === !!csrOut) throw new ConfigError('--root or --csr-out: give exactly one (sign with a root folder, or write a CSR for an external root)');
   if (rootDir && !dir) throw new ConfigError('--out: required with --root (the cacerts folder to write)');
   const root = rootDir ? readRoot(rootDir) : undefined;
-  const organization = str(values, 'org') ?? (root ? /^O=(.*)$/m.exec(new X509Certificate(root.certPem).subject)?.[1] : undefined) ?? 'svid-ca';
-  const commonName = `svid-ca intermediate ${str(values, 'cluster') ?? 'cluster1'}`;
+  const org = (root ? /^O=(.*)$/m.exec(new X509Certificate(root.certPem).subject)?.[1] : undefined) ?? 'svid-ca';
+  const { organization, commonName } = shared.subject(values, { org, cn: `svid-ca intermediate ${str(values, 'cluster') ?? 'cluster1'}` });
 
+  // Refused before the key is made: a refusal after it would leave an unused key in the token.
+  if (csrOut) refuseOverwrite(dirname(csrOut), [basename(csrOut)], policy, '--csr-out');
+  else refuseOverwrite(dir!, [ISTIO_FILES.cert, ISTIO_FILES.chain, ISTIO_FILES.root], policy);
   const source = tokenSource(uri, values);
   try {
     const { publicKey, key } = source.generate(spec as TokenKeySpec);
@@ -76,7 +89,7 @@ export function initIntermediateOnToken(argv: string[], out: Out, overwriteFlags
     const files = intermediateCertificateFiles({ root: root!, publicKeyDer: spkiDer(publicKey), ttlMs: values.get('ttl') as number, organization, commonName });
     writeFolder(dir!, files, policy);
     out(`wrote the cacerts folder ${dir} (ca-cert.pem, cert-chain.pem, root-cert.pem; the key stays in the token)`);
-    return verifyFolder(dir!, source);
+    return shared.verifyFolder(dir!, source);
   } finally {
     source.close();
   }

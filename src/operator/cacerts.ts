@@ -110,7 +110,13 @@ function initRoot(argv: string[], out: Out): number {
 
 function initIntermediate(argv: string[], out: Out): number {
   // issue #17: the key generated in a PKCS#11 token.
-  if (hasFlag(argv, 'key-uri')) return initIntermediateOnToken(argv, out, OVERWRITE_FLAGS, (dir, source) => verifyFolder(dir, undefined, out, DEFAULT_PROBE_NAMES, source));
+  if (hasFlag(argv, 'key-uri')) {
+    return initIntermediateOnToken(argv, out, {
+      flags: INIT_INTERMEDIATE_FLAGS.filter((f) => ['cn', 'subject', 'force', 'force-key'].includes(f.name)),
+      subject: subjectFlags,
+      verifyFolder: (dir, source) => verifyFolder(dir, undefined, out, DEFAULT_PROBE_NAMES, source),
+    });
+  }
   const { values } = parseFlags(INIT_INTERMEDIATE_FLAGS, argv, {});
   const rootDir = need(values, 'root');
   const dir = need(values, 'out');
