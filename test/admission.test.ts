@@ -10,7 +10,6 @@ import { calculateJwkThumbprint, exportJWK, generateKeyPair as joseKeyPair, Sign
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildCsrPem, decodePem, generateKeyPair } from '../src/pki/index.js';
 import { Admission, shareKey } from '../src/server/index.js';
-import type { ServiceOptions } from '../src/server/service.js';
 import { makeCacerts, removeDir } from './helpers/pki.js';
 import { call, clientFor, createTestIssuer, fetchText, startTestServer, TEST_ISSUER } from './helpers/server.js';
 
@@ -52,7 +51,7 @@ async function heldJwks() {
 }
 
 /** maxPendingShare 100 (one caller may hold all of --max-pending) unless a test is about the share. */
-async function setup(maxPending: number, maxPendingShare = 100, transport: ServiceOptions['transport'] = undefined) {
+async function setup(maxPending: number, maxPendingShare = 100) {
   const jwks = await heldJwks();
   const pki = makeCacerts();
   const issuer = await createTestIssuer();
@@ -61,7 +60,9 @@ async function setup(maxPending: number, maxPendingShare = 100, transport: Servi
     issuer,
     jwt: { issuer: TEST_ISSUER, audience: 'istio-ca', jwksUri: jwks.uri },
     admission: { maxPending, priorityNamespaces: ['istio-system'], maxPendingShare },
-    transport,
+    // Every call shares one connection on which nothing has authenticated yet (the JWKS is held):
+    // lift the pre-authentication stream limit so that all of them reach the server at once.
+    transport: { unauthenticatedStreams: 64 },
   });
   const client = clientFor(server, pki.root.certPem);
   cleanups.push(() => removeDir(pki.dir), () => server.close(), () => client.close());
@@ -135,11 +136,8 @@ describe('admission control', () => {
 
 describe('fair share of --max-pending (issue #19)', () => {
   it('one identity holds at most --max-pending-share of the bound, whatever else varies; another identity still gets in', async () => {
-    // 40 pending at most, 5% each: 2 per identity past authentication. The 13 calls share one
-    // connection on which no call has authenticated yet (all are held in authentication), so the
-    // pre-authentication stream cap (--unauthenticated-streams, default 8; transport-limits.test.ts)
-    // is raised to let all 13 reach the share check at once.
-    const { jwks, server, client } = await setup(40, 5, { unauthenticatedStreams: 16 });
+    // 40 pending at most, 5% each: 2 per identity past authentication.
+    const { jwks, server, client } = await setup(40, 5);
     const web = 'spiffe://cluster.local/ns/demo/sa/web';
     // Different CSRs, TTLs and token instances: nothing but the identity is shared.
     const webCalls = await Promise.all(

@@ -127,7 +127,7 @@ describe('broken bundles are refused with the file and the problem', () => {
     const below = makeIntermediate(notCaMiddle, { cn: 'signer below a non-CA' });
     // OpenSSL refuses this path too.
     expect(() => opensslVerify(root.certPem, [notCaMiddle.certPem], below.certPem)).toThrow(/invalid CA certificate/);
-    expectRefused(writeCacerts(fresh(), { signer: below, intermediates: [notCaMiddle], roots: [root] }), 'cert-chain.pem', /certificate "[^"]*not a CA[^"]*" \(SKI [0-9a-f]+\) is not a CA \(BasicConstraints CA:TRUE is missing\)/);
+    expectRefused(writeCacerts(fresh(), { signer: below, intermediates: [notCaMiddle], roots: [root] }), 'cert-chain.pem', /certificate "[^"]*not a CA[^"]*" \(SKI [0-9a-f]+\) is not a CA/);
   });
 });
 
