@@ -8,7 +8,7 @@
  */
 import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
@@ -16,6 +16,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Authority, loadCacerts } from '../src/ca/index.js';
 import { BundleError, buildCsrPem, decodePem, generateKeyPair, parseCsrPem } from '../src/pki/index.js';
 import { loadServices } from '../src/server/proto.js';
+import { warnAboutSigner } from '../src/server/lifecycle.js';
+import type { Logger } from '../src/observability/index.js';
 import { opensslCa, opensslVerdict, STDEXT } from './helpers/openssl-ca.js';
 import { makeIntermediate, makeRoot, opensslVerify, removeDir, tempDir, writeCacerts, type TestCa } from './helpers/pki.js';
 import { SecretVolume } from './helpers/k8s-volume.js';
@@ -287,6 +289,7 @@ describe('the probe names follow serve: --trust-domain and --serving-dns', () =>
     const bundled = await runCli(['dist/cli.js', 'cacerts', 'bundle', dir, dir, '--out', join(work, 'names-bundle'), '--signer', 'new', '--trust-domain', 'example.org']);
     expect(bundled.status).toBe(1);
     expect(bundled.stdout).toMatch(/REJECTED: .*name constraints/);
+    expect(existsSync(join(work, 'names-bundle'))).toBe(false);
 
     const serve = await runCli([...serveArgs(dir), '--trust-domain', 'example.org']);
     expect(serve.status).toBe(1);
@@ -359,6 +362,37 @@ describe('readiness tells the truth', () => {
     expect(await check()).toBe('SERVING');
     expect((await sign()).err).toBeUndefined();
     client.close();
+  });
+});
+
+describe('a leaf never outlives its signing path', () => {
+  it('an upper intermediate expiring before the signer clamps the issued leaf to its notAfter', async () => {
+    const root = makeRoot({ cn: 'path-end root', notBefore: new Date(Date.now() - 86_400_000) });
+    const upper = makeIntermediate(root, { cn: 'path-end upper (30 min left)', notBefore: new Date(Date.now() - 7200_000), notAfter: new Date(Date.now() + 1800_000) });
+    const signer = makeIntermediate(upper, { cn: 'path-end signer (1 year)', notBefore: new Date(Date.now() - 7200_000) });
+    const bundle = loadCacerts(writeCacerts(join(work, 'path-end'), { signer, intermediates: [upper], roots: [root] }));
+    // Said at load and reload (the signer's own dates are a year away).
+    const warned: string[] = [];
+    warnAboutSigner({ warn: (_o: object, msg: string) => warned.push(msg) } as unknown as Logger, bundle, 90 * 86_400_000, 30 * 86_400_000);
+    expect(warned).toContain('an intermediate or root above the signing certificate expires first: leaves are clamped to it and svid-ca stops issuing then; rotate it');
+    const good = server.service.authority.bundle;
+    server.service.authority.replaceBundle(bundle);
+    const client = clientFor(server, good.rootsPem + bundle.rootsPem);
+    try {
+      const token = await issuer.token({ namespace: 'default', serviceAccount: 'web' });
+      const csr = buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: 'spiffe://cluster.local/ns/default/sa/web' }] });
+      const { res, err } = await call(client, { csr, validity_duration: '7200' }, { authorization: `Bearer ${token}` });
+      expect(err).toBeUndefined();
+      const leaf = new X509Certificate(decodePem(res!.cert_chain[0]!)[0]!.der);
+      // What a client sees one minute after the upper intermediate expires: the chain no longer verifies.
+      const after = String(Math.floor(new Date(upper.cert.validTo).getTime() / 1000) + 60);
+      expect(() => opensslVerify(root.certPem, [signer.certPem, upper.certPem], res!.cert_chain[0]!, ['-x509_strict', '-purpose', 'sslclient', '-attime', after])).toThrow(/certificate has expired/);
+      // So the leaf must not claim to be valid then.
+      expect(new Date(leaf.validTo).getTime()).toBeLessThanOrEqual(new Date(upper.cert.validTo).getTime());
+    } finally {
+      client.close();
+      server.service.authority.replaceBundle(good);
+    }
   });
 });
 

@@ -8,6 +8,7 @@ import { loadCacerts } from '../src/ca/index.js';
 import { decodePem, inspectCertificate } from '../src/pki/index.js';
 import { makeIntermediate, makeRoot, opensslVerify, removeDir, tempDir, writeCacerts } from './helpers/pki.js';
 import { createTestIssuer } from './helpers/server.js';
+import { opensslCa, opensslVerdict, STDEXT } from './helpers/openssl-ca.js';
 import { freePort, startCli, waitForStatus } from './helpers/process.js';
 
 const work = tempDir('svid-ca-cacerts-cli-');
@@ -131,6 +132,25 @@ describe('bundle and plan-rotation', () => {
       expect(b.signingCert.x509.fingerprint256).toBe((signer === 'old' ? oldInt : newInt).cert.fingerprint256);
       expect(decodePem(readFileSync(join(out, 'root-cert.pem'), 'utf8'))).toHaveLength(2);
     }
+  });
+
+  it('bundle refuses a transition folder serve would refuse, and writes nothing (no key left behind)', () => {
+    // Made by openssl: an intermediate limited to serverAuth, under which every SVID fails client verification.
+    const ekuRoot = opensslCa(work, 'bundle eku root', STDEXT, undefined, { days: 3650 });
+    const ekuInt = opensslCa(work, 'bundle eku intermediate', [...STDEXT, 'extendedKeyUsage=serverAuth'], ekuRoot);
+    expect(opensslVerdict(ekuInt, [ekuInt.certPem], ekuRoot.certPem)).toMatch(/unsuitable certificate purpose/);
+    const badDir = join(work, 'bundle-eku');
+    mkdirSync(badDir, { recursive: true });
+    writeFileSync(join(badDir, 'ca-cert.pem'), ekuInt.certPem);
+    writeFileSync(join(badDir, 'ca-key.pem'), ekuInt.keyPem, { mode: 0o600 });
+    writeFileSync(join(badDir, 'cert-chain.pem'), ekuInt.certPem + ekuRoot.certPem);
+    writeFileSync(join(badDir, 'root-cert.pem'), ekuRoot.certPem);
+    const out = join(work, 'bundle-eku-out');
+    const r = cli('bundle', oldDir, badDir, '--out', out, '--signer', 'new');
+    expect(r.status).toBe(1);
+    expect(r.stdout).toMatch(/^REJECTED: .*extended key usage to serverAuth/m);
+    expect(r.stdout).not.toMatch(/wrote the transition bundle/);
+    expect(existsSync(out) ? readdirSync(out) : []).toEqual([]);
   });
 
   it('plan-rotation prints the four ordered steps for a root change, one for an intermediate change', () => {

@@ -12,6 +12,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { buildCsrPem, generateKeyPair, inspectCertificate } from '../src/pki/index.js';
 import { makeIntermediate, makeRoot, removeDir, tempDir } from './helpers/pki.js';
 import { SecretVolume, istioFiles } from './helpers/k8s-volume.js';
+import { opensslCa, opensslVerdict, STDEXT } from './helpers/openssl-ca.js';
+import { exportJWK, generateKeyPair as joseKeyPair } from 'jose';
 import { call, clientFor, createTestIssuer, fetchText, type TestServer } from './helpers/server.js';
 import { freePort, startCli, waitForStatus, type CliProcess } from './helpers/process.js';
 
@@ -131,6 +133,94 @@ describe('svid-ca serve --workers 2', () => {
     expect(await proc.exited).toBe(0);
     expect(proc.stdout.join('').match(/"msg":"stopped"/g)!.length).toBeGreaterThanOrEqual(3);
     expect(readFileSync(join(dir, 'ca-cert.pem'), 'utf8')).toBe(second.certPem);
+  }, 60_000);
+
+  it('a bundle that breaks a path rule is refused at reload and every worker keeps signing; a key removed from the JWKS file stops in every worker', async () => {
+    // Made by openssl (issue #11 case 2): an intermediate limited to serverAuth, under the same root.
+    const root = opensslCa(work, 'workers-reload root', STDEXT, undefined, { days: 3650 });
+    const good = opensslCa(work, 'workers-reload good', STDEXT, root);
+    const eku = opensslCa(work, 'workers-reload eku serverAuth', [...STDEXT, 'extendedKeyUsage=serverAuth'], root);
+    expect(opensslVerdict(eku, [eku.certPem], root.certPem)).toMatch(/unsuitable certificate purpose/);
+    const dir = join(work, 'reload-cacerts');
+    const volume = new SecretVolume(dir);
+    volume.write(istioFiles(good, [root]));
+    const issuer = await createTestIssuer(work);
+    // The JWKS as a Kubernetes volume too: the test issuer's key plus a second one.
+    const second = await joseKeyPair('ES256', { extractable: true });
+    const secondJwk = { ...(await exportJWK(second.publicKey)), kid: 'second', alg: 'ES256', use: 'sig' };
+    const issuerKeys = (JSON.parse(readFileSync(issuer.jwksFile, 'utf8')) as { keys: object[] }).keys;
+    const jwksDir = join(work, 'reload-jwks');
+    const jwksVolume = new SecretVolume(jwksDir);
+    jwksVolume.write({ 'jwks.json': JSON.stringify({ keys: [...issuerKeys, secondJwk] }) });
+    const [grpcPort, monPort] = [await freePort(), await freePort()];
+    proc = startCli([
+      'serve', '--workers', '2', '--cacerts', dir, '--jwt-issuer', issuer.issuer, '--jwks-file', join(jwksDir, 'jwks.json'),
+      '--listen', `127.0.0.1:${grpcPort}`, '--monitoring-listen', `127.0.0.1:${monPort}`, '--reload-interval', '1s',
+    ]);
+    const base = `http://127.0.0.1:${monPort}`;
+    await waitForStatus(`${base}/readyz`);
+    const id = 'spiffe://cluster.local/ns/demo/sa/web';
+    const firstKeyToken = await issuer.token({ namespace: 'demo', serviceAccount: 'web' });
+    const secondKeyToken = await issuer.token({ namespace: 'demo', serviceAccount: 'web', signWith: { key: second.privateKey, kid: 'second' } });
+    // Eight new connections: node:cluster hands them to both workers in turn.
+    const eightCalls = async (token: string) => {
+      const results = [];
+      for (let i = 0; i < 8; i++) {
+        const c = clientFor({ address: `localhost:${grpcPort}` } as TestServer, root.certPem);
+        results.push(await call(c, { csr: buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: id }] }) }, { authorization: `Bearer ${token}` }));
+        c.close();
+      }
+      return results;
+    };
+
+    volume.write(istioFiles(eku, [root]));
+    for (let i = 0; i < 100 && !/svid_ca_bundle_reloads_total\{result="failure"\} [1-9]/.test((await fetchText(`${base}/metrics`)).body); i++) await sleep(100);
+    const metrics = (await fetchText(`${base}/metrics`)).body;
+    expect(metrics).toMatch(/svid_ca_bundle_reloads_total\{result="failure"\} [1-9]/);
+    expect(metrics).toMatch(/svid_ca_bundle_reloads_total\{result="success"\} 0\n/);
+    const refused = proc.stdout.join('').split('\n').find((l) => l.includes('"msg":"cacerts reload refused; still serving with the current bundle"'));
+    expect(JSON.parse(refused!).problem).toMatch(/workers-reload eku serverAuth.*limits extended key usage to serverAuth/);
+    expect((await fetchText(`${base}/readyz`)).status).toBe(200);
+    const kept = await eightCalls(firstKeyToken);
+    expect(kept.map((r) => r.err?.message)).toEqual(Array(8).fill(undefined));
+    expect(new Set(kept.map((r) => new X509Certificate(r.res!.cert_chain[1]!).subject))).toEqual(new Set([good.cert.subject]));
+    expect(new Set(proc.stdout.join('').split('\n').filter((l) => l.includes('"msg":"certificate issued"')).map((l) => JSON.parse(l).worker)).size).toBe(2);
+
+    // Revoking the first key: within the reload interval no worker accepts a token it signed.
+    jwksVolume.write({ 'jwks.json': JSON.stringify({ keys: [secondJwk] }) });
+    for (let i = 0; i < 100 && (await eightCalls(firstKeyToken)).some((r) => r.err === undefined); i++) await sleep(200);
+    const revoked = await eightCalls(firstKeyToken);
+    expect(revoked.map((r) => r.err?.details)).toEqual(Array(8).fill('request authenticate failure: token is signed by a key the issuer does not publish'));
+    expect((await eightCalls(secondKeyToken)).map((r) => r.err?.message)).toEqual(Array(8).fill(undefined));
+
+    proc.child.kill('SIGTERM');
+    expect(await proc.exited).toBe(0);
+  }, 90_000);
+
+  it('/readyz turns 503 when an intermediate above the signer expires while the workers run', async () => {
+    const root = makeRoot({ cn: 'workers-expiry root' });
+    const upper = makeIntermediate(root, { cn: 'workers-expiry upper', notAfter: new Date(Date.now() + 25_000) });
+    const signer = makeIntermediate(upper, { cn: 'workers-expiry signer' });
+    const dir = join(work, 'expiry-cacerts');
+    new SecretVolume(dir).write({ ...istioFiles(signer, [root]), 'cert-chain.pem': signer.certPem + upper.certPem + root.certPem });
+    const issuer = await createTestIssuer(work);
+    const [grpcPort, monPort] = [await freePort(), await freePort()];
+    proc = startCli([
+      'serve', '--workers', '2', '--cacerts', dir, '--jwt-issuer', issuer.issuer, '--jwks-file', issuer.jwksFile,
+      '--listen', `127.0.0.1:${grpcPort}`, '--monitoring-listen', `127.0.0.1:${monPort}`,
+    ]);
+    const base = `http://127.0.0.1:${monPort}`;
+    await waitForStatus(`${base}/readyz`);
+    expect(Date.now()).toBeLessThan(new Date(upper.cert.validTo).getTime());
+    await sleep(Math.max(0, new Date(upper.cert.validTo).getTime() - Date.now()));
+    let status = 200;
+    for (let i = 0; i < 50 && status === 200; i++) {
+      await sleep(200);
+      status = (await fetchText(`${base}/readyz`)).status;
+    }
+    expect(status).toBe(503);
+    proc.child.kill('SIGTERM');
+    expect(await proc.exited).toBe(0);
   }, 60_000);
 
   it('refuses a broken bundle in the primary with one line and exit 1', async () => {

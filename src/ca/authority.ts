@@ -24,6 +24,12 @@ const serialHex = (serial: Buffer): string => (serial.length > 1 && serial[0] ==
 interface PerBundle {
   encoder: WorkloadLeafEncoder;
   signerNotBefore: Date;
+  /**
+   * The latest notAfter a leaf may carry: the signer's, or earlier when an intermediate or root of
+   * a validated path expires first (issue #11: clients reject the chain from then on, and readiness
+   * turns NOT_SERVING then, so a leaf claiming more would outlive every chain it can be used in).
+   */
+  pathNotAfter: Date;
 }
 const perBundle = new WeakMap<SigningBundle, PerBundle>();
 function perBundleFor(bundle: SigningBundle): PerBundle {
@@ -32,6 +38,7 @@ function perBundleFor(bundle: SigningBundle): PerBundle {
     entry = {
       encoder: new WorkloadLeafEncoder(bundle.signer, bundle.signingCert.facts.subjectKeyId),
       signerNotBefore: new Date(bundle.signingCert.x509.validFrom),
+      pathNotAfter: bundle.validity.notAfter < bundle.notAfter ? bundle.validity.notAfter : bundle.notAfter,
     };
     perBundle.set(bundle, entry);
   }
@@ -153,8 +160,8 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
   #issue(req: IssueRequest, sign: (encoder: WorkloadLeafEncoder, fields: FastLeafFields) => Buffer | Promise<Buffer>): IssuedCertificate | Promise<IssuedCertificate> {
     const now = this.clock();
     const bundle = this.usableBundle(now);
-    const { encoder, signerNotBefore } = perBundleFor(bundle);
-    const validity = grantValidity(this.policy, req.requestedTtlSeconds, bundle.notAfter, now, { signerNotBefore, notAfterLimit: req.notAfterLimit });
+    const { encoder, signerNotBefore, pathNotAfter } = perBundleFor(bundle);
+    const validity = grantValidity(this.policy, req.requestedTtlSeconds, pathNotAfter, now, { signerNotBefore, notAfterLimit: req.notAfterLimit });
     const serial = randomSerial();
     const keyId = bundle.signingCert.facts.subjectKeyId;
     // The workload profile through the fast encoder (byte-identical to signCertificate(workloadLeaf(...)), see test/fast-path.test.ts).

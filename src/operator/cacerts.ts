@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { createIntermediateCa, createRootCa, loadCacerts, readCacertsFiles, compareRoots, DEFAULT_PROBE_NAMES, ISTIO_FILES } from '../ca/index.js';
+import { bundleFromFiles, createIntermediateCa, createRootCa, loadCacerts, readCacertsFiles, compareRoots, DEFAULT_PROBE_NAMES, ISTIO_FILES } from '../ca/index.js';
 import { formatGoDuration } from '../duration.js';
 import { ConfigError, flagHelp, parseFlags, type FlagSpec } from '../flags.js';
 import { BundleError, decodePem, encodePem, inspectCertificate, KEY_SPECS, subjectText, type KeySpec, type LoadedCertificate, type ProbeNames, type SigningBundle } from '../pki/index.js';
@@ -250,6 +250,15 @@ function bundle(argv: string[], out: Out): number {
     'cert-chain.pem': chainText,
     'root-cert.pem': mergeRoots(oldFiles.roots.text, newFiles.roots.text),
   };
+  // Check in memory first (issue #11): a folder serve would refuse is never written, key included.
+  const named = (f: keyof typeof files) => ({ name: join(dir, f), text: files[f] });
+  try {
+    bundleFromFiles({ layout: 'istio', signingCert: named('ca-cert.pem'), signingKey: named('ca-key.pem'), chain: [named('cert-chain.pem')], roots: named('root-cert.pem') }, new Date(), probeNames(values));
+  } catch (err) {
+    if (!(err instanceof BundleError)) throw err;
+    out(`REJECTED: ${err.message} (nothing written to ${dir})`);
+    return 1;
+  }
   writeFolder(dir, files, policy);
   out(`wrote the transition bundle ${dir}: the ${which} intermediate, root-cert.pem = old roots + new roots`);
   return verifyFolder(dir, undefined, out, probeNames(values));

@@ -77,6 +77,15 @@ export function warnAboutSigner(logger: Logger, bundle: SigningBundle, maxTtlMs:
   const fields = { signerNotAfter: bundle.notAfter.toISOString(), signerTimeLeft: formatGoDuration(left) };
   if (left < maxTtlMs) logger.warn({ ...fields, maxTtl: formatGoDuration(maxTtlMs) }, 'the signing certificate expires sooner than --max-ttl from now: leaves will be clamped to its expiry');
   if (left < warningMs) logger.warn({ ...fields, warning: formatGoDuration(warningMs) }, 'the signing certificate expires within --signer-expiry-warning: rotate the intermediate');
+  // A certificate above the signer that expires first ends the signing path: leaves are clamped to it
+  // and issuance stops then (issue #11), which the signer's own dates above do not show.
+  const pathEnd = bundle.validity.notAfter;
+  if (pathEnd < bundle.notAfter && pathEnd.getTime() - now < Math.max(maxTtlMs, warningMs)) {
+    logger.warn(
+      { pathNotAfter: pathEnd.toISOString(), pathTimeLeft: formatGoDuration(pathEnd.getTime() - now), signerNotAfter: fields.signerNotAfter },
+      'an intermediate or root above the signing certificate expires first: leaves are clamped to it and svid-ca stops issuing then; rotate it',
+    );
+  }
   for (const w of bundle.warnings) logger.warn({}, w);
 }
 
