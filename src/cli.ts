@@ -103,7 +103,7 @@ async function serve(argv: string[]): Promise<number> {
   let service: Awaited<ReturnType<typeof startService>> | WorkerService;
   try {
     service = inWorker
-      ? await startService({ ...cfg, feed: await receiveBundleFeed(logger, { trustDomain: cfg.trustDomain, servingDns: cfg.servingDns }), monitoringListen: undefined, onReadiness: reportReadiness }, logger)
+      ? await startService({ ...cfg, feed: await receiveBundleFeed(logger, { trustDomain: cfg.trustDomain, servingDns: cfg.servingDns }, cfg.signingKey), monitoringListen: undefined, onReadiness: reportReadiness }, logger)
       : await startService({ ...cfg, onReadiness: undefined }, logger);
     if (inWorker) shareMetricsWithPrimary(service.metrics.registry);
   } catch (err) {
@@ -155,6 +155,9 @@ function workerCount(cfg: ServeConfig, logger: ReturnType<typeof createLogger>):
 async function servePrimary(cfg: ServeConfig, logger: ReturnType<typeof createLogger>, workers: number): Promise<number> {
   let bundle: PrimaryBundle;
   try {
+    // With --signing-key (issue #17) the primary opens its own token session here (it checks the key
+    // and signs the serving certificate); node:cluster workers are fresh processes (fork + exec) that
+    // open their own in receiveBundleFeed, so no PKCS#11 state is inherited.
     bundle = new PrimaryBundle(cfg, logger);
   } catch (err) {
     if (err instanceof BundleError) {

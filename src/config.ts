@@ -1,7 +1,7 @@
 import { LOG_LEVELS } from './observability/index.js';
 import { ConfigError, parseFlags, type FlagSource, type FlagSpec, type HostPort } from './flags.js';
 import { formatGoDuration, parseDuration } from './duration.js';
-import { parseGrace, type Grace } from './ca/index.js';
+import { parseGrace, type Grace, type SigningKeyConfig } from './ca/index.js';
 import { KEY_SPECS, type KeySpec } from './pki/index.js';
 import { parseNodeAccounts } from './auth/index.js';
 // Type only: loading @kubernetes/client-node is left to `serve` with a Kubernetes flag.
@@ -78,6 +78,13 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'max-connection-request-bytes', kind: 'int', default: '1048576', help: 'request bytes received but not yet complete, per connection; more: RESOURCE_EXHAUSTED' },
   { name: 'max-source-request-bytes', kind: 'int', default: '8388608', help: 'request bytes received but not yet complete, all connections from one source IP address; more: RESOURCE_EXHAUSTED' },
   { name: 'max-buffered-request-bytes', kind: 'int', default: '67108864', help: 'request bytes received but not yet complete, all connections of a process; more: RESOURCE_EXHAUSTED' },
+  // issue #17: the intermediate's private key on a PKCS#11 token
+  { name: 'signing-key', kind: 'string', help: 'PKCS#11 URI (RFC 7512) of the signing key, e.g. pkcs11:token=svid-ca;object=intermediate-2026; the cacerts folder then holds no key' },
+  { name: 'signing-key-file', kind: 'string', help: 'file holding the --signing-key URI, read again on every cacerts reload (rotate the key object with the certificate)' },
+  { name: 'pkcs11-module', kind: 'string', help: "the token vendor's PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so" },
+  { name: 'pkcs11-pin-file', kind: 'string', help: 'file holding the token user PIN (or pin-source=file:/path in the URI); never a flag value' },
+  { name: 'pkcs11-sessions', kind: 'int', default: '4', help: 'PKCS#11 sessions (and signing threads) per process: concurrent signatures at most (about wanted signatures/s x token latency)' },
+  { name: 'pkcs11-sign-timeout', kind: 'duration', default: '5s', help: 'a token signature taking longer fails with UNAVAILABLE and the token is reconnected; 0 signs on the main thread without a timeout (only for modules that cannot block, e.g. SoftHSM)' },
 ];
 
 export interface JwtConfig {
@@ -134,6 +141,8 @@ export interface ServeConfig {
   shutdownDelayMs: number;
   /** issue #19: limits before authentication (the --max-connections/--max-concurrent-streams pair stays in limits). */
   transport: Omit<TransportLimits, 'maxConnections' | 'maxConcurrentStreams'>;
+  /** --signing-key / --signing-key-file and the --pkcs11-* flags (issue #17); undefined: the key is in the cacerts folder. */
+  signingKey: SigningKeyConfig | undefined;
 }
 
 const TRUST_DOMAIN = /^[a-z0-9._-]+$/;
@@ -182,6 +191,7 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     maxPendingSharePercent: values.get('max-pending-share') as number,
     clientCertMaxTtlMs: ms('client-cert-max-ttl'),
     transport: transportConfig(values),
+    signingKey: signingKeyConfig(values),
   };
   if (!TRUST_DOMAIN.test(cfg.trustDomain)) throw new ConfigError(`--trust-domain: invalid value "${cfg.trustDomain}" (lower-case letters, digits, '.', '-', '_')`);
   if (!LOG_LEVELS.includes(cfg.logLevel as never)) throw new ConfigError(`--log-level: invalid value "${cfg.logLevel}" (want one of ${LOG_LEVELS.join(', ')})`);
@@ -231,6 +241,7 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new ConfigError(`--jwks-uri: invalid value "${jwksUri}" (want an https:// URL)`);
   }
   if (issuer) cfg.jwt = { issuer, audience: str('jwt-audience')!, jwksFile, jwksUri };
+  if (cfg.signingKey && cfg.selfSigned) throw new ConfigError('--signing-key: not with --self-signed (the self-signed root key is generated in memory)');
   cfg.kubernetes = kubernetesConfig(values, str('jwt-audience')!);
   return cfg;
 }
@@ -260,6 +271,23 @@ function transportConfig(values: Map<string, unknown>): ServeConfig['transport']
   if (t.maxSourceRequestBytes < t.maxConnectionRequestBytes) throw new ConfigError('--max-source-request-bytes: must be at least --max-connection-request-bytes');
   if (t.maxBufferedRequestBytes < t.maxSourceRequestBytes) throw new ConfigError('--max-buffered-request-bytes: must be at least --max-source-request-bytes');
   return t;
+}
+
+/** The issue #17 flags, checked; undefined when the key is in the cacerts folder. The URI itself is parsed at load. */
+function signingKeyConfig(values: Map<string, unknown>): SigningKeyConfig | undefined {
+  const str = (n: string) => (values.get(n) as string | undefined) || undefined;
+  const uri = str('signing-key');
+  const uriFile = str('signing-key-file');
+  if (uri && uriFile) throw new ConfigError('--signing-key and --signing-key-file: give one, not both');
+  if (!uri && !uriFile) {
+    for (const flag of ['pkcs11-module', 'pkcs11-pin-file']) if (str(flag)) throw new ConfigError(`--${flag}: only meaningful with --signing-key or --signing-key-file`);
+    return undefined;
+  }
+  const sessions = values.get('pkcs11-sessions') as number;
+  if (sessions < 1 || sessions > 1024) throw new ConfigError('--pkcs11-sessions: must be between 1 and 1024');
+  const signTimeoutMs = values.get('pkcs11-sign-timeout') as number;
+  if (signTimeoutMs !== 0 && signTimeoutMs < 100) throw new ConfigError('--pkcs11-sign-timeout: must be 0 (no timeout) or at least 100ms');
+  return { uri, uriFile, modulePath: str('pkcs11-module'), pinFile: str('pkcs11-pin-file'), sessions, signTimeoutMs };
 }
 
 /** The Kubernetes flags, checked; undefined when none of them asks for the API server. */

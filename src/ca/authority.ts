@@ -8,6 +8,7 @@ import {
   signCertificate,
   spkiDer,
   WorkloadLeafEncoder,
+  type FastLeafFields,
   type ParsedCsr,
   type SigningBundle,
 } from '../pki/index.js';
@@ -117,7 +118,12 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
    */
   isReady(now: Date = this.clock()): boolean {
     const { notBefore, notAfter } = this.#bundle.validity;
-    return now >= notBefore && now < notAfter && now < this.#bundle.notAfter;
+    return now >= notBefore && now < notAfter && now < this.#bundle.notAfter && this.signingKeyAnswers();
+  }
+
+  /** issue #17: false while the signing key's token does not answer (always true for an in-memory key). */
+  signingKeyAnswers(): boolean {
+    return this.#bundle.signer.external?.isAvailable() ?? true;
   }
 
   private usableBundle(now: Date): SigningBundle {
@@ -137,6 +143,21 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
 
   /** Signs a workload leaf for `identity` over the CSR's public key. Authorization happens before this. */
   issue(req: IssueRequest): IssuedCertificate {
+    return this.#issue(req, (encoder, fields) => encoder.issue(fields)) as IssuedCertificate;
+  }
+
+  /**
+   * As issue(), for the gRPC path: synchronous with an in-memory key (the fast path, unchanged);
+   * a Promise with a key on a PKCS#11 token (issue #17), signed off the event loop within the
+   * per-signature timeout (CaUnavailableError when the token does not answer).
+   */
+  issueCertificate(req: IssueRequest): IssuedCertificate | Promise<IssuedCertificate> {
+    const external = this.#bundle.signer.external;
+    if (!external) return this.issue(req);
+    return this.#issue(req, (encoder, fields) => encoder.issueExternal(fields, external));
+  }
+
+  #issue(req: IssueRequest, sign: (encoder: WorkloadLeafEncoder, fields: FastLeafFields) => Buffer | Promise<Buffer>): IssuedCertificate | Promise<IssuedCertificate> {
     const now = this.clock();
     const bundle = this.usableBundle(now);
     const { encoder, signerNotBefore, pathNotAfter } = perBundleFor(bundle);
@@ -144,14 +165,14 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
     const serial = randomSerial();
     const keyId = bundle.signingCert.facts.subjectKeyId;
     // The workload profile through the fast encoder (byte-identical to signCertificate(workloadLeaf(...)), see test/fast-path.test.ts).
-    const der = encoder.issue({
+    const der = sign(encoder, {
       spiffeId: req.identity,
       serialNumber: serial,
       publicKeyDer: req.csr.publicKeyDer,
       notBefore: validity.notBefore,
       notAfter: validity.notAfter,
     });
-    return {
+    const answer = (der: Buffer): IssuedCertificate => ({
       certChain: [encodePem('CERTIFICATE', der), ...bundle.chainPems, bundle.rootsPem],
       serialHex: serialHex(serial),
       notBefore: validity.notBefore,
@@ -161,7 +182,8 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
       clamped: validity.clamped,
       credentialCapped: validity.credentialCapped,
       signerKeyId: keyId?.toString('hex'),
-    };
+    });
+    return der instanceof Promise ? der.then(answer) : answer(der);
   }
 
   /** A serving certificate for svid-ca's own TLS listener: a fresh EC P-256 key, held in memory only. */

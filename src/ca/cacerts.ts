@@ -1,6 +1,8 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { BundleError, verifySigningBundle, type BundleFiles, type NamedText, type ProbeNames, type SigningBundle } from '../pki/index.js';
+import { X509Certificate } from 'node:crypto';
+import { BundleError, decodePem, verifySigningBundle, type BundleFiles, type NamedText, type ProbeNames, type SigningBundle } from '../pki/index.js';
+import type { Pkcs11SigningKeySource } from './pkcs11/index.js';
 
 /** The two layouts Istio accepts in a cacerts folder. Kubernetes TLS wins when tls.crt exists, as in istiod. */
 export const ISTIO_FILES = { cert: 'ca-cert.pem', key: 'ca-key.pem', chain: 'cert-chain.pem', root: 'root-cert.pem' } as const;
@@ -17,7 +19,8 @@ function read(dir: string, file: string): NamedText {
 }
 
 /** Reads the files of a cacerts folder (following Kubernetes' ..data symlinks) in the layout it holds. */
-export function readCacertsFiles(dir: string): BundleFiles {
+export function readCacertsFiles(dir: string, keyOnToken?: string): BundleFiles {
+  if (keyOnToken !== undefined) return readCertificateFiles(dir, keyOnToken);
   if (!existsSync(dir)) throw new BundleError(dir, 'cacerts folder does not exist');
   if (existsSync(join(dir, TLS_FILES.cert))) {
     const cert = read(dir, TLS_FILES.cert);
@@ -35,6 +38,37 @@ export function readCacertsFiles(dir: string): BundleFiles {
     chain: [read(dir, ISTIO_FILES.chain)],
     roots: read(dir, ISTIO_FILES.root),
   };
+}
+
+/**
+ * The cacerts folder when the key is on a token (issue #17): the certificates only. A key file next
+ * to them is refused, naming it: two keys for one certificate leave the operator unsure which signs.
+ */
+function readCertificateFiles(dir: string, keyRef: string): BundleFiles {
+  for (const keyFile of [ISTIO_FILES.key, TLS_FILES.key]) {
+    if (existsSync(join(dir, keyFile))) {
+      throw new BundleError(join(dir, keyFile), `the signing key is on the token (--signing-key ${keyRef}): remove ${keyFile} from the cacerts folder`);
+    }
+  }
+  const noKey = { name: keyRef, text: '' };
+  if (!existsSync(dir)) throw new BundleError(dir, 'cacerts folder does not exist');
+  if (existsSync(join(dir, TLS_FILES.cert))) {
+    const cert = read(dir, TLS_FILES.cert);
+    const roots = read(dir, TLS_FILES.root);
+    return { layout: 'kubernetes-tls', signingCert: cert, signingKey: noKey, chain: [cert, roots], roots };
+  }
+  return { layout: 'istio', signingCert: read(dir, ISTIO_FILES.cert), signingKey: noKey, chain: [read(dir, ISTIO_FILES.chain)], roots: read(dir, ISTIO_FILES.root) };
+}
+
+/** The first certificate of the signing-certificate file (the one the key must match). */
+function firstCertificate(file: NamedText): X509Certificate {
+  const block = decodePem(file.text).find((b) => b.type === 'CERTIFICATE');
+  try {
+    if (block) return new X509Certificate(block.der);
+  } catch (err) {
+    throw new BundleError(file.name, `certificate #1 cannot be parsed (${(err as Error).message})`);
+  }
+  throw new BundleError(file.name, 'no PEM CERTIFICATE block found');
 }
 
 /** A private key readable beyond its owner is worth a warning (not a refusal: Kubernetes fsGroup setups use 0440). */
@@ -55,25 +89,36 @@ export const DEFAULT_PROBE_NAMES: ProbeNames = { trustDomain: 'cluster.local', s
 
 /**
  * Reads and fully verifies the bundle in `dir` at `now` for certificates issued under `names`
- * (pass serve's --trust-domain and --serving-dns). Throws BundleError naming the file and the problem.
+ * (pass serve's --trust-domain and --serving-dns). With `tokenKey` (issue #17) the folder holds the
+ * certificates only and the key on the token is checked against ca-cert.pem. Throws BundleError
+ * naming the file and the problem.
  */
-export function loadCacerts(dir: string, now: Date = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES): SigningBundle {
-  return loadCacertsWithFiles(dir, now, names).bundle;
+export function loadCacerts(dir: string, now: Date = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES, tokenKey?: Pkcs11SigningKeySource): SigningBundle {
+  return loadCacertsWithFiles(dir, now, names, tokenKey).bundle;
 }
 
 /**
  * loadCacerts, also returning the file texts the bundle was verified from (the primary of
  * --workers hands exactly these to its workers, which check them again with bundleFromFiles).
  */
-export function loadCacertsWithFiles(dir: string, now: Date = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES): { bundle: SigningBundle; files: BundleFiles } {
-  const files = readCacertsFiles(dir);
-  const bundle = bundleFromFiles(files, now, names);
-  const warning = keyModeWarning(files.signingKey.name);
+export function loadCacertsWithFiles(dir: string, now: Date = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES, tokenKey?: Pkcs11SigningKeySource): { bundle: SigningBundle; files: BundleFiles } {
+  const files = readCacertsFiles(dir, tokenKey?.describe());
+  const bundle = bundleFromFiles(files, now, names, tokenKey);
+  const warning = tokenKey ? undefined : keyModeWarning(files.signingKey.name);
   if (warning) bundle.warnings.push(warning);
   return { bundle, files };
 }
 
-/** The checks of loadCacerts on texts already read (no file I/O): the one place both paths verify. */
-export function bundleFromFiles(files: BundleFiles, now: Date = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES): SigningBundle {
-  return verifySigningBundle(files, now, names);
+/**
+ * The checks of loadCacerts on texts already read (no file I/O besides the token's URI file): the
+ * one place both paths verify. With `tokenKey` (issue #17) the key the URI names is found on the
+ * token and checked against the signing certificate (same public key, a probe signature verifies)
+ * on every call; each process passes its own source (PKCS#11 state never crosses processes).
+ */
+export function bundleFromFiles(files: BundleFiles, now: Date = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES, tokenKey?: Pkcs11SigningKeySource): SigningBundle {
+  if (!tokenKey) return verifySigningBundle(files, now, names);
+  const key = tokenKey.load(firstCertificate(files.signingCert));
+  const bundle = verifySigningBundle(files, now, names, key);
+  bundle.warnings.push(...key.warnings);
+  return bundle;
 }

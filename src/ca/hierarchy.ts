@@ -72,12 +72,21 @@ export interface CacertsFiles {
 
 /** An intermediate signed by `root`, as an Istio cacerts folder (cert-chain = intermediate + root, as Istio's Makefile writes it). */
 export function createIntermediateCa(o: IntermediateOptions): CacertsFiles {
+  const { privateKey } = generateKeyPair(o.key);
+  const files = intermediateCertificateFiles({ ...o, publicKeyDer: spkiDer(privateKey) });
+  return { 'ca-cert.pem': files['ca-cert.pem'], 'ca-key.pem': privateKeyPem(privateKey), 'cert-chain.pem': files['cert-chain.pem'], 'root-cert.pem': files['root-cert.pem'] };
+}
+
+/**
+ * The certificate files of an intermediate whose key exists already (issue #17: generated in a
+ * PKCS#11 token): ca-cert.pem for `publicKeyDer` signed by `root`, cert-chain.pem, root-cert.pem.
+ */
+export function intermediateCertificateFiles(o: Omit<IntermediateOptions, 'key'> & { publicKeyDer: Buffer }): Omit<CacertsFiles, 'ca-key.pem'> {
   const rootKey = createPrivateKey(o.root.keyPem);
   const rootX509 = new X509Certificate(o.root.certPem);
   const algorithm = signatureAlgorithmForKey(rootKey);
   if (!algorithm) throw new Error('unsupported root key type');
   const rootFacts = inspectCertificate(rootX509.raw);
-  const { privateKey } = generateKeyPair(o.key);
   const now = o.now ?? new Date();
   const rootNotAfter = new Date(rootX509.validTo);
   const wanted = new Date(now.getTime() + o.ttlMs);
@@ -85,7 +94,7 @@ export function createIntermediateCa(o: IntermediateOptions): CacertsFiles {
     caCertificate({
       serialNumber: randomSerial(),
       subjectDer: encodeName({ organization: o.organization, commonName: o.commonName }),
-      publicKeyDer: spkiDer(privateKey),
+      publicKeyDer: o.publicKeyDer,
       notBefore: now,
       notAfter: wanted > rootNotAfter ? rootNotAfter : wanted,
       issuerKeyId: rootFacts.subjectKeyId ?? keyIdentifier(spkiDer(rootX509.publicKey)),
@@ -95,5 +104,5 @@ export function createIntermediateCa(o: IntermediateOptions): CacertsFiles {
   );
   const certPem = encodePem('CERTIFICATE', der);
   const rootPem = encodePem('CERTIFICATE', rootX509.raw);
-  return { 'ca-cert.pem': certPem, 'ca-key.pem': privateKeyPem(privateKey), 'cert-chain.pem': certPem + rootPem, 'root-cert.pem': rootPem };
+  return { 'ca-cert.pem': certPem, 'cert-chain.pem': certPem + rootPem, 'root-cert.pem': rootPem };
 }

@@ -3,6 +3,7 @@ import { BundleError, subjectText, type BundleFiles, type ProbeNames, type Signi
 import type { Authority } from './authority.js';
 import { loadCacertsWithFiles, readCacertsFiles } from './cacerts.js';
 import { FolderWatcher } from '../watch/index.js';
+import type { Pkcs11SigningKeySource } from './pkcs11/index.js';
 
 export interface ReloaderOptions {
   dir: string;
@@ -14,6 +15,8 @@ export interface ReloaderOptions {
   allowRootReplacement: boolean;
   /** The names serve issues under (--trust-domain, --serving-dns): every reload validates paths for them. */
   names?: ProbeNames | undefined;
+  /** The signing key on a PKCS#11 token (issue #17): found and checked against ca-cert.pem on every load. */
+  tokenKey?: Pkcs11SigningKeySource | undefined;
 }
 
 export interface RootChange {
@@ -72,13 +75,19 @@ export class CacertsReloader {
   /** A digest of the bundle files' contents, to tell a real change from a touch; undefined if unreadable. */
   private digest(): string | undefined {
     try {
-      const files = readCacertsFiles(this.options.dir);
+      const files = this.readFiles();
       const h = createHash('sha256').update(files.layout);
+      // A changed --signing-key-file is a change too.
+      if (this.options.tokenKey) h.update(this.options.tokenKey.uriText()).update('\0');
       for (const f of [files.signingCert, files.signingKey, ...files.chain, files.roots]) h.update(f.name).update('\0').update(f.text).update('\0');
       return h.digest('hex');
     } catch (err) {
       return err instanceof BundleError ? `error:${err.message}` : undefined;
     }
+  }
+
+  private readFiles() {
+    return readCacertsFiles(this.options.dir, this.options.tokenKey?.describe());
   }
 
   /** Loads and swaps if the files changed (or the last attempt failed). Returns what happened. */
@@ -97,7 +106,7 @@ export class CacertsReloader {
     let next: SigningBundle;
     let files: BundleFiles;
     try {
-      ({ bundle: next, files } = loadCacertsWithFiles(this.options.dir, new Date(), this.options.names));
+      ({ bundle: next, files } = loadCacertsWithFiles(this.options.dir, new Date(), this.options.names, this.options.tokenKey));
     } catch (err) {
       return { result: 'failure', error: err as Error };
     }
@@ -106,7 +115,7 @@ export class CacertsReloader {
       return {
         result: 'failure',
         error: new BundleError(
-          next.roots.length > 0 ? readCacertsFiles(this.options.dir).roots.name : this.options.dir,
+          next.roots.length > 0 ? this.readFiles().roots.name : this.options.dir,
           'the new root bundle shares no root with the current one: every workload that trusts only the old root would break. ' +
             'Add the new root next to the old one first (svid-ca cacerts plan-rotation), or restart with --allow-root-replacement',
         ),

@@ -6,6 +6,8 @@ import { formatGoDuration } from '../duration.js';
 import { ConfigError, flagHelp, parseFlags, type FlagSpec } from '../flags.js';
 import { BundleError, decodePem, encodePem, inspectCertificate, KEY_SPECS, subjectText, type KeySpec, type LoadedCertificate, type ProbeNames, type SigningBundle } from '../pki/index.js';
 import { refuseOverwrite, writeFolder, type OverwritePolicy } from './safe-write.js';
+import { hasFlag, initIntermediateOnToken, INIT_INTERMEDIATE_TOKEN_FLAGS, verifyOnToken, VERIFY_TOKEN_FLAGS } from './cacerts-token.js';
+import type { Pkcs11SigningKeySource } from '../ca/index.js';
 
 /** Operator commands for building and rotating cacerts folders, so nobody writes openssl by hand. */
 export const CACERTS_USAGE = `svid-ca cacerts: build, check and rotate cacerts folders
@@ -13,6 +15,8 @@ export const CACERTS_USAGE = `svid-ca cacerts: build, check and rotate cacerts f
   svid-ca cacerts init-root --out DIR [--key ec-p256|ec-p384|rsa-2048|rsa-4096] [--ttl DUR] [--subject 'O=..,CN=..' | --org O --cn CN]
   svid-ca cacerts init-intermediate --root DIR --out DIR [--ttl DUR] [--cluster NAME] [--key KEY] [--subject ..|--org O --cn CN]
   svid-ca cacerts verify DIR [--at TIME] [--trust-domain TD] [--serving-dns NAMES]
+  svid-ca cacerts init-intermediate --key-uri URI --pkcs11-module SO --pkcs11-pin-file F (--root DIR --out DIR | --csr-out FILE) [--key KEY]
+  svid-ca cacerts verify DIR --signing-key URI --pkcs11-module SO --pkcs11-pin-file F [--at TIME] [--trust-domain TD] [--serving-dns NAMES]
   svid-ca cacerts bundle OLD_DIR NEW_DIR --out DIR --signer old|new [--trust-domain TD] [--serving-dns NAMES]
   svid-ca cacerts plan-rotation OLD_DIR NEW_DIR [--max-ttl DUR]
 
@@ -105,6 +109,14 @@ function initRoot(argv: string[], out: Out): number {
 }
 
 function initIntermediate(argv: string[], out: Out): number {
+  // issue #17: the key generated in a PKCS#11 token.
+  if (hasFlag(argv, 'key-uri')) {
+    return initIntermediateOnToken(argv, out, {
+      flags: INIT_INTERMEDIATE_FLAGS.filter((f) => ['cn', 'subject', 'force', 'force-key'].includes(f.name)),
+      subject: subjectFlags,
+      verifyFolder: (dir, source) => verifyFolder(dir, undefined, out, DEFAULT_PROBE_NAMES, source),
+    });
+  }
   const { values } = parseFlags(INIT_INTERMEDIATE_FLAGS, argv, {});
   const rootDir = need(values, 'root');
   const dir = need(values, 'out');
@@ -159,12 +171,15 @@ function probeNames(values: Map<string, unknown>): ProbeNames {
   return { trustDomain: need(values, 'trust-domain'), servingDns: values.get('serving-dns') as string[] };
 }
 
-/** Exactly the load checks of `serve` (with serve's --trust-domain and --serving-dns); exit 0 only when serve would accept the folder. */
-export function verifyFolder(dir: string, atGiven: Date | undefined, out: Out, names: ProbeNames = DEFAULT_PROBE_NAMES): number {
+/**
+ * Exactly the load checks of `serve` (with serve's --trust-domain and --serving-dns, and with
+ * `tokenKey` the key on a PKCS#11 token, issue #17); exit 0 only when serve would accept the folder.
+ */
+export function verifyFolder(dir: string, atGiven: Date | undefined, out: Out, names: ProbeNames = DEFAULT_PROBE_NAMES, tokenKey?: Pkcs11SigningKeySource): number {
   const at = atGiven ?? new Date();
   let bundle: SigningBundle;
   try {
-    bundle = loadCacerts(dir, at, names);
+    bundle = loadCacerts(dir, at, names, tokenKey);
   } catch (err) {
     if (err instanceof BundleError) {
       out(`REJECTED: ${err.message}`);
@@ -182,6 +197,8 @@ export function verifyFolder(dir: string, atGiven: Date | undefined, out: Out, n
 const VERIFY_FLAGS: FlagSpec[] = [{ name: 'at', kind: 'string', help: 'check as of this time (ISO 8601); default: now' }, ...PROBE_FLAGS];
 
 function verify(argv: string[], out: Out): number {
+  // issue #17: check the folder against the key in a PKCS#11 token.
+  if (hasFlag(argv, 'signing-key')) return verifyOnToken(argv, PROBE_FLAGS, (dir, at, source, values) => verifyFolder(dir, at, out, probeNames(values), source));
   const { values, positionals } = parseFlags(VERIFY_FLAGS, argv, {}, { allowPositionals: true });
   const dir = positionals[0];
   if (!dir || positionals.length > 1) throw new ConfigError('cacerts verify: give exactly one folder');
@@ -291,11 +308,14 @@ function planRotation(argv: string[], out: Out): number {
   return 0;
 }
 
+/** The file variant's flags, then those of the token variant (issue #17) it lacks: one table for --help and the docs. */
+const withTokenFlags = (file: readonly FlagSpec[], token: readonly FlagSpec[]): FlagSpec[] => [...file, ...token.filter((t) => !file.some((f) => f.name === t.name))];
+
 /** Each subcommand: what it does (one line), its arguments, its flags, and the code. */
 export const CACERTS_COMMANDS: Record<string, { summary: string; usage: string; flags: readonly FlagSpec[]; run: (argv: string[], out: Out) => number }> = {
   'init-root': { summary: 'make an offline root CA (root-cert.pem, root-key.pem)', usage: '--out DIR', flags: INIT_ROOT_FLAGS, run: initRoot },
-  'init-intermediate': { summary: 'make a cacerts folder (Istio layout) signed by a root from init-root', usage: '--root DIR --out DIR', flags: INIT_INTERMEDIATE_FLAGS, run: initIntermediate },
-  verify: { summary: 'check a cacerts folder exactly as serve does', usage: 'DIR', flags: VERIFY_FLAGS, run: verify },
+  'init-intermediate': { summary: 'make a cacerts folder (Istio layout) signed by a root from init-root', usage: '--root DIR --out DIR', flags: withTokenFlags(INIT_INTERMEDIATE_FLAGS, INIT_INTERMEDIATE_TOKEN_FLAGS), run: initIntermediate },
+  verify: { summary: 'check a cacerts folder exactly as serve does', usage: 'DIR', flags: withTokenFlags(VERIFY_FLAGS, VERIFY_TOKEN_FLAGS), run: verify },
   bundle: { summary: 'write a root-rotation transition folder (both roots, one intermediate)', usage: 'OLD_DIR NEW_DIR --out DIR --signer old|new', flags: BUNDLE_FLAGS, run: bundle },
   'plan-rotation': { summary: 'print the ordered rotation steps from one cacerts folder to another', usage: 'OLD_DIR NEW_DIR', flags: PLAN_ROTATION_FLAGS, run: planRotation },
 };

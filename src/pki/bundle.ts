@@ -1,5 +1,5 @@
-import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
-import type { Signer } from './certificate.js';
+import { createPrivateKey, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
+import type { ExternalKey, Signer } from './certificate.js';
 import { BundleError } from './errors.js';
 import { inspectCertificate, type CertificateFacts } from './inspect.js';
 import { signatureAlgorithmForKey, spkiDer, describeKey, keyLabel } from './keys.js';
@@ -78,6 +78,12 @@ function loadPrivateKey(file: NamedText): KeyObject {
   }
 }
 
+/** A signing key outside the bundle files (issue #17): its SubjectPublicKeyInfo DER and the key that signs. */
+export interface ExternalSigningKey {
+  publicKeyDer: Buffer;
+  key: ExternalKey;
+}
+
 const describe = (c: LoadedCertificate) => subjectText(c.x509) || '(empty subject)';
 
 /**
@@ -126,10 +132,11 @@ const unique = (certs: LoadedCertificate[]) => certs.filter((c, i) => certs.find
  * Throws BundleError naming the file and the problem (for path rules: the certificate, its SKI,
  * the rule and the fix).
  */
-export function verifySigningBundle(files: BundleFiles, now: Date, names: ProbeNames): SigningBundle {
+export function verifySigningBundle(files: BundleFiles, now: Date, names: ProbeNames, external?: ExternalSigningKey): SigningBundle {
   const signingFileCerts = loadCertificates(files.signingCert);
   const signingCert = signingFileCerts[0]!;
-  const privateKey = loadPrivateKey(files.signingKey);
+  // With an external key (issue #17) files.signingKey only names it; its public half stands in for the file key.
+  const privateKey = external ? createPublicKey({ key: external.publicKeyDer, format: 'der', type: 'spki' }) : loadPrivateKey(files.signingKey);
   const roots = unique(loadCertificates(files.roots));
   const chainCerts = files.chain.flatMap((f) => loadCertificates(f, { allowEmpty: true }));
   const warnings: string[] = [];
@@ -154,7 +161,10 @@ export function verifySigningBundle(files: BundleFiles, now: Date, names: ProbeN
   const fileOf = (c: LoadedCertificate, i: number, path: LoadedCertificate[]) => (i === 0 ? files.signingCert.name : i === path.length - 1 ? files.roots.name : chainFile);
   const located = paths.map((path) => path.map((c, i) => ({ ...c, file: fileOf(c, i, path) })));
   for (const path of located) for (const c of path) checkValidity(c, c.file, now);
-  const signer: Signer = { subjectDer: signingCert.facts.subjectDer, privateKey, algorithm };
+  // The probe leaves below are signed by this signer, so with a token key (issue #17) the token signs them too.
+  const signer: Signer = external
+    ? { subjectDer: signingCert.facts.subjectDer, external: external.key, algorithm }
+    : { subjectDer: signingCert.facts.subjectDer, privateKey, algorithm };
   const validity = validateIssuancePaths(located, signer, names, now);
   const path = paths[0]!;
 

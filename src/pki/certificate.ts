@@ -19,11 +19,33 @@ export interface CertificateTemplate {
   extensions: ExtensionSpec[];
 }
 
-/** What signs: the issuer's subject Name DER, its private key, and the algorithm that key signs with. */
-export interface Signer {
-  subjectDer: Buffer;
-  privateKey: KeyObject;
-  algorithm: SignatureAlgorithm;
+/**
+ * A signing key held outside this process (a PKCS#11 token, issue #17), behind one interface as
+ * smallstep's KMS backends are: it signs a TBS and returns the signatureValue contents X.509 wants
+ * (DER ECDSA-Sig-Value, or PKCS#1 v1.5 for RSA), with the Signer's algorithm.
+ */
+export interface ExternalKey {
+  /** For logs and errors: the key's URI with any query (PIN source) left out. */
+  readonly description: string;
+  /** Blocking signature: for rare signatures (serving certificate, probes, CA certificates). */
+  signSync(tbs: Buffer): Buffer;
+  /** Signature off the event loop, bounded by a per-signature timeout: the issuance path. */
+  sign(tbs: Buffer): Promise<Buffer>;
+  /** False while the key's device does not answer (readiness reports NOT_SERVING). */
+  isAvailable(): boolean;
+}
+
+/**
+ * What signs: the issuer's subject Name DER, the algorithm, and either its private key in memory
+ * (the sync node:crypto fast path) or an external key (`external`); an in-memory key, if present, wins.
+ */
+export type Signer =
+  | { subjectDer: Buffer; algorithm: SignatureAlgorithm; privateKey: KeyObject; external?: undefined }
+  | { subjectDer: Buffer; algorithm: SignatureAlgorithm; privateKey?: KeyObject | undefined; external: ExternalKey };
+
+/** The signatureValue contents for `tbs`: node:crypto with an in-memory key, else the external key's blocking call. */
+export function signTbs(signer: Signer, tbs: Buffer): Buffer {
+  return signer.privateKey ? sign(signer.algorithm.hash, tbs, signer.privateKey) : signer.external!.signSync(tbs); // a Signer without privateKey has external (the type says so)
 }
 
 /**
@@ -105,7 +127,7 @@ export function signCertificate(template: CertificateTemplate, signer: Signer): 
     ),
   });
   const tbs = Buffer.from(cert.encodeTBS().toBER());
-  const signature = sign(signer.algorithm.hash, tbs, signer.privateKey);
+  const signature = signTbs(signer, tbs);
   cert.tbsView = new Uint8Array(tbs);
   cert.signatureAlgorithm = algorithmIdentifier(signer.algorithm);
   cert.signatureValue = new asn1js.BitString({ valueHex: signature });

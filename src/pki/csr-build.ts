@@ -1,9 +1,9 @@
 import { sign, type KeyObject } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
-import { algorithmIdentifier, toArrayBuffer } from './certificate.js';
+import { algorithmIdentifier, toArrayBuffer, type ExternalKey } from './certificate.js';
 import { subjectAltName, type SanEntry } from './extensions.js';
-import { signatureAlgorithmForKey, spkiDer } from './keys.js';
+import { signatureAlgorithmForKey, spkiDer, type SignatureAlgorithm } from './keys.js';
 import { OID } from './oids.js';
 import { encodePem } from './pem.js';
 
@@ -36,10 +36,27 @@ export function buildCsrPem(req: CsrRequest): string {
     });
     csr.attributes = [new pkijs.Attribute({ type: OID.extensionRequest, values: [exts.toSchema()] })];
   }
+  return signCsr(csr, alg, (tbs) => sign(alg.hash, tbs, req.privateKey));
+}
+
+/** Signs the CSR's TBS with `signTbs` (signatureValue contents for `alg`) and returns the PEM. */
+function signCsr(csr: pkijs.CertificationRequest, alg: SignatureAlgorithm, signTbs: (tbs: Buffer) => Buffer): string {
   // encodeTBS is protected in the typings but is the documented way to get the bytes to sign.
   const tbs = Buffer.from((csr as unknown as { encodeTBS(): asn1js.Sequence }).encodeTBS().toBER());
   csr.tbsView = new Uint8Array(tbs);
   csr.signatureAlgorithm = algorithmIdentifier(alg);
-  csr.signatureValue = new asn1js.BitString({ valueHex: sign(alg.hash, tbs, req.privateKey) });
+  csr.signatureValue = new asn1js.BitString({ valueHex: signTbs(tbs) });
   return encodePem('CERTIFICATE REQUEST', Buffer.from(csr.toSchema(false).toBER()));
+}
+
+/**
+ * A CA's PKCS#10 CSR for an offline or external root (issue #17: the key is in a token): the
+ * subject Name DER, no extension request (the root decides the CA profile), signed by `key`.
+ */
+export function buildCaCsrPem(req: { subjectDer: Buffer; publicKeyDer: Buffer; algorithm: SignatureAlgorithm; key: ExternalKey }): string {
+  const csr = new pkijs.CertificationRequest();
+  csr.version = 0;
+  csr.subject = pkijs.RelativeDistinguishedNames.fromBER(req.subjectDer);
+  csr.subjectPublicKeyInfo = pkijs.PublicKeyInfo.fromBER(req.publicKeyDer);
+  return signCsr(csr, req.algorithm, (tbs) => req.key.signSync(tbs));
 }

@@ -1,7 +1,7 @@
 import { sign } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
-import { algorithmIdentifier, toArrayBuffer, type Signer } from './certificate.js';
+import { algorithmIdentifier, toArrayBuffer, type ExternalKey, type Signer } from './certificate.js';
 import { EMPTY_NAME_DER } from './name.js';
 import { workloadLeaf } from './profiles.js';
 
@@ -154,7 +154,17 @@ export class WorkloadLeafEncoder {
   /** The signed certificate DER: TBS, algorithm, signature (node:crypto with the signer's KeyObject). */
   issue(f: FastLeafFields): Buffer {
     const tbs = this.encodeTbs(f);
-    const signature = sign(this.signer.algorithm.hash, tbs, this.signer.privateKey);
+    const key = this.signer.privateKey;
+    return this.#assemble(tbs, key ? sign(this.signer.algorithm.hash, tbs, key) : this.signer.external!.signSync(tbs));
+  }
+
+  /** As issue(), signed by the signer's external key off the event loop (bounded by its timeout). */
+  async issueExternal(f: FastLeafFields, external: ExternalKey): Promise<Buffer> {
+    const tbs = this.encodeTbs(f);
+    return this.#assemble(tbs, await external.sign(tbs));
+  }
+
+  #assemble(tbs: Buffer, signature: Buffer): Buffer {
     return sequence([tbs, this.#algorithm, tlv(ID.bitString, [NO_UNUSED_BITS, signature])]);
   }
 }

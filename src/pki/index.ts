@@ -20,9 +20,10 @@ export {
 export { encodeName, EMPTY_NAME_DER, type NameAttributes } from './name.js';
 export { type ExtensionSpec, type SanEntry } from './extensions.js';
 export { signCertificate, randomSerial, keyIdentifier, type CertificateTemplate, type Signer } from './certificate.js';
+export { signTbs, type ExternalKey } from './certificate.js';
 export { workloadLeaf, servingLeaf, caCertificate, CLOCK_SKEW_GRACE_MS, type LeafParams, type CaParams } from './profiles.js';
 export { parseCsrPem, parseCsrDer, checkWorkloadKey, CSR_LIMITS, type ParsedCsr, type CsrSans } from './csr.js';
-export { buildCsrPem, type CsrRequest } from './csr-build.js';
+export { buildCsrPem, buildCaCsrPem, type CsrRequest } from './csr-build.js';
 export { readCsrPem, readCsrDer } from './fast-csr.js';
 export { WorkloadLeafEncoder, type FastLeafFields } from './fast-leaf.js';
 export { inspectCertificate, type CertificateFacts } from './inspect.js';
@@ -32,6 +33,7 @@ export {
   type BundleLayout,
   type NamedText,
   type SigningBundle,
+  type ExternalSigningKey,
   type LoadedCertificate,
 } from './bundle.js';
 export { issuedBy, subjectText, verifyCertificateChain } from './verify.js';

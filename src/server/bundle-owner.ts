@@ -1,4 +1,4 @@
-import { Authority, bundleFromFiles, DEFAULT_PROBE_NAMES, loadCacertsWithFiles, type ReloadResult } from '../ca/index.js';
+import { Authority, bundleFromFiles, DEFAULT_PROBE_NAMES, loadCacertsWithFiles, Pkcs11SigningKeySource, type ReloadResult, type SigningKeyConfig } from '../ca/index.js';
 import { CaMetrics, keepMetrics, type Logger } from '../observability/index.js';
 import { BundleError, type BundleFiles, type ProbeNames, type SigningBundle } from '../pki/index.js';
 import { BundleLifecycle, describeBundle, warnAboutSigner, type LifecycleOptions } from './lifecycle.js';
@@ -23,15 +23,26 @@ export function isBundleMessage(m: unknown): m is BundleMessage {
   return tag === 'want-bundle' || tag === 'bundle';
 }
 
+/**
+ * The PKCS#11 key source of --signing-key (issue #17), logging through `logger`; undefined for a key
+ * in the cacerts folder. Each process opens its own (node:cluster workers are fresh processes, and
+ * PKCS#11 state never crosses a process boundary: /work/shared/reference/pkcs11-signing.md §4).
+ */
+export function openTokenKey(config: SigningKeyConfig | undefined, logger: Logger): Pkcs11SigningKeySource | undefined {
+  return config ? new Pkcs11SigningKeySource(config, (level, fields, message) => logger[level](fields, message)) : undefined;
+}
+
 /** What a worker's startService uses instead of loading the folder itself. */
 export interface BundleFeed {
   bundle: SigningBundle;
+  /** The worker's own token key source (issue #17) the bundles were checked with; closed with the service. */
+  tokenKey?: Pkcs11SigningKeySource | undefined;
   serving: KeyAndChain;
   /** Later bundles (already checked) and serving certificates from the primary. */
   onUpdate(listener: (u: { bundle?: SigningBundle | undefined; serving?: KeyAndChain | undefined }) => void): void;
 }
 
-export type PrimaryBundleOptions = LifecycleOptions & { defaultTtlMs: number; maxTtlMs: number };
+export type PrimaryBundleOptions = LifecycleOptions & { defaultTtlMs: number; maxTtlMs: number; signingKey?: SigningKeyConfig | undefined };
 
 /** The primary's side: loads once (throws BundleError like loadCacerts), reloads, renews, tells workers. */
 export class PrimaryBundle {
@@ -39,13 +50,24 @@ export class PrimaryBundle {
   private files: BundleFiles;
   private readonly lifecycle: BundleLifecycle;
   private readonly listeners: ((m: BundleMessage) => void)[] = [];
+  /** issue #17: the primary's own token session (it checks the key at start and on reload, and signs the serving certificate). */
+  private readonly tokenKey: Pkcs11SigningKeySource | undefined;
 
   constructor(options: PrimaryBundleOptions, logger: Logger) {
-    const { bundle, files } = loadCacertsWithFiles(options.cacerts, new Date(), { trustDomain: options.trustDomain ?? DEFAULT_PROBE_NAMES.trustDomain, servingDns: options.servingDns });
+    const tokenKey = openTokenKey(options.signingKey, logger);
+    let loaded: ReturnType<typeof loadCacertsWithFiles>;
+    try {
+      loaded = loadCacertsWithFiles(options.cacerts, new Date(), { trustDomain: options.trustDomain ?? DEFAULT_PROBE_NAMES.trustDomain, servingDns: options.servingDns }, tokenKey);
+    } catch (err) {
+      tokenKey?.close();
+      throw err;
+    }
+    const { bundle, files } = loaded;
+    this.tokenKey = tokenKey;
     this.files = files;
     const authority = new Authority(bundle, { defaultTtlMs: options.defaultTtlMs, maxTtlMs: options.maxTtlMs });
     logger.info(
-      { cacerts: options.cacerts, ...describeBundle(bundle) },
+      { cacerts: options.cacerts, ...describeBundle(bundle), signingKey: tokenKey?.describe() },
       'signing bundle loaded',
     );
     warnAboutSigner(logger, bundle, options.maxTtlMs, options.signerExpiryWarningMs ?? 720 * 3_600_000);
@@ -56,7 +78,7 @@ export class PrimaryBundle {
       this.files = r.files;
       this.broadcast({ svidCa: 'bundle', files: r.files });
     };
-    this.lifecycle = new BundleLifecycle(authority, { ...options, onReload }, this.metrics, logger, () => undefined, undefined);
+    this.lifecycle = new BundleLifecycle(authority, { ...options, onReload, tokenKey }, this.metrics, logger, () => undefined, undefined);
     this.lifecycle.recordBundle(bundle);
     this.metrics.lastReload.set(Date.now() / 1000);
     this.lifecycle.serving.on('renewed', (cert) => this.broadcast({ svidCa: 'bundle', serving: keyAndChain(cert) }));
@@ -79,6 +101,7 @@ export class PrimaryBundle {
 
   stop(): void {
     this.lifecycle.stop();
+    this.tokenKey?.close();
   }
 
   private broadcast(m: BundleMessage): void {
@@ -93,26 +116,34 @@ const keyAndChain = (c: KeyAndChain): KeyAndChain => ({ keyPem: c.keyPem, certCh
  * which fails the worker's start), and passes later updates on; an update that fails the check here
  * is logged and ignored (the worker keeps its current bundle, as a refused reload does).
  */
-export function receiveBundleFeed(logger: Logger, names: ProbeNames, timeoutMs = 30_000): Promise<BundleFeed> {
+export function receiveBundleFeed(logger: Logger, names: ProbeNames, signingKey?: SigningKeyConfig, timeoutMs = 30_000): Promise<BundleFeed> {
   return new Promise((resolve, reject) => {
     const listeners: Parameters<BundleFeed['onUpdate']>[0][] = [];
     let first = true;
-    const timer = setTimeout(() => reject(new Error('the primary did not send the signing bundle')), timeoutMs);
+    // issue #17: this worker's own token session; the texts from the primary are checked against the token here too.
+    const tokenKey = openTokenKey(signingKey, logger);
+    const fail = (err: unknown) => {
+      tokenKey?.close();
+      reject(err);
+    };
+    const timer = setTimeout(() => fail(new Error('the primary did not send the signing bundle')), timeoutMs);
     process.on('message', (m: unknown) => {
       if (!isBundleMessage(m) || m.svidCa !== 'bundle') return;
       if (first) {
         first = false;
         clearTimeout(timer);
         try {
-          resolve({ bundle: bundleFromFiles(m.files!, new Date(), names), serving: m.serving!, onUpdate: (l) => listeners.push(l) });
+          const bundle = bundleFromFiles(m.files!, new Date(), names, tokenKey);
+          if (tokenKey) logger.info({ signingKey: tokenKey.describe(), pid: process.pid }, 'signing key checked on this worker\'s own token session');
+          resolve({ bundle, tokenKey, serving: m.serving!, onUpdate: (l) => listeners.push(l) });
         } catch (err) {
-          reject(err);
+          fail(err);
         }
         return;
       }
       let bundle: SigningBundle | undefined;
       try {
-        bundle = m.files ? bundleFromFiles(m.files, new Date(), names) : undefined;
+        bundle = m.files ? bundleFromFiles(m.files, new Date(), names, tokenKey) : undefined;
       } catch (err) {
         logger.error(err instanceof BundleError ? { file: err.file, problem: err.problem } : { err: (err as Error).message }, 'bundle from the primary refused; still serving with the current bundle');
         return;

@@ -209,7 +209,8 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
           if (deps.shuttingDown?.()) throw new RequestError(grpc.status.UNAVAILABLE, 'unavailable', SHUTTING_DOWN);
           const csr = readCsrPem(csrPem);
           authorizeSansFor(csr.sans, identity, impersonating);
-          return authority.issue({ identity, csr, requestedTtlSeconds: ttl, notAfterLimit: caller.renewalNotAfter });
+          // issueCertificate: synchronous with a file key, a Promise with a token key (issue #17).
+          return authority.issueCertificate({ identity, csr, requestedTtlSeconds: ttl, notAfterLimit: caller.renewalNotAfter });
         });
       } finally {
         deps.admission.releaseCaller(share.key);

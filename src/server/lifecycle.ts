@@ -1,5 +1,5 @@
 import { formatGoDuration } from '../duration.js';
-import { CacertsReloader, DEFAULT_PROBE_NAMES, SelfSignedRoot, ServingCertificateManager, type Authority, type Grace, type ReloadResult } from '../ca/index.js';
+import { CacertsReloader, DEFAULT_PROBE_NAMES, SelfSignedRoot, ServingCertificateManager, type Authority, type Grace, type Pkcs11SigningKeySource, type ReloadResult } from '../ca/index.js';
 import type { CaMetrics, Logger, TrackedCertificate } from '../observability/index.js';
 import { BundleError, subjectText, type LoadedCertificate, type SigningBundle } from '../pki/index.js';
 import type { ServingTls } from './tls.js';
@@ -17,6 +17,8 @@ export interface LifecycleOptions {
   trustDomain?: string | undefined;
   /** Told every reload result after it is logged and counted (the primary of --workers forwards bundles). */
   onReload?: ((r: ReloadResult) => void) | undefined;
+  /** The signing key on a PKCS#11 token (issue #17): each reload finds and checks it again. */
+  tokenKey?: Pkcs11SigningKeySource | undefined;
 }
 
 const subjectOf = (c: LoadedCertificate) => subjectText(c.x509);
@@ -143,6 +145,7 @@ export class BundleLifecycle {
         pollIntervalMs: this.options.reloadIntervalMs ?? DEFAULTS.reloadIntervalMs,
         allowRootReplacement: this.options.allowRootReplacement ?? false,
         names: { trustDomain: this.options.trustDomain ?? DEFAULT_PROBE_NAMES.trustDomain, servingDns: this.options.servingDns },
+        tokenKey: this.options.tokenKey,
       },
       { onResult: (r) => this.onReload(r) },
     );

@@ -2,10 +2,11 @@ import type { Server as HttpServer } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import { ClientCertAuthenticator, ImpersonationAuthorizer, JwtAuthenticator, parseNodeAccounts, TokenReviewAuthenticator, type Authenticator, type KeySetReload } from '../auth/index.js';
 import type { KubeOptions, KubernetesIntegration } from '../kube/index.js';
-import { Authority, loadCacerts, SelfSignedRoot, type Grace, type SelfSignedOptions } from '../ca/index.js';
+import { Authority, loadCacerts, SelfSignedRoot, type Grace, type SelfSignedOptions, type SigningKeyConfig } from '../ca/index.js';
 import { AuditLog, CaMetrics, keepMetrics, startMonitoringServer, type Logger } from '../observability/index.js';
-import type { BundleFeed } from './bundle-owner.js';
+import { openTokenKey, type BundleFeed } from './bundle-owner.js';
 import { BundleLifecycle, describeBundle, warnAboutSigner } from './lifecycle.js';
+import type { SigningBundle } from '../pki/index.js';
 import { createCertificateHandler } from './certificate-service.js';
 import { Admission, type AdmissionOptions } from './admission.js';
 import { HealthService } from './health.js';
@@ -61,6 +62,8 @@ export interface ServiceOptions {
   clientCertMaxTtlMs?: number | undefined;
   /** issue #19: limits before authentication (--handshake-timeout, --max-handshakes, --max-buffered-request-bytes, ...). */
   transport?: Partial<TransportLimits> | undefined;
+  /** --signing-key and the --pkcs11-* flags (issue #17): the signing key is on a PKCS#11 token. */
+  signingKey?: SigningKeyConfig | undefined;
 }
 
 export interface ConnectionLimits {
@@ -136,16 +139,24 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
         logger.info({ dir: options.selfSigned?.dir ?? '(memory only)' }, `self-signed root ${event}`),
       )
     : undefined;
-  const bundle = feed ? feed.bundle : selfSigned ? selfSigned.bundle() : loadCacerts(options.cacerts, new Date(), { trustDomain: options.trustDomain, servingDns: options.servingDns });
+  // issue #17: a worker checked the primary's texts with its own token source (the feed's); else opened here.
+  const tokenKey = feed ? feed.tokenKey : openTokenKey(options.signingKey, logger);
+  let bundle: SigningBundle;
+  try {
+    bundle = feed ? feed.bundle : selfSigned ? selfSigned.bundle() : loadCacerts(options.cacerts, new Date(), { trustDomain: options.trustDomain, servingDns: options.servingDns }, tokenKey);
+  } catch (err) {
+    tokenKey?.close();
+    throw err;
+  }
   const authority = new Authority(bundle, { defaultTtlMs: options.defaultTtlMs, maxTtlMs: options.maxTtlMs });
   if (!feed) {
-    logger.info({ cacerts: selfSigned ? '(self-signed)' : options.cacerts, ...describeBundle(bundle) }, 'signing bundle loaded');
+    logger.info({ cacerts: selfSigned ? '(self-signed)' : options.cacerts, ...describeBundle(bundle), signingKey: tokenKey?.describe() }, 'signing bundle loaded');
     warnAboutSigner(logger, bundle, options.maxTtlMs, options.signerExpiryWarningMs ?? 720 * 3_600_000);
   }
 
   const metrics = new CaMetrics();
   let servingTls: ServingTls | undefined;
-  const lifecycle = feed ? undefined : new BundleLifecycle(authority, options, metrics, logger, () => servingTls, selfSigned);
+  const lifecycle = feed ? undefined : new BundleLifecycle(authority, { ...options, tokenKey }, metrics, logger, () => servingTls, selfSigned);
   if (lifecycle) {
     lifecycle.recordBundle(bundle);
     metrics.lastReload.set(Date.now() / 1000);
@@ -314,6 +325,7 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
       await Promise.race([sessionsClosed, sleep(Math.min(1000, Math.max(deadline - Date.now(), 100)))]);
       server.forceShutdown();
       await kube?.close();
+      tokenKey?.close();
       audit.close();
       if (monitoring) {
         const closed = new Promise<void>((resolve) => monitoring!.server.close(() => resolve()));
