@@ -139,7 +139,10 @@ async function startServer(dir, extraArgs) {
   const logFile = join(dir, `server-${Date.now()}.log`);
   const fd = openSync(logFile, 'w');
   const nodeArgs = [...serverNodeArgs, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [])];
-  const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist', 'cli.js'), 'serve', '--dev', '--dev-dir', join(dir, 'dev'), '--listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0', ...(workersArg ? ['--workers', workersArg] : []), ...extraArgs], {
+  // --shutdown-delay 0s: the default 5 s (not ready, still answering, while Kubernetes removes the endpoint)
+  // outlasts stopServer's 5 s before SIGKILL, and a killed server writes no --cpu-prof profile.
+  const serveArgs = ['serve', '--dev', '--dev-dir', join(dir, 'dev'), '--listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0', '--shutdown-delay', '0s'];
+  const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist', 'cli.js'), ...serveArgs, ...(workersArg ? ['--workers', workersArg] : []), ...extraArgs], {
     stdio: ['ignore', fd, fd],
   });
   for (let i = 0; i < 300; i++) {
