@@ -473,8 +473,9 @@ describe('deploy/kubernetes: a CA on every pod start path', () => {
     const { requests, limits } = container.resources as { requests: Record<string, string>; limits: Record<string, string> };
     const mib = (q: string) => (q.endsWith('Gi') ? Number(q.slice(0, -2)) * 1024 : Number(q.replace(/Mi$/, '')));
     expect(requests.memory).toBe(limits.memory);
-    // The 10,000-pod storm of npm run bench peaks at 496 MiB summed over the primary and two workers.
-    expect(mib(limits.memory!)).toBeGreaterThan(496);
+    // npm run bench on Node 24, summed over the primary and two workers (shared pages once): the 10,000-pod
+    // storm peaks at 534 MiB, the cpu-attack scenario at 712 MiB.
+    expect(mib(limits.memory!)).toBeGreaterThan(712);
     const cores = (q: string) => (q.endsWith('m') ? Number(q.slice(0, -1)) / 1000 : Number(q));
     expect(cores(requests.cpu!)).toBeGreaterThanOrEqual(0.5);
     expect(cores(limits.cpu!)).toBeGreaterThanOrEqual(cores(requests.cpu!));
