@@ -17,6 +17,7 @@ import { createCaClient } from '../dist/client/index.js';
 import { createIntermediateCa, createRootCa } from '../dist/ca/index.js';
 import { ensureDevEnvironment, mintDevToken } from '../dist/dev/index.js';
 import { parseDuration } from '../dist/duration.js';
+import { productionNodeFlags } from './node-flags.mjs';
 import { buildCsrPem, generateKeyPair } from '../dist/pki/index.js';
 
 const args = process.argv.slice(2);
