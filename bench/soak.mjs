@@ -17,6 +17,7 @@ import { createCaClient } from '../dist/client/index.js';
 import { createIntermediateCa, createRootCa } from '../dist/ca/index.js';
 import { ensureDevEnvironment, mintDevToken } from '../dist/dev/index.js';
 import { parseDuration } from '../dist/duration.js';
+import { productionNodeFlags } from './node-flags.mjs';
 import { buildCsrPem, generateKeyPair } from '../dist/pki/index.js';
 
 const args = process.argv.slice(2);
@@ -34,9 +35,9 @@ const sampleEveryMs = Math.max(1000, Math.min(10_000, Math.floor(durationMs / 30
 // Node flags for the server. The default caps V8's young generation: on Node 24 V8 grows it under steady
 // allocation (measured in a 60 s soak: heap total 55 -> 174 MiB while the heap in use stayed 32-72 MiB, RSS +107 MiB,
 // still growing at 120 s), which is heap sizing, not a leak, and would hide a leak's growth or fail on none.
-// With 16 MiB semi-spaces the same soak settles (RSS +26 MiB, same throughput). Production heap settings are
-// the Dockerfile's and the Deployment's to choose; pass theirs here (`--node-args ""` for none) to soak with them.
-const serverNodeArgs = arg('--node-args', '--max-semi-space-size=16').split(' ').filter(Boolean);
+// With 16 MiB semi-spaces the same soak settles (RSS +26 MiB, same throughput). The default is production's
+// flags (the Dockerfile's NODE_OPTIONS, which caps the semi-spaces so); `--node-args ""` soaks with none.
+const serverNodeArgs = args.includes('--node-args') ? arg('--node-args', '').split(' ').filter(Boolean) : productionNodeFlags();
 if (!durationMs || !reloadEveryMs) throw new Error('usage: soak [--duration 10m] [--reload-every 15s] [--callers 16]');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (s) => process.stdout.write(s + '\n');
