@@ -242,6 +242,7 @@ describe('the real server', () => {
     cleanups.push(() => removeDir(dir), () => removeDir(pki.dir), () => server.close(), () => client.close());
     const issue = async (token: string) => call(client, { csr: buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: ID }] }) }, { authorization: `Bearer ${token}` });
     const reloads = async (result: string) => Number(new RegExp(`svid_ca_jwks_reloads_total\\{result="${result}"\\} (\\d+)`).exec((await fetchText(`http://127.0.0.1:${server.service.monitoringPort}/metrics`)).body)?.[1]);
+    const lastFailed = async () => Number(/^svid_ca_jwks_last_reload_failed (\d+)$/m.exec((await fetchText(`http://127.0.0.1:${server.service.monitoringPort}/metrics`)).body)?.[1]);
 
     const early = await mint(k1);
     expect((await issue(early)).err).toBeUndefined();
@@ -259,6 +260,7 @@ describe('the real server', () => {
 
     // A file that stops parsing: reported, and the last good key set keeps serving.
     const failures = await reloads('failure');
+    expect(await lastFailed()).toBe(0);
     volume.write({ 'jwks.json': 'not json' });
     await eventually('failure counted', async () => (await reloads('failure')) > failures);
     expect(server.logs.records().some((r) => r.msg === 'JWKS reload failed; keeping the current keys' && /not JSON/.test(String(r.problem)))).toBe(true);
@@ -271,6 +273,20 @@ describe('the real server', () => {
     const noExp = await issue(await mint(k2, { exp: false }));
     expect(noExp.err?.code).toBe(grpc.status.UNAUTHENTICATED);
     expect(noExp.err?.details).toContain('token has no expiry (exp)');
+
+    // svid_ca_jwks_last_reload_failed: the counter above grew once for the bad content, but the gauge stays 1
+    // across later polls of the same bad file (the alert SvidCaJwksReloadFailing rests on it), and goes back
+    // to 0 once the file parses again.
+    expect(await lastFailed()).toBe(1);
+    const failuresWhileBroken = await reloads('failure');
+    await sleep(3_500); // three polls of --reload-interval 1s re-read the same bad content
+    expect(await lastFailed()).toBe(1);
+    expect(await reloads('failure')).toBe(failuresWhileBroken);
+    volume.write({ 'jwks.json': jwks(k2) });
+    await eventually('gauge back to 0 after the file is fixed', async () => (await lastFailed()) === 0);
+    await sleep(2_500); // unchanged re-reads of the good file keep it at 0
+    expect(await lastFailed()).toBe(0);
+    expect((await issue(await mint(k2))).err).toBeUndefined();
   });
 });
 

@@ -12,9 +12,11 @@ import type { AddressInfo } from 'node:net';
 import { connect, type PeerCertificate } from 'node:tls';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { AggregatorRegistry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadCacerts } from '../src/ca/index.js';
 import type { CaClient } from '../src/client/index.js';
+import { CaMetrics } from '../src/observability/index.js';
 import { buildCsrPem, decodePem, generateKeyPair, inspectCertificate, type SanEntry, type SigningBundle } from '../src/pki/index.js';
 import { CA_SERVICE_NAME, loadServices } from '../src/server/index.js';
 import { istioFiles, SecretVolume } from './helpers/k8s-volume.js';
@@ -604,5 +606,20 @@ describe('an audit file that cannot be written', () => {
       await s.close();
       removeDir(dir);
     }
+  });
+});
+
+describe('svid_ca_jwks_last_reload_failed across --workers', () => {
+  it("the primary's aggregation (prom-client AggregatorRegistry) exports the largest value, not the sum", async () => {
+    const [failing, healthy, alsoFailing] = [new CaMetrics({ defaultMetrics: false }), new CaMetrics({ defaultMetrics: false }), new CaMetrics({ defaultMetrics: false })];
+    failing.jwksLastReloadFailed.set(1);
+    alsoFailing.jwksLastReloadFailed.set(1);
+    const value = async (...workers: CaMetrics[]) => {
+      const text = await AggregatorRegistry.aggregate(await Promise.all(workers.map((w) => w.registry.getMetricsAsJSON()))).metrics();
+      return Number(/^svid_ca_jwks_last_reload_failed (\d+)$/m.exec(text)?.[1]);
+    };
+    expect(await value(healthy, healthy)).toBe(0);
+    expect(await value(failing, healthy)).toBe(1);
+    expect(await value(failing, alsoFailing, healthy)).toBe(1);
   });
 });

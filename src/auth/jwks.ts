@@ -100,7 +100,11 @@ export type KeySetReload =
   | { source: string; result: 'success'; keys: number; added: string[]; removed: string[]; skipped: string[] }
   | { source: string; result: 'failure'; error: Error };
 
-/** Called by a key source whenever it (re)loads: `removedFingerprints` lists keys that left the set. */
+/**
+ * Called by a key source whenever it (re)loads: `removedFingerprints` lists keys that left the set. A
+ * re-read that finds the same file content (good or bad) is not reported, so the latest call's `result`
+ * is the state of the key source until the next call (svid_ca_jwks_last_reload_failed rests on this).
+ */
 export type KeySetListener = (reload: KeySetReload, removedFingerprints: ReadonlySet<string>) => void;
 
 /** Where the authenticator gets the issuer's keys from. */

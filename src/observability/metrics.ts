@@ -48,6 +48,8 @@ export class CaMetrics {
   readonly transportRefused: Counter<'reason'>;
   readonly transportConnections: Gauge<'state'>;
   readonly transportBufferedBytes: Gauge;
+  // svid_ca_jwks_last_reload_failed: whether the latest JWKS load failed (alert SvidCaJwksReloadFailing)
+  readonly jwksLastReloadFailed: Gauge;
   private rootExpiry: number | undefined;
   private signer: { notAfterMs: number; maxTtlMs: number } | undefined;
   private chainExpiry: number | undefined;
@@ -198,6 +200,15 @@ export class CaMetrics {
     });
     for (const state of ['handshaking', 'established']) this.transportConnections.set({ state }, 0);
     this.transportBufferedBytes.set(0);
+    // Whether the most recent load of the issuer's JWKS failed. The counter above cannot say: a --jwks-file that
+    // stays unparsable is counted once per content, so an alert on its increase would not stay firing.
+    this.jwksLastReloadFailed = new Gauge({
+      aggregator: 'max',
+      name: 'svid_ca_jwks_last_reload_failed',
+      help: "1 while the most recent load of the token issuer's JWKS (file read/parse or URL fetch) failed and the last good key set is in use; 0 after a successful load.",
+      registers,
+    });
+    this.jwksLastReloadFailed.set(0);
     for (const outcome of ['issued', 'unauthenticated', 'permission_denied', 'invalid_csr', 'invalid_ttl', 'unavailable', 'overloaded', 'internal']) {
       this.requests.inc({ outcome }, 0);
     }

@@ -104,9 +104,14 @@ function transportLimits(limits: ConnectionLimits, options: ServiceOptions): Tra
   return { ...DEFAULT_TRANSPORT_LIMITS, maxConnections: limits.maxConnections, maxConcurrentStreams: limits.maxConcurrentStreams, ...options.transport };
 }
 
-/** Counts and logs a load of the token issuer's JWKS (svid_ca_jwks_reloads_total{result}). */
+/**
+ * Counts and logs a load of the token issuer's JWKS (svid_ca_jwks_reloads_total{result}) and records whether it
+ * failed (svid_ca_jwks_last_reload_failed, 1 or 0). A key source reports a load that changed nothing as nothing,
+ * so the gauge keeps the latest outcome: 1 across re-reads of the same bad file, 0 across unchanged good ones.
+ */
 function reportJwksReload(reload: KeySetReload, metrics: CaMetrics, logger: Logger): void {
   metrics.jwksReloads.inc({ result: reload.result });
+  metrics.jwksLastReloadFailed.set(reload.result === 'failure' ? 1 : 0);
   if (reload.result === 'failure') {
     logger.error({ jwks: reload.source, problem: reload.error.message }, 'JWKS reload failed; keeping the current keys');
     return;
