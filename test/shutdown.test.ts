@@ -128,5 +128,5 @@ describe('SIGTERM with two workers and calls in flight', () => {
       jwks.closeAllConnections();
       jwks.close();
     }
-  });
+  }, 60_000);
 });
