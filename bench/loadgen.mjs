@@ -4,7 +4,8 @@
 //
 // Messages from run.mjs: {type:'prepare', ...} -> {type:'ready'}; {type:'run', ...} ->
 // {type:'started'}, {type:'finished'} (as soon as the last call ends, so run.mjs reads the server's
-// CPU then), {type:'result', ...}.
+// CPU then), {type:'result', ...}; {type:'status'} at any time -> {type:'status', inflight, oldest}
+// (the calls still open, for run.mjs's report when a wait runs out).
 import { X509Certificate } from 'node:crypto';
 import http2 from 'node:http2';
 import { cpus } from 'node:os';
@@ -16,6 +17,28 @@ const STATUS_NAMES = ['OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLIN
 const RETRYABLE = new Set([1, 2, 4, 8, 10, 13, 14, 'transport']);
 const MAX_CALLS = 5;
 const BACKOFF_MS = 100;
+// Every wait here is bounded: a call the server has not answered (status or reset) this long after its
+// grpc-timeout (30 s, which the server enforces) is cancelled and counted as NO_ANSWER, with what was
+// seen of it kept for the report; a connection not up within CONNECT_TIMEOUT_MS is given up.
+const GRPC_TIMEOUT_MS = 30_000;
+const CALL_TIMEOUT_MS = GRPC_TIMEOUT_MS + 10_000;
+const CONNECT_TIMEOUT_MS = 10_000;
+
+/** Calls sent and not yet closed: id -> what is known of each (for 'status' and NO_ANSWER reports). */
+const inflight = new Map();
+let callIds = 0;
+/** Up to 10 calls abandoned as NO_ANSWER in this run, as describeCall gives them. */
+let unanswered = [];
+
+function describeCall(e) {
+  return { path: e.path, request: e.index, streamId: e.stream?.id, ageMs: Math.round(performance.now() - e.start), responseHeaders: e.headers, bytesReceived: e.bytes, sessionClosed: e.session.closed || e.session.destroyed };
+}
+
+/** What this load generator is waiting for now: the number of open calls and the 10 oldest. */
+function status() {
+  const all = [...inflight.values()];
+  return { type: 'status', inflight: all.length, oldest: all.slice(0, 10).map(describeCall) };
+}
 
 let requests = [];
 
@@ -53,13 +76,21 @@ function connect(target) {
   return new Promise((resolve) => {
     const session = http2.connect(`https://127.0.0.1:${target.port}`, { ca: target.rootPem, servername: target.serverName });
     session.on('error', () => {});
-    session.once('connect', () => resolve(session));
-    session.once('close', () => resolve(session));
+    const timer = setTimeout(() => session.destroy(), CONNECT_TIMEOUT_MS);
+    const done = () => {
+      clearTimeout(timer);
+      resolve(session);
+    };
+    session.once('connect', done);
+    session.once('close', done);
   });
 }
 
-/** One CreateCertificate call: resolves with the gRPC status (or 'transport') and, when asked, the response body. */
-function call(session, req, keepBody) {
+/**
+ * One CreateCertificate call: resolves with the gRPC status ('transport' when the stream ended without
+ * one, 'no_answer' when nothing ended it within CALL_TIMEOUT_MS) and, when asked, the response body.
+ */
+function call(session, req, keepBody, index) {
   return new Promise((resolve) => {
     let status;
     const body = keepBody ? [] : undefined;
@@ -82,15 +113,31 @@ function call(session, req, keepBody) {
       resolve({ code: 'transport' });
       return;
     }
+    const id = callIds++;
+    const entry = { path: req.path ?? CREATE_CERTIFICATE_PATH, index, start: performance.now(), session, stream, headers: false, bytes: 0, abandoned: false };
+    inflight.set(id, entry);
+    const timer = setTimeout(() => {
+      entry.abandoned = true;
+      if (unanswered.length < 10) unanswered.push(describeCall(entry));
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+    }, CALL_TIMEOUT_MS);
     stream.on('response', (h) => {
+      entry.headers = true;
       if (h['grpc-status'] !== undefined) status = Number(h['grpc-status']);
     });
     stream.on('trailers', (t) => {
       if (t['grpc-status'] !== undefined) status = Number(t['grpc-status']);
     });
-    stream.on('data', (d) => body?.push(d));
+    stream.on('data', (d) => {
+      entry.bytes += d.length;
+      body?.push(d);
+    });
     stream.on('error', () => {});
-    stream.on('close', () => resolve({ code: status ?? 'transport', body: body && Buffer.concat(body) }));
+    stream.on('close', () => {
+      clearTimeout(timer);
+      inflight.delete(id);
+      resolve({ code: entry.abandoned ? 'no_answer' : (status ?? 'transport'), body: body && Buffer.concat(body) });
+    });
     stream.end(req.frame);
   });
 }
@@ -122,6 +169,7 @@ async function run(msg) {
   let next = 0;
   let retries = 0;
   let exhausted = false;
+  unanswered = [];
   const codes = {};
   const samples = [];
   const sampleEvery = Math.max(1, Math.floor(requests.length / 200));
@@ -145,7 +193,7 @@ async function run(msg) {
       let result;
       for (let attempt = 1; ; attempt++) {
         if (sessions[c].destroyed || sessions[c].closed) sessions[c] = await connect(target);
-        result = await call(sessions[c], req, keep);
+        result = await call(sessions[c], req, keep, i);
         if (result.code === 0 || !msg.retry || attempt >= MAX_CALLS || !RETRYABLE.has(result.code)) break;
         retries++;
         await new Promise((r) => setTimeout(r, BACKOFF_MS * 2 ** (attempt - 1)));
@@ -182,6 +230,7 @@ async function run(msg) {
     loadgenCpuSeconds: (cpu.user + cpu.system) / 1e6,
     sampled: samples.length,
     badResponses,
+    unanswered,
   };
 }
 
@@ -191,6 +240,8 @@ process.on('message', async (msg) => {
     process.send({ type: 'ready', count: requests.length });
   } else if (msg.type === 'run') {
     process.send(await run(msg));
+  } else if (msg.type === 'status') {
+    process.send(status());
   } else if (msg.type === 'exit') {
     process.exit(0);
   }

@@ -6,7 +6,7 @@
 // node:http2, and prints one table: requests, errors by code, issued/s, latency percentiles, server
 // CPU (from /proc/<pid>/stat), peak RSS (sampled total and VmHWM sum), and efficiency against this machine's own
 // `openssl speed` limit for one CSR verify + one sign on all cores, measured in the same run.
-import { execFileSync, fork, spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -15,6 +15,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createIntermediateCa, createRootCa } from '../dist/ca/index.js';
 import { ensureDevEnvironment } from '../dist/dev/index.js';
+import { forkMessenger } from './messenger.mjs';
 import { productionNodeFlags } from './node-flags.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -213,14 +214,25 @@ function probe(port, path) {
   });
 }
 
-function forkLoadgen() {
-  const child = fork(join(ROOT, 'bench', 'loadgen.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const waiters = [];
-  child.on('message', (m) => {
-    const i = waiters.findIndex((w) => w.type === m.type);
-    if (i >= 0) waiters.splice(i, 1)[0].resolve(m);
+// loadgen.mjs cancels a call its server has not answered 10 s after the call's 30 s grpc-timeout.
+const LOADGEN_CALL_TIMEOUT_MS = 40_000;
+
+/** The server's gauges that say what it still holds (in-flight calls, queues, transport state), or why they could not be read. */
+function serverGauges(monitoringPort) {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port: monitoringPort, path: '/metrics', agent: false, timeout: 5_000 }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (text += d));
+      res.on('end', () => resolve(text.split('\n').filter((l) => !l.startsWith('#') && /in_flight|inflight|pending|queue|transport/.test(l)).join('\n')));
+    });
+    req.on('timeout', () => req.destroy(new Error('no answer within 5 s')));
+    req.on('error', (err) => resolve(`(server metrics unreadable: ${err.message})`));
   });
-  return { child, next: (type) => new Promise((resolve) => waiters.push({ type, resolve })) };
+}
+
+function forkLoadgen() {
+  return forkMessenger(join(ROOT, 'bench', 'loadgen.mjs'));
 }
 
 /**
@@ -280,7 +292,7 @@ async function runScenario(s, dir, env, speed) {
       jwt: { signingKeyPem: readFileSync(env.signingKeyFile, 'utf8'), kid: jwks.keys[0].kid, alg: jwks.keys[0].alg ?? 'RS256', issuer: env.issuer },
     },
   });
-  await lg.next('ready');
+  await lg.next('ready', 600_000);
   log(`${s.name}: ${count} ${s.health ? 'health checks' : 'distinct requests'} pre-generated in ${((performance.now() - t) / 1000).toFixed(1)} s`);
   // The attacker: its own load generator, one identity, hostile CSRs (generate.mjs `attack`).
   const attacker = s.attackers ? forkLoadgen() : undefined;
@@ -288,7 +300,7 @@ async function runScenario(s, dir, env, speed) {
     const generator = { csrKey: 'ec-p256', keyPoolSize: 0, trustDomain: 'cluster.local', validitySeconds: 86_400, identities: 0, attack: true, issuedAt: Math.floor(Date.now() / 1000), jwt: { signingKeyPem: readFileSync(env.signingKeyFile, 'utf8'), kid: jwks.keys[0].kid, alg: jwks.keys[0].alg ?? 'RS256', issuer: env.issuer } };
     // 1,000 distinct hostile requests (~30 MB), sent round and round: none is in flight twice at once.
     attacker.child.send({ type: 'prepare', count: 1_000, offset: 0, health: false, generator });
-    await attacker.next('ready');
+    await attacker.next('ready', 600_000);
   }
 
   const server = await startServer(dir, extra, serverEnv);
@@ -310,22 +322,34 @@ async function runScenario(s, dir, env, speed) {
     await sleep(300);
     probes = [];
     const target = { port: server.grpcPort, rootPem, serverName: 'localhost', signerPem };
-    // Waiters are registered before the messages can arrive (forkLoadgen drops a message nobody waits for).
+    // Every wait is bounded. Connecting all callers: 60 s. The run: its duration (a storm's requests:
+    // 60 s), then each caller's last call, which loadgen.mjs gives up on after LOADGEN_CALL_TIMEOUT_MS
+    // per attempt (up to 5 attempts with retries), plus a minute's margin.
+    const explain = async () => `server ${s.name} (log ${server.logFile}), gauges now:\n${await serverGauges(server.monitoringPort)}`;
+    const runMs = (s.durationMs ?? 60_000) + (s.retry ? 5 : 1) * LOADGEN_CALL_TIMEOUT_MS + 60_000;
     let attackResult;
     if (attacker) {
-      const started = attacker.next('started');
-      attackResult = attacker.next('result');
       attacker.child.send({ type: 'run', callers: s.attackers, durationMs: s.durationMs, retry: false, cycle: true, target });
-      await started;
+      await attacker.next('started', 60_000, explain);
+      attackResult = attacker.next('result', runMs, explain);
+      attackResult.catch(() => {});
     }
     lg.child.send({ type: 'run', callers: s.callers, durationMs: s.durationMs, retry: !!s.retry, target });
-    await lg.next('started');
+    await lg.next('started', 60_000, explain);
     const cpu0 = cpuSeconds(pid);
-    await lg.next('finished');
+    await lg.next('finished', runMs, explain);
     const cpu1 = cpuSeconds(pid);
     probing = false;
-    const result = await lg.next('result');
+    // Calls the server never answered (neither status nor reset) within their grpc-timeout and 10 s more:
+    // said loudly, with the server's gauges read while it still runs, and the bench exits non-zero.
+    const result = await lg.next('result', 60_000, explain);
     const attack = await attackResult;
+    for (const [who, r] of [['load generator', result], ['attacker', attack]]) {
+      if (!r?.codes.no_answer) continue;
+      process.exitCode = 1;
+      log(`${s.name}: FAILED: the server never answered ${r.codes.no_answer} calls of the ${who} (cancelled ${LOADGEN_CALL_TIMEOUT_MS / 1000} s after sending); first ones: ${JSON.stringify(r.unanswered)}`);
+      log(`${s.name}: ${await explain()}`);
+    }
     await prober;
     lg.child.send({ type: 'exit' });
     attacker?.child.send({ type: 'exit' });
