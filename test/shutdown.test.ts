@@ -28,7 +28,7 @@ async function serveDev(run: string, extra: string[]) {
   const [grpcPort, monPort] = [await freePort(), await freePort()];
   const auditFile = join(work, `audit-${run}.log`);
   const proc = startCli(['serve', '--dev', '--dev-dir', devDir, '--workers', '2', '--listen', `127.0.0.1:${grpcPort}`, '--monitoring-listen', `127.0.0.1:${monPort}`, '--audit-log', auditFile, ...extra]);
-  await waitForStatus(`http://127.0.0.1:${monPort}/readyz`, 200, 30_000);
+  await waitForStatus(`http://127.0.0.1:${monPort}/readyz`, 200, 60_000);
   const { mintDevToken, ensureDevEnvironment } = await import('../src/dev/index.js');
   const token = await mintDevToken(await ensureDevEnvironment(devDir), { namespace: 'demo', serviceAccount: 'web' });
   const rootPem = readFileSync(join(devDir, 'cacerts', 'root-cert.pem'), 'utf8');
