@@ -402,7 +402,7 @@ describe('cacerts commands with the key in a token (SoftHSM2)', () => {
     // A CSR for an external root, signed by the token key (openssl checks its signature).
     const csr = cli(['init-intermediate', '--key-uri', 'pkcs11:token=svid-ca;object=intermediate-rsa;id=%02', '--key', 'rsa-2048', ...token, '--csr-out', join(dir, 'int.csr')]);
     expect(csr.code).toBe(0);
-    expect(execFileSync('openssl', ['req', '-in', join(dir, 'int.csr'), '-verify', '-noout', '-subject'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })).toContain('CN = svid-ca intermediate cluster1');
+    expect(execFileSync('openssl', ['req', '-in', join(dir, 'int.csr'), '-verify', '-noout', '-subject'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })).toMatch(/CN ?= ?svid-ca intermediate cluster1/); // OpenSSL 3.0 prints `CN = `, 3.5 `CN=`
 
     const ok = cli(['verify', join(dir, 'cacerts'), '--signing-key', 'pkcs11:token=svid-ca;object=intermediate-2026', ...token]);
     expect(ok.code).toBe(0);
