@@ -43,6 +43,8 @@ export interface Clusters {
   pods(local: PodDirectory): (clusterId: string | undefined) => PodDirectory | undefined;
   /** The `cluster` label for a call's clusterid header: the served cluster, or UNKNOWN_CLUSTER_LABEL. */
   label(clusterIdHeader: string[]): string;
+  /** Trust domain of a cluster's identities: its issuers-file entry's, else --trust-domain. */
+  trustDomainOf(cluster: string): string;
   /** One line per cluster for /readyz: its issuers and API server state. */
   describe(): string[];
   close(): void;
@@ -109,6 +111,7 @@ export function buildClusters(
         return reviewer;
       });
     },
+    trustDomainOf,
     pods(localPods) {
       return (clusterId) => (clusterId === undefined || clusterId === local ? localPods : remotes?.get(clusterId)?.pods);
     },

@@ -206,7 +206,9 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
   if (clusters.jwt) authenticators.push(clusters.jwt);
   const tokenReview = options.kubernetes?.tokenReview;
   if (tokenReview && kube?.tokenReviewer) {
-    const local = new TokenReviewAuthenticator({ ...tokenReview, reviewer: kube.tokenReviewer, trustDomain: options.trustDomain });
+    // The local cluster's trust domain follows its issuers-file entry too (--trust-domain without one).
+    const localCluster = options.clusterId ?? '';
+    const local = new TokenReviewAuthenticator({ ...tokenReview, reviewer: kube.tokenReviewer, trustDomain: () => clusters.trustDomainOf(localCluster) });
     authenticators.push(kube.remotes ? clusters.tokenReview(local, tokenReview) : local);
   }
   const impersonation = kube?.pods
