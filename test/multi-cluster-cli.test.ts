@@ -6,6 +6,7 @@
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { CaClient } from '../src/client/index.js';
+import { parseServeConfig } from '../src/config.js';
 import { buildCsrPem, generateKeyPair } from '../src/pki/index.js';
 import { SecretVolume } from './helpers/k8s-volume.js';
 import { makeCacerts, removeDir, tempDir } from './helpers/pki.js';
@@ -47,6 +48,19 @@ describe('usage', () => {
     proc = startCli(['serve', '--cacerts', pki.dir, '--jwt-issuers-file', join(volume.dir, 'issuers.json'), '--jwt-issuer', ISS_A, '--jwks-file', a.jwksFile, '--listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0']);
     expect(await proc.exited).toBe(2);
     expect(proc.stderr.join('')).toContain('--jwt-issuers-file and --jwt-issuer: give one, not both');
+  });
+
+  it('parses the flags: each single-issuer flag conflicts with the file; --remote-kubeconfig-dir needs something to ask', () => {
+    const cfg = parseServeConfig(['--jwt-issuers-file', '/etc/issuers.yaml', '--token-review', '--remote-kubeconfig-dir', '/etc/remote'], {});
+    expect(cfg.jwtIssuersFile).toBe('/etc/issuers.yaml');
+    expect(cfg.kubernetes?.remoteKubeconfigDir).toBe('/etc/remote');
+    expect(parseServeConfig([], { SVID_CA_JWT_ISSUERS_FILE: '/etc/i.json' }).jwtIssuersFile).toBe('/etc/i.json');
+    for (const flag of ['--jwks-file', '--jwks-uri', '--jwt-issuer']) {
+      expect(() => parseServeConfig(['--jwt-issuers-file', '/etc/i.yaml', flag, 'https://x.example/jwks'], {})).toThrow(`--jwt-issuers-file and ${flag}: give one, not both`);
+    }
+    expect(() => parseServeConfig(['--jwt-issuers-file', '/etc/i.yaml', '--remote-kubeconfig-dir', '/etc/remote'], {})).toThrow(
+      '--remote-kubeconfig-dir: only meaningful with --token-review or --trusted-node-accounts',
+    );
   });
 
   it('a bad issuers file at startup is one line naming the entry and field, exit 2', async () => {
