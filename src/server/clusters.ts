@@ -92,7 +92,8 @@ export function buildClusters(
   const issuerClusters = () => new Set((jwt?.entries ?? []).map((e) => e.clusterId).filter((c): c is string => c !== undefined));
   const known = () => new Set([...issuerClusters(), ...(remotes?.ids() ?? [])]);
   const trustDomainOf = (cluster: string) => jwt?.entries.find((e) => e.clusterId === cluster)?.trustDomain ?? options.trustDomain;
-  const remoteReviewers = new Map<object, TokenReviewAuthenticator>();
+  // Keyed by the cluster's reviewer: a changed kubeconfig brings a new one, and the old entry goes with it.
+  const remoteReviewers = new WeakMap<object, TokenReviewAuthenticator>();
 
   return {
     jwt,
