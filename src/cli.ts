@@ -40,7 +40,7 @@ async function applyDevDefaults(cfg: ServeConfig): Promise<void> {
   if (isDefault('cacerts')) cfg.cacerts = env.cacertsDir;
   if (isDefault('listen')) cfg.listen = parseHostPort(DEV_GRPC_LISTEN)!;
   if (isDefault('monitoring-listen')) cfg.monitoringListen = parseHostPort(DEV_MONITORING_LISTEN)!;
-  if (!cfg.jwt) cfg.jwt = { issuer: env.issuer, audience: 'istio-ca', jwksFile: env.jwksFile };
+  if (!cfg.jwt && !cfg.jwtIssuersFile) cfg.jwt = { issuer: env.issuer, audience: 'istio-ca', jwksFile: env.jwksFile };
   if (env.created) process.stderr.write(`svid-ca: created the dev CA and JWT issuer in ${env.dir}\n`);
 }
 

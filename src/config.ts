@@ -85,6 +85,9 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'pkcs11-pin-file', kind: 'string', help: 'file holding the token user PIN (or pin-source=file:/path in the URI); never a flag value' },
   { name: 'pkcs11-sessions', kind: 'int', default: '4', help: 'PKCS#11 sessions (and signing threads) per process: concurrent signatures at most (about wanted signatures/s x token latency)' },
   { name: 'pkcs11-sign-timeout', kind: 'duration', default: '5s', help: 'a token signature taking longer fails with UNAVAILABLE and the token is reconnected; 0 signs on the main thread without a timeout (only for modules that cannot block, e.g. SoftHSM)' },
+  // issue #18: one CA for several clusters (tokens routed by issuer and clusterid)
+  { name: 'jwt-issuers-file', kind: 'string', help: 'YAML or JSON list of token issuers, one or more per cluster: {clusterId, issuer, jwksFile | jwksUri, audiences, trustDomain}; reloaded on change; instead of --jwt-issuer/--jwks-file/--jwks-uri' },
+  { name: 'remote-kubeconfig-dir', kind: 'string', help: "folder of remote clusters' kubeconfigs (file name less .yaml/.yml/.kubeconfig = cluster ID, as istiod's remote secrets); TokenReview and pod lookups of a call go to its clusterid's API server; followed without restart" },
 ];
 
 export interface JwtConfig {
@@ -143,6 +146,10 @@ export interface ServeConfig {
   transport: Omit<TransportLimits, 'maxConnections' | 'maxConcurrentStreams'>;
   /** --signing-key / --signing-key-file and the --pkcs11-* flags (issue #17); undefined: the key is in the cacerts folder. */
   signingKey: SigningKeyConfig | undefined;
+  /** issue #18: --jwt-issuers-file (instead of the single-issuer flags). */
+  jwtIssuersFile: string | undefined;
+  /** issue #18: --jwt-audience, the default audiences of an issuers-file entry. */
+  jwtAudience: string;
 }
 
 const TRUST_DOMAIN = /^[a-z0-9._-]+$/;
@@ -192,6 +199,8 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     clientCertMaxTtlMs: ms('client-cert-max-ttl'),
     transport: transportConfig(values),
     signingKey: signingKeyConfig(values),
+    jwtIssuersFile: str('jwt-issuers-file') || undefined,
+    jwtAudience: str('jwt-audience')!,
   };
   if (!TRUST_DOMAIN.test(cfg.trustDomain)) throw new ConfigError(`--trust-domain: invalid value "${cfg.trustDomain}" (lower-case letters, digits, '.', '-', '_')`);
   if (!LOG_LEVELS.includes(cfg.logLevel as never)) throw new ConfigError(`--log-level: invalid value "${cfg.logLevel}" (want one of ${LOG_LEVELS.join(', ')})`);
@@ -228,6 +237,10 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   const jwksFile = str('jwks-file');
   const jwksUri = str('jwks-uri');
   const issuer = str('jwt-issuer');
+  if (cfg.jwtIssuersFile) {
+    const single = (['jwt-issuer', 'jwks-file', 'jwks-uri'] as const).find((f) => str(f));
+    if (single) throw new ConfigError(`--jwt-issuers-file and --${single}: give one, not both (the single-issuer flags are a one-entry issuers file)`);
+  }
   if (jwksFile && jwksUri) throw new ConfigError('--jwks-file and --jwks-uri: give one, not both');
   if ((jwksFile || jwksUri) && !issuer) throw new ConfigError('--jwt-issuer: required with --jwks-file or --jwks-uri');
   if (issuer && !jwksFile && !jwksUri) throw new ConfigError('--jwt-issuer: needs --jwks-file or --jwks-uri to verify tokens');
@@ -322,14 +335,19 @@ function kubernetesConfig(values: Map<string, unknown>, audience: string): KubeO
     publishRootConfigMap: publish ? { namespaceSelector: selector } : undefined,
     leaderElectionNamespace: str('leader-election-namespace'),
     istiodCert,
+    remoteKubeconfigDir: str('remote-kubeconfig-dir'),
+    remotePollIntervalMs: values.get('reload-interval') as number,
   };
+  if (options.remoteKubeconfigDir && !options.tokenReview && trusted.length === 0) {
+    throw new ConfigError('--remote-kubeconfig-dir: only meaningful with --token-review or --trusted-node-accounts (what the remote API servers are asked)');
+  }
   const needed = options.tokenReview || trusted.length > 0 || options.publishRootConfigMap || options.istiodCert;
   return needed ? options : undefined;
 }
 
 /** Checks that need the final config (after --dev filled in its defaults). */
 export function requireAuthenticator(cfg: ServeConfig): void {
-  if (!cfg.jwt && !cfg.kubernetes?.tokenReview && !cfg.clientCertAuth) {
+  if (!cfg.jwt && !cfg.jwtIssuersFile && !cfg.kubernetes?.tokenReview && !cfg.clientCertAuth) {
     throw new ConfigError('--jwt-issuer: no authenticator configured; set --jwt-issuer with --jwks-file or --jwks-uri, or --token-review, or --client-cert-auth');
   }
 }

@@ -1,4 +1,5 @@
-import { closeSync, constants, accessSync, openSync, statSync } from 'node:fs';
+import { closeSync, constants, accessSync, openSync, readFileSync, statSync } from 'node:fs';
+import { parseIssuersFile } from './auth/index.js';
 import { ConfigError } from './flags.js';
 import type { ServeConfig } from './config.js';
 
@@ -47,7 +48,20 @@ function appendable(flag: string, path: string | undefined): void {
  */
 export function checkFileFlags(cfg: ServeConfig): void {
   readable('--jwks-file', cfg.jwt?.jwksFile);
+  readable('--jwt-issuers-file', cfg.jwtIssuersFile);
+  if (cfg.jwtIssuersFile) checkIssuersFile(cfg.jwtIssuersFile, cfg);
   readable('--kubeconfig', cfg.kubernetes?.kubeconfig);
   appendable('--audit-log', cfg.auditLog);
 }
 
+
+/** issue #18: --jwt-issuers-file parses and each entry's jwksFile is readable (one line, exit 2, before any worker starts). */
+function checkIssuersFile(path: string, cfg: ServeConfig): void {
+  let entries: ReturnType<typeof parseIssuersFile>;
+  try {
+    entries = parseIssuersFile(readFileSync(path, 'utf8'), path, { trustDomain: cfg.trustDomain, audiences: [cfg.jwtAudience] });
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  entries.forEach((e, i) => readable(`--jwt-issuers-file ${path}: entry #${i}: "jwksFile"`, e.jwksFile));
+}

@@ -3,6 +3,32 @@ import { AuthError, type Authenticator, type CallCredentials, type Caller } from
 export interface AuthenticationOptions {
   /** When set, a call whose non-empty clusterid header names another cluster is refused. */
   clusterId?: string | undefined;
+  /**
+   * issue #18: the clusters this CA serves besides clusterId (--jwt-issuers-file entries,
+   * --remote-kubeconfig-dir files), read on every call since both follow their files. When given,
+   * a clusterid naming any of them routes the call there instead of being refused.
+   */
+  clusters?: (() => ReadonlySet<string>) | undefined;
+}
+
+/**
+ * issue #18: the cluster a call is for, as istiod reads the `clusterid` header: empty (or absent)
+ * means the local cluster (--cluster-id, '' when unset); a configured cluster routes there; any
+ * other is UNAUTHENTICATED naming it. Without options.clusters, only --cluster-id is served (the
+ * single-cluster check and message, unchanged).
+ */
+export function resolveCluster(creds: CallCredentials, options: AuthenticationOptions): string {
+  const claimed = creds.clusterId.length === 1 ? creds.clusterId[0]! : '';
+  const local = options.clusterId ?? '';
+  if (claimed === '' || claimed === local) return local;
+  if (!options.clusters) {
+    if (options.clusterId === undefined) return claimed;
+    throw new AuthError('unauthenticated', `client claims to be in cluster "${claimed.slice(0, 128)}", but this CA serves cluster "${options.clusterId}"`);
+  }
+  const known = options.clusters();
+  if (known.has(claimed)) return claimed;
+  const served = [...new Set([local, ...known])].filter((c) => c !== '').map((c) => `"${c}"`).join(', ');
+  throw new AuthError('unauthenticated', `client claims to be in cluster "${claimed.slice(0, 128)}", which this CA does not serve (configured clusters: ${served})`);
 }
 
 /**
@@ -17,12 +43,7 @@ export async function authenticateCall(
   creds: CallCredentials,
   options: AuthenticationOptions,
 ): Promise<Caller> {
-  if (options.clusterId !== undefined) {
-    const claimed = creds.clusterId.length === 1 ? creds.clusterId[0]! : '';
-    if (claimed !== '' && claimed !== options.clusterId) {
-      throw new AuthError('unauthenticated', `client claims to be in cluster "${claimed.slice(0, 128)}", but this CA serves cluster "${options.clusterId}"`);
-    }
-  }
+  creds = { ...creds, cluster: resolveCluster(creds, options) };
   let refused: AuthError | undefined;
   let undecided: AuthError | undefined;
   for (const [i, authenticator] of authenticators.entries()) {

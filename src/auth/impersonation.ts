@@ -41,7 +41,8 @@ export function parseNodeAccounts(entries: readonly string[]): Set<string> {
 
 export interface ImpersonationOptions {
   trustedNodeAccounts: ReadonlySet<string>;
-  pods: PodDirectory;
+  /** The pod index; issue #18: or the index of the caller's cluster (Caller.clusterId), undefined when that cluster has none. */
+  pods: PodDirectory | ((clusterId: string | undefined) => PodDirectory | undefined);
   trustDomain: string;
 }
 
@@ -66,13 +67,16 @@ export class ImpersonationAuthorizer {
     if (!target) {
       throw refuse(`impersonated identity "${impersonated.slice(0, 200)}" is not of the form spiffe://<trust-domain>/ns/<ns>/sa/<sa>`);
     }
-    if (target.trustDomain !== this.options.trustDomain) {
-      throw refuse(`impersonated identity is in trust domain "${target.trustDomain}", not "${this.options.trustDomain}"`);
+    // issue #18: a caller of another cluster's issuer holds that cluster's trust domain, and so may its workloads.
+    const trustDomain = parseWorkloadSpiffeId(caller.identity)?.trustDomain ?? this.options.trustDomain;
+    if (target.trustDomain !== trustDomain) {
+      throw refuse(`impersonated identity is in trust domain "${target.trustDomain}", not "${trustDomain}"`);
     }
     if (!caller.podName || !caller.podUid) {
       throw refuse(`the caller's credential names no pod (authenticated by ${caller.authenticator}); a bound service-account token with pod name and UID is needed`);
     }
-    const pods = this.options.pods;
+    const pods = typeof this.options.pods === 'function' ? this.options.pods(caller.clusterId) : this.options.pods;
+    if (!pods) throw refuse(`no pod index for cluster "${caller.clusterId ?? ''}" (no --remote-kubeconfig-dir file names it)`);
     if (!pods.isSynced()) throw new AuthError('unavailable', 'impersonation cannot be checked yet: the pod index is still loading; retry');
     const podRef = `${caller.namespace}/${caller.podName}`;
     const pod = pods.pod(caller.namespace, caller.podName);

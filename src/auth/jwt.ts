@@ -6,7 +6,8 @@ import { AuthError, type Authenticator, type CallCredentials, type Caller } from
 
 export interface JwtAuthenticatorOptions {
   issuer: string;
-  audience: string;
+  /** The token must carry this audience (or one of these: an --jwt-issuers-file entry's audiences). */
+  audience: string | string[];
   trustDomain: string;
   /** Exactly one of jwksFile / jwksUri. */
   jwksFile?: string | undefined;
@@ -288,7 +289,10 @@ export class JwtAuthenticator implements Authenticator {
       case c.invalidClaimValue:
       case c.invalidClaimType:
         if (claim === 'iss') return new AuthError('unauthenticated', `token issuer is not trusted (want "${this.options.issuer}")`);
-        if (claim === 'aud') return new AuthError('unauthenticated', `token audience does not include "${this.options.audience}"`);
+        if (claim === 'aud') {
+          const want = typeof this.options.audience === 'string' ? `"${this.options.audience}"` : this.options.audience.map((a) => `"${a}"`).join(' or ');
+          return new AuthError('unauthenticated', `token audience does not include ${want}`);
+        }
         if (claim === 'exp' && err.code === c.missingRequiredClaim) return new AuthError('unauthenticated', 'token has no expiry (exp)');
         if (claim === 'nbf') return new AuthError('unauthenticated', 'token is not valid yet (nbf)');
         return new AuthError('unauthenticated', `token claim "${claim ?? 'unknown'}" is invalid`);

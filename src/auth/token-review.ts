@@ -23,7 +23,10 @@ export interface TokenReviewer {
 export interface TokenReviewAuthenticatorOptions {
   reviewer: TokenReviewer;
   audiences: string[];
-  trustDomain: string;
+  /** issue #18: a function for a remote cluster, whose trust domain follows --jwt-issuers-file. */
+  trustDomain: string | (() => string);
+  /** issue #18: the cluster whose API server this reviewer asks; set on its callers. */
+  clusterId?: string | undefined;
   /** Positive results are kept this long at most (--token-review-cache-ttl). */
   cacheTtlMs: number;
   /** TokenReviews in flight at most (--token-review-concurrency). */
@@ -156,12 +159,13 @@ export class TokenReviewAuthenticator implements Authenticator {
     const [namespace, serviceAccount] = parsed;
     const extra = user.extra ?? {};
     return {
-      identity: spiffeId(this.options.trustDomain, namespace, serviceAccount),
+      identity: spiffeId(typeof this.options.trustDomain === 'string' ? this.options.trustDomain : this.options.trustDomain(), namespace, serviceAccount),
       namespace,
       serviceAccount,
       podName: extra[POD_NAME]?.[0],
       podUid: extra[POD_UID]?.[0],
       authenticator: this.name,
+      ...(this.options.clusterId !== undefined ? { clusterId: this.options.clusterId } : {}),
     };
   }
 
@@ -182,5 +186,27 @@ export class TokenReviewAuthenticator implements Authenticator {
       this.cache.delete(oldest);
     }
     this.cache.set(key, { caller, expiresAt });
+  }
+}
+
+/**
+ * issue #18: TokenReview against the API server of the call's cluster (CallCredentials.cluster, set
+ * by authenticateCall): `reviewerFor` gives that cluster's authenticator (its own cache and
+ * concurrency limit), or undefined when the cluster has no API server configured, in which case
+ * this authenticator does not vouch (another may). A cluster whose API server is down fails only
+ * its own calls (UNAVAILABLE).
+ */
+export class ClusterTokenReview implements Authenticator {
+  readonly name = 'token-review';
+
+  constructor(private readonly reviewerFor: (cluster: string) => Authenticator | undefined) {}
+
+  async authenticate(creds: CallCredentials): Promise<Caller | undefined> {
+    const reviewer = this.reviewerFor(creds.cluster ?? '');
+    if (!reviewer) {
+      if (bearerToken(creds) === undefined) return undefined;
+      throw new AuthError('unauthenticated', `TokenReview: no Kubernetes API server is configured for cluster "${creds.cluster ?? ''}" (add its kubeconfig to --remote-kubeconfig-dir)`);
+    }
+    return reviewer.authenticate(creds);
   }
 }

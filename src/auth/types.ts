@@ -6,6 +6,8 @@ export interface CallCredentials {
   clusterId: string[];
   /** DER of the client's TLS certificate, present only when the handshake verified it against the root bundle. */
   peerCertificate?: Buffer | undefined;
+  /** issue #18: the cluster the call was routed to (authenticateCall sets it when several clusters are configured). */
+  cluster?: string | undefined;
 }
 
 /** An authenticated caller. */
@@ -24,6 +26,8 @@ export interface Caller {
    * never extends a stolen SVID's reach (issue #19). Unset for tokens.
    */
   renewalNotAfter?: Date | undefined;
+  /** issue #18: the cluster whose issuer or API server vouched for the caller, when several are configured. */
+  clusterId?: string | undefined;
 }
 
 export type AuthFailure = 'unauthenticated' | 'unavailable';

@@ -15,3 +15,4 @@ export {
 } from './root-configmap-publisher.js';
 export { IstiodCertManager, type IstiodCertManagerOptions } from './istiod-cert.js';
 export { describeKubeError, type KubeFailure } from './errors.js';
+export { RemoteClusters, clusterIdOfFile, type RemoteCluster, type RemoteClustersOptions } from './remote-clusters.js';

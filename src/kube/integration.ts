@@ -8,6 +8,7 @@ import { LeaderElector } from './leader-election.js';
 import { needsKubernetes, type KubeOptions } from './options.js';
 import { PodIndex } from './pod-index.js';
 import { RootConfigMapPublisher } from './root-configmap-publisher.js';
+import { RemoteClusters } from './remote-clusters.js';
 import { KubeTokenReviewer } from './token-reviewer.js';
 
 export const LEASE_NAME = 'svid-ca';
@@ -17,6 +18,8 @@ export interface KubernetesDeps {
   /** The CaMetrics registry, for svid_ca_root_configmaps. */
   registry: Registry;
   logger: Logger;
+  /** issue #18: told of each load of a --remote-kubeconfig-dir file. */
+  onRemoteReload?: ((result: 'success' | 'failure') => void) | undefined;
 }
 
 /** The running Kubernetes parts; each is present only when its flag asked for it. */
@@ -26,6 +29,8 @@ export interface KubernetesIntegration {
   leader: LeaderElector | undefined;
   publisher: RootConfigMapPublisher | undefined;
   istiodCert: IstiodCertManager | undefined;
+  /** issue #18: the clusters of --remote-kubeconfig-dir. */
+  remotes: RemoteClusters | undefined;
   close(): Promise<void>;
 }
 
@@ -44,6 +49,9 @@ export function startKubernetes(o: KubeOptions, deps: KubernetesDeps): Kubernete
   const tokenReviewer = o.tokenReview ? new KubeTokenReviewer(clients.authentication) : undefined;
   const pods = (o.trustedNodeAccounts?.length ?? 0) > 0 ? new PodIndex(clients.config, clients.core, log) : undefined;
   pods?.start();
+  const remotes = o.remoteKubeconfigDir
+    ? new RemoteClusters({ dir: o.remoteKubeconfigDir, watchPods: pods !== undefined, pollIntervalMs: o.remotePollIntervalMs ?? 10_000, logger: log, onReload: deps.onRemoteReload })
+    : undefined;
 
   let leader: LeaderElector | undefined;
   if (o.publishRootConfigMap || o.istiodCert) {
@@ -88,7 +96,9 @@ export function startKubernetes(o: KubeOptions, deps: KubernetesDeps): Kubernete
     leader,
     publisher,
     istiodCert,
+    remotes,
     async close() {
+      await remotes?.close();
       authority.off('bundle', onBundle);
       await istiodCert?.stop();
       await publisher?.stop();

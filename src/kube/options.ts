@@ -14,6 +14,10 @@ export interface KubeOptions {
   istiodCert?: IstiodCertOptions | undefined;
   /** Lease timing; the defaults are client-go's. Tests shorten them. */
   leaseTiming?: Partial<LeaseTiming> | undefined;
+  /** issue #18: --remote-kubeconfig-dir, one kubeconfig per remote cluster (file name = cluster ID). */
+  remoteKubeconfigDir?: string | undefined;
+  /** issue #18: poll --remote-kubeconfig-dir this often besides watching it (--reload-interval), ms. */
+  remotePollIntervalMs?: number | undefined;
 }
 
 export interface TokenReviewOptions {

@@ -33,7 +33,8 @@ export class CaMetrics {
   readonly successCount: Counter;
   readonly authnFailureCount: Counter;
   readonly signErrorCount: Counter<'error'>;
-  readonly requests: Counter<'outcome'>;
+  /** The `cluster` label is set only when several clusters are served (issue #18); a single-cluster CA's series keep only `outcome`. */
+  readonly requests: Counter<'outcome' | 'cluster'>;
   readonly issueDuration: Histogram;
   readonly inFlight: Gauge;
   readonly issuedTtl: Histogram;
@@ -50,6 +51,10 @@ export class CaMetrics {
   readonly transportBufferedBytes: Gauge;
   // svid_ca_jwks_last_reload_failed: whether the latest JWKS load failed (alert SvidCaJwksReloadFailing)
   readonly jwksLastReloadFailed: Gauge;
+  /** issue #18: loads of --jwt-issuers-file by result. */
+  readonly jwtIssuersReloads: Counter<'result'>;
+  /** issue #18: loads of --remote-kubeconfig-dir files by result. */
+  readonly remoteKubeconfigReloads: Counter<'result'>;
   private rootExpiry: number | undefined;
   private signer: { notAfterMs: number; maxTtlMs: number } | undefined;
   private chainExpiry: number | undefined;
@@ -112,8 +117,8 @@ export class CaMetrics {
     });
     this.requests = new Counter({
       name: 'svid_ca_requests_total',
-      help: 'CreateCertificate calls by outcome.',
-      labelNames: ['outcome'],
+      help: 'CreateCertificate calls by outcome (and, serving several clusters, by the cluster of the clusterid header; "unknown" for one not served).',
+      labelNames: ['outcome', 'cluster'],
       registers,
     });
     this.issueDuration = new Histogram({
@@ -209,6 +214,18 @@ export class CaMetrics {
       registers,
     });
     this.jwksLastReloadFailed.set(0);
+    this.jwtIssuersReloads = new Counter({
+      name: 'svid_ca_jwt_issuers_reloads_total',
+      help: 'Loads of --jwt-issuers-file by result; a refused file keeps the current issuers.',
+      labelNames: ['result'],
+      registers,
+    });
+    this.remoteKubeconfigReloads = new Counter({
+      name: 'svid_ca_remote_kubeconfig_reloads_total',
+      help: 'Remote cluster kubeconfigs of --remote-kubeconfig-dir loaded (added, changed, removed: success) or refused (failure), by result.',
+      labelNames: ['result'],
+      registers,
+    });
     for (const outcome of ['issued', 'unauthenticated', 'permission_denied', 'invalid_csr', 'invalid_ttl', 'unavailable', 'overloaded', 'internal']) {
       this.requests.inc({ outcome }, 0);
     }

@@ -9,6 +9,8 @@ export interface MonitoringOptions {
   collect?: () => Promise<string>;
   /** Ready when a valid signing bundle is loaded and the gRPC listener accepts. */
   isReady: () => boolean;
+  /** issue #18: lines appended to the /readyz body (each cluster's authenticator state); none for a single-cluster CA. */
+  readinessDetail?: (() => string[]) | undefined;
 }
 
 /** Plain HTTP: /healthz (process up), /readyz (can issue), /metrics (Prometheus). */
@@ -23,7 +25,8 @@ export async function startMonitoringServer(options: MonitoringOptions): Promise
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     } else if (path === '/readyz') {
       const ready = options.isReady();
-      res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ready\n' : 'not ready\n');
+      const detail = options.readinessDetail?.() ?? [];
+      res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(`${ready ? 'ready' : 'not ready'}\n${detail.map((l) => `${l}\n`).join('')}`);
     } else if (path === '/metrics') {
       (options.collect ?? (() => options.registry.metrics()))().then(
         (body) => res.writeHead(200, { 'content-type': options.registry.contentType }).end(body),

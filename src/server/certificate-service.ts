@@ -28,6 +28,12 @@ export interface CertificateServiceDeps {
   maxCsrBytes?: number | undefined;
   /** issue #19: called with call.getPeer() once a call has authenticated (the connection leaves its pre-authentication limits). */
   onAuthenticated?: ((peer: string) => void) | undefined;
+  /**
+   * issue #18: serving several clusters, the `cluster` label of svid_ca_requests_total for a call's
+   * clusterid header values (a served cluster, or "unknown"); absent for a single-cluster CA, whose
+   * series keep only `outcome`.
+   */
+  clusterLabel?: ((clusterIdHeader: string[]) => string) | undefined;
 }
 
 /** Default --max-csr-bytes: an RSA-8192 CSR with eight long SANs fits; 3,300 empty extensions do not. */
@@ -92,6 +98,8 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
     metrics.csrCount.inc();
     metrics.inFlight.inc();
     const clusterIds = firstString(call.metadata, 'clusterid');
+    const cluster = deps.clusterLabel?.(clusterIds);
+    const outcomeLabels = (outcome: string) => (cluster === undefined ? { outcome } : { outcome, cluster });
     // What the computation learned (for the audit record); shared with identical concurrent calls.
     let ctx: CallContext = {};
 
@@ -107,7 +115,8 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
         serviceAccount: ctx.caller?.serviceAccount,
         pod: ctx.caller?.podName,
         impersonatedIdentity: ctx.impersonatedIdentity,
-        clusterId: clusterIds[0],
+        // issue #18: every record names the cluster: the header's, else the local one (--cluster-id).
+        clusterId: (clusterIds[0] || deps.authOptions.clusterId || '').slice(0, 128),
         requestedTtlSeconds: ctx.requestedTtl !== undefined && ctx.requestedTtl > 0n ? Number(ctx.requestedTtl) : undefined,
         code: 'OK',
         durationMs: Math.round(seconds * 1e6) / 1e3,
@@ -129,7 +138,7 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
           // No certificate leaves without its audit record.
           deps.audit.record(record);
           metrics.successCount.inc();
-          metrics.requests.inc({ outcome: 'issued' });
+          metrics.requests.inc(outcomeLabels('issued'));
           metrics.issuedTtl.observe(issued.grantedMs / 1000);
           if (issued.clamped) {
             metrics.ttlClamped.inc();
@@ -146,7 +155,7 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
         }
       }
       const failure = classifyError(err);
-      metrics.requests.inc({ outcome: failure.outcome });
+      metrics.requests.inc(outcomeLabels(failure.outcome));
       if (failure.signError) metrics.signErrorCount.inc({ error: failure.signError });
       if (failure.authentication) metrics.authnFailureCount.inc();
       record.code = grpc.status[failure.code];

@@ -1,6 +1,7 @@
 import type { Server as HttpServer } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
-import { ClientCertAuthenticator, ImpersonationAuthorizer, JwtAuthenticator, parseNodeAccounts, TokenReviewAuthenticator, type Authenticator, type KeySetReload } from '../auth/index.js';
+import { ClientCertAuthenticator, ImpersonationAuthorizer, parseNodeAccounts, TokenReviewAuthenticator, type Authenticator, type KeySetReload } from '../auth/index.js';
+import { buildClusters, type Clusters } from './clusters.js';
 import type { KubeOptions, KubernetesIntegration } from '../kube/index.js';
 import { Authority, loadCacerts, SelfSignedRoot, type Grace, type SelfSignedOptions, type SigningKeyConfig } from '../ca/index.js';
 import { AuditLog, CaMetrics, keepMetrics, startMonitoringServer, type Logger } from '../observability/index.js';
@@ -64,6 +65,10 @@ export interface ServiceOptions {
   transport?: Partial<TransportLimits> | undefined;
   /** --signing-key and the --pkcs11-* flags (issue #17): the signing key is on a PKCS#11 token. */
   signingKey?: SigningKeyConfig | undefined;
+  /** issue #18: --jwt-issuers-file, instead of `jwt`. */
+  jwtIssuersFile?: string | undefined;
+  /** issue #18: --jwt-audience, the default audiences of an issuers-file entry (default istio-ca). */
+  jwtAudience?: string | undefined;
 }
 
 export interface ConnectionLimits {
@@ -185,29 +190,33 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
 
   // Loaded only when asked for: @kubernetes/client-node is large.
   const kube: KubernetesIntegration | undefined = options.kubernetes
-    ? (await import('../kube/index.js')).startKubernetes(options.kubernetes, { authority, registry: metrics.registry, logger })
+    ? (await import('../kube/index.js')).startKubernetes(options.kubernetes, {
+        authority,
+        registry: metrics.registry,
+        logger,
+        onRemoteReload: (result) => metrics.remoteKubeconfigReloads.inc({ result }),
+      })
     : undefined;
 
   // Fixed order: client certificate, JWT, TokenReview; the first that yields a caller wins.
   const authenticators: Authenticator[] = [];
-  let jwt: JwtAuthenticator | undefined;
   if (options.clientCertAuth) authenticators.push(new ClientCertAuthenticator({ trustDomain: options.trustDomain, maxTtlMs: options.clientCertMaxTtlMs }));
-  if (options.jwt) {
-    jwt = new JwtAuthenticator({
-      ...options.jwt,
-      trustDomain: options.trustDomain,
-      reloadIntervalMs: options.reloadIntervalMs,
-      jwksRefreshIntervalMs: options.jwksRefreshIntervalMs,
-      onKeySetReload: (reload) => reportJwksReload(reload, metrics, logger),
-    });
-    authenticators.push(jwt);
-  }
+  // issue #18: the token issuers (one per cluster) and the API server of each cluster.
+  const clusters: Clusters = buildClusters(options, kube, metrics, logger, (reload) => reportJwksReload(reload, metrics, logger));
+  if (clusters.jwt) authenticators.push(clusters.jwt);
   const tokenReview = options.kubernetes?.tokenReview;
   if (tokenReview && kube?.tokenReviewer) {
-    authenticators.push(new TokenReviewAuthenticator({ ...tokenReview, reviewer: kube.tokenReviewer, trustDomain: options.trustDomain }));
+    // The local cluster's trust domain follows its issuers-file entry too (--trust-domain without one).
+    const localCluster = options.clusterId ?? '';
+    const local = new TokenReviewAuthenticator({ ...tokenReview, reviewer: kube.tokenReviewer, trustDomain: () => clusters.trustDomainOf(localCluster) });
+    authenticators.push(kube.remotes ? clusters.tokenReview(local, tokenReview) : local);
   }
   const impersonation = kube?.pods
-    ? new ImpersonationAuthorizer({ trustedNodeAccounts: parseNodeAccounts(options.kubernetes?.trustedNodeAccounts ?? []), pods: kube.pods, trustDomain: options.trustDomain })
+    ? new ImpersonationAuthorizer({
+        trustedNodeAccounts: parseNodeAccounts(options.kubernetes?.trustedNodeAccounts ?? []),
+        pods: kube.remotes ? clusters.pods(kube.pods) : kube.pods,
+        trustDomain: options.trustDomain,
+      })
     : undefined;
 
   const audit = new AuditLog(logger, options.auditLog);
@@ -234,7 +243,8 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
     CreateCertificate: drain.wrap(createCertificateHandler({
       authority,
       authenticators,
-      authOptions: { clusterId: options.clusterId },
+      authOptions: clusters.authOptions,
+      clusterLabel: clusters.authOptions.clusters ? (header) => clusters.label(header) : undefined,
       impersonation,
       metrics,
       logger,
@@ -279,7 +289,7 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
   let monitoring: { server: HttpServer; port: number } | undefined;
   const m = options.monitoringListen;
   try {
-    if (m) monitoring = await startMonitoringServer({ host: m.host, port: m.port, registry: metrics.registry, isReady });
+    if (m) monitoring = await startMonitoringServer({ host: m.host, port: m.port, registry: metrics.registry, isReady, readinessDetail: () => clusters.describe() });
   } catch (err) {
     server.forceShutdown();
     throw m ? new ListenError('--monitoring-listen', m, err) : err;
@@ -316,7 +326,7 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
       refreshHealth();
       clearInterval(readinessTimer);
       lifecycle?.stop();
-      jwt?.close();
+      clusters.close();
       const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, Math.max(0, ms)));
       if (delayMs > 0) {
         logger.info({ shutdownDelay: `${delayMs / 1000}s` }, 'not ready; still answering during --shutdown-delay so the endpoint is removed first');
