@@ -85,6 +85,9 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'pkcs11-pin-file', kind: 'string', help: 'file holding the token user PIN (or pin-source=file:/path in the URI); never a flag value' },
   { name: 'pkcs11-sessions', kind: 'int', default: '4', help: 'PKCS#11 sessions (and signing threads) per process: concurrent signatures at most (about wanted signatures/s x token latency)' },
   { name: 'pkcs11-sign-timeout', kind: 'duration', default: '5s', help: 'a token signature taking longer fails with UNAVAILABLE and the token is reconnected; 0 signs on the main thread without a timeout (only for modules that cannot block, e.g. SoftHSM)' },
+  // issue #16 (publication): the CRL ConfigMaps and the ClusterTrustBundle
+  { name: 'publish-crl-configmap', kind: 'boolean', help: "keep ConfigMap istio-ca-crl (key ca-crl.pem) equal to the cacerts folder's ca-crl.pem in every namespace, empty when there is none (leader only; --root-configmap-namespace-selector applies)" },
+  { name: 'publish-cluster-trust-bundle', kind: 'boolean', help: 'keep ClusterTrustBundle istio.io:istiod-ca:root-cert (signer istio.io/istiod-ca) equal to the root bundle (leader only; certificates.k8s.io v1beta1, else v1alpha1)' },
 ];
 
 export interface JwtConfig {
@@ -303,7 +306,8 @@ function kubernetesConfig(values: Map<string, unknown>, audience: string): KubeO
   if (concurrency < 1) throw new ConfigError('--token-review-concurrency: must be at least 1');
   const selector = str('root-configmap-namespace-selector');
   const publish = values.get('publish-root-configmap') === true;
-  if (selector && !publish) throw new ConfigError('--root-configmap-namespace-selector: only meaningful with --publish-root-configmap');
+  const publishCrl = values.get('publish-crl-configmap') === true;
+  if (selector && !publish && !publishCrl) throw new ConfigError('--root-configmap-namespace-selector: only meaningful with --publish-root-configmap or --publish-crl-configmap');
   const secret = str('istiod-cert-secret');
   let istiodCert: KubeOptions['istiodCert'];
   if (secret) {
@@ -322,8 +326,10 @@ function kubernetesConfig(values: Map<string, unknown>, audience: string): KubeO
     publishRootConfigMap: publish ? { namespaceSelector: selector } : undefined,
     leaderElectionNamespace: str('leader-election-namespace'),
     istiodCert,
+    publishCrlConfigMap: publishCrl ? { namespaceSelector: selector } : undefined,
+    publishClusterTrustBundle: values.get('publish-cluster-trust-bundle') === true ? {} : undefined,
   };
-  const needed = options.tokenReview || trusted.length > 0 || options.publishRootConfigMap || options.istiodCert;
+  const needed = options.tokenReview || trusted.length > 0 || options.publishRootConfigMap || options.istiodCert || options.publishCrlConfigMap || options.publishClusterTrustBundle;
   return needed ? options : undefined;
 }
 

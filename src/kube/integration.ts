@@ -8,6 +8,9 @@ import { LeaderElector } from './leader-election.js';
 import { needsKubernetes, type KubeOptions } from './options.js';
 import { PodIndex } from './pod-index.js';
 import { RootConfigMapPublisher } from './root-configmap-publisher.js';
+import { CrlConfigMapPublisher } from './crl-configmap-publisher.js';
+import { ClusterTrustBundlePublisher } from './cluster-trust-bundle-publisher.js';
+import { encodePem } from '../pki/index.js';
 import { KubeTokenReviewer } from './token-reviewer.js';
 
 export const LEASE_NAME = 'svid-ca';
@@ -26,6 +29,10 @@ export interface KubernetesIntegration {
   leader: LeaderElector | undefined;
   publisher: RootConfigMapPublisher | undefined;
   istiodCert: IstiodCertManager | undefined;
+  /** --publish-crl-configmap (issue #16) */
+  crlPublisher: CrlConfigMapPublisher | undefined;
+  /** --publish-cluster-trust-bundle (issue #16) */
+  trustBundle: ClusterTrustBundlePublisher | undefined;
   close(): Promise<void>;
 }
 
@@ -46,7 +53,7 @@ export function startKubernetes(o: KubeOptions, deps: KubernetesDeps): Kubernete
   pods?.start();
 
   let leader: LeaderElector | undefined;
-  if (o.publishRootConfigMap || o.istiodCert) {
+  if (o.publishRootConfigMap || o.istiodCert || o.publishCrlConfigMap || o.publishClusterTrustBundle) {
     leader = new LeaderElector({
       api: clients.coordination,
       namespace: o.leaderElectionNamespace ?? podNamespace(),
@@ -68,18 +75,46 @@ export function startKubernetes(o: KubeOptions, deps: KubernetesDeps): Kubernete
         logger: log,
       })
     : undefined;
+  const crlPublisher = o.publishCrlConfigMap
+    ? new CrlConfigMapPublisher({
+        config: clients.config,
+        core: clients.core,
+        crl: () => authority.bundle.crlPem,
+        namespaceSelector: o.publishCrlConfigMap.namespaceSelector,
+        isLeader,
+        registry: deps.registry,
+        logger: log,
+      })
+    : undefined;
+  const trustBundle = o.publishClusterTrustBundle
+    ? new ClusterTrustBundlePublisher({
+        config: clients.config,
+        apis: clients.certificates,
+        trustBundle: () => clusterTrustBundleOf(authority),
+        isLeader,
+        registry: deps.registry,
+        logger: log,
+        rediscoverMs: o.publishClusterTrustBundle.rediscoverMs,
+      })
+    : undefined;
   const istiodCert = o.istiodCert ? new IstiodCertManager({ ...o.istiodCert, core: clients.core, authority, isLeader, logger: log }) : undefined;
 
   const onBundle = () => {
     publisher?.resyncAll();
+    crlPublisher?.resyncAll();
+    trustBundle?.kick();
     if (isLeader()) istiodCert?.kick();
   };
   authority.on('bundle', onBundle);
   leader?.on('started', () => {
     publisher?.resyncAll();
+    crlPublisher?.resyncAll();
+    trustBundle?.kick();
     istiodCert?.kick();
   });
   publisher?.start();
+  crlPublisher?.start();
+  trustBundle?.start();
   leader?.start();
 
   return {
@@ -88,12 +123,29 @@ export function startKubernetes(o: KubeOptions, deps: KubernetesDeps): Kubernete
     leader,
     publisher,
     istiodCert,
+    crlPublisher,
+    trustBundle,
     async close() {
       authority.off('bundle', onBundle);
       await istiodCert?.stop();
       await publisher?.stop();
+      await crlPublisher?.stop();
+      await trustBundle?.stop();
       await leader?.stop();
       await pods?.stop();
     },
   };
+}
+
+/**
+ * spec.trustBundle for the current root bundle: every certificate of root-cert.pem in file order, once
+ * each, as bare PEM blocks (the API server refuses PEM headers, other blocks and duplicates; text
+ * between blocks is dropped). Follows the file exactly: an old root stays while the file holds it.
+ */
+export function clusterTrustBundleOf(authority: Authority): string {
+  const seen = new Set<string>();
+  return authority.bundle.roots
+    .filter((r) => !seen.has(r.x509.fingerprint256) && seen.add(r.x509.fingerprint256))
+    .map((r) => encodePem('CERTIFICATE', r.der))
+    .join('');
 }
