@@ -1,7 +1,7 @@
 import { Gauge, type Registry } from 'prom-client';
 import type { CertificatesV1alpha1Api, CertificatesV1beta1Api, KubeConfig, KubernetesListObject, V1beta1ClusterTrustBundle } from '@kubernetes/client-node';
 import type { Logger } from '../observability/index.js';
-import { describeKubeError, isConflict, isNotFound } from './errors.js';
+import { describeKubeError, isConflict, isNotFound, isNotFoundOrWatch404 } from './errors.js';
 import { withTimeout } from './timeout.js';
 import { WatchedCollection } from './watched-collection.js';
 import { WorkQueue } from './work-queue.js';
@@ -191,16 +191,12 @@ export class ClusterTrustBundlePublisher {
       config: this.o.config,
       path: `/apis/certificates.k8s.io/${v}/clustertrustbundles`,
       fieldSelector,
-      list: async () => {
-        try {
-          return await api.listClusterTrustBundle({ fieldSelector });
-        } catch (err) {
-          // The version is no longer served (API server reconfigured or downgraded): find another.
-          if (isNotFound(err)) setImmediate(() => this.rediscover());
-          throw err;
-        }
-      },
+      list: () => api.listClusterTrustBundle({ fieldSelector }),
       logger: this.o.logger,
+      // A 404 on the list or watch: the version is no longer served (API server reconfigured or downgraded).
+      onError: (err) => {
+        if (isNotFoundOrWatch404(err)) setImmediate(() => this.rediscover());
+      },
     });
     const enqueue = () => this.queue.add(KEY);
     bundles.onAdd(enqueue);
