@@ -12,7 +12,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { decodePem } from '../src/pki/index.js';
-import { FakeKubeApi, waitFor, type ClusterTrustBundleVersion } from './helpers/fake-kube-api.js';
+import { clusterTrustBundleProblem, FakeKubeApi, waitFor, type ClusterTrustBundleVersion } from './helpers/fake-kube-api.js';
 import { SecretVolume, istioFiles } from './helpers/k8s-volume.js';
 import { makeIntermediate, makeRoot, removeDir, tempDir, type TestCa } from './helpers/pki.js';
 import { createTestIssuer, startTestServer, type TestServer } from './helpers/server.js';
@@ -145,6 +145,22 @@ describe('ClusterTrustBundle publication (--publish-cluster-trust-bundle) agains
     expect(opensslVerifiesAgainst(bundleOf(fake).spec.trustBundle, signer)).toMatch(/error/);
     expect(opensslVerifiesAgainst(bundleOf(fake).spec.trustBundle, nextSigner)).toBeUndefined();
     await waitFor('the gauge to report current', async () => (await gauge(server)).current === 1);
+  });
+
+  it('publishes the certificates of root-cert.pem as bare PEM blocks, once each, when the file carries text between them or repeats one', async () => {
+    const fake = await newFake();
+    const next = makeRoot({ cn: 'second root' });
+    const messy = `# mesh roots\nsubject=old\n${root.certPem}\nsubject=new\n${next.certPem}${root.certPem}`;
+    const volume = cacertsVolume({ ...istioFiles(signer, [root]), 'root-cert.pem': messy });
+    await serve(fake, volume);
+    await waitFor('the ClusterTrustBundle to be created', () => bundleOf(fake) !== undefined);
+    expect(bundleOf(fake).spec.trustBundle).toBe(root.certPem + next.certPem);
+    // The fake refuses what the API server refuses, so publishing the file as it is would have failed.
+    const body = (trustBundle: string) => ({ metadata: { name: NAME }, spec: { signerName: SIGNER, trustBundle } });
+    expect(clusterTrustBundleProblem(body(root.certPem + next.certPem), undefined)).toBeUndefined();
+    expect(clusterTrustBundleProblem(body(messy), undefined)).toMatch(/duplicate trust anchor/);
+    expect(clusterTrustBundleProblem(body(signer.certPem.replace('-----BEGIN CERTIFICATE-----\n', '-----BEGIN CERTIFICATE-----\nProc-Type: 4,ENCRYPTED\n\n')), undefined)).toMatch(/headers/);
+    expect(clusterTrustBundleProblem({ ...body(root.certPem), metadata: { name: 'istio.io:other:root-cert' } }, undefined)).toMatch(/must be named with prefix istio\.io:istiod-ca:/);
   });
 
   it('reverts edits and recreates the bundle after a deletion', async () => {

@@ -57,6 +57,7 @@ export class ClusterTrustBundlePublisher {
   private stopped = true;
   private discovering: Promise<void> | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
+  private readonly gauge: Gauge<'state'>;
 
   constructor(private readonly o: ClusterTrustBundlePublisherOptions) {
     this.queue = new WorkQueue(
@@ -66,7 +67,7 @@ export class ClusterTrustBundlePublisher {
       1,
     );
     const self = this;
-    new Gauge({
+    this.gauge = new Gauge({
       // With several worker processes each sees the same object: report one, not the sum.
       aggregator: 'max',
       name: CLUSTER_TRUST_BUNDLE_METRIC,
@@ -97,6 +98,7 @@ export class ClusterTrustBundlePublisher {
     this.queue.stop();
     await this.discovering;
     await this.bundles?.stop();
+    this.gauge.reset();
     this.o.registry.removeSingleMetric(CLUSTER_TRUST_BUNDLE_METRIC);
   }
 

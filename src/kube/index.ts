@@ -12,8 +12,7 @@ export {
   ROOT_CONFIGMAP_LABEL,
   type RootConfigMapPublisherOptions,
 } from './root-configmap-publisher.js';
-export { SKIPPED_NAMESPACES } from './configmap-publisher.js';
-export { ConfigMapPublisher, PUBLISHED_CONFIGMAP_LABEL, type ConfigMapPublication, type ConfigMapPublisherOptions } from './configmap-publisher.js';
+export { ConfigMapPublisher, PUBLISHED_CONFIGMAP_LABEL, SKIPPED_NAMESPACES, type ConfigMapPublication, type ConfigMapPublisherOptions } from './configmap-publisher.js';
 export { CrlConfigMapPublisher, CRL_CONFIGMAP, CRL_CONFIGMAP_KEY, CRL_CONFIGMAPS_METRIC, type CrlConfigMapPublisherOptions } from './crl-configmap-publisher.js';
 export {
   ClusterTrustBundlePublisher,
