@@ -13,7 +13,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FakeKubeApi, waitFor } from './helpers/fake-kube-api.js';
 import { SecretVolume, istioFiles } from './helpers/k8s-volume.js';
 import { opensslCrl } from './helpers/openssl-crl.js';
-import { makeIntermediate, makeRoot, removeDir, tempDir, type TestCa } from './helpers/pki.js';
+import { loadCacerts } from '../src/ca/index.js';
+import { makeIntermediate, makeRoot, removeDir, tempDir, writeCacerts, type TestCa } from './helpers/pki.js';
 import { createTestIssuer, startTestServer, type TestServer } from './helpers/server.js';
 
 const CM = 'istio-ca-crl';
@@ -108,6 +109,20 @@ function opensslReadsCrl(pem: string): { verified: boolean; text: string } {
   const r = spawnSync('openssl', ['crl', '-in', join(dir, 'crl.pem'), '-CAfile', join(dir, 'root.pem'), '-noout', '-text'], { encoding: 'utf8' });
   return { verified: /^verify OK$/m.test(`${r.stdout}${r.stderr}`), text: r.stdout };
 }
+
+describe('what is published: SigningBundle.crlPem', () => {
+  it('is ca-crl.pem verbatim in the Istio layout, and empty without the file or in the Kubernetes TLS layout (which has no CRL, as in istiod)', () => {
+    const istio = writeCacerts(tempDir(), { signer, roots: [root] });
+    const tls = writeCacerts(tempDir(), { signer, roots: [root], layout: 'kubernetes-tls' });
+    dirs.push(istio, tls);
+    expect(loadCacerts(istio).crlPem).toBe('');
+    writeFileSync(join(istio, KEY), crlPem);
+    writeFileSync(join(tls, KEY), crlPem);
+    expect(loadCacerts(istio).crlPem).toBe(crlPem);
+    expect(loadCacerts(tls).layout).toBe('kubernetes-tls');
+    expect(loadCacerts(tls).crlPem).toBe('');
+  });
+});
 
 describe('CRL ConfigMap publication (--publish-crl-configmap) against a local fake Kubernetes API server', () => {
   it('publishes ca-crl.pem verbatim as istio-ca-crl in every namespace istiod would use, reverts drift, serves new namespaces', async () => {

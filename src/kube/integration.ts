@@ -17,7 +17,7 @@ export const LEASE_NAME = 'svid-ca';
 
 export interface KubernetesDeps {
   authority: Authority;
-  /** The CaMetrics registry, for svid_ca_root_configmaps. */
+  /** The CaMetrics registry, for svid_ca_root_configmaps, svid_ca_crl_configmaps and svid_ca_cluster_trust_bundle. */
   registry: Registry;
   logger: Logger;
 }
@@ -64,36 +64,18 @@ export function startKubernetes(o: KubeOptions, deps: KubernetesDeps): Kubernete
     });
   }
   const isLeader = () => leader?.isLeader() ?? false;
+  const published = { config: clients.config, core: clients.core, isLeader, registry: deps.registry, logger: log };
   const publisher = o.publishRootConfigMap
-    ? new RootConfigMapPublisher({
-        config: clients.config,
-        core: clients.core,
-        roots: () => authority.bundle.rootsPem,
-        namespaceSelector: o.publishRootConfigMap.namespaceSelector,
-        isLeader,
-        registry: deps.registry,
-        logger: log,
-      })
+    ? new RootConfigMapPublisher({ ...published, roots: () => authority.bundle.rootsPem, namespaceSelector: o.publishRootConfigMap.namespaceSelector })
     : undefined;
   const crlPublisher = o.publishCrlConfigMap
-    ? new CrlConfigMapPublisher({
-        config: clients.config,
-        core: clients.core,
-        crl: () => authority.bundle.crlPem,
-        namespaceSelector: o.publishCrlConfigMap.namespaceSelector,
-        isLeader,
-        registry: deps.registry,
-        logger: log,
-      })
+    ? new CrlConfigMapPublisher({ ...published, crl: () => authority.bundle.crlPem, namespaceSelector: o.publishCrlConfigMap.namespaceSelector })
     : undefined;
   const trustBundle = o.publishClusterTrustBundle
     ? new ClusterTrustBundlePublisher({
-        config: clients.config,
+        ...published,
         apis: clients.certificates,
         trustBundle: () => clusterTrustBundleOf(authority),
-        isLeader,
-        registry: deps.registry,
-        logger: log,
         rediscoverMs: o.publishClusterTrustBundle.rediscoverMs,
       })
     : undefined;
