@@ -88,6 +88,9 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   // issue #18: one CA for several clusters (tokens routed by issuer and clusterid)
   { name: 'jwt-issuers-file', kind: 'string', help: 'YAML or JSON list of token issuers, one or more per cluster: {clusterId, issuer, jwksFile | jwksUri, audiences, trustDomain}; reloaded on change; instead of --jwt-issuer/--jwks-file/--jwks-uri' },
   { name: 'remote-kubeconfig-dir', kind: 'string', help: "folder of remote clusters' kubeconfigs (file name less .yaml/.yml/.kubeconfig = cluster ID, as istiod's remote secrets); TokenReview and pod lookups of a call go to its clusterid's API server; followed without restart" },
+  // issue #16 (publication): the CRL ConfigMaps and the ClusterTrustBundle
+  { name: 'publish-crl-configmap', kind: 'boolean', help: "keep ConfigMap istio-ca-crl (key ca-crl.pem) equal to the cacerts folder's ca-crl.pem in every namespace, empty when there is none (leader only; --root-configmap-namespace-selector applies)" },
+  { name: 'publish-cluster-trust-bundle', kind: 'boolean', help: 'keep ClusterTrustBundle istio.io:istiod-ca:root-cert (signer istio.io/istiod-ca) equal to the root bundle (leader only; certificates.k8s.io v1beta1, else v1alpha1)' },
 ];
 
 export interface JwtConfig {
@@ -316,7 +319,8 @@ function kubernetesConfig(values: Map<string, unknown>, audience: string): KubeO
   if (concurrency < 1) throw new ConfigError('--token-review-concurrency: must be at least 1');
   const selector = str('root-configmap-namespace-selector');
   const publish = values.get('publish-root-configmap') === true;
-  if (selector && !publish) throw new ConfigError('--root-configmap-namespace-selector: only meaningful with --publish-root-configmap');
+  const publishCrl = values.get('publish-crl-configmap') === true;
+  if (selector && !publish && !publishCrl) throw new ConfigError('--root-configmap-namespace-selector: only meaningful with --publish-root-configmap or --publish-crl-configmap');
   const secret = str('istiod-cert-secret');
   let istiodCert: KubeOptions['istiodCert'];
   if (secret) {
@@ -337,11 +341,13 @@ function kubernetesConfig(values: Map<string, unknown>, audience: string): KubeO
     istiodCert,
     remoteKubeconfigDir: str('remote-kubeconfig-dir'),
     remotePollIntervalMs: values.get('reload-interval') as number,
+    publishCrlConfigMap: publishCrl ? { namespaceSelector: selector } : undefined,
+    publishClusterTrustBundle: values.get('publish-cluster-trust-bundle') === true ? {} : undefined,
   };
   if (options.remoteKubeconfigDir && !options.tokenReview && trusted.length === 0) {
     throw new ConfigError('--remote-kubeconfig-dir: only meaningful with --token-review or --trusted-node-accounts (what the remote API servers are asked)');
   }
-  const needed = options.tokenReview || trusted.length > 0 || options.publishRootConfigMap || options.istiodCert;
+  const needed = options.tokenReview || trusted.length > 0 || options.publishRootConfigMap || options.istiodCert || options.publishCrlConfigMap || options.publishClusterTrustBundle;
   return needed ? options : undefined;
 }
 

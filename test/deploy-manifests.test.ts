@@ -169,6 +169,7 @@ describe('deploy/kubernetes rendered with kubectl kustomize', () => {
   it('turns on the Kubernetes integration the issue asks for', () => {
     expect(flags.has('token-review')).toBe(true);
     expect(flags.has('publish-root-configmap')).toBe(true);
+    expect(flags.has('publish-crl-configmap')).toBe(true);
     expect(flags.get('trusted-node-accounts')).toBe('istio-system/ztunnel');
     expect(flags.get('istiod-cert-secret')).toBe('istio-system/istiod-tls');
     expect(flags.get('serving-dns')?.split(',')).toEqual(['svid-ca.istio-system.svc', 'svid-ca.istio-system.svc.cluster.local']);
@@ -298,11 +299,17 @@ describe('deploy/kubernetes rendered with kubectl kustomize', () => {
         'ClusterRole core/pods watch',
         'ClusterRole core/namespaces list',
         'ClusterRole core/namespaces watch',
-        // Only istio-ca-root-cert (list/watch by fieldSelector metadata.name); `create` cannot carry resourceNames.
-        'ClusterRole core/configmaps[istio-ca-root-cert] list',
-        'ClusterRole core/configmaps[istio-ca-root-cert] watch',
-        'ClusterRole core/configmaps[istio-ca-root-cert] update',
+        // Only istio-ca-root-cert and istio-ca-crl (issue #16) (list/watch by fieldSelector metadata.name); `create` cannot carry resourceNames.
+        'ClusterRole core/configmaps[istio-ca-crl,istio-ca-root-cert] list',
+        'ClusterRole core/configmaps[istio-ca-crl,istio-ca-root-cert] watch',
+        'ClusterRole core/configmaps[istio-ca-crl,istio-ca-root-cert] update',
         'ClusterRole core/configmaps create',
+        // --publish-cluster-trust-bundle (issue #16): one ClusterTrustBundle, and `attest` for istiod's signer.
+        'ClusterRole certificates.k8s.io/clustertrustbundles[istio.io:istiod-ca:root-cert] list',
+        'ClusterRole certificates.k8s.io/clustertrustbundles[istio.io:istiod-ca:root-cert] watch',
+        'ClusterRole certificates.k8s.io/clustertrustbundles[istio.io:istiod-ca:root-cert] update',
+        'ClusterRole certificates.k8s.io/clustertrustbundles create',
+        'ClusterRole certificates.k8s.io/signers[istio.io/istiod-ca] attest',
         'Role coordination.k8s.io/leases[svid-ca] get',
         'Role coordination.k8s.io/leases create',
         'Role coordination.k8s.io/leases[svid-ca] update',

@@ -44,12 +44,21 @@ describe('Kubernetes serve flags', () => {
     expect(c.kubernetes).toMatchObject({ publishRootConfigMap: { namespaceSelector: 'istio-injection=enabled' }, leaderElectionNamespace: 'mesh' });
   });
 
+  it('--publish-crl-configmap and --publish-cluster-trust-bundle (issue #16), the namespace selector shared with the root ConfigMap', () => {
+    const c = parseServeConfig(['--publish-crl-configmap', '--root-configmap-namespace-selector', 'mesh=on', '--publish-cluster-trust-bundle'], {});
+    expect(c.kubernetes).toMatchObject({ publishCrlConfigMap: { namespaceSelector: 'mesh=on' }, publishClusterTrustBundle: {} });
+    expect(c.kubernetes?.publishRootConfigMap).toBeUndefined();
+    const env = parseServeConfig([], { SVID_CA_PUBLISH_CRL_CONFIGMAP: 'true', SVID_CA_PUBLISH_CLUSTER_TRUST_BUNDLE: 'true' });
+    expect(env.kubernetes).toMatchObject({ publishCrlConfigMap: { namespaceSelector: undefined }, publishClusterTrustBundle: {} });
+  });
+
   it.each([
     [['--trusted-node-accounts', 'ztunnel'], '--trusted-node-accounts: invalid entry "ztunnel"'],
     [['--trusted-node-accounts', 'istio-system/ztunnel/x'], '--trusted-node-accounts: invalid entry'],
     [['--istiod-cert-secret', 'istiod-tls'], '--istiod-cert-secret: invalid value "istiod-tls"'],
     [['--token-review', '--token-review-concurrency', '0'], '--token-review-concurrency: must be at least 1'],
     [['--root-configmap-namespace-selector', 'a=b'], 'only meaningful with --publish-root-configmap'],
+    [['--root-configmap-namespace-selector', 'a=b'], '--root-configmap-namespace-selector: only meaningful with --publish-root-configmap or --publish-crl-configmap'],
   ])('refuses %j', (argv, message) => {
     expect(() => parseServeConfig(argv, {})).toThrow(message);
   });

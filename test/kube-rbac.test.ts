@@ -1,8 +1,9 @@
 /**
  * The RBAC in deploy/kubernetes must allow every API request svid-ca makes. The required
  * permissions are not written down here: they are derived from the requests a local fake
- * Kubernetes API server recorded during a full run of TokenReview, the pod index, the root
- * ConfigMap publisher, leader election and the istiod-tls Secret, then checked against the rules
+ * Kubernetes API server recorded during a full run of TokenReview, the pod index, the root and CRL
+ * ConfigMap publishers, the ClusterTrustBundle (with the `attest` check the API server makes for
+ * its signer), leader election and the istiod-tls Secret, then checked against the rules
  * of the rendered (`kubectl kustomize deploy/kubernetes`) Roles and ClusterRoles bound to
  * svid-ca's ServiceAccount, including resourceNames restrictions.
  */
@@ -44,6 +45,8 @@ beforeAll(async () => {
       tokenReview: { audiences: ['istio-ca'], cacheTtlMs: 60_000, concurrency: 4 },
       trustedNodeAccounts: [`${NS}/ztunnel`],
       publishRootConfigMap: {},
+      publishCrlConfigMap: {},
+      publishClusterTrustBundle: {},
       leaderElectionNamespace: NS,
       istiodCert: { namespace: NS, name: 'istiod-tls', dnsNames: ['istiod.istio-system.svc'], ttlMs: 3_600_000 },
       leaseTiming: { leaseDurationMs: 1500, renewDeadlineMs: 1000, retryPeriodMs: 150 },
@@ -52,10 +55,17 @@ beforeAll(async () => {
   try {
     const kube = server.service.kube!;
     const cm = () => fake.get('configmaps', 'demo', 'istio-ca-root-cert');
+    const crl = () => fake.get('configmaps', 'demo', 'istio-ca-crl');
+    const ctb = () => fake.get('clustertrustbundles', undefined, 'istio.io:istiod-ca:root-cert');
     const roots = () => server.service.authority.bundle.rootsPem;
     expect((await kube.tokenReviewer!.review('tok', ['istio-ca'])).authenticated).toBe(true);
     await waitFor('pod index', () => kube.pods!.isSynced());
     await waitFor('root ConfigMaps and istiod-tls', () => cm()?.data?.['root-cert.pem'] === roots() && fake.get('secrets', NS, 'istiod-tls') !== undefined);
+    await waitFor('CRL ConfigMaps and the ClusterTrustBundle', () => crl()?.data?.['ca-crl.pem'] === '' && ctb()?.spec?.trustBundle === roots());
+    // Drift on both (updates).
+    fake.put('configmaps', { ...crl(), data: { 'ca-crl.pem': 'edited' } });
+    fake.put('clustertrustbundles', { ...ctb(), spec: { ...ctb().spec, trustBundle: 'edited' } });
+    await waitFor('CRL and ClusterTrustBundle drift revert', () => crl()?.data?.['ca-crl.pem'] === '' && ctb()?.spec?.trustBundle === roots());
     // Drift revert (update), then a bundle change (update of every ConfigMap and of the Secret).
     fake.put('configmaps', { ...cm(), data: { 'root-cert.pem': 'edited' } });
     await waitFor('drift revert', () => cm()?.data?.['root-cert.pem'] === roots());
@@ -104,6 +114,11 @@ describe('RBAC of deploy/kubernetes against the requests recorded by a local fak
       '/configmaps:watch',
       '/configmaps:create',
       '/configmaps:update',
+      'certificates.k8s.io/clustertrustbundles:list',
+      'certificates.k8s.io/clustertrustbundles:watch',
+      'certificates.k8s.io/clustertrustbundles:create',
+      'certificates.k8s.io/clustertrustbundles:update',
+      'certificates.k8s.io/signers:attest',
       'coordination.k8s.io/leases:get',
       'coordination.k8s.io/leases:create',
       'coordination.k8s.io/leases:update',

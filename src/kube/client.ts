@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { AuthenticationV1Api, CoordinationV1Api, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { AuthenticationV1Api, CertificatesV1alpha1Api, CertificatesV1beta1Api, CoordinationV1Api, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 
 /** The API clients svid-ca uses, all from one KubeConfig. */
 export interface KubeClients {
@@ -9,6 +9,8 @@ export interface KubeClients {
   core: CoreV1Api;
   authentication: AuthenticationV1Api;
   coordination: CoordinationV1Api;
+  /** ClusterTrustBundles (issue #16): v1beta1, or v1alpha1 where only that is served. */
+  certificates: { v1beta1: CertificatesV1beta1Api; v1alpha1: CertificatesV1alpha1Api };
 }
 
 const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -38,6 +40,7 @@ export function createKubeClients(kubeconfig: string | undefined): KubeClients {
     core: config.makeApiClient(CoreV1Api),
     authentication: config.makeApiClient(AuthenticationV1Api),
     coordination: config.makeApiClient(CoordinationV1Api),
+    certificates: { v1beta1: config.makeApiClient(CertificatesV1beta1Api), v1alpha1: config.makeApiClient(CertificatesV1alpha1Api) },
   };
 }
 

@@ -42,6 +42,11 @@ export function isNotFound(err: unknown): boolean {
   return err instanceof ApiException && err.code === 404;
 }
 
+/** A 404 from an API call or from a watch (client-node's Watch rejects with an Error carrying statusCode). */
+export function isNotFoundOrWatch404(err: unknown): boolean {
+  return isNotFound(err) || (err as { statusCode?: unknown } | undefined)?.statusCode === 404;
+}
+
 export function isConflict(err: unknown): boolean {
   return err instanceof ApiException && err.code === 409;
 }

@@ -18,6 +18,10 @@ export interface KubeOptions {
   remoteKubeconfigDir?: string | undefined;
   /** issue #18: poll --remote-kubeconfig-dir this often besides watching it (--reload-interval), ms. */
   remotePollIntervalMs?: number | undefined;
+  /** --publish-crl-configmap: keep istio-ca-crl equal to ca-crl.pem in every namespace (leader only; issue #16). Selector: --root-configmap-namespace-selector. */
+  publishCrlConfigMap?: { namespaceSelector?: string | undefined } | undefined;
+  /** --publish-cluster-trust-bundle: keep ClusterTrustBundle istio.io:istiod-ca:root-cert equal to the root bundle (leader only; issue #16). */
+  publishClusterTrustBundle?: { rediscoverMs?: number | undefined } | undefined;
 }
 
 export interface TokenReviewOptions {
@@ -48,5 +52,5 @@ export const DEFAULT_LEASE_TIMING: LeaseTiming = { leaseDurationMs: 15_000, rene
 
 /** Does anything in these options need the API server? */
 export function needsKubernetes(o: KubeOptions | undefined): boolean {
-  return !!o && !!(o.tokenReview || (o.trustedNodeAccounts?.length ?? 0) > 0 || o.publishRootConfigMap || o.istiodCert);
+  return !!o && !!(o.tokenReview || (o.trustedNodeAccounts?.length ?? 0) > 0 || o.publishRootConfigMap || o.istiodCert || o.publishCrlConfigMap || o.publishClusterTrustBundle);
 }

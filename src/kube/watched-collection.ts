@@ -12,6 +12,8 @@ export interface WatchedCollectionOptions<T extends KubernetesObject> {
   labelSelector?: string | undefined;
   fieldSelector?: string | undefined;
   logger: Logger;
+  /** Told of every list or watch failure before the retry (e.g. a 404: the collection is not served). */
+  onError?: ((err: unknown) => void) | undefined;
 }
 
 const MIN_BACKOFF_MS = 500;
@@ -90,6 +92,7 @@ export class WatchedCollection<T extends KubernetesObject> {
 
   private restartLater(err: unknown): void {
     if (this.stopped) return;
+    this.o.onError?.(err);
     clearTimeout(this.retryTimer);
     const delay = this.backoffMs;
     this.backoffMs = Math.min(this.backoffMs * 2, MAX_BACKOFF_MS);

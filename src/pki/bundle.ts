@@ -22,6 +22,8 @@ export interface BundleFiles {
   signingKey: NamedText;
   chain: NamedText[];
   roots: NamedText;
+  /** ca-crl.pem of the Istio layout, when the folder has one (issue #16); read verbatim. */
+  crl?: NamedText | undefined;
 }
 
 export interface LoadedCertificate {
@@ -40,6 +42,8 @@ export interface SigningBundle {
   chainCerts: LoadedCertificate[];
   /** root-cert.pem (or ca.crt) verbatim: the last element of every response. */
   rootsPem: string;
+  /** ca-crl.pem verbatim ('' when the folder has none; issue #16). */
+  crlPem: string;
   roots: LoadedCertificate[];
   /** signing certificate -> ... -> root, as verified. */
   path: LoadedCertificate[];
@@ -197,6 +201,7 @@ export function verifySigningBundle(files: BundleFiles, now: Date, names: ProbeN
     chainPems,
     chainCerts,
     rootsPem: files.roots.text.replace(/^\n+/, '').replace(/\n*$/, '\n'),
+    crlPem: files.crl?.text ?? '',
     roots,
     path,
     notAfter: new Date(signingCert.x509.validTo),

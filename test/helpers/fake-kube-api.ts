@@ -2,12 +2,13 @@
  * A small local Kubernetes API server for tests: real HTTPS (a certificate from a test CA, which
  * the client verifies through the kubeconfig's certificate-authority-data), a bearer token, and
  * the real paths and JSON of the endpoints svid-ca uses: TokenReview, pods, namespaces,
- * configmaps, secrets and leases, with list, watch (resourceVersion, fieldSelector,
+ * configmaps, secrets, leases and certificates.k8s.io ClusterTrustBundles (v1beta1 and v1alpha1,
+ * each served or not, with resource discovery), with list, watch (resourceVersion, fieldSelector,
  * labelSelector), get, create, update and delete. In memory; every request is recorded so tests
  * can assert on them and derive the RBAC svid-ca needs. Tests change state through put/remove,
  * which the watches see like any other change.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID, X509Certificate } from 'node:crypto';
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
@@ -18,7 +19,8 @@ import { Authority, loadCacerts } from '../../src/ca/index.js';
 import { makeCacerts, tempDir } from './pki.js';
 import { within } from './deadline.js';
 
-export type Kind = 'namespaces' | 'pods' | 'configmaps' | 'secrets' | 'leases';
+export type Kind = 'namespaces' | 'pods' | 'configmaps' | 'secrets' | 'leases' | 'clustertrustbundles';
+export type ClusterTrustBundleVersion = 'v1beta1' | 'v1alpha1';
 
 export interface RecordedRequest {
   method: string;
@@ -69,6 +71,8 @@ interface OpenWatch {
   namespace: string | undefined;
   fieldSelector: string | undefined;
   labelSelector: string | undefined;
+  /** The apiVersion objects are delivered as (ClusterTrustBundles are served in two versions). */
+  apiVersion: string | undefined;
   res: ServerResponse;
 }
 
@@ -78,6 +82,7 @@ const TYPE: Record<Kind, { apiVersion: string; kind: string; group: string; name
   configmaps: { apiVersion: 'v1', kind: 'ConfigMap', group: '', namespaced: true },
   secrets: { apiVersion: 'v1', kind: 'Secret', group: '', namespaced: true },
   leases: { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', group: 'coordination.k8s.io', namespaced: true },
+  clustertrustbundles: { apiVersion: 'certificates.k8s.io/v1beta1', kind: 'ClusterTrustBundle', group: 'certificates.k8s.io', namespaced: false },
 };
 
 const clone = <T>(o: T): T => JSON.parse(JSON.stringify(o)) as T;
@@ -129,6 +134,17 @@ export class FakeKubeApi {
   tokenReviewsInFlight = 0;
   maxTokenReviewsInFlight = 0;
   tokenReviewCount = 0;
+  /**
+   * The certificates.k8s.io versions that serve clustertrustbundles (Kubernetes 1.33+ with the beta
+   * enabled: v1beta1; 1.27-1.32 with the alpha: v1alpha1). Others answer 404, discovery included.
+   */
+  clusterTrustBundleVersions: ClusterTrustBundleVersion[] = ['v1beta1'];
+  /**
+   * Authorization checks the API server makes beyond the request itself: `attest` on
+   * certificates.k8s.io `signers/<signerName>` when a ClusterTrustBundle with a signerName is created
+   * or its spec changed (the ClusterTrustBundleAttest admission plugin).
+   */
+  readonly impliedChecks: Permission[] = [];
 
   private readonly tokens = new Map<string, FakeTokenUser>();
   private readonly store = new Map<Kind, Map<string, Obj>>();
@@ -274,9 +290,12 @@ export class FakeKubeApi {
 
   /** RBAC needed for what was recorded: each request as (apiGroup, resource, verb, namespace, name). */
   permissions(): Permission[] {
-    return this.requests
-      .filter((r) => r.resource !== '' && r.status !== 401)
-      .map((r) => ({ group: r.group, resource: r.resource, verb: verbOf(r), namespace: r.namespace, name: r.name ?? selectedName(r) }));
+    return [
+      ...this.requests
+        .filter((r) => r.resource !== '' && r.status !== 401)
+        .map((r) => ({ group: r.group, resource: r.resource, verb: verbOf(r), namespace: r.namespace, name: r.name ?? selectedName(r) })),
+      ...this.impliedChecks,
+    ];
   }
 
   // ---- HTTP ----
@@ -305,31 +324,43 @@ export class FakeKubeApi {
     };
     if (!rec.user) return send(401, status(401, 'Unauthorized', 'Unauthorized'));
     const body = ['POST', 'PUT', 'PATCH'].includes(rec.method) ? await readJson(req) : undefined;
-    if (!route) return send(404, status(404, 'NotFound', `the server could not find the requested resource (${u.pathname})`));
+    const notServed = () => send(404, status(404, 'NotFound', `the server could not find the requested resource (${u.pathname})`));
+    if (!route) return notServed();
+    if (route.version && !this.clusterTrustBundleVersions.includes(route.version)) return notServed();
+    if (route.discovery) {
+      // Resource discovery of a served certificates.k8s.io version (no RBAC: system:discovery).
+      return send(200, {
+        kind: 'APIResourceList',
+        apiVersion: 'v1',
+        groupVersion: `certificates.k8s.io/${route.version}`,
+        resources: [{ name: 'clustertrustbundles', singularName: 'clustertrustbundle', namespaced: false, kind: 'ClusterTrustBundle', verbs: ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'] }],
+      });
+    }
     if (route.resource === 'tokenreviews') {
       if (rec.method !== 'POST') return send(405, status(405, 'MethodNotAllowed', 'only create is allowed'));
       return this.tokenReview(body, send);
     }
     const kind = route.resource as Kind;
-    const t = TYPE[kind];
+    const t = route.version ? { ...TYPE[kind], apiVersion: `certificates.k8s.io/${route.version}` } : TYPE[kind];
+    const out = (o: Obj) => (route.version ? { ...o, apiVersion: t.apiVersion } : o);
     const objects = this.store.get(kind)!;
     const ns = route.namespace;
     if (rec.method === 'GET' && route.name === undefined) {
       if (rec.watch) {
         rec.status = 200;
-        return this.watch(kind, ns, query, res);
+        return this.watch(kind, ns, query, res, route.version ? t.apiVersion : undefined);
       }
       const items = [...objects.values()].filter(
         (o) => (!ns || o.metadata.namespace === ns) && matchesFieldSelector(o, query.fieldSelector) && matchesLabelSelector(o, query.labelSelector),
       );
-      return send(200, { apiVersion: t.apiVersion, kind: `${t.kind}List`, metadata: { resourceVersion: String(this.rv) }, items });
+      return send(200, { apiVersion: t.apiVersion, kind: `${t.kind}List`, metadata: { resourceVersion: String(this.rv) }, items: items.map(out) });
     }
     const key = route.name !== undefined ? keyOf(t.namespaced ? ns : undefined, route.name) : undefined;
     const notFound = () => send(404, status(404, 'NotFound', `${kind} "${route.name}" not found`, { kind, name: route.name }));
     switch (rec.method) {
       case 'GET': {
         const o = objects.get(key!);
-        return o ? send(200, o) : notFound();
+        return o ? send(200, out(o)) : notFound();
       }
       case 'POST': {
         if (route.name !== undefined) return send(405, status(405, 'MethodNotAllowed', 'POST to an item'));
@@ -338,7 +369,12 @@ export class FakeKubeApi {
         if (t.namespaced && !this.store.get('namespaces')!.has(keyOf(undefined, ns!))) return send(404, status(404, 'NotFound', `namespaces "${ns}" not found`));
         if (objects.has(keyOf(t.namespaced ? ns : undefined, name))) return send(409, status(409, 'AlreadyExists', `${kind} "${name}" already exists`, { kind, name }));
         if (body.metadata.resourceVersion) return send(422, status(422, 'Invalid', 'resourceVersion should not be set on objects to be created'));
-        return send(201, this.put(kind, { ...body, metadata: { ...body.metadata, namespace: t.namespaced ? ns : undefined } }));
+        if (kind === 'clustertrustbundles') {
+          const invalid = clusterTrustBundleProblem(body, undefined);
+          if (invalid) return send(422, status(422, 'Invalid', `ClusterTrustBundle.certificates.k8s.io "${name}" is invalid: ${invalid}`));
+          this.attestCheck(body, undefined);
+        }
+        return send(201, out(this.put(kind, { ...body, metadata: { ...body.metadata, namespace: t.namespaced ? ns : undefined } })));
       }
       case 'PUT': {
         const current = objects.get(key!);
@@ -351,13 +387,18 @@ export class FakeKubeApi {
         if (kind === 'secrets' && body.type && current.type && body.type !== current.type) {
           return send(422, status(422, 'Invalid', `Secret "${route.name}" is invalid: type: Invalid value: "${body.type}": field is immutable`));
         }
-        return send(200, this.put(kind, { ...body, metadata: { ...body.metadata, namespace: t.namespaced ? ns : undefined, uid: current.metadata.uid } }));
+        if (kind === 'clustertrustbundles') {
+          const invalid = clusterTrustBundleProblem(body, current);
+          if (invalid) return send(422, status(422, 'Invalid', `ClusterTrustBundle.certificates.k8s.io "${route.name}" is invalid: ${invalid}`));
+          this.attestCheck(body, current);
+        }
+        return send(200, out(this.put(kind, { ...body, metadata: { ...body.metadata, namespace: t.namespaced ? ns : undefined, uid: current.metadata.uid } })));
       }
       case 'DELETE': {
         const o = objects.get(key!);
         if (!o) return notFound();
         this.remove(kind, ns, route.name!);
-        return send(200, o);
+        return send(200, out(o));
       }
       default:
         return send(405, status(405, 'MethodNotAllowed', `${rec.method} is not supported by the fake`));
@@ -392,9 +433,17 @@ export class FakeKubeApi {
     }
   }
 
-  private watch(kind: Kind, namespace: string | undefined, query: Record<string, string>, res: ServerResponse): void {
+  /** The ClusterTrustBundleAttest admission check: `attest` on the signer, for a new bundle or a changed spec. */
+  private attestCheck(body: Obj, current: Obj | undefined): void {
+    const signer = body?.spec?.signerName;
+    if (!signer) return;
+    if (current && current.spec?.signerName === signer && current.spec?.trustBundle === body.spec?.trustBundle) return;
+    this.impliedChecks.push({ group: 'certificates.k8s.io', resource: 'signers', verb: 'attest', namespace: undefined, name: signer });
+  }
+
+  private watch(kind: Kind, namespace: string | undefined, query: Record<string, string>, res: ServerResponse, apiVersion?: string): void {
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
-    const w: OpenWatch = { kind, namespace, fieldSelector: query.fieldSelector, labelSelector: query.labelSelector, res };
+    const w: OpenWatch = { kind, namespace, fieldSelector: query.fieldSelector, labelSelector: query.labelSelector, apiVersion, res };
     const from = Number(query.resourceVersion || 0);
     if (!from) {
       for (const o of this.store.get(kind)!.values()) this.deliver(w, { rv: 0, kind, type: 'ADDED', object: o, old: undefined });
@@ -423,7 +472,7 @@ export class FakeKubeApi {
       const before = sel(e.old);
       type = now && before ? 'MODIFIED' : now ? 'ADDED' : before ? 'DELETED' : undefined;
     }
-    if (type) w.res.write(JSON.stringify({ type, object: e.object }) + '\n');
+    if (type) w.res.write(JSON.stringify({ type, object: w.apiVersion ? { ...e.object, apiVersion: w.apiVersion } : e.object }) + '\n');
   }
 }
 
@@ -459,14 +508,65 @@ async function readJson(req: IncomingMessage): Promise<Obj> {
   return text ? JSON.parse(text) : undefined;
 }
 
-function parsePath(path: string): { group: string; resource: string; namespace: string | undefined; name: string | undefined } | undefined {
+interface Route {
+  group: string;
+  resource: string;
+  namespace: string | undefined;
+  name: string | undefined;
+  /** certificates.k8s.io version of a ClusterTrustBundle path. */
+  version?: ClusterTrustBundleVersion;
+  /** GET /apis/certificates.k8s.io/<version>: resource discovery. */
+  discovery?: boolean;
+}
+
+function parsePath(path: string): Route | undefined {
   let m = /^\/api\/v1\/(?:namespaces\/([^/]+)\/)?(pods|configmaps|secrets)(?:\/([^/]+))?$/.exec(path);
   if (m) return { group: '', resource: m[2]!, namespace: m[1], name: m[3] };
   m = /^\/api\/v1\/namespaces(?:\/([^/]+))?$/.exec(path);
   if (m) return { group: '', resource: 'namespaces', namespace: undefined, name: m[1] };
   m = /^\/apis\/coordination\.k8s\.io\/v1\/(?:namespaces\/([^/]+)\/)?leases(?:\/([^/]+))?$/.exec(path);
   if (m) return { group: 'coordination.k8s.io', resource: 'leases', namespace: m[1], name: m[2] };
+  m = /^\/apis\/certificates\.k8s\.io\/(v1beta1|v1alpha1)(\/clustertrustbundles(?:\/([^/]+))?)?$/.exec(path);
+  if (m) {
+    const version = m[1] as ClusterTrustBundleVersion;
+    if (!m[2]) return { group: '', resource: '', namespace: undefined, name: undefined, version, discovery: true };
+    return { group: 'certificates.k8s.io', resource: 'clustertrustbundles', namespace: undefined, name: m[3] !== undefined ? decodeURIComponent(m[3]) : undefined, version };
+  }
   if (path === '/apis/authentication.k8s.io/v1/tokenreviews') return { group: 'authentication.k8s.io', resource: 'tokenreviews', namespace: undefined, name: undefined };
+  return undefined;
+}
+
+/**
+ * What kube-apiserver's validation refuses in a ClusterTrustBundle (undefined: valid): a name without
+ * the signer prefix (slashes as colons), a changed signerName, a trustBundle that is not only PEM
+ * CERTIFICATE blocks without headers that parse as CA certificates, or that repeats one.
+ */
+export function clusterTrustBundleProblem(body: Obj, current: Obj | undefined): string | undefined {
+  const name: string = body?.metadata?.name ?? '';
+  const signer: string = body?.spec?.signerName ?? '';
+  if (signer && !name.startsWith(`${signer.replace(/\//g, ':')}:`)) return `metadata.name: Invalid value: "${name}": ClusterTrustBundle for signerName ${signer} must be named with prefix ${signer.replace(/\//g, ':')}:`;
+  if (!signer && name.includes(':')) return `metadata.name: Invalid value: "${name}": ClusterTrustBundle without signer name must not have ":" in its name`;
+  if (current && (current.spec?.signerName ?? '') !== signer) return 'spec.signerName: Invalid value: field is immutable';
+  const text: unknown = body?.spec?.trustBundle;
+  if (typeof text !== 'string' || text.trim() === '') return 'spec.trustBundle: Required value';
+  const blocks = [...text.matchAll(/-----BEGIN ([^-]+)-----\r?\n([\s\S]*?)-----END \1-----/g)];
+  if (blocks.length === 0) return 'spec.trustBundle: Invalid value: "<value omitted>": at least one trust anchor must be provided';
+  const seen = new Set<string>();
+  for (const [, type, b64] of blocks) {
+    if (type !== 'CERTIFICATE') return `spec.trustBundle: Invalid value: "<value omitted>": entry has bad block type: ${type}`;
+    if (b64!.includes(':')) return 'spec.trustBundle: Invalid value: "<value omitted>": entry has PEM block headers';
+    const der = Buffer.from(b64!.replace(/\s+/g, ''), 'base64');
+    let ca = false;
+    try {
+      ca = new X509Certificate(der).ca;
+    } catch {
+      return 'spec.trustBundle: Invalid value: "<value omitted>": entry cannot be parsed as an X.509 certificate';
+    }
+    if (!ca) return 'spec.trustBundle: Invalid value: "<value omitted>": entry does not have the CA bit set';
+    const fp = der.toString('hex');
+    if (seen.has(fp)) return 'spec.trustBundle: Invalid value: "<value omitted>": duplicate trust anchor';
+    seen.add(fp);
+  }
   return undefined;
 }
 
