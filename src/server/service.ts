@@ -64,6 +64,8 @@ export interface ServiceOptions {
   transport?: Partial<TransportLimits> | undefined;
   /** --signing-key and the --pkcs11-* flags (issue #17): the signing key is on a PKCS#11 token. */
   signingKey?: SigningKeyConfig | undefined;
+  /** Log the same cacerts refusal again at most this often, ms (default 10 minutes; tests shorten it). */
+  refusalLogIntervalMs?: number | undefined;
 }
 
 export interface ConnectionLimits {
