@@ -1,19 +1,14 @@
 #!/usr/bin/env node
 // Writes docs/configuration.md from the flag tables in the code (built into dist/): SERVE_FLAGS (src/config.ts),
 // the dev-token and request flags (src/commands.ts) and each `svid-ca cacerts` subcommand's flags
-// (src/operator/cacerts.ts). `npm run docs:config` builds and rewrites it; `--check` only compares and exits 1
+// (src/operator/cacerts.ts). The tables are rendered by configurationReferenceMarkdown (src/commands.ts, the
+// one renderer, also printed by `svid-ca help --markdown`); this script adds the hand-written introduction. `npm run docs:config` builds and rewrites it; `--check` only compares and exits 1
 // when the file differs (test/docs-config.test.ts runs the same comparison).
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = new URL('..', import.meta.url);
 export const CONFIGURATION_MD = fileURLToPath(new URL('docs/configuration.md', ROOT));
-
-const cell = (text) => String(text).replace(/\|/g, '\\|').replace(/\n/g, ' ');
-const code = (text) => (text === undefined || text === '' ? '' : `\`${cell(text)}\``);
-const ARG = { duration: ' DUR', hostport: ' HOST:PORT', list: ' LIST', int: ' N', string: ' VALUE', boolean: '' };
-const flagCell = (spec) => `\`--${spec.name}${ARG[spec.kind] ?? ' VALUE'}\``;
-const defaultCell = (spec) => (spec.default !== undefined ? code(spec.default) : spec.kind === 'boolean' ? 'off' : '');
 
 /** The hand-written top of the page; the tables below it come from the code. */
 const INTRO = `# Configuration reference
@@ -41,33 +36,10 @@ the topic pages: [wire](wire.md), [cacerts](cacerts.md), [rotation](rotation.md)
   \`svid-ca cacerts help\` lists the cacerts subcommands.
 `;
 
-/** The whole of docs/configuration.md as a string. */
+/** The whole of docs/configuration.md: INTRO, then the tables of configurationReferenceMarkdown (src/commands.ts). */
 export async function renderConfigurationDoc() {
-  const { SERVE_FLAGS } = await import(new URL('dist/config.js', ROOT).href);
-  const { envName } = await import(new URL('dist/flags.js', ROOT).href);
-  const { DEV_TOKEN_FLAGS, REQUEST_FLAGS } = await import(new URL('dist/commands.js', ROOT).href);
-  const { CACERTS_FLAGS, CACERTS_USAGE } = await import(new URL('dist/operator/index.js', ROOT).href);
-
-  const out = [];
-  out.push(INTRO);
-
-  out.push('## `svid-ca serve`', '');
-  out.push('| flag | environment variable | Istio\'s variable | default | meaning |');
-  out.push('|---|---|---|---|---|');
-  for (const s of SERVE_FLAGS) out.push(`| ${flagCell(s)} | \`${envName(s.name)}\` | ${code(s.istioEnv)} | ${defaultCell(s)} | ${cell(s.help)} |`);
-  out.push('');
-
-  const simple = (title, specs) => {
-    out.push(`## \`${title}\``, '');
-    out.push('| flag | default | meaning |', '|---|---|---|');
-    for (const s of specs) out.push(`| ${flagCell(s)} | ${defaultCell(s)} | ${cell(s.help)} |`);
-    out.push('');
-  };
-  simple('svid-ca dev-token', DEV_TOKEN_FLAGS);
-  simple('svid-ca request', REQUEST_FLAGS);
-  out.push('## `svid-ca cacerts`', '', 'Build, check and rotate cacerts folders ([rotation](rotation.md)):', '', '```text', CACERTS_USAGE.trim(), '```', '');
-  for (const [sub, specs] of Object.entries(CACERTS_FLAGS)) simple(`svid-ca cacerts ${sub}`, specs);
-  return out.join('\n').trimEnd() + '\n';
+  const { configurationReferenceMarkdown } = await import(new URL('dist/commands.js', ROOT).href);
+  return `${INTRO}\n${configurationReferenceMarkdown()}`;
 }
 
 const isMain = process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1];

@@ -1,12 +1,12 @@
 import { SERVE_FLAGS } from './config.js';
 import { envName, type FlagSpec } from './flags.js';
-import { CACERTS_COMMANDS } from './operator/index.js';
+import { CACERTS_COMMANDS, CACERTS_USAGE } from './operator/index.js';
 import { KEY_SPECS } from './pki/index.js';
 
 /**
  * The flags of every command, in one place: `svid-ca help COMMAND` prints them and
- * configurationReferenceMarkdown renders the same specs for docs/configuration.md, so the two
- * cannot drift (test/help.test.ts compares them).
+ * configurationReferenceMarkdown renders the same specs as the tables of docs/configuration.md, so
+ * the two cannot drift (test/help.test.ts compares them).
  */
 export const DEV_TOKEN_FLAGS: readonly FlagSpec[] = [
   { name: 'namespace', kind: 'string', default: 'default', help: 'namespace of the service account' },
@@ -47,21 +47,43 @@ export const COMMAND_FLAGS: readonly CommandFlags[] = [
 ];
 
 const cell = (text: string) => text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+const code = (text: string | undefined) => (text === undefined || text === '' ? '' : `\`${cell(text)}\``);
+/** The argument placeholder after a flag in the reference, by the flag's kind. */
+const ARG: Record<FlagSpec['kind'], string> = { duration: ' DUR', hostport: ' HOST:PORT', list: ' LIST', int: ' N', string: ' VALUE', boolean: '' };
+const flagCell = (f: FlagSpec) => `\`--${f.name}${ARG[f.kind] ?? ' VALUE'}\``;
+const defaultCell = (f: FlagSpec) => (f.default !== undefined ? code(f.default) : f.kind === 'boolean' ? 'off' : '');
 
 /**
- * The configuration reference as Markdown: per command a `### svid-ca COMMAND` heading and a table
- * | Flag | Default | Environment | Meaning | with one row per flag, in declaration order (a boolean's
- * default is `false`; no default is empty). Rendered from the same FlagSpecs as `--help`; printed
- * by `svid-ca help --markdown` to regenerate the table in docs/configuration.md.
+ * The flag tables of the configuration reference as Markdown, the only renderer of them:
+ * scripts/docs-config.mjs (`npm run docs:config`) puts its hand-written introduction above this
+ * text to write docs/configuration.md, and `svid-ca help --markdown` prints this text alone.
+ *
+ * Shape, per command in `commands` order: a `## \`svid-ca COMMAND\`` heading, a blank line, a table, a
+ * blank line. A command with an `envPrefix` (serve) gets | flag | environment variable | Istio's
+ * variable | default | meaning |; the others | flag | default | meaning |. The flag cell is
+ * `--name` plus its argument (DUR, HOST:PORT, LIST, N, VALUE; none for a boolean); a boolean
+ * without a default shows `off`, any other flag without one an empty cell; `|` in text is escaped
+ * and newlines become spaces. The `svid-ca cacerts` usage block comes before the first
+ * `cacerts` subcommand. Rendered from the same FlagSpecs as `--help`, so the two cannot drift
+ * (test/help.test.ts, test/docs-config.test.ts).
  */
 export function configurationReferenceMarkdown(commands: readonly CommandFlags[] = COMMAND_FLAGS): string {
-  const sections = commands.map(({ command, flags, envPrefix }) => {
-    const rows = flags.map((f) => {
-      const def = f.default ?? (f.kind === 'boolean' ? 'false' : '');
-      const env = [envPrefix ? envName(f.name, envPrefix) : '', f.istioEnv ?? ''].filter(Boolean).map((v) => `\`${v}\``).join(', ');
-      return `| \`--${f.name}\` | ${def ? `\`${cell(def)}\`` : ''} | ${env} | ${cell(f.help)} |`;
-    });
-    return [`### svid-ca ${command}`, '', '| Flag | Default | Environment | Meaning |', '| --- | --- | --- | --- |', ...rows].join('\n');
-  });
-  return sections.join('\n\n') + '\n';
+  const out: string[] = [];
+  let cacertsIntro = false;
+  for (const { command, flags, envPrefix } of commands) {
+    if (command.startsWith('cacerts ') && !cacertsIntro) {
+      cacertsIntro = true;
+      out.push('## `svid-ca cacerts`', '', 'Build, check and rotate cacerts folders ([rotation](rotation.md)):', '', '```text', CACERTS_USAGE.trim(), '```', '');
+    }
+    out.push(`## \`svid-ca ${command}\``, '');
+    if (envPrefix !== undefined) {
+      out.push("| flag | environment variable | Istio's variable | default | meaning |", '|---|---|---|---|---|');
+      for (const f of flags) out.push(`| ${flagCell(f)} | \`${envName(f.name, envPrefix)}\` | ${code(f.istioEnv)} | ${defaultCell(f)} | ${cell(f.help)} |`);
+    } else {
+      out.push('| flag | default | meaning |', '|---|---|---|');
+      for (const f of flags) out.push(`| ${flagCell(f)} | ${defaultCell(f)} | ${cell(f.help)} |`);
+    }
+    out.push('');
+  }
+  return out.join('\n').trimEnd() + '\n';
 }

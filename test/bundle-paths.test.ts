@@ -311,7 +311,7 @@ describe('the probe names follow serve: --trust-domain and --serving-dns', () =>
 });
 
 describe('a chain file that lacks the signing certificate (issue #20)', () => {
-  it('still gets the signer first in every response: the issued chain verifies with openssl', () => {
+  it('still gets the signer first in every response: the issued chain verifies with openssl', async () => {
     const root = makeRoot({ cn: 'lacks-signer root' });
     const mid = makeIntermediate(root, { cn: 'lacks-signer mid' });
     const signer = makeIntermediate(mid, { cn: 'lacks-signer signer' });
@@ -319,7 +319,7 @@ describe('a chain file that lacks the signing certificate (issue #20)', () => {
     writeFileSync(join(dir, 'cert-chain.pem'), mid.certPem + root.certPem);
     const bundle = loadCacerts(dir);
     const csr = parseCsrPem(buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: 'spiffe://cluster.local/ns/default/sa/web' }] }));
-    const chain = new Authority(bundle, { defaultTtlMs: 3_600_000, maxTtlMs: 3_600_000 }).issue({ identity: 'spiffe://cluster.local/ns/default/sa/web', csr, requestedTtlSeconds: 3600n }).certChain;
+    const chain = (await new Authority(bundle, { defaultTtlMs: 3_600_000, maxTtlMs: 3_600_000 }).issueCertificate({ identity: 'spiffe://cluster.local/ns/default/sa/web', csr, requestedTtlSeconds: 3600n })).certChain;
     expect(chain.slice(1)).toEqual([signer.certPem, mid.certPem, root.certPem, root.certPem]);
     expect(opensslVerify(chain.at(-1)!, chain.slice(1, -1), chain[0]!, ['-x509_strict', '-purpose', 'sslclient'])).toContain('OK');
   });

@@ -22,12 +22,21 @@ function helpFlags(text: string): Map<string, string> {
   return flags;
 }
 
-/** flag -> default from the Markdown reference's section for `command`. */
+/** The cells of a Markdown table row (escaped `\|` stays inside its cell). */
+const cells = (row: string) => row.split(/(?<!\\)\|/).slice(1, -1).map((c) => c.trim());
+
+/** flag -> default from the Markdown reference's section for `command` (its `default` column, unquoted). */
 function markdownFlags(markdown: string, command: string): Map<string, string> {
-  const section = markdown.split(/^### /m).find((s) => s.startsWith(`svid-ca ${command}\n`));
+  const section = markdown.split(/^## /m).find((s) => s.startsWith(`\`svid-ca ${command}\`\n`));
   expect(section, `no section for ${command}`).toBeDefined();
+  const rows = section!.split('\n').filter((l) => l.startsWith('|'));
+  const column = cells(rows[0]!).indexOf('default');
+  expect(column, `no default column for ${command}`).toBeGreaterThan(0);
   const flags = new Map<string, string>();
-  for (const m of section!.matchAll(/^\| `--([a-z0-9-]+)` \| (?:`([^`]*)`)? \|/gm)) flags.set(m[1]!, m[2] ?? '');
+  for (const row of rows.slice(2)) {
+    const c = cells(row);
+    flags.set(/^`--([a-z0-9-]+)/.exec(c[0]!)![1]!, c[column]!.replace(/^`(.*)`$/, '$1'));
+  }
   return flags;
 }
 
@@ -41,12 +50,14 @@ describe('help', () => {
       const printed = helpFlags(help.stdout);
       expect(printed.size, command).toBe(flags.length);
       const documented = markdownFlags(markdown, command);
-      // Booleans print no default in help and `false` in the reference.
-      for (const f of flags) if (f.kind === 'boolean' && !printed.get(f.name)) printed.set(f.name, 'false');
+      // Booleans print no default in help and `off` in the reference.
+      for (const f of flags) if (f.kind === 'boolean' && !printed.get(f.name)) printed.set(f.name, 'off');
       expect(Object.fromEntries(documented), command).toEqual(Object.fromEntries(printed));
     }
     expect(markdownFlags(markdown, 'serve').get('shutdown-delay')).toBe('5s');
     expect(markdownFlags(markdown, 'request').get('ca')).toBe('localhost:15012');
+    // The same renderer writes docs/configuration.md (scripts/docs-config.mjs adds only its introduction).
+    expect(readFileSync('docs/configuration.md', 'utf8').endsWith(`\n${markdown}`)).toBe(true);
   });
 
   it('every command and subcommand answers --help and help COMMAND; help cacerts is the cacerts usage', () => {

@@ -203,11 +203,11 @@ interface Svid {
 }
 
 /** An SVID for ID signed by the test cacerts, valid for ttlMs from now. */
-function svid(ttlMs: number): Svid {
+async function svid(ttlMs: number): Promise<Svid> {
   const authority = new Authority(loadCacerts(dir), { defaultTtlMs: ttlMs, maxTtlMs: ttlMs });
   const { privateKey } = generateKeyPair('ec-p256');
   const csr = parseCsrPem(buildCsrPem({ privateKey, sans: [{ type: 'uri', value: ID }] }));
-  const issued = authority.issue({ identity: ID, csr, requestedTtlSeconds: BigInt(Math.floor(ttlMs / 1000)) });
+  const issued = await authority.issueCertificate({ identity: ID, csr, requestedTtlSeconds: BigInt(Math.floor(ttlMs / 1000)) });
   return { keyPem: privateKeyPem(privateKey), chainPem: issued.certChain.slice(0, -1).join(''), notAfter: issued.notAfter };
 }
 
@@ -232,7 +232,7 @@ describe('client-certificate renewal ends', () => {
   }
 
   it('a renewal without a token never outlives the presented certificate, however often it is repeated', async () => {
-    const first = svid(2 * HOUR);
+    const first = await svid(2 * HOUR);
     const once = await renew(clientWithCert(first), String(90 * 24 * 3600));
     expect(once.err).toBeUndefined();
     expect(once.next!.notAfter.getTime()).toBeLessThanOrEqual(first.notAfter.getTime());
@@ -245,7 +245,7 @@ describe('client-certificate renewal ends', () => {
   });
 
   it('--client-cert-max-ttl caps a renewal by certificate alone', async () => {
-    const long = svid(30 * DAY);
+    const long = await svid(30 * DAY);
     const { res, err } = await renew(clientWithCert(long), '0');
     expect(err).toBeUndefined();
     const life = new Date(leafOf(res).validTo).getTime() - Date.now();
@@ -254,14 +254,14 @@ describe('client-certificate renewal ends', () => {
   });
 
   it('with a valid token for the same identity as well, the renewal gets the asked lifetime', async () => {
-    const short = svid(HOUR);
+    const short = await svid(HOUR);
     const { res, err } = await renew(clientWithCert(short), String(48 * 3600), bearer());
     expect(err).toBeUndefined();
     expect(new Date(leafOf(res).validTo).getTime() - Date.now()).toBeGreaterThan(47 * HOUR);
   });
 
   it('a token that does not verify does not lift the cap', async () => {
-    const short = svid(HOUR);
+    const short = await svid(HOUR);
     const { res, err } = await renew(clientWithCert(short), String(48 * 3600), { authorization: 'Bearer not-a-token' });
     expect(err).toBeUndefined();
     expect(new Date(leafOf(res).validTo).getTime()).toBeLessThanOrEqual(short.notAfter.getTime());

@@ -28,11 +28,11 @@ interface Svid {
 }
 
 /** An SVID for `identity` signed by the cacerts in `dir`, valid from `at` for `ttlMs`. */
-function svid(dir: string, identity: string, at = new Date(), ttlMs = 3_600_000): Svid {
+async function svid(dir: string, identity: string, at = new Date(), ttlMs = 3_600_000): Promise<Svid> {
   const authority = new Authority(loadCacerts(dir), { defaultTtlMs: ttlMs, maxTtlMs: ttlMs }, () => at);
   const { privateKey } = generateKeyPair('ec-p256');
   const csr = parseCsrPem(buildCsrPem({ privateKey, sans: [{ type: 'uri', value: identity }], subjectOrganization: '' }));
-  const issued = authority.issue({ identity, csr, requestedTtlSeconds: BigInt(Math.floor(ttlMs / 1000)) });
+  const issued = await authority.issueCertificate({ identity, csr, requestedTtlSeconds: BigInt(Math.floor(ttlMs / 1000)) });
   return { keyPem: privateKeyPem(privateKey), chainPem: issued.certChain.slice(0, -1).join('') };
 }
 
@@ -92,7 +92,7 @@ afterAll(async () => {
 
 describe('client-certificate authentication (real grpc-js client presenting its SVID)', () => {
   it('renews with a valid SVID and no token; the identity is the SVID\'s URI SAN', async () => {
-    const { res, err } = await call(clientWithCert(root.certPem, svid(dir, ID)), request());
+    const { res, err } = await call(clientWithCert(root.certPem, await svid(dir, ID)), request());
     expect(err).toBeUndefined();
     expect(new X509Certificate(res!.cert_chain[0]!).subjectAltName).toBe(`URI:${ID}`);
     const audit = server.logs.records().filter((l) => l.msg === 'certificate issued').at(-1)!.audit as Record<string, unknown>;
@@ -100,12 +100,12 @@ describe('client-certificate authentication (real grpc-js client presenting its 
   });
 
   it('gives the SVID holder its own identity only', async () => {
-    const { err } = await call(clientWithCert(root.certPem, svid(dir, ID)), request('spiffe://cluster.local/ns/vm/sa/other'));
+    const { err } = await call(clientWithCert(root.certPem, await svid(dir, ID)), request('spiffe://cluster.local/ns/vm/sa/other'));
     expect(err?.code).toBe(grpc.status.PERMISSION_DENIED);
   });
 
   it('does not authenticate an expired SVID', async () => {
-    const expired = svid(dir, ID, new Date(Date.now() - 2 * DAY), 3_600_000);
+    const expired = await svid(dir, ID, new Date(Date.now() - 2 * DAY), 3_600_000);
     expect(new Date(new X509Certificate(expired.chainPem).validTo).getTime()).toBeLessThan(Date.now());
     const { err } = await call(clientWithCert(root.certPem, expired), request());
     expect(err?.code).toBe(grpc.status.UNAUTHENTICATED);
@@ -114,7 +114,7 @@ describe('client-certificate authentication (real grpc-js client presenting its 
   it('does not authenticate an SVID from a foreign root', async () => {
     const foreign = makeCacerts();
     try {
-      const { err } = await call(clientWithCert(root.certPem, svid(foreign.dir, ID)), request());
+      const { err } = await call(clientWithCert(root.certPem, await svid(foreign.dir, ID)), request());
       expect(err?.code).toBe(grpc.status.UNAUTHENTICATED);
     } finally {
       removeDir(foreign.dir);
@@ -128,7 +128,7 @@ describe('client-certificate authentication (real grpc-js client presenting its 
     const rogueSigner = makeIntermediate(rogueRoot);
     const rogueDir = writeCacerts(tempDir(), { signer: rogueSigner, roots: [rogueRoot] });
     try {
-      const rogue = svid(rogueDir, ID);
+      const rogue = await svid(rogueDir, ID);
       expect(new X509Certificate(rogueSigner.certPem).subject).toBe(loadCacerts(dir).signingCert.x509.subject);
       expect(() => opensslVerify(root.certPem, [rogueSigner.certPem], rogue.chainPem.split(/(?<=-----END CERTIFICATE-----\n?)/)[0]!)).toThrow();
       const client = clientWithCert(root.certPem, rogue);
@@ -177,7 +177,7 @@ describe('client-certificate authentication (real grpc-js client presenting its 
   });
 
   it('an SVID of another trust domain is refused with the reason', async () => {
-    const { err } = await call(clientWithCert(root.certPem, svid(dir, 'spiffe://other.domain/ns/vm/sa/legacy')), request());
+    const { err } = await call(clientWithCert(root.certPem, await svid(dir, 'spiffe://other.domain/ns/vm/sa/legacy')), request());
     expect(err?.code).toBe(grpc.status.UNAUTHENTICATED);
     expect(err?.details).toContain('trust domain cluster.local');
   });
@@ -213,7 +213,7 @@ describe('client-certificate authentication (real grpc-js client presenting its 
   });
 
   it('verifies client certificates against the new root bundle after a bundle change', async () => {
-    const oldSvid = svid(dir, ID);
+    const oldSvid = await svid(dir, ID);
     const nextRoot = makeRoot({ cn: 'next root' });
     const nextSigner = makeIntermediate(nextRoot, { cn: 'next intermediate' });
     const nextDir = writeCacerts(tempDir(), { signer: nextSigner, roots: [nextRoot] });
@@ -223,7 +223,7 @@ describe('client-certificate authentication (real grpc-js client presenting its 
       const trust = root.certPem + nextRoot.certPem;
       const refusedOld = await call(clientWithCert(trust, oldSvid), request());
       expect(refusedOld.err?.code).toBe(grpc.status.UNAUTHENTICATED);
-      const { err } = await call(clientWithCert(trust, svid(nextDir, ID)), request());
+      const { err } = await call(clientWithCert(trust, await svid(nextDir, ID)), request());
       expect(err).toBeUndefined();
     } finally {
       removeDir(nextDir);

@@ -170,7 +170,7 @@ describe('metrics after a known mix of outcomes', () => {
     await expectCode(call(client, sidecarRequest(csrFor()), bearer(token)), grpc.status.UNAVAILABLE);
     removeDir(expired1.dir);
     // internal: a faulty signing component, a bundle whose "private" key is a public key, so
-    // node:crypto's sign throws a TypeError inside Authority.issue
+    // node:crypto's sign throws a TypeError inside Authority.issueCertificate
     server.service.authority.replaceBundle({ ...good, signer: { ...good.signer, privateKey: createPublicKey(good.signer.privateKey!) } });
     await expectCode(call(client, sidecarRequest(csrFor()), bearer(token)), grpc.status.INTERNAL);
     server.service.authority.replaceBundle(good);

@@ -141,19 +141,17 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
     return bundle;
   }
 
-  /** Signs a workload leaf for `identity` over the CSR's public key. Authorization happens before this. */
-  issue(req: IssueRequest): IssuedCertificate {
-    return this.#issue(req, (encoder, fields) => encoder.issue(fields)) as IssuedCertificate;
-  }
-
   /**
-   * As issue(), for the gRPC path: synchronous with an in-memory key (the fast path, unchanged);
-   * a Promise with a key on a PKCS#11 token (issue #17), signed off the event loop within the
-   * per-signature timeout (CaUnavailableError when the token does not answer).
+   * Signs a workload leaf for `identity` over the CSR's public key; authorization happens before
+   * this. The one way to issue: synchronous with an in-memory key (the fast path); a Promise with a
+   * key on a PKCS#11 token (issue #17), signed off the event loop within the per-signature timeout
+   * (CaUnavailableError when the token does not answer). Callers `await` it. There is no
+   * synchronous variant: with a token key one would block the event loop for a whole signature.
+   * Throws CaUnavailableError when no certificate of the signing path may sign now.
    */
   issueCertificate(req: IssueRequest): IssuedCertificate | Promise<IssuedCertificate> {
     const external = this.#bundle.signer.external;
-    if (!external) return this.issue(req);
+    if (!external) return this.#issue(req, (encoder, fields) => encoder.issue(fields)) as IssuedCertificate;
     return this.#issue(req, (encoder, fields) => encoder.issueExternal(fields, external));
   }
 

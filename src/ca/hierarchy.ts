@@ -24,7 +24,21 @@ export interface RootOptions {
   ttlMs: number;
   organization: string;
   commonName?: string;
+  /** Make commonName distinct to this CA with distinctCaName (the defaults of `svid-ca cacerts`). */
+  distinctName?: boolean | undefined;
   now?: Date;
+}
+
+/**
+ * A CA commonName that no other run repeats: `base`, the creation date (UTC, YYYY-MM-DD) and the
+ * first 8 hex digits of the key's subject key identifier (SHA-1 of the public key bits, RFC 5280
+ * 4.2.1.2 method 1, as the certificate's SKI extension carries it), e.g.
+ * `svid-ca root CA 2026-11-30 3f2a91c0`. Two CAs made by separate runs get different subjects, so
+ * operators and verifiers tell them apart while both are in one bundle during a rotation; the
+ * suffix is the start of the SKI that `svid-ca cacerts verify` and `openssl x509 -text` print.
+ */
+export function distinctCaName(base: string, publicKeyDer: Buffer, now: Date): string {
+  return `${base} ${now.toISOString().slice(0, 10)} ${keyIdentifier(publicKeyDer).toString('hex').slice(0, 8)}`;
 }
 
 /** A self-signed root CA with a fresh key. */
@@ -39,7 +53,8 @@ export function rootCertificateForKey(keyPem: string, o: Omit<RootOptions, 'key'
   const algorithm = signatureAlgorithmForKey(privateKey);
   if (!algorithm) throw new Error('unsupported root key type');
   const now = o.now ?? new Date();
-  const subjectDer = o.subjectDer ?? encodeName({ organization: o.organization, commonName: o.commonName });
+  const commonName = o.distinctName && o.commonName !== undefined ? distinctCaName(o.commonName, spkiDer(privateKey), now) : o.commonName;
+  const subjectDer = o.subjectDer ?? encodeName({ organization: o.organization, commonName });
   const der = signCertificate(
     caCertificate({
       serialNumber: randomSerial(),
@@ -59,6 +74,8 @@ export interface IntermediateOptions {
   ttlMs: number;
   organization: string;
   commonName: string;
+  /** Make commonName distinct to this CA with distinctCaName (the defaults of `svid-ca cacerts`). */
+  distinctName?: boolean | undefined;
   now?: Date;
 }
 
@@ -93,7 +110,7 @@ export function intermediateCertificateFiles(o: Omit<IntermediateOptions, 'key'>
   const der = signCertificate(
     caCertificate({
       serialNumber: randomSerial(),
-      subjectDer: encodeName({ organization: o.organization, commonName: o.commonName }),
+      subjectDer: encodeName({ organization: o.organization, commonName: o.distinctName ? distinctCaName(o.commonName, o.publicKeyDer, now) : o.commonName }),
       publicKeyDer: o.publicKeyDer,
       notBefore: now,
       notAfter: wanted > rootNotAfter ? rootNotAfter : wanted,

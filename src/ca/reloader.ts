@@ -17,6 +17,24 @@ export interface ReloaderOptions {
   names?: ProbeNames | undefined;
   /** The signing key on a PKCS#11 token (issue #17): found and checked against ca-cert.pem on every load. */
   tokenKey?: Pkcs11SigningKeySource | undefined;
+  /**
+   * The same refusal (same file contents, same problem) is retried at every poll but reported for
+   * logging once, then at most once per this many milliseconds (default REFUSAL_LOG_INTERVAL_MS).
+   */
+  refusalLogIntervalMs?: number | undefined;
+}
+
+/** How often the same refusal is logged again while its files stay as they are: 10 minutes. */
+export const REFUSAL_LOG_INTERVAL_MS = 10 * 60_000;
+
+/** Where a refusal stands among the refusals of the same content and problem. */
+export interface Refusal {
+  /** True when this refusal should be logged: new content or problem, or the same one last logged refusalLogIntervalMs ago or more. */
+  log: boolean;
+  /** Refusals of this content with this problem in a row, this one included (1 for a new one). */
+  count: number;
+  /** When this content was first refused with this problem. */
+  firstAt: Date;
 }
 
 export interface RootChange {
@@ -27,7 +45,7 @@ export interface RootChange {
 export type ReloadResult =
   | { result: 'unchanged' }
   | { result: 'success'; bundle: SigningBundle; roots: RootChange; files: BundleFiles }
-  | { result: 'failure'; error: Error };
+  | { result: 'failure'; error: Error; refusal: Refusal };
 
 export interface ReloadEvents {
   onResult(r: ReloadResult): void;
@@ -48,12 +66,17 @@ export function compareRoots(current: SigningBundle, next: SigningBundle): RootC
 /**
  * Watches a cacerts folder and swaps a fully checked new bundle into the authority. fs.watch on
  * the folder sees Kubernetes' atomic `..data` symlink swap; a poll backs it up. A bundle that
- * fails any check is never swapped in: the current one keeps serving and the next change retries.
+ * fails any check is never swapped in: the current one keeps serving, and it is tried again at the
+ * next change and at every poll (it may become usable unchanged: a signer not valid yet, a token
+ * that answers again). Each failure result carries its place in the run of refusals of the same
+ * content and problem, so that the caller logs a run once and then at a low rate (Refusal.log).
  */
 export class CacertsReloader {
   private readonly watcher: FolderWatcher;
   private lastDigest: string | undefined;
   private lastFailed = false;
+  /** The current run of refusals of one content and problem (undefined after a success). */
+  private refusal: { key: string; count: number; firstAt: Date; loggedAt: number } | undefined;
 
   constructor(
     private readonly authority: Authority,
@@ -96,13 +119,33 @@ export class CacertsReloader {
     const digest = this.digest();
     if (digest === this.lastDigest && !this.lastFailed) return { result: 'unchanged' };
     this.lastDigest = digest;
-    const outcome = this.load();
-    this.lastFailed = outcome.result === 'failure';
+    const loaded = this.load();
+    this.lastFailed = loaded.result === 'failure';
+    const outcome: ReloadResult = loaded.result === 'failure' ? { ...loaded, refusal: this.refused(digest, loaded.error) } : loaded;
+    if (outcome.result === 'success') this.refusal = undefined;
     this.events.onResult(outcome);
     return outcome;
   }
 
-  private load(): ReloadResult {
+  /**
+   * Counts a refusal in the run of refusals of the same content (digest) and problem (message), and
+   * says whether it is due to be logged: the first of a run, then once per refusalLogIntervalMs.
+   */
+  private refused(digest: string | undefined, error: Error): Refusal {
+    const key = `${digest ?? 'unreadable'}\0${error.message}`;
+    const now = Date.now();
+    const r = this.refusal;
+    if (!r || r.key !== key) {
+      this.refusal = { key, count: 1, firstAt: new Date(now), loggedAt: now };
+      return { log: true, count: 1, firstAt: this.refusal.firstAt };
+    }
+    r.count++;
+    const log = now - r.loggedAt >= (this.options.refusalLogIntervalMs ?? REFUSAL_LOG_INTERVAL_MS);
+    if (log) r.loggedAt = now;
+    return { log, count: r.count, firstAt: r.firstAt };
+  }
+
+  private load(): { result: 'success'; bundle: SigningBundle; roots: RootChange; files: BundleFiles } | { result: 'failure'; error: Error } {
     let next: SigningBundle;
     let files: BundleFiles;
     try {

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { intermediateCertificateFiles, ISTIO_FILES, Pkcs11SigningKeySource, TOKEN_KEY_SPECS, type TokenKeySpec } from '../ca/index.js';
+import { distinctCaName, intermediateCertificateFiles, ISTIO_FILES, Pkcs11SigningKeySource, TOKEN_KEY_SPECS, type TokenKeySpec } from '../ca/index.js';
 import { ConfigError, parseFlags, type FlagSpec } from '../flags.js';
 import { buildCaCsrPem, encodeName, signatureAlgorithmForKey, spkiDer } from '../pki/index.js';
 import { refuseOverwrite, writeFolder, type OverwritePolicy } from './safe-write.js';
@@ -52,7 +52,7 @@ export function initIntermediateOnToken(
     /** The file variant's flags this variant takes as they are (--cn, --subject, --force, --force-key). */
     flags: readonly FlagSpec[];
     /** The file variant's subject rule (--subject, else --org and --cn, else `defaults`). */
-    subject: (values: Map<string, unknown>, defaults: { org: string; cn: string }) => { organization: string; commonName: string };
+    subject: (values: Map<string, unknown>, defaults: { org: string; cn: string }) => { organization: string; commonName: string; distinctName: boolean };
     verifyFolder: (dir: string, source: Pkcs11SigningKeySource) => number;
   },
 ): number {
@@ -69,7 +69,7 @@ export function initIntermediateOnToken(
   if (rootDir && !dir) throw new ConfigError('--out: required with --root (the cacerts folder to write)');
   const root = rootDir ? readRoot(rootDir) : undefined;
   const org = (root ? /^O=(.*)$/m.exec(new X509Certificate(root.certPem).subject)?.[1] : undefined) ?? 'svid-ca';
-  const { organization, commonName } = shared.subject(values, { org, cn: `svid-ca intermediate ${str(values, 'cluster') ?? 'cluster1'}` });
+  const { organization, commonName: chosenName, distinctName } = shared.subject(values, { org, cn: `svid-ca intermediate ${str(values, 'cluster') ?? 'cluster1'}` });
 
   // Refused before the key is made: a refusal after it would leave an unused key in the token.
   if (csrOut) refuseOverwrite(dirname(csrOut), [basename(csrOut)], policy, '--csr-out');
@@ -78,6 +78,7 @@ export function initIntermediateOnToken(
   try {
     const { publicKey, key } = source.generate(spec as TokenKeySpec);
     out(`generated ${spec} key ${key.description} in the token (sensitive, not extractable)`);
+    const commonName = distinctName ? distinctCaName(chosenName, spkiDer(publicKey), new Date()) : chosenName;
     if (csrOut) {
       const csr = buildCaCsrPem({ subjectDer: encodeName({ organization, commonName }), publicKeyDer: spkiDer(publicKey), algorithm: signatureAlgorithmForKey(publicKey)!, key });
       writeFolder(dirname(csrOut), { [basename(csrOut)]: csr }, policy, '--csr-out');

@@ -50,10 +50,15 @@ function overwritePolicy(values: Map<string, unknown>): OverwritePolicy {
 /**
  * The subject of a CA we create: --subject 'O=..,CN=..' (also OpenSSL's '/O=../CN=..'; only O and
  * CN, the attributes Istio's CAs carry), else --org and --cn. Throws ConfigError naming the flag.
+ * `distinctName` is true when the CN is the default one, which the CA then makes its own with the
+ * date and its SKI (distinctCaName), so that separate runs never make two CAs of the same subject.
  */
-function subjectFlags(values: Map<string, unknown>, defaults: { org: string; cn: string }): { organization: string; commonName: string } {
+function subjectFlags(values: Map<string, unknown>, defaults: { org: string; cn: string }): { organization: string; commonName: string; distinctName: boolean } {
   const text = values.get('subject') as string | undefined;
-  if (text === undefined) return { organization: (values.get('org') as string | undefined) || defaults.org, commonName: (values.get('cn') as string | undefined) || defaults.cn };
+  if (text === undefined) {
+    const cn = values.get('cn') as string | undefined;
+    return { organization: (values.get('org') as string | undefined) || defaults.org, commonName: cn || defaults.cn, distinctName: !cn };
+  }
   const attrs: Record<string, string> = {};
   for (const part of text.replace(/^\//, '').split(text.startsWith('/') ? '/' : ',')) {
     const m = /^\s*(O|CN)\s*=(.*)$/i.exec(part);
@@ -61,7 +66,7 @@ function subjectFlags(values: Map<string, unknown>, defaults: { org: string; cn:
     attrs[m[1]!.toUpperCase()] = m[2]!.trim();
   }
   if (!attrs.CN) throw new ConfigError(`--subject: invalid value "${text}" (a CN=... is required)`);
-  return { organization: attrs.O ?? '', commonName: attrs.CN };
+  return { organization: attrs.O ?? '', commonName: attrs.CN, distinctName: false };
 }
 
 const INIT_ROOT_FLAGS: FlagSpec[] = [
@@ -69,7 +74,7 @@ const INIT_ROOT_FLAGS: FlagSpec[] = [
   { name: 'key', kind: 'string', default: 'ec-p256', help: `key type: ${KEY_SPECS.join(', ')}` },
   { name: 'ttl', kind: 'duration', default: '87600h', help: 'root lifetime (10 years)' },
   { name: 'org', kind: 'string', default: 'svid-ca', help: 'Organization of the root subject' },
-  { name: 'cn', kind: 'string', default: 'svid-ca root CA', help: 'CommonName of the root subject' },
+  { name: 'cn', kind: 'string', help: "CommonName of the root subject (default: 'svid-ca root CA DATE SKI', the creation date and the start of the key's SKI, so no two roots share a subject)" },
   { name: 'subject', kind: 'string', help: "the whole subject instead of --org/--cn, e.g. 'O=Example Corp,CN=mesh root 2026'" },
   ...OVERWRITE_FLAGS,
 ];
@@ -81,7 +86,7 @@ const INIT_INTERMEDIATE_FLAGS: FlagSpec[] = [
   { name: 'ttl', kind: 'duration', default: '8760h', help: 'intermediate lifetime (1 year), clamped to the root' },
   { name: 'cluster', kind: 'string', default: 'cluster1', help: 'cluster name, put in the subject' },
   { name: 'org', kind: 'string', help: "Organization of the subject (default: the root's)" },
-  { name: 'cn', kind: 'string', help: "CommonName of the subject (default: 'svid-ca intermediate CLUSTER')" },
+  { name: 'cn', kind: 'string', help: "CommonName of the subject (default: 'svid-ca intermediate CLUSTER DATE SKI', the creation date and the start of the key's SKI)" },
   { name: 'subject', kind: 'string', help: "the whole subject instead of --org/--cn, e.g. 'O=Example Corp,CN=east intermediate 2026'" },
   ...OVERWRITE_FLAGS,
 ];

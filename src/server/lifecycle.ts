@@ -19,6 +19,8 @@ export interface LifecycleOptions {
   onReload?: ((r: ReloadResult) => void) | undefined;
   /** The signing key on a PKCS#11 token (issue #17): each reload finds and checks it again. */
   tokenKey?: Pkcs11SigningKeySource | undefined;
+  /** Log the same cacerts refusal again at most this often, ms (default REFUSAL_LOG_INTERVAL_MS, 10 minutes). */
+  refusalLogIntervalMs?: number | undefined;
 }
 
 const subjectOf = (c: LoadedCertificate) => subjectText(c.x509);
@@ -146,6 +148,7 @@ export class BundleLifecycle {
         allowRootReplacement: this.options.allowRootReplacement ?? false,
         names: { trustDomain: this.options.trustDomain ?? DEFAULT_PROBE_NAMES.trustDomain, servingDns: this.options.servingDns },
         tokenKey: this.options.tokenKey,
+        refusalLogIntervalMs: this.options.refusalLogIntervalMs,
       },
       { onResult: (r) => this.onReload(r) },
     );
@@ -182,12 +185,17 @@ export class BundleLifecycle {
       );
       warnAboutSigner(this.logger, r.bundle, this.options.maxTtlMs, this.options.signerExpiryWarningMs ?? DEFAULTS.signerExpiryWarningMs);
     } else if (r.result === 'failure') {
+      // Every retry is an attempt and counts (SvidCaBundleReloadFailing keeps firing while the files stay broken);
+      // the log line comes once per content and problem, then once per refusalLogIntervalMs.
       this.metrics.bundleReloads.inc({ result: 'failure' });
       const e = r.error;
-      this.logger.error(
-        e instanceof BundleError ? { file: e.file, problem: e.problem } : { err: e.message },
-        'cacerts reload refused; still serving with the current bundle',
-      );
+      const { log, count, firstAt } = r.refusal;
+      if (log) {
+        this.logger.error(
+          { ...(e instanceof BundleError ? { file: e.file, problem: e.problem } : { err: e.message }), ...(count > 1 ? { refusals: count, firstRefusedAt: firstAt.toISOString() } : {}) },
+          'cacerts reload refused; still serving with the current bundle',
+        );
+      }
     }
     this.options.onReload?.(r);
   }

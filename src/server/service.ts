@@ -69,6 +69,8 @@ export interface ServiceOptions {
   jwtIssuersFile?: string | undefined;
   /** issue #18: --jwt-audience, the default audiences of an issuers-file entry (default istio-ca). */
   jwtAudience?: string | undefined;
+  /** Log the same cacerts refusal again at most this often, ms (default 10 minutes; tests shorten it). */
+  refusalLogIntervalMs?: number | undefined;
 }
 
 export interface ConnectionLimits {
