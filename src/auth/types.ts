@@ -6,6 +6,8 @@ export interface CallCredentials {
   clusterId: string[];
   /** DER of the client's TLS certificate, present only when the handshake verified it against the root bundle. */
   peerCertificate?: Buffer | undefined;
+  /** issue #16: the certificates the client presented (leaf first, DER), as the handshake verified them. */
+  peerChain?: Buffer[] | undefined;
 }
 
 /** An authenticated caller. */

@@ -191,7 +191,7 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
   // Fixed order: client certificate, JWT, TokenReview; the first that yields a caller wins.
   const authenticators: Authenticator[] = [];
   let jwt: JwtAuthenticator | undefined;
-  if (options.clientCertAuth) authenticators.push(new ClientCertAuthenticator({ trustDomain: options.trustDomain, maxTtlMs: options.clientCertMaxTtlMs }));
+  if (options.clientCertAuth) authenticators.push(new ClientCertAuthenticator({ trustDomain: options.trustDomain, maxTtlMs: options.clientCertMaxTtlMs, revocation: authority }));
   if (options.jwt) {
     jwt = new JwtAuthenticator({
       ...options.jwt,
@@ -243,6 +243,7 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
       maxCsrBytes: options.maxCsrBytes,
       shuttingDown: () => drain.expired,
       onAuthenticated: (peer) => transport.markAuthenticated(peer),
+      peerChain: (peer) => transport.peerCertificateChain(peer),
     })),
   });
   server.addService(services.health.service, health.handlers);
