@@ -284,7 +284,9 @@ export class TransportGuard {
    * undefined for an unknown peer or one without a certificate.
    */
   peerCertificateChain(peer: string): Buffer[] | undefined {
-    const socket = this.connections.get(peer)?.socket as TLSSocket | undefined;
+    // The HTTP/2 session's socket is the TLS one ('connection' gave the plain TCP socket).
+    const c = this.connections.get(peer);
+    const socket = (c?.session?.socket ?? c?.socket) as TLSSocket | undefined;
     let cert = socket?.getPeerCertificate?.(true);
     const chain: Buffer[] = [];
     while (cert?.raw && !chain.some((c) => c.equals(cert!.raw)) && chain.length < 10) {
