@@ -12,6 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { opensslCa, opensslCrlVerdict, probeLeaves, STDEXT } from './helpers/openssl-ca.js';
 import { removeDir, tempDir } from './helpers/pki.js';
 import { createTestIssuer } from './helpers/server.js';
+import { createSoftHsm, SOFTHSM_MODULE } from './helpers/softhsm.js';
 import { freePort, startCli, waitForStatus } from './helpers/process.js';
 
 const work = tempDir('svid-ca-crl-cli-');
@@ -109,7 +110,7 @@ describe('svid-ca cacerts crl', () => {
     expect(svidCa('cacerts', 'verify', cacerts).status).toBe(1);
     writeFileSync(crlFile, '');
     expect(svidCa('cacerts', 'verify', cacerts).status).toBe(0);
-  });
+  }, 180_000);
 
   it('signs with the key of an issuer folder in the Kubernetes TLS layout, and refuses a folder without a CA', () => {
     const dir = join(work, 'tls');
@@ -127,5 +128,23 @@ describe('svid-ca cacerts crl', () => {
     expect(none.status).toBe(2);
     expect(none.stderr).toContain('holds no CA to sign with');
     expect(svidCa('cacerts', 'crl', '--issuer', dir, '--out', join(work, 'y.pem'), '--reason', 'because').stderr).toContain('--reason: invalid value "because"');
-  });
+  }, 90_000);
+
+  it('signs with an intermediate key held in a PKCS#11 token (SoftHSM2): --signing-key, the folder holding the certificates only', () => {
+    const dir = join(work, 'token');
+    const hsm = createSoftHsm(dir);
+    const run = (...args: string[]) => spawnSync(process.execPath, ['dist/cli.js', 'cacerts', ...args], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, ...hsm.env } });
+    const token = ['--pkcs11-module', SOFTHSM_MODULE, '--pkcs11-pin-file', hsm.pinFile];
+    const uri = 'pkcs11:token=svid-ca;object=intermediate-crl;id=%07';
+    expect(run('init-root', '--out', join(dir, 'root')).status).toBe(0);
+    expect(run('init-intermediate', '--key-uri', uri, ...token, '--root', join(dir, 'root'), '--out', join(dir, 'cacerts')).status).toBe(0);
+    const crlFile = join(dir, 'cacerts', 'ca-crl.pem');
+    const made = run('crl', '--issuer', join(dir, 'cacerts'), '--out', crlFile, '--signing-key', uri, ...token);
+    expect(made.stdout + made.stderr).toContain('number 1');
+    expect(made.status).toBe(0);
+    expect(openssl('crl', '-verify', '-in', crlFile, '-CAfile', join(dir, 'cacerts', 'ca-cert.pem'), '-noout')).toMatch(/^verify OK/m);
+    const verified = run('verify', join(dir, 'cacerts'), '--signing-key', uri, ...token);
+    expect(verified.status).toBe(0);
+    expect(verified.stdout).toMatch(/crl +issuer O=svid-ca, CN=svid-ca intermediate cluster1, number 1/);
+  }, 90_000);
 });

@@ -44,10 +44,11 @@ export const CRL_FLAGS: FlagSpec[] = [
 
 /** The issuer folder's certificate and, unless the key is on a token, its key file: root, Istio or TLS layout. */
 function issuerFiles(dir: string, onToken: boolean): { certFile: string; keyFile: string | undefined } {
+  // The signing certificate first: a cacerts folder holds root-cert.pem too (the root bundle, not its issuer).
   const layouts: [string, string][] = [
-    ['root-cert.pem', 'root-key.pem'],
     [ISTIO_FILES.cert, ISTIO_FILES.key],
     [TLS_FILES.cert, TLS_FILES.key],
+    ['root-cert.pem', 'root-key.pem'],
   ];
   for (const [cert, key] of layouts) {
     if (!existsSync(join(dir, cert))) continue;
