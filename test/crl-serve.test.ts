@@ -70,6 +70,7 @@ describe('ca-crl.pem on a running server', () => {
     const next = Number(new RegExp(`svid_ca_crl_next_update_timestamp_seconds\\{${issuerLabel(root)}\\} (\\d+)`).exec(added)![1]);
     expect(next).toBeGreaterThan(Date.now() / 1000 + 29 * 86400);
     expect(added).toMatch(new RegExp(`svid_ca_crl_this_update_timestamp_seconds\\{${issuerLabel(root)}\\} \\d+`));
+    expect(server.logs.records().filter((r) => r.msg === 'signing bundle reloaded').at(-1)!.crls).toEqual(['CRL (issuer "O=svid-ca test, CN=crl root", number 1)']);
 
     // Changed: the root's CRL now revokes two certificates, and intermediate A has a CRL of its own.
     const crl2 = opensslCrl(work, root, [retired.cert, intB.cert], { number: 2 }) + opensslCrl(work, intA, [], { number: 1 });

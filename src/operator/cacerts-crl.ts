@@ -59,11 +59,20 @@ function issuerFiles(dir: string, onToken: boolean): { certFile: string; keyFile
   throw new ConfigError(`--issuer: ${dir} holds no CA to sign with (want ${want}; with the key on a token add --signing-key)`);
 }
 
+/** `parse` of the file's text; a file that cannot be read or parsed is a ConfigError naming it (exit 2). */
+function readable<T>(file: string, parse: (text: string) => T): T {
+  try {
+    return parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new ConfigError(`--issuer: ${file} cannot be read as PEM (${(err as Error).message})`);
+  }
+}
+
 /** The certificate of the issuer (first of its file) and the Signer: its key file, or its key on a token. */
 function issuerSigner(dir: string, values: Map<string, unknown>): { cert: X509Certificate; signer: Signer; close(): void } {
   const uri = values.get('signing-key') as string | undefined;
   const { certFile, keyFile } = issuerFiles(dir, uri !== undefined);
-  const cert = new X509Certificate(readFileSync(certFile));
+  const cert = readable(certFile, (text) => new X509Certificate(text));
   const subjectDer = inspectCertificate(Buffer.from(cert.raw)).subjectDer;
   if (uri !== undefined) {
     const source: Pkcs11SigningKeySource = tokenSource(uri, values);
@@ -75,7 +84,7 @@ function issuerSigner(dir: string, values: Map<string, unknown>): { cert: X509Ce
       throw err;
     }
   }
-  const privateKey = createPrivateKey(readFileSync(keyFile!));
+  const privateKey = readable(keyFile!, (text) => createPrivateKey(text));
   const algorithm = signatureAlgorithmForKey(privateKey);
   if (!algorithm) throw new ConfigError(`--issuer: ${keyFile} is not an EC P-256/P-384/P-521 or RSA key`);
   if (!cert.checkPrivateKey(privateKey)) throw new ConfigError(`--issuer: ${keyFile} does not match ${certFile}`);

@@ -288,7 +288,7 @@ function planRotation(argv: string[], out: Out): number {
   out(`roots next: ${newB.roots.map(named).join('; ')}`);
   // issue #16: the CRLs of both folders, and whether the next one revokes the current intermediate.
   for (const [when, b] of [['now', oldB], ['next', newB]] as const) {
-    out(`CRLs ${when}: ${b.crls.length === 0 ? 'none' : ''}`);
+    out(`CRLs ${when}:${b.crls.length === 0 ? ' none' : ''}`);
     for (const crl of b.crls) for (const line of describeCrl(crl, new Date())) out(line);
   }
   const revokedNow = revocationOf(oldB.signingCert.x509, newB.crls);

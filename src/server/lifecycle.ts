@@ -188,7 +188,7 @@ export class BundleLifecycle {
     if (r.result === 'success') {
       this.metrics.bundleReloads.inc({ result: 'success' });
       this.logger.info(
-        { cacerts: this.options.cacerts, signer: subjectOf(r.bundle.signingCert), signerSki: r.bundle.signingCert.facts.subjectKeyId?.toString('hex'), signerNotAfter: r.bundle.notAfter.toISOString(), rootsAdded: r.roots.added, rootsRemoved: r.roots.removed },
+        { cacerts: this.options.cacerts, signer: subjectOf(r.bundle.signingCert), signerSki: r.bundle.signingCert.facts.subjectKeyId?.toString('hex'), signerNotAfter: r.bundle.notAfter.toISOString(), rootsAdded: r.roots.added, rootsRemoved: r.roots.removed, crls: r.bundle.crls.map(crlLabel) },
         'signing bundle reloaded',
       );
       warnAboutSigner(this.logger, r.bundle, this.options.maxTtlMs, this.options.signerExpiryWarningMs ?? DEFAULTS.signerExpiryWarningMs);
