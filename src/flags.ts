@@ -90,7 +90,8 @@ export function parseFlags(
   try {
     parsed = parseArgs({
       args: [...argv],
-      options: Object.fromEntries(specs.map((s) => [s.name, { type: s.kind === 'boolean' ? 'boolean' : 'string' }])),
+      // A list flag may also be repeated (`--revoke a.pem --revoke b.pem`): the values join as if comma-separated.
+      options: Object.fromEntries(specs.map((s) => [s.name, { type: s.kind === 'boolean' ? 'boolean' : 'string', multiple: s.kind === 'list' }])),
       strict: true,
       allowPositionals: options.allowPositionals ?? false,
     });

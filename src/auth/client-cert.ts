@@ -1,4 +1,5 @@
 import { X509Certificate } from 'node:crypto';
+import type { Authority } from '../ca/index.js';
 import { inspectCertificate } from '../pki/index.js';
 import { parseWorkloadSpiffeId } from './impersonation.js';
 import { AuthError, type Authenticator, type CallCredentials, type Caller } from './types.js';
@@ -8,6 +9,8 @@ export interface ClientCertAuthenticatorOptions {
   /** --client-cert-max-ttl, ms: the longest lifetime a renewal by certificate alone gets. */
   maxTtlMs?: number | undefined;
   clock?: () => Date;
+  /** issue #16: the CRLs of the current bundle, through the authority's public face. */
+  revocation?: Pick<Authority, 'revokedIn'> | undefined;
 }
 
 /** Default --client-cert-max-ttl: Istio's default workload lifetime. */
@@ -53,6 +56,9 @@ export class ClientCertAuthenticator implements Authenticator {
     if (!id || id.trustDomain !== this.options.trustDomain) {
       return reject(`its URI SAN is not a SPIFFE ID of trust domain ${this.options.trustDomain} (spiffe://${this.options.trustDomain}/ns/<ns>/sa/<sa>)`);
     }
+    // issue #16: a certificate of the presented chain revoked by the CRL of its issuer (ca-crl.pem).
+    const revoked = this.options.revocation?.revokedIn(creds.peerChain ?? [der]);
+    if (revoked) return reject(`its chain holds a revoked certificate: ${revoked}`);
     // A renewal on this certificate alone ends with it (as istio-csr bounds it), and --client-cert-max-ttl from now.
     const notAfter = new Date(cert.validTo);
     const capped = new Date(now.getTime() + (this.options.maxTtlMs ?? DEFAULT_CLIENT_CERT_MAX_TTL_MS));

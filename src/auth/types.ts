@@ -8,6 +8,8 @@ export interface CallCredentials {
   peerCertificate?: Buffer | undefined;
   /** issue #18: the cluster the call was routed to (authenticateCall sets it when several clusters are configured). */
   cluster?: string | undefined;
+  /** issue #16: the certificates the client presented (leaf first, DER), as the handshake verified them. */
+  peerChain?: Buffer[] | undefined;
 }
 
 /** An authenticated caller. */

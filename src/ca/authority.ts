@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import {
   encodePem,
@@ -8,6 +9,8 @@ import {
   signCertificate,
   spkiDer,
   WorkloadLeafEncoder,
+  describeRevocation,
+  revocationOf,
   type FastLeafFields,
   type ParsedCsr,
   type SigningBundle,
@@ -139,6 +142,27 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
       );
     }
     return bundle;
+  }
+
+  /**
+   * issue #16: why `chainDer` (DER certificates, leaf first, as a client presented them) is revoked
+   * by the current bundle's CRLs (RFC 5280 5: a serial on the CRL of the certificate's issuer), or
+   * undefined when none is. An unparsable certificate is not judged here (the caller refuses it).
+   */
+  revokedIn(chainDer: readonly Buffer[]): string | undefined {
+    const crls = this.#bundle.crls;
+    if (crls.length === 0) return undefined;
+    for (const der of chainDer) {
+      let cert: X509Certificate;
+      try {
+        cert = new X509Certificate(der);
+      } catch {
+        continue;
+      }
+      const hit = revocationOf(cert, crls);
+      if (hit) return describeRevocation(cert, hit);
+    }
+    return undefined;
   }
 
   /**

@@ -7,13 +7,11 @@ import type { Pkcs11SigningKeySource } from './pkcs11/index.js';
 /** The two layouts Istio accepts in a cacerts folder. Kubernetes TLS wins when tls.crt exists, as in istiod. */
 export const ISTIO_FILES = { cert: 'ca-cert.pem', key: 'ca-key.pem', chain: 'cert-chain.pem', root: 'root-cert.pem' } as const;
 export const TLS_FILES = { cert: 'tls.crt', key: 'tls.key', root: 'ca.crt' } as const;
-/** The Istio layout's optional CRL file (issue #16); the Kubernetes TLS layout has none, as in istiod. */
+/** Optional in the Istio layout, as istiod reads it (issue #16); the Kubernetes TLS layout has no CRL file. */
 export const CRL_FILE = 'ca-crl.pem';
 
-/** ca-crl.pem when the Istio-layout folder holds one; undefined when it does not. */
-function readOptionalCrl(dir: string): NamedText | undefined {
-  return existsSync(join(dir, CRL_FILE)) ? read(dir, CRL_FILE) : undefined;
-}
+/** ca-crl.pem when the folder holds it (a symlink left dangling by a `..data` swap counts as absent). */
+const optionalCrl = (dir: string): NamedText | undefined => (existsSync(join(dir, CRL_FILE)) ? read(dir, CRL_FILE) : undefined);
 
 function read(dir: string, file: string): NamedText {
   const path = join(dir, file);
@@ -44,7 +42,7 @@ export function readCacertsFiles(dir: string, keyOnToken?: string): BundleFiles 
     signingKey: read(dir, ISTIO_FILES.key),
     chain: [read(dir, ISTIO_FILES.chain)],
     roots: read(dir, ISTIO_FILES.root),
-    crl: readOptionalCrl(dir),
+    crl: optionalCrl(dir),
   };
 }
 
@@ -65,7 +63,7 @@ function readCertificateFiles(dir: string, keyRef: string): BundleFiles {
     const roots = read(dir, TLS_FILES.root);
     return { layout: 'kubernetes-tls', signingCert: cert, signingKey: noKey, chain: [cert, roots], roots };
   }
-  return { layout: 'istio', signingCert: read(dir, ISTIO_FILES.cert), signingKey: noKey, chain: [read(dir, ISTIO_FILES.chain)], roots: read(dir, ISTIO_FILES.root), crl: readOptionalCrl(dir) };
+  return { layout: 'istio', signingCert: read(dir, ISTIO_FILES.cert), signingKey: noKey, chain: [read(dir, ISTIO_FILES.chain)], roots: read(dir, ISTIO_FILES.root), crl: optionalCrl(dir) };
 }
 
 /** The first certificate of the signing-certificate file (the one the key must match). */

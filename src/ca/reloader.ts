@@ -102,6 +102,7 @@ export class CacertsReloader {
       const h = createHash('sha256').update(files.layout);
       // A changed --signing-key-file is a change too.
       if (this.options.tokenKey) h.update(this.options.tokenKey.uriText()).update('\0');
+      // ca-crl.pem (issue #16): added, changed or removed is a change like any other file's.
       for (const f of [files.signingCert, files.signingKey, ...files.chain, files.roots, ...(files.crl ? [files.crl] : [])]) h.update(f.name).update('\0').update(f.text).update('\0');
       return h.digest('hex');
     } catch (err) {

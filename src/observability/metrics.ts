@@ -55,6 +55,10 @@ export class CaMetrics {
   readonly jwtIssuersReloads: Counter<'result'>;
   /** issue #18: loads of --remote-kubeconfig-dir files by result. */
   readonly remoteKubeconfigReloads: Counter<'result'>;
+  // issue #16: the CRLs of ca-crl.pem, one series per issuer, replaced at each accepted load
+  readonly crlNextUpdate: Gauge<'issuer'>;
+  readonly crlThisUpdate: Gauge<'issuer'>;
+  readonly crlRevoked: Gauge<'issuer'>;
   private rootExpiry: number | undefined;
   private signer: { notAfterMs: number; maxTtlMs: number } | undefined;
   private chainExpiry: number | undefined;
@@ -226,6 +230,28 @@ export class CaMetrics {
       labelNames: ['result'],
       registers,
     });
+    // issue #16: per-server (the primary owns the bundle with --workers); a CRL without nextUpdate has no nextUpdate series.
+    this.crlNextUpdate = new Gauge({
+      aggregator: 'first',
+      name: 'svid_ca_crl_next_update_timestamp_seconds',
+      help: 'Unix time of the nextUpdate of each CRL of ca-crl.pem, by issuer (subject of the CA that signed it); past it the CRL is stale (still used).',
+      labelNames: ['issuer'],
+      registers,
+    });
+    this.crlThisUpdate = new Gauge({
+      aggregator: 'first',
+      name: 'svid_ca_crl_this_update_timestamp_seconds',
+      help: 'Unix time of the thisUpdate of each CRL of ca-crl.pem, by issuer.',
+      labelNames: ['issuer'],
+      registers,
+    });
+    this.crlRevoked = new Gauge({
+      aggregator: 'first',
+      name: 'svid_ca_crl_revoked_certificates',
+      help: 'Number of revoked certificates each CRL of ca-crl.pem lists, by issuer.',
+      labelNames: ['issuer'],
+      registers,
+    });
     for (const outcome of ['issued', 'unauthenticated', 'permission_denied', 'invalid_csr', 'invalid_ttl', 'unavailable', 'overloaded', 'internal']) {
       this.requests.inc({ outcome }, 0);
     }
@@ -247,6 +273,20 @@ export class CaMetrics {
     for (const c of [...certs, ...serving]) this.setExpiry(c);
     this.rootExpiry = firstRoot ? firstRoot.getTime() / 1000 : undefined;
     this.chainExpiry = firstChain ? firstChain.getTime() / 1000 : undefined;
+  }
+
+  /**
+   * The CRLs of the bundle just accepted (issue #16): series of CRLs no longer in ca-crl.pem go,
+   * so a removed CRL's series disappear at the reload that removes it.
+   */
+  setCrls(crls: { issuer: string; thisUpdate: Date; nextUpdate: Date | undefined; revoked: number }[]): void {
+    for (const g of [this.crlNextUpdate, this.crlThisUpdate, this.crlRevoked]) g.reset();
+    for (const c of crls) {
+      const labels = { issuer: c.issuer };
+      this.crlThisUpdate.set(labels, c.thisUpdate.getTime() / 1000);
+      this.crlRevoked.set(labels, c.revoked);
+      if (c.nextUpdate) this.crlNextUpdate.set(labels, c.nextUpdate.getTime() / 1000);
+    }
   }
 
   /** The signer whose expiry svid_ca_signer_expires_before_max_ttl compares with the max TTL. */
@@ -282,6 +322,9 @@ export const PER_SERVER_METRICS: readonly string[] = [
   'svid_ca_bundle_last_reload_timestamp_seconds',
   'svid_ca_signer_expires_before_max_ttl',
   'svid_ca_cert_expiry_timestamp_seconds',
+  'svid_ca_crl_next_update_timestamp_seconds',
+  'svid_ca_crl_this_update_timestamp_seconds',
+  'svid_ca_crl_revoked_certificates',
 ];
 
 /** Leaves in `metrics.registry` only the per-server metrics (the primary's) or only the others (a worker's). */

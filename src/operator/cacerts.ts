@@ -4,10 +4,11 @@ import { X509Certificate } from 'node:crypto';
 import { bundleFromFiles, createIntermediateCa, createRootCa, loadCacerts, readCacertsFiles, compareRoots, DEFAULT_PROBE_NAMES, ISTIO_FILES } from '../ca/index.js';
 import { formatGoDuration } from '../duration.js';
 import { ConfigError, flagHelp, parseFlags, type FlagSpec } from '../flags.js';
-import { BundleError, decodePem, encodePem, inspectCertificate, KEY_SPECS, subjectText, type KeySpec, type LoadedCertificate, type ProbeNames, type SigningBundle } from '../pki/index.js';
+import { BundleError, decodePem, describeRevocation, encodePem, inspectCertificate, revocationOf, KEY_SPECS, subjectText, type KeySpec, type LoadedCertificate, type ProbeNames, type SigningBundle } from '../pki/index.js';
 import { refuseOverwrite, writeFolder, type OverwritePolicy } from './safe-write.js';
 import { hasFlag, initIntermediateOnToken, INIT_INTERMEDIATE_TOKEN_FLAGS, verifyOnToken, VERIFY_TOKEN_FLAGS } from './cacerts-token.js';
 import type { Pkcs11SigningKeySource } from '../ca/index.js';
+import { crlCommand, CRL_FLAGS, describeCrl } from './cacerts-crl.js';
 
 /** Operator commands for building and rotating cacerts folders, so nobody writes openssl by hand. */
 export const CACERTS_USAGE = `svid-ca cacerts: build, check and rotate cacerts folders
@@ -19,6 +20,7 @@ export const CACERTS_USAGE = `svid-ca cacerts: build, check and rotate cacerts f
   svid-ca cacerts verify DIR --signing-key URI --pkcs11-module SO --pkcs11-pin-file F [--at TIME] [--trust-domain TD] [--serving-dns NAMES]
   svid-ca cacerts bundle OLD_DIR NEW_DIR --out DIR --signer old|new [--trust-domain TD] [--serving-dns NAMES]
   svid-ca cacerts plan-rotation OLD_DIR NEW_DIR [--max-ttl DUR]
+  svid-ca cacerts crl --issuer DIR --out FILE [--revoke CERT.pem ...] [--reason REASON] [--unrevoke SERIAL ...] [--next-update DUR]
 
 Nothing is overwritten: a folder that already holds a file to be written is refused unless --force,
 and a private key is never replaced unless --force-key. svid-ca cacerts COMMAND --help: its flags.
@@ -150,7 +152,9 @@ function initIntermediate(argv: string[], out: Out): number {
  * kubectl apply -f -`), so it also works when the Secret exists, as it does during a rotation.
  */
 function applySecretCommand(dir: string, multiline = false): string {
-  const files = ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem'].map((f) => `--from-file=${join(dir, f)}`);
+  // issue #16: a folder with ca-crl.pem loads it too (dropping it from the Secret is how a CRL is cleared).
+  const names = ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem', ...(existsSync(join(dir, 'ca-crl.pem')) ? ['ca-crl.pem'] : [])];
+  const files = names.map((f) => `--from-file=${join(dir, f)}`);
   const parts = ['kubectl create secret generic cacerts -n istio-system', files.slice(0, 2).join(' '), files.slice(2).join(' '), '--dry-run=client -o yaml | kubectl apply -f -'];
   return multiline ? `  ${parts.join(' \\\n    ')}` : parts.join(' ');
 }
@@ -169,6 +173,8 @@ function printBundle(b: SigningBundle, at: Date, out: Out): void {
   out(describeCert('signer', b.signingCert, at));
   for (const c of b.path.slice(1, -1)) out(describeCert('intermediate', c, at));
   for (const r of b.roots) out(describeCert('root', r, at));
+  // issue #16: the CRLs of ca-crl.pem (issuer, number, this/next update, revoked serials).
+  for (const crl of b.crls) for (const line of describeCrl(crl, at)) out(line);
 }
 
 
@@ -285,6 +291,13 @@ function planRotation(argv: string[], out: Out): number {
   out(`next:    ${named(newB.signingCert)} (expires ${newB.notAfter.toISOString()})`);
   out(`roots now:  ${oldB.roots.map(named).join('; ')}`);
   out(`roots next: ${newB.roots.map(named).join('; ')}`);
+  // issue #16: the CRLs of both folders, and whether the next one revokes the current intermediate.
+  for (const [when, b] of [['now', oldB], ['next', newB]] as const) {
+    out(`CRLs ${when}:${b.crls.length === 0 ? ' none' : ''}`);
+    for (const crl of b.crls) for (const line of describeCrl(crl, new Date())) out(line);
+  }
+  const revokedNow = revocationOf(oldB.signingCert.x509, newB.crls);
+  if (revokedNow) out(`note: the next CRL revokes the current signer (${describeRevocation(oldB.signingCert.x509, revokedNow)}): clients that check CRLs refuse leaves issued under it once the CRL is published`);
   if (roots.shared > 0 && roots.added.length === 0) {
     out('\nThe roots do not change: this is an intermediate rotation, one step.');
     out(`1. ${applySecretCommand(newDir)}`);
@@ -323,6 +336,7 @@ export const CACERTS_COMMANDS: Record<string, { summary: string; usage: string; 
   verify: { summary: 'check a cacerts folder exactly as serve does', usage: 'DIR', flags: withTokenFlags(VERIFY_FLAGS, VERIFY_TOKEN_FLAGS), run: verify },
   bundle: { summary: 'write a root-rotation transition folder (both roots, one intermediate)', usage: 'OLD_DIR NEW_DIR --out DIR --signer old|new', flags: BUNDLE_FLAGS, run: bundle },
   'plan-rotation': { summary: 'print the ordered rotation steps from one cacerts folder to another', usage: 'OLD_DIR NEW_DIR', flags: PLAN_ROTATION_FLAGS, run: planRotation },
+  crl: { summary: 'make or renew the CRL of a root or intermediate (ca-crl.pem), signed with its key', usage: '--issuer DIR --out FILE [--revoke CERT.pem ...]', flags: CRL_FLAGS, run: crlCommand },
 };
 
 /** Each `svid-ca cacerts` subcommand's flags, for generated documentation (scripts/docs-config.mjs). */

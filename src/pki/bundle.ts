@@ -1,5 +1,6 @@
 import { createPrivateKey, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
 import type { ExternalKey, Signer } from './certificate.js';
+import { checkPathsNotRevoked, loadCrls, type LoadedCrl } from './crl.js';
 import { BundleError } from './errors.js';
 import { inspectCertificate, type CertificateFacts } from './inspect.js';
 import { signatureAlgorithmForKey, spkiDer, describeKey, keyLabel } from './keys.js';
@@ -22,7 +23,7 @@ export interface BundleFiles {
   signingKey: NamedText;
   chain: NamedText[];
   roots: NamedText;
-  /** ca-crl.pem of the Istio layout, when the folder has one (issue #16); read verbatim. */
+  /** ca-crl.pem of the Istio layout when the folder has one (issue #16); the Kubernetes TLS layout has none. */
   crl?: NamedText | undefined;
 }
 
@@ -44,6 +45,8 @@ export interface SigningBundle {
   rootsPem: string;
   /** ca-crl.pem verbatim ('' when the folder has none; issue #16). */
   crlPem: string;
+  /** The CRLs of ca-crl.pem, each checked against the certificate that signed it (issue #16). */
+  crls: LoadedCrl[];
   roots: LoadedCertificate[];
   /** signing certificate -> ... -> root, as verified. */
   path: LoadedCertificate[];
@@ -131,7 +134,7 @@ const unique = (certs: LoadedCertificate[]) => certs.filter((c, i) => certs.find
 /**
  * Parses and checks a cacerts bundle exactly as `serve` needs it: the key matches the signing
  * certificate, which chains through the chain files to one or more roots of the root bundle; each
- * such path is unexpired and validates, for a probe SVID of `names.trustDomain` and a probe serving
+ * such path is unexpired, revoked by no CRL of `files.crl` (crl.ts: each CRL verified first) and validates, for a probe SVID of `names.trustDomain` and a probe serving
  * certificate for `names.servingDns`, as RFC 5280 clients validate it (path-validation.ts).
  * Throws BundleError naming the file and the problem (for path rules: the certificate, its SKI,
  * the rule and the fix).
@@ -171,6 +174,9 @@ export function verifySigningBundle(files: BundleFiles, now: Date, names: ProbeN
     : { subjectDer: signingCert.facts.subjectDer, privateKey, algorithm };
   const validity = validateIssuancePaths(located, signer, names, now);
   const path = paths[0]!;
+  // issue #16: checked last, so that a refusal here means every certificate check above passed.
+  const crls = files.crl ? loadCrls(files.crl, unique([...signingFileCerts, ...chainCerts, ...roots]), now) : [];
+  if (files.crl) checkPathsNotRevoked(files.crl.name, paths, crls);
 
   for (const c of unique(paths.flat())) {
     if (c.facts.hasNameConstraints) {
@@ -201,7 +207,8 @@ export function verifySigningBundle(files: BundleFiles, now: Date, names: ProbeN
     chainPems,
     chainCerts,
     rootsPem: files.roots.text.replace(/^\n+/, '').replace(/\n*$/, '\n'),
-    crlPem: files.crl?.text ?? '',
+    crlPem: crls.length > 0 ? files.crl!.text : '',
+    crls,
     roots,
     path,
     notAfter: new Date(signingCert.x509.validTo),

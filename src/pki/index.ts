@@ -36,5 +36,6 @@ export {
   type ExternalSigningKey,
   type LoadedCertificate,
 } from './bundle.js';
+export { loadCrls, signCrl, revocationOf, describeRevocation, crlLabel, serialHexOf, CRL_REASONS, type LoadedCrl, type RevokedEntry, type CrlReason, type CrlTemplate } from './crl.js';
 export { issuedBy, subjectText, verifyCertificateChain } from './verify.js';
 export { validateIssuancePaths, certificateLabel, probeSpiffeId, type ProbeNames, type PathValidity, type PathCertificate } from './path-validation.js';

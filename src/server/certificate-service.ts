@@ -34,6 +34,8 @@ export interface CertificateServiceDeps {
    * series keep only `outcome`.
    */
   clusterLabel?: ((clusterIdHeader: string[]) => string) | undefined;
+  /** issue #16: the certificates the client presented on connection `peer`, leaf first (for the CRL check of --client-cert-auth). */
+  peerChain?: ((peer: string) => Buffer[] | undefined) | undefined;
 }
 
 /** Default --max-csr-bytes: an RSA-8192 CSR with eight long SANs fits; 3,300 empty extensions do not. */
@@ -177,7 +179,7 @@ export function createCertificateHandler(deps: CertificateServiceDeps): grpc.han
       } catch {
         ctx.requestedTtl = undefined;
       }
-      const creds = { authorization, clusterId: clusterIds, peerCertificate };
+      const creds = { authorization, clusterId: clusterIds, peerCertificate, peerChain: peerCertificate ? deps.peerChain?.(call.getPeer()) : undefined };
       const caller = await authenticateCall(deps.authenticators, creds, deps.authOptions);
       ctx.caller = caller;
       const metadata = readRequestMetadata(call.request.metadata);

@@ -1,7 +1,7 @@
 import { formatGoDuration } from '../duration.js';
-import { CacertsReloader, DEFAULT_PROBE_NAMES, SelfSignedRoot, ServingCertificateManager, type Authority, type Grace, type Pkcs11SigningKeySource, type ReloadResult } from '../ca/index.js';
+import { CacertsReloader, CRL_FILE, DEFAULT_PROBE_NAMES, SelfSignedRoot, ServingCertificateManager, type Authority, type Grace, type Pkcs11SigningKeySource, type ReloadResult } from '../ca/index.js';
 import type { CaMetrics, Logger, TrackedCertificate } from '../observability/index.js';
-import { BundleError, subjectText, type LoadedCertificate, type SigningBundle } from '../pki/index.js';
+import { BundleError, crlLabel, subjectText, type LoadedCertificate, type SigningBundle } from '../pki/index.js';
 import type { ServingTls } from './tls.js';
 
 export interface LifecycleOptions {
@@ -56,6 +56,7 @@ export function recordBundleMetrics(metrics: CaMetrics, bundle: SigningBundle, m
     firstChain ? new Date(firstChain.x509.validTo) : undefined,
   );
   metrics.setSigner(bundle.notAfter, maxTtlMs);
+  metrics.setCrls(bundle.crls.map((c) => ({ issuer: c.issuer, thisUpdate: c.thisUpdate, nextUpdate: c.nextUpdate, revoked: c.revoked.length })));
 }
 
 /** The bundle as the 'signing bundle loaded' line shows it. */
@@ -68,6 +69,7 @@ export function describeBundle(bundle: SigningBundle) {
     algorithm: bundle.signer.algorithm.name,
     roots: bundle.roots.map(subjectOf),
     chainLength: bundle.chainPems.length,
+    crls: bundle.crls.length > 0 ? bundle.crls.map(crlLabel) : undefined,
   };
 }
 
@@ -89,6 +91,15 @@ export function warnAboutSigner(logger: Logger, bundle: SigningBundle, maxTtlMs:
     );
   }
   for (const w of bundle.warnings) logger.warn({}, w);
+  // issue #16: a stale CRL is still used and published; clients decide what a stale CRL means.
+  for (const crl of bundle.crls) {
+    if (crl.nextUpdate && crl.nextUpdate.getTime() <= now) {
+      logger.warn(
+        { crl: crlLabel(crl), issuer: crl.issuer, number: crl.number, nextUpdate: crl.nextUpdate.toISOString() },
+        'a CRL of ca-crl.pem is past its nextUpdate: it is still used and published, but clients may treat it as stale; renew it (svid-ca cacerts crl) and apply it',
+      );
+    }
+  }
 }
 
 /**
@@ -180,7 +191,7 @@ export class BundleLifecycle {
     if (r.result === 'success') {
       this.metrics.bundleReloads.inc({ result: 'success' });
       this.logger.info(
-        { cacerts: this.options.cacerts, signer: subjectOf(r.bundle.signingCert), signerSki: r.bundle.signingCert.facts.subjectKeyId?.toString('hex'), signerNotAfter: r.bundle.notAfter.toISOString(), rootsAdded: r.roots.added, rootsRemoved: r.roots.removed },
+        { cacerts: this.options.cacerts, signer: subjectOf(r.bundle.signingCert), signerSki: r.bundle.signingCert.facts.subjectKeyId?.toString('hex'), signerNotAfter: r.bundle.notAfter.toISOString(), rootsAdded: r.roots.added, rootsRemoved: r.roots.removed, crls: r.bundle.crls.map(crlLabel) },
         'signing bundle reloaded',
       );
       warnAboutSigner(this.logger, r.bundle, this.options.maxTtlMs, this.options.signerExpiryWarningMs ?? DEFAULTS.signerExpiryWarningMs);
@@ -192,7 +203,10 @@ export class BundleLifecycle {
       const { log, count, firstAt } = r.refusal;
       if (log) {
         this.logger.error(
-          { ...(e instanceof BundleError ? { file: e.file, problem: e.problem } : { err: e.message }), ...(count > 1 ? { refusals: count, firstRefusedAt: firstAt.toISOString() } : {}) },
+          {
+            // issue #16: a CRL problem says so (`crl: true`, the file is ca-crl.pem), apart from certificate problems.
+            ...(e instanceof BundleError ? { file: e.file, problem: e.problem, crl: e.file.endsWith(CRL_FILE) || undefined } : { err: e.message }),
+            ...(count > 1 ? { refusals: count, firstRefusedAt: firstAt.toISOString() } : {}) },
           'cacerts reload refused; still serving with the current bundle',
         );
       }

@@ -202,7 +202,7 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
 
   // Fixed order: client certificate, JWT, TokenReview; the first that yields a caller wins.
   const authenticators: Authenticator[] = [];
-  if (options.clientCertAuth) authenticators.push(new ClientCertAuthenticator({ trustDomain: options.trustDomain, maxTtlMs: options.clientCertMaxTtlMs }));
+  if (options.clientCertAuth) authenticators.push(new ClientCertAuthenticator({ trustDomain: options.trustDomain, maxTtlMs: options.clientCertMaxTtlMs, revocation: authority }));
   // issue #18: the token issuers (one per cluster) and the API server of each cluster.
   const clusters: Clusters = buildClusters(options, kube, metrics, logger, (reload) => reportJwksReload(reload, metrics, logger));
   if (clusters.jwt) authenticators.push(clusters.jwt);
@@ -255,6 +255,7 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
       maxCsrBytes: options.maxCsrBytes,
       shuttingDown: () => drain.expired,
       onAuthenticated: (peer) => transport.markAuthenticated(peer),
+      peerChain: (peer) => transport.peerCertificateChain(peer),
     })),
   });
   server.addService(services.health.service, health.handlers);

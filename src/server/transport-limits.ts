@@ -278,6 +278,24 @@ export class TransportGuard {
     }
   }
 
+  /**
+   * The certificates the client of connection `peer` (call.getPeer()) presented and the handshake
+   * verified, leaf first (issue #16: client-certificate renewal checks each against the CRLs);
+   * undefined for an unknown peer or one without a certificate.
+   */
+  peerCertificateChain(peer: string): Buffer[] | undefined {
+    // The HTTP/2 session's socket is the TLS one ('connection' gave the plain TCP socket).
+    const c = this.connections.get(peer);
+    const socket = (c?.session?.socket ?? c?.socket) as TLSSocket | undefined;
+    let cert = socket?.getPeerCertificate?.(true);
+    const chain: Buffer[] = [];
+    while (cert?.raw && !chain.some((c) => c.equals(cert!.raw)) && chain.length < 10) {
+      chain.push(cert.raw);
+      cert = cert.issuerCertificate;
+    }
+    return chain.length > 0 ? chain : undefined;
+  }
+
   /** Whether a call on `peer` has authenticated on that connection before (tests, diagnostics). */
   isAuthenticated(peer: string): boolean {
     return this.connections.get(peer)?.authenticated === true;

@@ -3,7 +3,7 @@
  * which points at a timestamped folder; an update writes a new folder and swaps `..data` atomically,
  * exactly as the kubelet's AtomicWriter does.
  */
-import { mkdirSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 let counter = 0;
@@ -33,6 +33,10 @@ export class SecretVolume {
       } catch {
         // already linked through ..data
       }
+    }
+    // A file the new content lacks loses its link too, as the kubelet removes it (issue #16: a removed ca-crl.pem).
+    for (const name of readdirSync(this.dir)) {
+      if (!name.startsWith('..') && !(name in files) && lstatSync(join(this.dir, name)).isSymbolicLink()) unlinkSync(join(this.dir, name));
     }
     if (old) rmSync(join(this.dir, old), { recursive: true, force: true });
   }

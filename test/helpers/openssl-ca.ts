@@ -109,3 +109,73 @@ export function opensslVerdict(signer: TestCa, untrusted: string[], rootsPem: st
 }
 
 export { tempDir };
+
+/** OpenSSL's time form for `openssl ca` (-crl_lastupdate, index.txt): YYMMDDHHMMSSZ, or YYYYMMDDHHMMSSZ from 2050. */
+const caTime = (d: Date) => d.toISOString().replace(/[-:T]/g, '').replace(/\.\d+Z$/, 'Z').slice(d.getUTCFullYear() < 2050 ? 2 : 0);
+
+/**
+ * A CRL made by `openssl ca -gencrl` (issue #16), with a small openssl ca config in `work`: signed by
+ * `issuer`, revoking `revoked` (reason `reason`, default keyCompromise), CRL number `number` (default 1),
+ * thisUpdate/nextUpdate as given (default now / +30 days). Returns the PEM.
+ */
+export function opensslCrl(work: string, issuer: TestCa, revoked: X509Certificate[], opts: { lastUpdate?: Date; nextUpdate?: Date; number?: number; reason?: string } = {}): string {
+  const n = `crl${++counter}`;
+  const key = join(work, `${n}.key`);
+  const cert = join(work, `${n}.crt`);
+  const index = join(work, `${n}.index.txt`);
+  const cnf = join(work, `${n}.cnf`);
+  const out = join(work, `${n}.pem`);
+  writeFileSync(key, issuer.keyPem);
+  writeFileSync(cert, issuer.certPem);
+  const revokedAt = caTime(new Date(Date.now() - 60_000));
+  const line = (c: X509Certificate) => {
+    const serial = c.serialNumber.length % 2 ? `0${c.serialNumber}` : c.serialNumber;
+    return ['R', caTime(new Date(c.validTo)), `${revokedAt},${opts.reason ?? 'keyCompromise'}`, serial.toUpperCase(), 'unknown', `/${(c.subject ?? '').split('\n').join('/')}`].join('\t');
+  };
+  writeFileSync(index, revoked.map((c) => `${line(c)}\n`).join(''));
+  writeFileSync(join(work, `${n}.crlnumber`), `${(opts.number ?? 1).toString(16).padStart(2, '0').toUpperCase()}\n`);
+  writeFileSync(
+    cnf,
+    [
+      '[ca]',
+      'default_ca = CA_default',
+      '[CA_default]',
+      `database = ${index}`,
+      `crlnumber = ${join(work, `${n}.crlnumber`)}`,
+      'default_md = sha256',
+      'default_crl_days = 30',
+      'crl_extensions = crl_ext',
+      '[crl_ext]',
+      'authorityKeyIdentifier = keyid:always',
+      '',
+    ].join('\n'),
+  );
+  const args = ['ca', '-gencrl', '-config', cnf, '-keyfile', key, '-cert', cert, '-out', out];
+  if (opts.lastUpdate) args.push('-crl_lastupdate', caTime(opts.lastUpdate));
+  if (opts.nextUpdate) args.push('-crl_nextupdate', caTime(opts.nextUpdate));
+  openssl(args);
+  return openssl(['crl', '-in', out]);
+}
+
+/**
+ * `openssl verify -x509_strict -crl_check_all` of `leafPem` through `untrusted` to `rootsPem` with
+ * `crlsPem`: undefined when OpenSSL accepts the chain, else its output. The verdict sidecars and
+ * ztunnel reach on the CRLs svid-ca publishes (issue #16).
+ */
+export function opensslCrlVerdict(leafPem: string, untrusted: string[], rootsPem: string, crlsPem: string, purpose = 'sslclient'): string | undefined {
+  const dir = tempDir('svid-ca-ossl-crl-');
+  writeFileSync(join(dir, 'roots.pem'), rootsPem);
+  writeFileSync(join(dir, 'untrusted.pem'), untrusted.join('') || '\n');
+  writeFileSync(join(dir, 'crls.pem'), crlsPem);
+  writeFileSync(join(dir, 'leaf.pem'), leafPem);
+  const args = ['verify', '-x509_strict', '-purpose', purpose, '-crl_check_all', '-CAfile', join(dir, 'roots.pem'), '-CRLfile', join(dir, 'crls.pem')];
+  if (untrusted.length > 0) args.push('-untrusted', join(dir, 'untrusted.pem'));
+  args.push(join(dir, 'leaf.pem'));
+  try {
+    openssl(args);
+    return undefined;
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string };
+    return `${e.stdout ?? ''}${e.stderr ?? ''}`.trim();
+  }
+}

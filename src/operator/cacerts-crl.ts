@@ -1,0 +1,176 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { ISTIO_FILES, TLS_FILES, type Pkcs11SigningKeySource } from '../ca/index.js';
+import { ConfigError, parseFlags, type FlagSpec } from '../flags.js';
+import {
+  BundleError,
+  CRL_REASONS,
+  crlLabel,
+  inspectCertificate,
+  loadCrls,
+  serialHexOf,
+  signatureAlgorithmForKey,
+  signCrl,
+  subjectText,
+  type CrlReason,
+  type LoadedCrl,
+  type RevokedEntry,
+  type Signer,
+} from '../pki/index.js';
+import { tokenSource } from './cacerts-token.js';
+import { writeFolder } from './safe-write.js';
+
+/**
+ * Issue #16: `svid-ca cacerts crl`, making or renewing the CRL of a CA (root or intermediate), and
+ * how the cacerts commands print CRLs. Kept apart from cacerts.ts, which lists the command.
+ */
+
+type Out = (line: string) => void;
+
+const REASONS = CRL_REASONS.filter((r) => r !== '');
+
+export const CRL_FLAGS: FlagSpec[] = [
+  { name: 'issuer', kind: 'string', help: 'folder of the CA that signs the CRL: an init-root folder (root-cert.pem, root-key.pem) or a cacerts folder (Istio or Kubernetes TLS layout); with --signing-key, its certificate only' },
+  { name: 'out', kind: 'string', help: 'CRL file to write (e.g. cacerts/ca-crl.pem); when it exists it is renewed: its revocations are kept and its CRL number goes up by one' },
+  { name: 'revoke', kind: 'list', help: 'certificate file(s) (PEM) the issuer signed, to add to the CRL; repeat the flag or separate with commas' },
+  { name: 'reason', kind: 'string', help: `CRL reason code of the certificates of this --revoke: ${REASONS.join(', ')} (default: none, as RFC 5280 advises instead of unspecified)` },
+  { name: 'unrevoke', kind: 'list', help: 'serial number(s) (hex, as openssl and cacerts verify print them) to take off the CRL when renewing it' },
+  { name: 'next-update', kind: 'duration', default: '720h', help: 'nextUpdate of the CRL from now: renew it before then (alert SvidCaCrlNextUpdateSoon)' },
+  { name: 'signing-key', kind: 'string', help: "PKCS#11 URI of the issuer's key: sign on the token (issue #17 folders hold only the certificate)" },
+  { name: 'pkcs11-module', kind: 'string', help: "with --signing-key: the token vendor's PKCS#11 library (.so)" },
+  { name: 'pkcs11-pin-file', kind: 'string', help: 'with --signing-key: file holding the token user PIN (or pin-source=file: in the URI)' },
+];
+
+/** The issuer folder's certificate and, unless the key is on a token, its key file: root, Istio or TLS layout. */
+function issuerFiles(dir: string, onToken: boolean): { certFile: string; keyFile: string | undefined } {
+  // The signing certificate first: a cacerts folder holds root-cert.pem too (the root bundle, not its issuer).
+  const layouts: [string, string][] = [
+    [ISTIO_FILES.cert, ISTIO_FILES.key],
+    [TLS_FILES.cert, TLS_FILES.key],
+    ['root-cert.pem', 'root-key.pem'],
+  ];
+  for (const [cert, key] of layouts) {
+    if (!existsSync(join(dir, cert))) continue;
+    if (onToken) return { certFile: join(dir, cert), keyFile: undefined };
+    if (existsSync(join(dir, key))) return { certFile: join(dir, cert), keyFile: join(dir, key) };
+  }
+  const want = onToken ? 'root-cert.pem, ca-cert.pem or tls.crt' : 'root-cert.pem + root-key.pem, ca-cert.pem + ca-key.pem, or tls.crt + tls.key';
+  throw new ConfigError(`--issuer: ${dir} holds no CA to sign with (want ${want}; with the key on a token add --signing-key)`);
+}
+
+/** `parse` of the file's text; a file that cannot be read or parsed is a ConfigError naming it (exit 2). */
+function readable<T>(file: string, parse: (text: string) => T): T {
+  try {
+    return parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new ConfigError(`--issuer: ${file} cannot be read as PEM (${(err as Error).message})`);
+  }
+}
+
+/** The certificate of the issuer (first of its file) and the Signer: its key file, or its key on a token. */
+function issuerSigner(dir: string, values: Map<string, unknown>): { cert: X509Certificate; signer: Signer; close(): void } {
+  const uri = values.get('signing-key') as string | undefined;
+  const { certFile, keyFile } = issuerFiles(dir, uri !== undefined);
+  const cert = readable(certFile, (text) => new X509Certificate(text));
+  const subjectDer = inspectCertificate(Buffer.from(cert.raw)).subjectDer;
+  if (uri !== undefined) {
+    const source: Pkcs11SigningKeySource = tokenSource(uri, values);
+    try {
+      const key = source.load(cert);
+      return { cert, signer: { subjectDer, external: key.key, algorithm: signatureAlgorithmForKey(cert.publicKey)! }, close: () => source.close() };
+    } catch (err) {
+      source.close();
+      throw err;
+    }
+  }
+  const privateKey = readable(keyFile!, (text) => createPrivateKey(text));
+  const algorithm = signatureAlgorithmForKey(privateKey);
+  if (!algorithm) throw new ConfigError(`--issuer: ${keyFile} is not an EC P-256/P-384/P-521 or RSA key`);
+  if (!cert.checkPrivateKey(privateKey)) throw new ConfigError(`--issuer: ${keyFile} does not match ${certFile}`);
+  return { cert, signer: { subjectDer, privateKey, algorithm }, close: () => undefined };
+}
+
+/** A serial typed or printed as hex (any case, optional 0x and colons) in the CRL's form. */
+function serialOf(text: string): string {
+  let hex = text.replace(/^0x/i, '').replace(/:/g, '').toLowerCase();
+  if (!/^[0-9a-f]+$/.test(hex)) throw new ConfigError(`--unrevoke: invalid value "${text}" (want a serial number in hex)`);
+  if (hex.length % 2) hex = `0${hex}`;
+  return serialHexOf(Buffer.from(hex, 'hex'));
+}
+
+const issuerCandidate = (cert: X509Certificate) => ({ x509: cert, der: Buffer.from(cert.raw), facts: inspectCertificate(Buffer.from(cert.raw)) });
+
+/** Lines describing a CRL: issuer, number, this/next update, revoked serials (verify, plan-rotation, crl). */
+export function describeCrl(crl: LoadedCrl, at: Date): string[] {
+  const next = crl.nextUpdate ? `${crl.nextUpdate.toISOString()}${crl.nextUpdate <= at ? '  (STALE: past nextUpdate; still used)' : ''}` : '(none)';
+  const lines = [`  crl          issuer ${crl.issuer}, number ${crl.number ?? 'none'}`, `               this update ${crl.thisUpdate.toISOString()}  next update ${next}`];
+  if (crl.revoked.length === 0) lines.push('               revokes nothing');
+  for (const r of crl.revoked) lines.push(`               revoked serial ${r.serialHex}${r.reason ? ` (${r.reason})` : ''} since ${r.revocationDate.toISOString()}`);
+  return lines;
+}
+
+/** The CRL already at `file` (to renew), checked to be the issuer's; undefined when there is none. */
+function previousCrl(file: string, issuer: X509Certificate, now: Date): LoadedCrl | undefined {
+  if (!existsSync(file)) return undefined;
+  try {
+    const crls = loadCrls({ name: file, text: readFileSync(file, 'utf8') }, [issuerCandidate(issuer)], now);
+    if (crls.length !== 1) throw new Error(`it holds ${crls.length} CRLs`);
+    return crls[0];
+  } catch (err) {
+    const why = err instanceof BundleError ? err.problem.replace(/; the certificates and key.*$/, '') : (err as Error).message;
+    throw new ConfigError(`--out: ${file} is not one CRL of ${subjectText(issuer)} to renew (${why}); choose another --out, or move it away`);
+  }
+}
+
+/**
+ * `svid-ca cacerts crl --issuer DIR --out FILE [--revoke CERT.pem ...] [--reason R] [--unrevoke SERIAL ...] [--next-update DUR]`:
+ * makes, or renews, a v2 CRL (RFC 5280 5) signed by the issuer folder's key (in a file or on a
+ * PKCS#11 token). Renewing keeps every earlier revocation (dropping one takes --unrevoke) and
+ * numbers the CRL one above the previous one, so cRLNumber increases monotonically.
+ */
+export function crlCommand(argv: string[], out: Out): number {
+  const { values } = parseFlags(CRL_FLAGS, argv, {});
+  const dir = values.get('issuer') as string | undefined;
+  const file = values.get('out') as string | undefined;
+  if (!dir) throw new ConfigError('--issuer: a value is required');
+  if (!file) throw new ConfigError('--out: a value is required');
+  const reasonText = values.get('reason') as string | undefined;
+  if (reasonText !== undefined && !REASONS.includes(reasonText as CrlReason)) throw new ConfigError(`--reason: invalid value "${reasonText}" (want one of ${REASONS.join(', ')})`);
+  const now = new Date();
+  const { cert, signer, close } = issuerSigner(dir, values);
+  try {
+    const previous = previousCrl(file, cert, now);
+    const unrevoke = ((values.get('unrevoke') as string[] | undefined) ?? []).map(serialOf);
+    const unknown = unrevoke.filter((s) => !previous?.revoked.some((r) => r.serialHex === s));
+    if (unknown.length > 0) throw new ConfigError(`--unrevoke: serial ${unknown.join(', ')} is not on ${file}`);
+    const revoked: RevokedEntry[] = (previous?.revoked ?? []).filter((r) => !unrevoke.includes(r.serialHex));
+    for (const path of (values.get('revoke') as string[] | undefined) ?? []) {
+      let target: X509Certificate;
+      try {
+        target = new X509Certificate(readFileSync(path));
+      } catch (err) {
+        throw new ConfigError(`--revoke: ${path} is not a readable PEM certificate (${(err as Error).message})`);
+      }
+      if (!target.checkIssued(cert) || !target.verify(cert.publicKey)) {
+        throw new ConfigError(`--revoke: ${path} ("${subjectText(target)}") was not issued by ${subjectText(cert)}: a CRL lists only certificates its issuer signed; use the --issuer folder of its issuer`);
+      }
+      const serialHex = serialOf(target.serialNumber);
+      if (!revoked.some((r) => r.serialHex === serialHex)) revoked.push({ serialHex, revocationDate: now, reason: reasonText as CrlReason | undefined });
+    }
+    const number = previous?.number === undefined ? 1n : BigInt(previous.number) + 1n;
+    const pem = signCrl(
+      { number, thisUpdate: now, nextUpdate: new Date(now.getTime() + (values.get('next-update') as number)), revoked, issuerKeyId: inspectCertificate(Buffer.from(cert.raw)).subjectKeyId },
+      signer,
+    );
+    // What was signed is checked as serve will check it before it is written.
+    const [crl] = loadCrls({ name: file, text: pem }, [issuerCandidate(cert)], new Date(now.getTime() + 1000));
+    writeFolder(dirname(file) || '.', { [basename(file)]: pem }, { force: true, forceKey: false });
+    out(`wrote ${file}: ${crlLabel(crl!)}${previous ? ` (renewed from number ${previous.number ?? 'none'})` : ''}`);
+    for (const line of describeCrl(crl!, now)) out(line);
+    out(`put it in the cacerts folder as ca-crl.pem (Istio layout; the Kubernetes TLS layout has no CRL file), check it with svid-ca cacerts verify, and apply the folder`);
+    return 0;
+  } finally {
+    close();
+  }
+}

@@ -1,0 +1,185 @@
+/**
+ * Issue #16, items 1 and 8: `ca-crl.pem` in the Istio layout, checked with the bundle. Every CRL here
+ * is made by `openssl ca -gencrl`, and every verdict of svid-ca is set beside OpenSSL's
+ * (`openssl crl -verify`, `openssl verify -x509_strict -crl_check_all` on the real chain a client
+ * gets): what svid-ca refuses, OpenSSL refuses too.
+ */
+import { X509Certificate } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Authority, loadCacerts } from '../src/ca/index.js';
+import { BundleError } from '../src/pki/index.js';
+import { opensslCa, opensslCrl, opensslCrlVerdict, probeLeaves, STDEXT } from './helpers/openssl-ca.js';
+import { removeDir, tempDir, writeCacerts, type TestCa } from './helpers/pki.js';
+
+const DAY = 86_400_000;
+let work: string;
+let root: TestCa;
+let signer: TestCa;
+let other: TestCa;
+
+/** `openssl crl -verify` of `crlPem` against `caPem`: OpenSSL's words ("verify OK" or "verify failure"; it exits 0 either way). */
+function opensslCrlVerify(crlPem: string, caPem: string): string {
+  const dir = tempDir('svid-ca-crl-verify-');
+  try {
+    writeFileSync(join(dir, 'crl.pem'), crlPem);
+    writeFileSync(join(dir, 'ca.pem'), caPem);
+    const r = spawnSync('openssl', ['crl', '-verify', '-in', join(dir, 'crl.pem'), '-CAfile', join(dir, 'ca.pem'), '-noout'], { encoding: 'utf8' });
+    return `${r.stdout}${r.stderr}`;
+  } finally {
+    removeDir(dir);
+  }
+}
+
+/** A cacerts folder (Istio layout) for `signerCa` under `roots`, with `crlPem` as ca-crl.pem. */
+function folder(crlPem: string | undefined, signerCa = signer, roots = [root], intermediates: TestCa[] = []): string {
+  const dir = writeCacerts(tempDir('svid-ca-crl-'), { signer: signerCa, roots, intermediates });
+  if (crlPem !== undefined) writeFileSync(join(dir, 'ca-crl.pem'), crlPem);
+  return dir;
+}
+
+function refusal(dir: string): BundleError {
+  try {
+    loadCacerts(dir);
+  } catch (err) {
+    if (err instanceof BundleError) return err;
+    throw err;
+  }
+  throw new Error(`${dir} was accepted`);
+}
+
+beforeAll(() => {
+  work = tempDir('svid-ca-crl-work-');
+  root = opensslCa(work, 'crl root', STDEXT);
+  signer = opensslCa(work, 'crl signer', STDEXT, root);
+  other = opensslCa(work, 'retired intermediate', STDEXT, root);
+});
+
+afterAll(() => removeDir(work));
+
+describe('ca-crl.pem (Istio layout)', () => {
+  it('a valid CRL of the root is accepted, published verbatim and parsed (issuer, number, revoked serial)', () => {
+    const crl = opensslCrl(work, root, [other.cert], { number: 7 });
+    expect(opensslCrlVerify(crl, root.certPem)).toMatch(/^verify OK/m);
+    const dir = folder(crl);
+    const bundle = loadCacerts(dir);
+    expect(bundle.crlPem).toBe(crl);
+    expect(bundle.crls).toHaveLength(1);
+    expect(bundle.crls[0]).toMatchObject({ issuer: 'O=svid-ca test, CN=crl root', number: '7' });
+    expect(bundle.crls[0]!.revoked.map((r) => r.serialHex)).toEqual([other.cert.serialNumber.toLowerCase().replace(/^(00)+(?=..)/, '')]);
+    expect(bundle.crls[0]!.revoked[0]!.reason).toBe('keyCompromise');
+    // OpenSSL agrees: an SVID under the signer verifies with CRL checking on every level.
+    const signerCrl = opensslCrl(work, signer, []);
+    expect(opensslCrlVerdict(probeLeaves(signer).workload, [signer.certPem], root.certPem, crl + signerCrl)).toBeUndefined();
+    removeDir(dir);
+  });
+
+  it('no ca-crl.pem, and the Kubernetes TLS layout (which has no CRL file): crlPem is empty', () => {
+    const dir = folder(undefined);
+    expect(loadCacerts(dir)).toMatchObject({ crlPem: '', crls: [] });
+    const tls = writeCacerts(tempDir('svid-ca-crl-tls-'), { signer, roots: [root], layout: 'kubernetes-tls' });
+    // A ca-crl.pem beside tls.crt is not read: istiod reads the CRL only in the Istio layout.
+    writeFileSync(join(tls, 'ca-crl.pem'), 'not a CRL');
+    expect(loadCacerts(tls)).toMatchObject({ layout: 'kubernetes-tls', crlPem: '', crls: [] });
+    removeDir(dir);
+    removeDir(tls);
+  });
+
+  it('a CRL with a bad signature is refused, naming ca-crl.pem, the CRL and the reason', () => {
+    // Signed by a root with the same subject but another key: the name matches, the signature does not.
+    const impostor = opensslCa(work, 'crl root', STDEXT);
+    const crl = opensslCrl(work, impostor, [], { number: 3 });
+    expect(opensslCrlVerify(crl, root.certPem)).toMatch(/^verify failure/m);
+    const dir = folder(crl);
+    const err = refusal(dir);
+    expect(err.file).toBe(join(dir, 'ca-crl.pem'));
+    expect(err.problem).toContain('CRL #1 CRL (issuer "O=svid-ca test, CN=crl root", number 3) has a signature that does not verify');
+    expect(err.problem).toContain('only the CRL is refused');
+    removeDir(dir);
+  });
+
+  it('a CRL whose issuer lacks cRLSign is refused; OpenSSL refuses it too', () => {
+    const noCrlSign = opensslCa(work, 'root without crlsign', ['basicConstraints=critical,CA:TRUE', 'keyUsage=critical,keyCertSign,digitalSignature', 'subjectKeyIdentifier=hash']);
+    const sub = opensslCa(work, 'signer under it', STDEXT, noCrlSign);
+    const crl = opensslCrl(work, noCrlSign, []);
+    const subCrl = opensslCrl(work, sub, []);
+    expect(opensslCrlVerdict(probeLeaves(sub).workload, [sub.certPem], noCrlSign.certPem, crl + subCrl)).toMatch(/CRL signing/i);
+    // Without the CRL the same bundle is accepted: the refusal is the CRL's alone.
+    const plain = folder(undefined, sub, [noCrlSign]);
+    expect(() => loadCacerts(plain)).not.toThrow();
+    const dir = folder(crl, sub, [noCrlSign]);
+    expect(refusal(dir).problem).toMatch(/keyUsage lacks cRLSign.*only the CRL is refused/);
+    removeDir(dir);
+    removeDir(plain);
+  });
+
+  it('a CRL whose thisUpdate is in the future is refused; OpenSSL says it is not yet valid', () => {
+    const crl = opensslCrl(work, root, [], { lastUpdate: new Date(Date.now() + 2 * DAY), nextUpdate: new Date(Date.now() + 30 * DAY) });
+    const signerCrl = opensslCrl(work, signer, []);
+    expect(opensslCrlVerdict(probeLeaves(signer).workload, [signer.certPem], root.certPem, crl + signerCrl)).toMatch(/CRL is not yet valid/);
+    const dir = folder(crl);
+    expect(refusal(dir).problem).toMatch(/has thisUpdate .* in the future/);
+    removeDir(dir);
+  });
+
+  it('a CRL revoking the signing certificate is refused: svid-ca will not sign under it, and OpenSSL rejects what it would sign', () => {
+    const crl = opensslCrl(work, root, [signer.cert], { number: 2 });
+    const signerCrl = opensslCrl(work, signer, []);
+    expect(opensslCrlVerdict(probeLeaves(signer).workload, [signer.certPem], root.certPem, crl + signerCrl)).toMatch(/certificate revoked/);
+    const dir = folder(crl);
+    const err = refusal(dir);
+    expect(err.problem).toContain(`serial ${signer.cert.serialNumber.toLowerCase().replace(/^(00)+(?=..)/, '')} is revoked by CRL (issuer "O=svid-ca test, CN=crl root", number 2)`);
+    expect(err.problem).toContain('which is the signing certificate: svid-ca will not sign under a revoked certificate');
+    removeDir(dir);
+  });
+
+  it('a CRL revoking an upper intermediate of the path is refused; OpenSSL agrees', () => {
+    const upper = opensslCa(work, 'upper', STDEXT, root);
+    const lower = opensslCa(work, 'lower', STDEXT, upper);
+    const crl = opensslCrl(work, root, [upper.cert]);
+    const crls = crl + opensslCrl(work, upper, []) + opensslCrl(work, lower, []);
+    expect(opensslCrlVerdict(probeLeaves(lower).workload, [lower.certPem, upper.certPem], root.certPem, crls)).toMatch(/certificate revoked/);
+    const dir = folder(crl, lower, [root], [upper]);
+    expect(refusal(dir).problem).toContain('which is a certificate on the signing path');
+    removeDir(dir);
+  });
+
+  it('a CRL past its nextUpdate is used (clients decide what stale means): accepted, and OpenSSL calls it expired', () => {
+    const crl = opensslCrl(work, root, [other.cert], { lastUpdate: new Date(Date.now() - 40 * DAY), nextUpdate: new Date(Date.now() - DAY) });
+    const signerCrl = opensslCrl(work, signer, []);
+    expect(opensslCrlVerdict(probeLeaves(signer).workload, [signer.certPem], root.certPem, crl + signerCrl)).toMatch(/CRL has expired/);
+    const dir = folder(crl);
+    const bundle = loadCacerts(dir);
+    expect(bundle.crls[0]!.nextUpdate!.getTime()).toBeLessThan(Date.now());
+    expect(bundle.crlPem).toBe(crl);
+    removeDir(dir);
+  });
+
+  it('two CRLs of one file: both kept; a certificate of a chain revoked by either is named by Authority.revokedIn', () => {
+    const rootCrl = opensslCrl(work, root, [other.cert], { number: 4 });
+    const leaf = probeLeaves(signer).workload;
+    const leafCert = new X509Certificate(leaf);
+    const signerCrl = opensslCrl(work, signer, [leafCert], { number: 9, reason: 'superseded' });
+    expect(opensslCrlVerdict(leaf, [signer.certPem], root.certPem, rootCrl + signerCrl)).toMatch(/certificate revoked/);
+    const dir = folder(rootCrl + signerCrl);
+    const authority = new Authority(loadCacerts(dir), { defaultTtlMs: 3_600_000, maxTtlMs: 3_600_000 });
+    expect(authority.bundle.crls.map((c) => c.number)).toEqual(['4', '9']);
+    expect(authority.revokedIn([leafCert.raw])).toMatch(/is revoked by CRL \(issuer "O=svid-ca test, CN=crl signer", number 9\) \(reason superseded/);
+    expect(authority.revokedIn([Buffer.from(new X509Certificate(probeLeaves(signer).workload).raw)])).toBeUndefined();
+    // The retired intermediate presented in a chain is found by the root's CRL.
+    expect(authority.revokedIn([other.cert.raw])).toContain('number 4');
+    removeDir(dir);
+  });
+
+  it('a file that is not a CRL, and a CRL by a CA outside the bundle, are refused as CRL problems', () => {
+    const garbage = folder('-----BEGIN X509 CRL-----\nMAA=\n-----END X509 CRL-----\n');
+    expect(refusal(garbage).problem).toMatch(/^CRL #1 cannot be parsed/);
+    const stranger = opensslCa(work, 'stranger', STDEXT);
+    const dir = folder(opensslCrl(work, stranger, []));
+    expect(refusal(dir).problem).toMatch(/is issued by no certificate of cert-chain.pem or root-cert.pem.*only the CRL is refused/);
+    removeDir(garbage);
+    removeDir(dir);
+  });
+});
