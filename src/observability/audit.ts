@@ -37,12 +37,20 @@ export class AuditWriteError extends Error {
 export class AuditLog {
   private fd: number | undefined;
   private broken: string | undefined;
+  /**
+   * The audit lines' logger: `logger` without its redaction paths. Redaction matches keys (logger.ts),
+   * and no key of an AuditRecord is one of them, so it could never change an audit line; it only cost
+   * a walk and a copy of every record (~5 KB of garbage per certificate, issue #14).
+   * test/audit-log.test.ts holds the lines byte-equal to what `logger` writes.
+   */
+  private readonly lines: Logger;
 
   constructor(
     private readonly logger: Logger,
     private readonly path?: string | undefined,
   ) {
     if (path) this.fd = openSync(path, 'a', 0o640);
+    this.lines = logger.child({}, { redact: [] });
   }
 
   /** Writes the record; throws AuditWriteError when the audit file cannot take it. */
@@ -51,11 +59,11 @@ export class AuditLog {
     if (record.event === 'issued') {
       // File first: an issuance whose record cannot be written is turned into a denial by the caller.
       if (line) this.append(line);
-      this.logger.info({ audit: record }, message);
+      this.lines.info({ audit: record }, message);
       return;
     }
     // A denial reaches the pino log even while the file cannot take it.
-    this.logger.info({ audit: record }, message);
+    this.lines.info({ audit: record }, message);
     if (line) this.append(line);
   }
 

@@ -3,6 +3,9 @@ import pino, { type DestinationStream, type Logger, type LevelWithSilent } from 
 export type { Logger };
 export const LOG_LEVELS: readonly LevelWithSilent[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
+/** The keys redact() censors in every log line (a second line of defence, see createLogger). */
+export const REDACT_PATHS: readonly string[] = ['token', 'authorization', 'csr', 'key', 'privateKey', 'keyPem', '*.token', '*.authorization', '*.csr', '*.privateKey', '*.keyPem'];
+
 /**
  * JSON logs on stdout. Redaction is a second line of defence: the code never hands tokens, keys or
  * CSRs to the logger, and these paths catch a mistake before it reaches a log pipeline.
@@ -14,7 +17,7 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
       base: { service: 'svid-ca' },
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: {
-        paths: ['token', 'authorization', 'csr', 'key', 'privateKey', 'keyPem', '*.token', '*.authorization', '*.csr', '*.privateKey', '*.keyPem'],
+        paths: [...REDACT_PATHS],
         censor: '[redacted]',
       },
     },

@@ -18,10 +18,16 @@ export function decodePem(text: string): PemBlock[] {
   return blocks;
 }
 
+/**
+ * PEM of `der` with 64-character base64 lines (RFC 7468 strict form, as OpenSSL writes it). Runs once
+ * per issued leaf: sliced in a loop rather than with a /.{1,64}/g match and join (1.6-1.8 -> 0.4-0.5 us
+ * per leaf); test/pem-encode.test.ts holds it equal to Node's X509Certificate.toString().
+ */
 export function encodePem(type: string, der: Uint8Array): string {
   const b64 = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString('base64');
-  const lines = b64.match(/.{1,64}/g) ?? [];
-  return `-----BEGIN ${type}-----\n${lines.join('\n')}\n-----END ${type}-----\n`;
+  let body = '';
+  for (let at = 0; at < b64.length; at += 64) body += (at === 0 ? '' : '\n') + b64.slice(at, at + 64);
+  return `-----BEGIN ${type}-----\n${body}\n-----END ${type}-----\n`;
 }
 
 /** The certificates of a PEM file, re-framed one per string, each ending in exactly one newline (istiod's response shape). */

@@ -76,20 +76,19 @@ interface CallContext {
 }
 
 /**
- * The identity of a request for deduplication: everything that decides its outcome, joined as a
- * plain string (a Map hashes it once; a SHA-256 of the same ~2 KB cost more than the lookup saves).
- * It lives only while the call is pending. Unambiguous: only the CSR can hold a NUL (header values,
- * base64, an int64's digits and JSON cannot), and it sits between fields that cannot.
+ * The identity of a request for deduplication (Admission.share): everything that decides its outcome,
+ * the CSR first (it indexes the pending calls; the other parts are compared when it matches). It
+ * lives only while the call is pending. Compared part by part, so no separator can be ambiguous.
  */
-function requestKey(authorization: string[], clusterIds: string[], peerCertificate: Buffer | undefined, req: IstioCertificateRequest): string {
+function requestKey(authorization: string[], clusterIds: string[], peerCertificate: Buffer | undefined, req: IstioCertificateRequest): string[] {
   return [
+    String(req.csr),
     authorization.join('\n'),
     peerCertificate ? peerCertificate.toString('base64') : '',
     clusterIds.join('\n'),
-    String(req.csr),
     String(req.validity_duration),
     req.metadata ? JSON.stringify(req.metadata) : '',
-  ].join('\0');
+  ];
 }
 
 /** IstioCertificateService/CreateCertificate: authenticate, parse, authorize, check TTL, sign, answer. */

@@ -1,0 +1,80 @@
+/**
+ * The audit lines' own logger (issue #14): AuditLog writes its records through a child of the
+ * server's logger without the redaction paths, which can never match an audit record's keys. These
+ * tests hold every audit line byte-equal (apart from its timestamp) to what the redacting logger
+ * itself writes for the same record, and show the redaction still works on that logger.
+ */
+import { Writable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { AuditLog, createLogger, REDACT_PATHS, type AuditRecord } from '../src/observability/index.js';
+
+/** A pino destination that keeps the lines, written synchronously. */
+function capture(): { stream: Writable; lines: string[] } {
+  const lines: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+      done();
+    },
+  });
+  return { stream, lines };
+}
+
+const withoutTime = (line: string) => line.replace(/"time":"[^"]*",/, '');
+
+/** A record with every field of AuditRecord set. */
+const FULL: AuditRecord = {
+  event: 'issued',
+  identity: 'spiffe://cluster.local/ns/a/sa/b',
+  namespace: 'a',
+  serviceAccount: 'b',
+  pod: 'b-pod',
+  impersonatedIdentity: 'spiffe://cluster.local/ns/a/sa/c',
+  clusterId: 'Kubernetes',
+  requestedTtlSeconds: 3600,
+  grantedTtlSeconds: 3600,
+  serial: '0a1b',
+  notAfter: '2026-12-01T00:00:00.000Z',
+  signerSki: 'beef',
+  code: 'OK',
+  reason: 'token has expired; "quoted" \\ text',
+  durationMs: 1.25,
+};
+
+describe('audit lines', () => {
+  it('no key of an audit record is a redaction path, so redaction cannot change an audit line', () => {
+    const redacted = new Set(REDACT_PATHS.map((p) => p.split('.').pop()));
+    for (const key of Object.keys(FULL)) expect(redacted.has(key), key).toBe(false);
+    expect(redacted.has('audit')).toBe(false);
+  });
+
+  it('writes each record as the redacting logger writes it, for a plain and a worker (child) logger', () => {
+    for (const child of [false, true]) {
+      const a = capture();
+      const b = capture();
+      const base = (s: Writable) => (child ? createLogger('info', s).child({ worker: 2 }) : createLogger('info', s));
+      const audit = new AuditLog(base(a.stream));
+      const reference = base(b.stream);
+      const denied: AuditRecord = { event: 'denied', identity: FULL.identity, code: 'PERMISSION_DENIED', reason: 'CSR asks for DNS SAN "x"', durationMs: 0.5 };
+      audit.record(FULL);
+      audit.record(denied);
+      audit.record(denied, 'request failed unexpectedly');
+      reference.info({ audit: FULL }, 'certificate issued');
+      reference.info({ audit: denied }, 'certificate denied');
+      reference.info({ audit: denied }, 'request failed unexpectedly');
+      expect(a.lines).toHaveLength(3);
+      expect(a.lines.map(withoutTime)).toEqual(b.lines.map(withoutTime));
+      expect(JSON.parse(a.lines[0]!).audit).toEqual(FULL);
+    }
+  });
+
+  it('the server logger still redacts its other lines', () => {
+    const a = capture();
+    const logger = createLogger('info', a.stream);
+    new AuditLog(logger).record(FULL);
+    logger.info({ authorization: 'Bearer secret', request: { csr: 'PEM' } }, 'x');
+    const line = JSON.parse(a.lines[1]!);
+    expect(line.authorization).toBe('[redacted]');
+    expect(line.request.csr).toBe('[redacted]');
+  });
+});
