@@ -1,5 +1,5 @@
-// svid-ca beside a Go CA, same load, same run: `npm run bench:go [-- --rounds 3] [-- --duration 10]
-// [-- --only ec-p256,rsa-2048] [-- --callers 64] [-- --pool-rate N] [-- --json FILE]`.
+// svid-ca beside a Go CA, same load, same run: `npm run build && node bench/compare-go.mjs [--rounds 3] [--duration 10]
+// [--only ec-p256,rsa-2048] [--callers 64] [--pool-rate N] [--json FILE]`.
 //
 // Builds bench/go-ca (grpc-go + crypto/x509, Debian's Go packages in GOPATH mode), then for each scenario
 // pre-generates ONE pool of distinct requests (key, CSR, token per pod, as `npm run bench` does) in one load
