@@ -1,12 +1,14 @@
 // svid-ca beside a Go CA, same load, same run: `npm run build && node bench/compare-go.mjs [--rounds 3] [--duration 10]
-// [--only ec-p256,rsa-2048] [--callers 64] [--pool-rate N] [--json FILE]`.
+// [--warmup 2] [--only ec-p256,rsa-2048] [--callers 64] [--pool-rate N] [--json FILE]`.
 //
 // Builds bench/go-ca (grpc-go + crypto/x509, Debian's Go packages in GOPATH mode), then for each scenario
 // pre-generates ONE pool of distinct requests (key, CSR, token per pod, as `npm run bench` does) in one load
 // generator (bench/loadgen.mjs) and runs it against svid-ca and the Go CA in turn, `--rounds` times, the order
 // flipped every round (svid-ca first, then Go first, ...). Each run starts a fresh server (no cache carries over),
-// sends the same requests in the same order from the same callers for the same duration, and measures
-// certs/s, server CPU per certificate (summed over the server's processes), p50/p99 latency and peak memory.
+// warms it up with the pool's first slice (--warmup seconds, as the Go-client baseline did; JIT for Node, the
+// heap for Go), then sends the rest of the same requests in the same order from the same callers for the same
+// duration, and measures certs/s, server CPU per certificate (summed over the server's processes), p50/p99
+// latency and peak memory.
 // It prints the medians and the svid-ca / Go CA ratios of the same rounds. Without Go it says so and exits 0.
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -47,6 +49,7 @@ const args = process.argv.slice(2);
 const opt = (name, fallback) => (args.includes(name) ? args[args.indexOf(name) + 1] : fallback);
 const ROUNDS = Number(opt('--rounds', '3'));
 const DURATION_MS = Number(opt('--duration', '10')) * 1000;
+const WARMUP_MS = Number(opt('--warmup', '2')) * 1000;
 const CALLERS = Number(opt('--callers', '64'));
 const only = opt('--only', 'ec-p256,rsa-2048').split(',');
 const poolRateArg = args.includes('--pool-rate') ? Number(opt('--pool-rate')) : undefined;
@@ -59,7 +62,7 @@ const SCENARIOS = [
 const log = (...a) => process.stderr.write(`[compare-go] ${a.join(' ')}\n`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const serverNodeArgs = productionNodeFlags();
-const RUNTIME_LINE = `runtime: svid-ca on Node ${process.version} with OpenSSL ${process.versions.openssl}, node flags ${serverNodeArgs.join(' ') || '(none)'}, default --workers; Go CA: ${goVersion}, grpc-go from ${GOPATH}; ${cpus().length} cores; ${CALLERS} callers, ${DURATION_MS / 1000} s per run, ${ROUNDS} rounds`;
+const RUNTIME_LINE = `runtime: svid-ca on Node ${process.version} with OpenSSL ${process.versions.openssl}, node flags ${serverNodeArgs.join(' ') || '(none)'}, default --workers; Go CA: ${goVersion}, grpc-go from ${GOPATH}; ${cpus().length} cores; ${CALLERS} callers, ${WARMUP_MS / 1000} s warm-up + ${DURATION_MS / 1000} s per run, ${ROUNDS} rounds`;
 
 /** The Go CA on loopback with the scenario's cacerts and the dev JWT issuer: { child, grpcPort }. */
 async function startGoCa(bin, cacertsDir, env) {
@@ -73,8 +76,17 @@ async function startGoCa(bin, cacertsDir, env) {
   return { child, grpcPort: Number(JSON.parse(first).grpc.split(':').pop()) };
 }
 
-/** One measured run of the prepared pool against one server; the figures of bench/run.mjs for it. */
-async function measure(lg, server, pid, target) {
+/**
+ * One run against one server: a warm-up with requests [0, warm) of the pool (not measured), then the measured
+ * run with the rest; the figures of bench/run.mjs for it.
+ */
+async function measure(lg, server, pid, target, warm) {
+  if (WARMUP_MS > 0) {
+    lg.child.send({ type: 'run', callers: CALLERS, durationMs: WARMUP_MS, retry: false, from: 0, to: warm, target: { ...target, port: server.grpcPort } });
+    await lg.next('started', 60_000);
+    await lg.next('finished', WARMUP_MS + 100_000);
+    await lg.next('result', 60_000);
+  }
   let rssMax = 0;
   let ownMax = 0;
   let sampling = true;
@@ -85,7 +97,7 @@ async function measure(lg, server, pid, target) {
       await sleep(50);
     }
   })();
-  lg.child.send({ type: 'run', callers: CALLERS, durationMs: DURATION_MS, retry: false, target: { ...target, port: server.grpcPort } });
+  lg.child.send({ type: 'run', callers: CALLERS, durationMs: DURATION_MS, retry: false, from: warm, target: { ...target, port: server.grpcPort } });
   await lg.next('started', 60_000);
   const cpu0 = cpuSeconds(pid);
   await lg.next('finished', DURATION_MS + 100_000);
@@ -135,7 +147,8 @@ try {
   for (const s of SCENARIOS) {
     const cacerts = cacertsFor(s, dir, env);
     const target = { rootPem: readFileSync(join(cacerts, 'root-cert.pem'), 'utf8'), signerPem: readFileSync(join(cacerts, 'ca-cert.pem'), 'utf8'), serverName: 'localhost' };
-    const count = Math.ceil((DURATION_MS / 1000) * s.poolRate);
+    const warm = Math.ceil((WARMUP_MS / 1000) * s.poolRate);
+    const count = warm + Math.ceil((DURATION_MS / 1000) * s.poolRate);
     const lg = forkMessenger(join(ROOT, 'bench', 'loadgen.mjs'));
     try {
       const t = performance.now();
@@ -153,7 +166,7 @@ try {
           const server = name === 'svid-ca' ? await startSvidCa(dir, serverNodeArgs, s.signer === 'rsa-2048' ? ['--cacerts', cacerts] : []) : await startGoCa(bin, cacerts, env);
           try {
             await sleep(300);
-            const m = await measure(lg, server, server.child.pid, target);
+            const m = await measure(lg, server, server.child.pid, target, warm);
             runs.push({ scenario: s.name, server: name, round, ...m });
             log(`${s.name} round ${round} ${name}: ${m.issuedPerSec}/s, ${m.serverCpuUsPerCert} us/cert, p50 ${m.p50ms} ms, p99 ${m.p99ms} ms, ${m.peakOwnMiB} MiB, errors ${JSON.stringify(m.errors)}, load ${m.loadavg}`);
           } finally {
