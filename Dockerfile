@@ -18,6 +18,9 @@ ENV NODE_ENV=production
 # Heap sizing for the primary and each worker (they inherit NODE_OPTIONS). Under steady issuance Node 24's V8
 # grows the young generation towards its default maximum although the live heap stays flat: 16 MiB semi-spaces
 # keep each signing process ~60 MiB smaller in a restart storm at the same CPU per certificate (docs/performance.md).
+# Nothing tighter: 4 or 8 MiB semi-spaces, or any --max-old-space-size from 96 to 160, cut the 10,000-pod storm's
+# peak by 36-104 MiB but cost 2-26% more CPU per certificate and made the storm slower (paired storms, 2026-11-30;
+# docs/performance.md "Memory"), and a hard old-space limit turns an overload into a crash.
 # bench/run.mjs and bench/soak.mjs read this line and run the server with the same flags; the Deployment repeats it.
 ENV NODE_OPTIONS="--max-semi-space-size=16"
 WORKDIR /app

@@ -166,7 +166,9 @@ async function run(msg) {
   const signerPublicKey = new X509Certificate(target.signerPem).publicKey;
   const latencies = new Float64Array(requests.length);
   let done = 0;
-  let next = 0;
+  // `from`/`to` (bench/compare-go.mjs): run only requests [from, to) of the pool, e.g. a warm-up slice first.
+  let next = msg.from ?? 0;
+  const end = Math.min(msg.to ?? requests.length, requests.length);
   let retries = 0;
   let exhausted = false;
   unanswered = [];
@@ -183,7 +185,7 @@ async function run(msg) {
       if (performance.now() >= deadline) return;
       // `cycle` (the cpu-attack scenario's attacker) sends its requests round and round until the deadline.
       const i = msg.cycle ? next++ % requests.length : next++;
-      if (i >= requests.length) {
+      if (i >= end) {
         exhausted = msg.durationMs !== undefined;
         return;
       }

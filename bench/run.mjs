@@ -6,9 +6,9 @@
 // node:http2, and prints one table: requests, errors by code, issued/s, latency percentiles, server
 // CPU (from /proc/<pid>/stat), peak RSS (sampled total and VmHWM sum), and efficiency against this machine's own
 // `openssl speed` limit for one CSR verify + one sign on all cores, measured in the same run.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -16,6 +16,8 @@ import { fileURLToPath } from 'node:url';
 import { createIntermediateCa, createRootCa } from '../dist/ca/index.js';
 import { ensureDevEnvironment } from '../dist/dev/index.js';
 import { forkMessenger } from './messenger.mjs';
+import { cpuSeconds, memoryKiB, ownMemoryKiB } from './proc-stats.mjs';
+import { startSvidCa, stopServer } from './svid-ca-server.mjs';
 import { productionNodeFlags } from './node-flags.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -32,7 +34,6 @@ const keepLogsDir = args.includes('--keep-logs') ? args[args.indexOf('--keep-log
 // svid-ca's --workers (default: its own default, one per core).
 const workersArg = args.includes('--workers') ? args[args.indexOf('--workers') + 1] : undefined;
 const CORES = cpus().length;
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
 const SCENARIOS = [
   { name: 'ec-p256', title: 'EC P-256 signer, P-256 CSRs, 64 callers', signer: 'dev', csrKey: 'ec-p256', callers: 64, durationMs: QUICK ? 5_000 : 30_000, poolRate: poolRateArg ?? 3_000 },
@@ -96,109 +97,9 @@ function cryptoFloor() {
   return { csrKeyImportUs: r(importUs), csrVerifyUs: r(importVerifyUs - importUs), leafSignUs: r(signUs), rs256VerifyUs: r(tokenUs), totalUs: r(importVerifyUs + signUs + tokenUs) };
 }
 
-function statFields(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-}
-/** The server's processes: the primary and, with --workers, its worker children. */
-function serverPids(pid) {
-  const pids = [pid];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (Number(statFields(entry)[1]) === pid) pids.push(Number(entry));
-    } catch {
-      // the process ended while we looked
-    }
-  }
-  return pids;
-}
-function cpuSeconds(pid) {
-  let total = 0;
-  for (const p of serverPids(pid)) {
-    try {
-      const fields = statFields(p);
-      total += (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime + stime
-    } catch {
-      // gone
-    }
-  }
-  return total;
-}
-/** Summed over the server's processes (primary + workers). */
-function memoryKiB(pid, key) {
-  let total = 0;
-  for (const p of serverPids(pid)) {
-    try {
-      const m = readFileSync(`/proc/${p}/status`, 'utf8').match(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm'));
-      total += m ? Number(m[1]) : 0;
-    } catch {
-      // gone
-    }
-  }
-  return total;
-}
-
-/**
- * Memory the server's processes hold together, counting pages they share once: anonymous memory (heaps,
- * buffers, OpenSSL's per-connection state) summed, plus the largest file-backed share (the node binary and
- * libraries, mapped by every process: a VmRSS sum counts those ~60 MiB once per process, a cgroup once).
- */
-function ownMemoryKiB(pid) {
-  let anon = 0;
-  let file = 0;
-  for (const p of serverPids(pid)) {
-    try {
-      const status = readFileSync(`/proc/${p}/status`, 'utf8');
-      const kib = (key) => Number(status.match(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm'))?.[1] ?? 0);
-      anon += kib('RssAnon') + kib('RssShmem');
-      file = Math.max(file, kib('RssFile'));
-    } catch {
-      // gone
-    }
-  }
-  return anon + file;
-}
-
-async function startServer(dir, extraArgs, serverEnv = process.env) {
-  const logFile = join(dir, `server-${Date.now()}.log`);
-  const fd = openSync(logFile, 'w');
+function startServer(dir, extraArgs, serverEnv = process.env) {
   const nodeArgs = [...serverNodeArgs, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [])];
-  // --shutdown-delay 0s: the default 5 s (not ready, still answering, while Kubernetes removes the endpoint)
-  // outlasts stopServer's 5 s before SIGKILL, and a killed server writes no --cpu-prof profile.
-  const serveArgs = ['serve', '--dev', '--dev-dir', join(dir, 'dev'), '--listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0', '--shutdown-delay', '0s'];
-  const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist', 'cli.js'), ...serveArgs, ...(workersArg ? ['--workers', workersArg] : []), ...extraArgs], {
-    stdio: ['ignore', fd, fd],
-    env: serverEnv,
-  });
-  for (let i = 0; i < 300; i++) {
-    await sleep(100);
-    const lines = readFileSync(logFile, 'utf8').split('\n').filter((l) => l.startsWith('{'));
-    const line = lines.find((l) => l.includes('"svid-ca serving"'));
-    // With --workers the primary serves monitoring and says where.
-    const primary = lines.find((l) => l.includes('"svid-ca primary serving monitoring for its workers"'));
-    const ready = line && (primary || !line.includes('(primary process)'));
-    if (ready) {
-      const rec = JSON.parse(line);
-      const mon = primary ? JSON.parse(primary).monitoring : rec.monitoring;
-      return { child, grpcPort: Number(rec.grpc.split(':').pop()), monitoringPort: Number(mon.split(':').pop()), logFile };
-    }
-    if (child.exitCode !== null) break;
-  }
-  child.kill('SIGKILL');
-  throw new Error(`svid-ca did not start; see ${logFile}:\n${readFileSync(logFile, 'utf8').slice(-2000)}`);
-}
-
-function stopServer(server) {
-  return new Promise((resolve) => {
-    if (server.child.exitCode !== null) return resolve();
-    const t = setTimeout(() => server.child.kill('SIGKILL'), 5_000);
-    server.child.once('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    server.child.kill('SIGTERM');
-  });
+  return startSvidCa(dir, nodeArgs, [...(workersArg ? ['--workers', workersArg] : []), ...extraArgs], serverEnv);
 }
 
 /** One probe as kubelet makes it: a new connection, GET, time to the full answer. */
