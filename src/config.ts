@@ -241,7 +241,8 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new ConfigError(`--jwks-uri: invalid value "${jwksUri}" (want an https:// URL)`);
   }
   if (issuer) cfg.jwt = { issuer, audience: str('jwt-audience')!, jwksFile, jwksUri };
-  if (cfg.signingKey && cfg.selfSigned) throw new ConfigError('--signing-key: not with --self-signed (the self-signed root key is generated in memory)');
+  // issue #17: with --self-signed, --signing-key names the root's key on the token; there is no cacerts reload to re-read a file.
+  if (cfg.signingKey?.uriFile && cfg.selfSigned) throw new ConfigError('--signing-key-file: not with --self-signed (nothing reloads the URI); give --signing-key');
   cfg.kubernetes = kubernetesConfig(values, str('jwt-audience')!);
   return cfg;
 }

@@ -171,14 +171,16 @@ describe('PKCS#11 URI (RFC 7512)', () => {
 
 describe('serve --signing-key flags', () => {
   const base = ['--jwt-issuer', 'https://issuer', '--jwks-file', '/dev/null'];
-  it('are checked together: one of --signing-key/--signing-key-file, --pkcs11-* only with one, not with --self-signed', () => {
+  it('are checked together: one of --signing-key/--signing-key-file, --pkcs11-* only with one, no --signing-key-file with --self-signed', () => {
     const cfg = parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--pkcs11-module', SOFTHSM_MODULE, '--pkcs11-pin-file', '/run/pin'], {});
     expect(cfg.signingKey).toEqual({ uri: 'pkcs11:token=t;object=k', uriFile: undefined, modulePath: SOFTHSM_MODULE, pinFile: '/run/pin', sessions: 4, signTimeoutMs: 5000 });
     expect(parseServeConfig(base, {}).signingKey).toBeUndefined();
     expect(parseServeConfig([...base, '--signing-key-file', '/etc/uri'], { SVID_CA_PKCS11_SESSIONS: '32' }).signingKey).toMatchObject({ uriFile: '/etc/uri', sessions: 32 });
     expect(() => parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--signing-key-file', '/etc/uri'], {})).toThrow(ConfigError);
     expect(() => parseServeConfig([...base, '--pkcs11-pin-file', '/run/pin'], {})).toThrow(/--pkcs11-pin-file: only meaningful with --signing-key/);
-    expect(() => parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--self-signed'], {})).toThrow(/not with --self-signed/);
+    // issue #17: with --self-signed, --signing-key names the root's key on the token; a URI file (re-read on reloads) is refused there.
+    expect(parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--self-signed'], {}).signingKey?.uri).toBe('pkcs11:token=t;object=k');
+    expect(() => parseServeConfig([...base, '--signing-key-file', '/etc/uri', '--self-signed'], {})).toThrow(/--signing-key-file: not with --self-signed/);
     expect(() => parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--pkcs11-sessions', '0'], {})).toThrow(/--pkcs11-sessions/);
     expect(() => parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--pkcs11-sign-timeout', '50ms'], {})).toThrow(/--pkcs11-sign-timeout/);
     expect(parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--pkcs11-sign-timeout', '0s'], {}).signingKey?.signTimeoutMs).toBe(0);
