@@ -2,7 +2,7 @@
  * Issue #17: the intermediate's key on a real SoftHSM2 token. Each test makes its own token
  * directory and SOFTHSM2_CONF and runs the real `svid-ca serve` as a child process with them.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:tls';
 import { join } from 'node:path';
@@ -16,7 +16,7 @@ import { makeIntermediate, makeRoot, opensslVerify, removeDir, tempDir, type Tes
 import { SecretVolume } from './helpers/k8s-volume.js';
 import { call, clientFor, createTestIssuer, fetchText, type TestIssuer, type TestServer } from './helpers/server.js';
 import { freePort, startCli, waitForStatus, type CliProcess } from './helpers/process.js';
-import { certificateFiles, createSoftHsm, SOFTHSM_MODULE, type SoftHsm } from './helpers/softhsm.js';
+import { certificateFiles, createSoftHsm, lockTokenFiles, SOFTHSM_MODULE, type SoftHsm } from './helpers/softhsm.js';
 
 const work = tempDir('svid-ca-pkcs11-');
 const running: CliProcess[] = [];
@@ -127,18 +127,6 @@ function destroyKeyObjects(hsm: SoftHsm, label: string): void {
   const n = Number(execFileSync(process.execPath, ['-e', script], { env: { ...process.env, ...hsm.env }, encoding: 'utf8' }).trim());
   if (n !== 2) throw new Error(`expected a private and a public object labelled ${label}, destroyed ${n}`);
 }
-
-/** Holds fcntl write locks on every file of the token directory until stdin closes; prints a line once held. */
-const LOCK_TOKEN_FILES = `
-import fcntl, glob, os, sys
-held = []
-for p in glob.glob(os.path.join(sys.argv[1], '*', '*')):
-    f = open(p, 'r+')
-    fcntl.lockf(f, fcntl.LOCK_EX)
-    held.append(f)
-print('locked', len(held), flush=True)
-sys.stdin.read()
-`;
 
 const output = (p: CliProcess) => p.stdout.join('') + p.stderr.join('');
 
@@ -288,8 +276,7 @@ describe('serve --signing-key (SoftHSM2)', () => {
 
     // A real hang: another process holds write locks (fcntl, as SoftHSM takes them) on the token's files,
     // so SoftHSM's C_SignInit waits for them as a network HSM waits on a dead link.
-    const locker = spawn('python3', ['-c', LOCK_TOKEN_FILES, s.hsm.tokens], { stdio: ['pipe', 'pipe', 'inherit'] });
-    await new Promise<void>((resolve) => locker.stdout.once('data', () => resolve()));
+    const lock = await lockTokenFiles(s.hsm);
     try {
       const started = Date.now();
       const blocked = await issue(s, grpcPort);
@@ -298,8 +285,7 @@ describe('serve --signing-key (SoftHSM2)', () => {
       expect(Date.now() - started).toBeLessThan(14_000);
       await waitFor('readiness NOT_SERVING', async () => (await fetchText(`${base}/readyz`)).status === 503);
     } finally {
-      locker.stdin.end();
-      await new Promise((r) => locker.once('exit', r));
+      await lock.release();
     }
     await waitFor('readiness back', async () => (await fetchText(`${base}/readyz`)).status === 200);
     expect((await issue(s, grpcPort)).err).toBeUndefined();

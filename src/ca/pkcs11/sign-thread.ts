@@ -10,6 +10,13 @@ export class SignTimedOut extends Error {
   }
 }
 
+/**
+ * The signing thread's script: the compiled sign-worker.js beside this file. Under the test runner
+ * this file runs from its .ts source, which a Worker cannot load with its imports: the built file
+ * is used then (tests run after `npm run build`, as those that spawn dist/cli.js do).
+ */
+const WORKER_URL = import.meta.url.endsWith('.ts') ? new URL('../../../dist/ca/pkcs11/sign-worker.js', import.meta.url) : new URL('./sign-worker.js', import.meta.url);
+
 /** One sign-worker.ts thread; one signature at a time. */
 export class SignThread {
   readonly #worker: Worker;
@@ -19,7 +26,7 @@ export class SignThread {
   readonly exited: Promise<void>;
 
   constructor(modulePath: string) {
-    this.#worker = new Worker(new URL('./sign-worker.js', import.meta.url), { workerData: { modulePath } });
+    this.#worker = new Worker(WORKER_URL, { workerData: { modulePath } });
     this.#worker.unref();
     this.#worker.on('message', (m: SignReply) => {
       const pending = this.#pending;

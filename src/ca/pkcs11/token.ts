@@ -239,6 +239,16 @@ export class Pkcs11Token {
     );
   }
 
+  /**
+   * Step 1 of the ladder: a session-level error rarely hits one session alone (C_CloseAllSessions, a
+   * token or HSM session reset end them all), so the idle sessions are closed too and the retry opens
+   * a new one; key handles are looked up again (generation).
+   */
+  #rebuildSessions(): void {
+    for (const idle of this.#free.splice(0)) this.#discard(idle);
+    this.generation++;
+  }
+
   /** Finds exactly one private key; throws BundleError when there is none or more than one. */
   findKey(selector: KeySelector, session?: Buffer): FoundKey {
     // A token that stopped answering is not asked again here (a reload, a re-issue) until the recovery finds it back.
@@ -404,7 +414,7 @@ export class Pkcs11Token {
         if (err instanceof TokenTimeout) throw err;
         if (!(err instanceof CaUnavailableError) && attempt === 0 && this.#sessionLevel(err)) {
           this.#discard(session);
-          this.generation++;
+          this.#rebuildSessions();
           continue;
         }
         this.#discard(session);
@@ -442,7 +452,7 @@ export class Pkcs11Token {
         if (err instanceof TokenTimeout) throw err;
         if (session) this.#discard(session);
         if (!(err instanceof CaUnavailableError) && attempt === 0 && this.#sessionLevel(err)) {
-          this.generation++;
+          this.#rebuildSessions();
           continue;
         }
         throw this.#deviceFailure(err);
