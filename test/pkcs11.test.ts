@@ -346,6 +346,82 @@ describe('serve --signing-key (SoftHSM2)', () => {
   }, 90_000);
 });
 
+describe('serve --signing-key (SoftHSM2): the token deleted and re-created, a self-signed root in the token', () => {
+  it('a token deleted under the running server (softhsm2-util --delete-token): UNAVAILABLE and NOT_SERVING; re-created with the key, it serves again without a restart', async () => {
+    const s = await setup();
+    const { proc, grpcPort, base } = await serve(s, ['--signing-key', 'pkcs11:token=svid-ca;object=intermediate', '--pkcs11-pin-file', s.hsm.pinFile]);
+    await waitForStatus(`${base}/readyz`, 200, 30_000);
+    expect((await issue(s, grpcPort)).err).toBeUndefined();
+    const util = (args: string[]) => execFileSync('softhsm2-util', args, { env: { ...process.env, ...s.hsm.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+
+    // Measured with SoftHSM 2.6: the next signature gets CKR_OBJECT_HANDLE_INVALID; the rebuilt session finds no key, the library then CKR_GENERAL_ERROR.
+    util(['--delete-token', '--token', 'svid-ca']);
+    const failed = await issue(s, grpcPort);
+    expect(failed.err?.code).toBe(14);
+    expect(failed.err?.details).toMatch(/PKCS#11 token/);
+    await waitFor('readiness NOT_SERVING', async () => (await fetchText(`${base}/readyz`)).status === 503);
+    expect((await issue(s, grpcPort)).err?.code).toBe(14);
+
+    // A new token (new serial, new slot id) with the same label and the same key: found again by label after C_Finalize + C_Initialize, logged in anew.
+    util(['--init-token', '--free', '--label', 'svid-ca', '--so-pin', '5678', '--pin', s.hsm.pin]);
+    s.hsm.importKey(s.signer.keyPem, 'intermediate', 'a1b2');
+    await waitFor('readiness back', async () => (await fetchText(`${base}/readyz`)).status === 200, 60_000);
+    const again = await issue(s, grpcPort);
+    expect(again.err).toBeUndefined();
+    expect(opensslVerify(s.root.certPem, [s.signer.certPem], again.res!.cert_chain[0]!, ['-x509_strict', '-purpose', 'sslclient'])).toContain('OK');
+    expect(output(proc)).toContain('PKCS#11 token answers again; serving');
+    expect(proc.child.exitCode).toBeNull();
+  }, 120_000);
+
+  it('--self-signed with --signing-key: the root key is generated in the token, the root re-issued before expiry with it (openssl verifies the new root), calls keep working across it', async () => {
+    const dir = join(work, `ss${counter++}`);
+    const hsm = createSoftHsm(dir);
+    const issuer = await createTestIssuer(dir);
+    const rootDir = join(dir, 'root');
+    const [grpcPort, monPort] = [await freePort(), await freePort()];
+    // A 30 s root re-issued when less than 75% of its life remains: about every 8 s.
+    const proc = startCli(
+      [
+        'serve', '--self-signed', '--self-signed-dir', rootDir, '--self-signed-ttl', '30s', '--root-grace-percentile', '75', '--root-check-interval', '1s',
+        '--signing-key', 'pkcs11:token=svid-ca;object=root;id=%0a', '--pkcs11-module', SOFTHSM_MODULE, '--pkcs11-pin-file', hsm.pinFile,
+        '--jwt-issuer', issuer.issuer, '--jwks-file', issuer.jwksFile, '--listen', `127.0.0.1:${grpcPort}`, '--monitoring-listen', `127.0.0.1:${monPort}`,
+      ],
+      hsm.env,
+    );
+    running.push(proc);
+    await waitForStatus(`http://127.0.0.1:${monPort}/readyz`, 200, 30_000);
+    const firstRoot = readFileSync(join(rootDir, 'ca-cert.pem'), 'utf8');
+    expect(existsSync(join(rootDir, 'ca-key.pem'))).toBe(false);
+    expect(keyAttributes(hsm, 'root')).toEqual({ sensitive: true, extractable: false, neverExtractable: true, local: true, sign: true });
+    const leafFor = async () => {
+      // The client trusts the first root only: the serving certificate issued under a re-issued root still verifies (same key and subject).
+      const client = clientFor({ address: `localhost:${grpcPort}` } as TestServer, firstRoot);
+      try {
+        const csr = buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: ID }] });
+        const { res, err } = await call(client, { csr }, { authorization: `Bearer ${await issuer.token({ namespace: 'demo', serviceAccount: 'web' })}` });
+        expect(err).toBeUndefined();
+        return res!.cert_chain[0]!;
+      } finally {
+        client.close();
+      }
+    };
+    const before = await leafFor();
+    expect(opensslVerify(firstRoot, [], before, ['-x509_strict', '-purpose', 'sslclient'])).toContain('OK');
+
+    await waitFor('root re-issued', async () => readFileSync(join(rootDir, 'ca-cert.pem'), 'utf8') !== firstRoot, 30_000);
+    expect(output(proc)).toContain('self-signed root rotated');
+    const secondRoot = readFileSync(join(rootDir, 'ca-cert.pem'), 'utf8');
+    expect(opensslVerify(secondRoot, [], secondRoot, ['-x509_strict'])).toContain('OK');
+    expect(new X509Certificate(secondRoot).publicKey.export({ type: 'spki', format: 'der' })).toEqual(new X509Certificate(firstRoot).publicKey.export({ type: 'spki', format: 'der' }));
+    const after = await leafFor();
+    expect(opensslVerify(secondRoot, [], after, ['-x509_strict', '-purpose', 'sslclient'])).toContain('OK');
+    // A leaf issued under the first root verifies with the re-issued one.
+    expect(opensslVerify(secondRoot, [], before, ['-x509_strict', '-purpose', 'sslclient'])).toContain('OK');
+    expect(existsSync(join(rootDir, 'ca-key.pem'))).toBe(false);
+    expect(output(proc)).not.toContain(hsm.pin);
+  }, 90_000);
+});
+
 describe('cacerts commands with the key in a token (SoftHSM2)', () => {
   it('init-intermediate generates a non-extractable key in the token and signs it with --root, or writes a CSR; verify --signing-key checks a folder against the token', async () => {
     const dir = join(work, `cli${counter++}`);
