@@ -7,15 +7,18 @@
  */
 import { createHash, verify, X509Certificate } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import * as asn1js from 'asn1js';
+import * as pkijs from 'pkijs';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type * as P11 from 'pkcs11js';
-import { Authority, CaUnavailableError, parsePkcs11Uri, Pkcs11SigningKeySource, SelfSignedRoot, type SigningKeyConfig } from '../src/ca/index.js';
+import { Authority, CaUnavailableError, loadIssuerSigner, parsePkcs11Uri, Pkcs11SigningKeySource, SelfSignedRoot, type SigningKeyConfig } from '../src/ca/index.js';
 import { Pkcs11Token } from '../src/ca/pkcs11/token.js';
 import { rawEcdsaToDer } from '../src/ca/pkcs11/index.js';
-import { buildCsrPem, generateKeyPair, splitCertificatePem } from '../src/pki/index.js';
+import { buildCsrPem, encodePem, generateKeyPair, splitCertificatePem } from '../src/pki/index.js';
 import { FakeKubeApi, waitFor } from './helpers/fake-kube-api.js';
 import { makeIntermediate, makeRoot, opensslVerify, removeDir, tempDir, type TestCa } from './helpers/pki.js';
 import { SecretVolume } from './helpers/k8s-volume.js';
@@ -239,6 +242,54 @@ describe('the session pool against the real module: Cryptoki codes of a reset or
       expect(logs).toContain('PKCS#11 token answers again; serving');
       expect(await signs('async')).toBe(true);
       expect(await signs('sync')).toBe(true);
+    }, 60_000);
+  }
+});
+
+describe('CRL signing through the token (for `cacerts crl --issuer DIR`, issue #16)', () => {
+  /** A CRL (RFC 5280 5.1) revoking `serial`, its tbsCertList signed by `issuer.sign`; returns the PEM. */
+  function signedCrl(issuer: ReturnType<typeof loadIssuerSigner>, serial: string): string {
+    const alg = () => pkijs.AlgorithmIdentifier.fromBER(issuer.algorithmIdentifierDer);
+    const now = new Date(Math.floor(Date.now() / 1000) * 1000);
+    const crl = new pkijs.CertificateRevocationList({
+      version: 1,
+      signature: alg(),
+      issuer: pkijs.Certificate.fromBER(issuer.certificate.raw).subject,
+      thisUpdate: new pkijs.Time({ type: 0, value: now }),
+      nextUpdate: new pkijs.Time({ type: 0, value: new Date(now.getTime() + 3_600_000) }),
+      revokedCertificates: [new pkijs.RevokedCertificate({ userCertificate: new asn1js.Integer({ valueHex: Buffer.from(serial, 'hex') }), revocationDate: new pkijs.Time({ type: 0, value: now }) })],
+    });
+    // pkijs types encodeTBS as protected on CRLs (public on certificates); it is the tbsCertList DER.
+    const tbs = Buffer.from((crl as unknown as { encodeTBS(): asn1js.Sequence }).encodeTBS().toBER());
+    crl.tbsView = new Uint8Array(tbs);
+    crl.signatureAlgorithm = alg();
+    crl.signatureValue = new asn1js.BitString({ valueHex: issuer.sign(tbs) });
+    return encodePem('X509 CRL', Buffer.from(crl.toSchema(false).toBER()));
+  }
+
+  for (const key of ['ec-p256', 'rsa-2048'] as const) {
+    it(`${key}: the token key signs a tbsCertList with the algorithm of ca-cert.pem; openssl verifies the CRL`, () => {
+      const ca = key === 'ec-p256' ? signer : makeIntermediate(root, { key, cn: `crl issuer ${key}` });
+      const label = key === 'ec-p256' ? 'intermediate' : `crl-${key}`;
+      if (ca !== signer) hsm.importKey(ca.keyPem, label, 'c4c4');
+      const cacerts = new SecretVolume(join(work, `crl-${key}`));
+      cacerts.write(certificateFiles(ca, [root]));
+      const source = new Pkcs11SigningKeySource(keyConfig(label), () => {});
+      closers.push(() => source.close());
+      const issuer = loadIssuerSigner(cacerts.dir, source);
+      expect(issuer.signer.privateKey).toBeUndefined(); // the key is on the token
+      const crlPem = signedCrl(issuer, '0badc0ffee');
+      const crlFile = join(work, `crl-${key}.pem`);
+      const caFile = join(work, `crl-${key}-ca.pem`);
+      writeFileSync(crlFile, crlPem);
+      writeFileSync(caFile, ca.certPem + root.certPem);
+      const run = (args: string[]) => execFileSync('openssl', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+      // openssl prints "verify OK" on stderr: run it through a shell to see both streams.
+      const verified = execFileSync('sh', ['-c', 'openssl crl -in "$1" -CAfile "$2" -noout 2>&1', 'sh', crlFile, caFile], { encoding: 'utf8' });
+      expect(verified).toContain('verify OK');
+      const text = run(['crl', '-in', crlFile, '-noout', '-text']);
+      expect(text).toMatch(key === 'ec-p256' ? /Signature Algorithm: ecdsa-with-SHA256/ : /Signature Algorithm: sha256WithRSAEncryption/);
+      expect(text).toMatch(/Serial Number: 0BADC0FFEE/i);
     }, 60_000);
   }
 });
