@@ -167,6 +167,12 @@ describe('a token that stops answering, for the signatures besides workload leav
     // Issued at dueAt (the clock the re-issue was asked for): checked at that time.
     expect(opensslVerify(second, [], second, ['-x509_strict', '-attime', String(Math.ceil(dueAt.getTime() / 1000))])).toContain('OK');
     expect(new X509Certificate(second).publicKey.export({ type: 'spki', format: 'der' })).toEqual(new X509Certificate(first).publicKey.export({ type: 'spki', format: 'der' }));
+
+    // A ca-key.pem beside the certificates of a token-held root is refused, naming the file to remove.
+    writeFileSync(join(dir, 'ca-key.pem'), signer.keyPem, { mode: 0o600 });
+    expect(() => new SelfSignedRoot({ dir, ttlMs: 3_600_000, key: 'ec-p256', organization: 'cluster.local', gracePercentile: 20, checkIntervalMs: 0, tokenKey: source })).toThrow(
+      /ca-key\.pem: the self-signed root key is on the token \(--signing-key\): remove ca-key\.pem from --self-signed-dir/,
+    );
   }, 60_000);
 });
 
