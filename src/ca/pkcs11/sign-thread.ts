@@ -1,6 +1,13 @@
 import { Worker } from 'node:worker_threads';
 import { deserialize } from 'node:v8';
-import { NO_CODE, SHARED_BODY_BYTES, SHARED_HEADER_BYTES, STATE_PENDING, STATE_SIGNED, type SignReply, type SignRequest, type ThreadOp } from './thread-protocol.js';
+import { NO_CODE, SHARED_BODY_BYTES, SHARED_HEADER_BYTES, STATE_PENDING, STATE_SIGNED, STATE_STARTED, type SignReply, type SignRequest, type ThreadOp, type ThreadReady } from './thread-protocol.js';
+
+/**
+ * How long a new thread may take to start (a Node isolate plus the module load: tens of ms, seconds on
+ * a starved machine). Not counted in the per-signature timeout, which is about the token: measured
+ * with 16 sessions on a loaded 2-core machine, thread start-ups alone passed a 5 s timeout.
+ */
+const STARTUP_MS = 60_000;
 
 /** The signing thread did not answer within the timeout; it keeps the call (and its session) until the module returns. */
 export class SignTimedOut extends Error {
@@ -24,11 +31,22 @@ export class SignThread {
   #pending: { seq: number; resolve(b: Buffer): void; reject(e: Error): void } | undefined;
   /** Settles when the thread has ended (after stop(), once a call blocked in the module returns). */
   readonly exited: Promise<void>;
+  /** Resolves once the thread has loaded the module and takes requests; rejects if it fails to start. */
+  readonly ready: Promise<void>;
+  #readyResolve: () => void = () => {};
 
   constructor(modulePath: string) {
     this.#worker = new Worker(WORKER_URL, { workerData: { modulePath } });
     this.#worker.unref();
-    this.#worker.on('message', (m: SignReply) => {
+    let readyReject: (e: Error) => void = () => {};
+    this.ready = new Promise<void>((resolve, reject) => {
+      this.#readyResolve = resolve;
+      readyReject = reject;
+    });
+    // Not awaited by every caller: a thread that fails to start must not be an unhandled rejection.
+    this.ready.catch(() => {});
+    this.#worker.on('message', (m: SignReply | ThreadReady) => {
+      if ('ready' in m) return this.#readyResolve();
       const pending = this.#pending;
       // A late answer to an earlier request (a blocking call answered through shared memory) is not this one's.
       if (!pending || pending.seq !== m.seq) return;
@@ -38,6 +56,7 @@ export class SignThread {
       else pending.reject(Object.assign(new Error(m.message), { code: m.code }));
     });
     const gone = (err: Error) => {
+      readyReject(err);
       this.#pending?.reject(err);
       this.#pending = undefined;
     };
@@ -68,7 +87,11 @@ export class SignThread {
     const shared = new SharedArrayBuffer(SHARED_HEADER_BYTES + SHARED_BODY_BYTES);
     const header = new Int32Array(shared, 0, 3);
     this.#worker.postMessage({ ...op, seq: ++this.#seq, shared } satisfies SignRequest);
-    if (Atomics.wait(header, 0, STATE_PENDING, timeoutMs) === 'timed-out' && Atomics.load(header, 0) === STATE_PENDING) throw new SignTimedOut();
+    // First the thread takes the request (a new thread starts first: not the token's time), then the token gets timeoutMs.
+    Atomics.wait(header, 0, STATE_PENDING, STARTUP_MS);
+    if (Atomics.load(header, 0) === STATE_PENDING) throw new SignTimedOut();
+    Atomics.wait(header, 0, STATE_STARTED, timeoutMs);
+    if (Atomics.load(header, 0) === STATE_STARTED) throw new SignTimedOut();
     const body = Buffer.from(new Uint8Array(shared, SHARED_HEADER_BYTES, header[1]!));
     if (Atomics.load(header, 0) === STATE_SIGNED) return deserialize(body);
     const code = header[2]!;

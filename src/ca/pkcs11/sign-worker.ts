@@ -20,7 +20,7 @@ import { serialize } from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
 import type * as P11 from 'pkcs11js';
 import { readKey } from './read-key.js';
-import { NO_CODE, SHARED_BODY_BYTES, SHARED_HEADER_BYTES, STATE_FAILED, STATE_SIGNED, type SignReply, type SignRequest } from './thread-protocol.js';
+import { NO_CODE, SHARED_BODY_BYTES, SHARED_HEADER_BYTES, STATE_FAILED, STATE_SIGNED, STATE_STARTED, type SignReply, type SignRequest, type ThreadReady } from './thread-protocol.js';
 
 const p = createRequire(import.meta.url)('pkcs11js') as typeof P11;
 const lib = new p.PKCS11();
@@ -42,6 +42,11 @@ function writeShared(shared: SharedArrayBuffer, reply: SignReply): void {
 }
 
 parentPort!.on('message', (m: SignRequest) => {
+  if (m.shared) {
+    const header = new Int32Array(m.shared, 0, 3);
+    Atomics.store(header, 0, STATE_STARTED);
+    Atomics.notify(header, 0);
+  }
   let reply: SignReply;
   try {
     const session = buf(m.session);
@@ -58,3 +63,4 @@ parentPort!.on('message', (m: SignRequest) => {
   if (m.shared) writeShared(m.shared, reply);
   parentPort!.postMessage(reply);
 });
+parentPort!.postMessage({ ready: true } satisfies ThreadReady);

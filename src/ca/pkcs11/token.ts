@@ -387,6 +387,13 @@ export class Pkcs11Token {
         throw this.#deviceFailure(err);
       }
       const thread = this.#idleThreads.pop() ?? new SignThread(this.#o.modulePath);
+      // A new thread's start-up is not the token's time: the timeout runs from the call into the module.
+      try {
+        await thread.ready;
+      } catch (err) {
+        this.#release(session);
+        throw new CaUnavailableError(`a PKCS#11 signing thread failed to start (${(err as Error).message})`);
+      }
       let lost = false;
       try {
         const call = thread.sign(session, handle(session), mechanism, input);
