@@ -7,7 +7,7 @@ import { NO_CODE, SHARED_BODY_BYTES, SHARED_HEADER_BYTES, STATE_PENDING, STATE_S
  * a starved machine). Not counted in the per-signature timeout, which is about the token: measured
  * with 16 sessions on a loaded 2-core machine, thread start-ups alone passed a 5 s timeout.
  */
-const STARTUP_MS = 60_000;
+const STARTUP_MS = 30_000;
 
 /** The signing thread did not answer within the timeout; it keeps the call (and its session) until the module returns. */
 export class SignTimedOut extends Error {

@@ -22,9 +22,18 @@ import type * as P11 from 'pkcs11js';
 import { readKey } from './read-key.js';
 import { NO_CODE, SHARED_BODY_BYTES, SHARED_HEADER_BYTES, STATE_FAILED, STATE_SIGNED, STATE_STARTED, type SignReply, type SignRequest, type ThreadReady } from './thread-protocol.js';
 
-const p = createRequire(import.meta.url)('pkcs11js') as typeof P11;
-const lib = new p.PKCS11();
-lib.load((workerData as { modulePath: string }).modulePath);
+/** The binding and the module; a thread that cannot load them answers every request with that error (never silence: a blocking caller waits on it). */
+function loadModule(): { p: typeof P11; lib: P11.PKCS11 } | Error {
+  try {
+    const p = createRequire(import.meta.url)('pkcs11js') as typeof P11;
+    const lib = new p.PKCS11();
+    lib.load((workerData as { modulePath: string }).modulePath);
+    return { p, lib };
+  } catch (err) {
+    return new Error(`the signing thread cannot load the PKCS#11 module (${(err as Error).message})`);
+  }
+}
+const loaded = loadModule();
 // Structured clone turns Buffers into Uint8Arrays: pkcs11js wants Buffers.
 const buf = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 
@@ -49,6 +58,8 @@ parentPort!.on('message', (m: SignRequest) => {
   }
   let reply: SignReply;
   try {
+    if (loaded instanceof Error) throw loaded;
+    const { p, lib } = loaded;
     const session = buf(m.session);
     if (m.op === 'read-key') {
       reply = { seq: m.seq, reading: readKey(lib, p, session, { object: m.object, id: m.id ? Buffer.from(m.id) : undefined }) };
