@@ -408,8 +408,9 @@ describe('serve --signing-key (SoftHSM2): the token deleted and re-created, a se
     const before = await leafFor();
     expect(opensslVerify(firstRoot, [], before, ['-x509_strict', '-purpose', 'sslclient'])).toContain('OK');
 
-    await waitFor('root re-issued', async () => readFileSync(join(rootDir, 'ca-cert.pem'), 'utf8') !== firstRoot, 30_000);
-    expect(output(proc)).toContain('self-signed root rotated');
+    // The log line comes after the file is written and the bundle swapped: wait for it, then read the file.
+    await waitFor('root re-issued', async () => output(proc).includes('self-signed root rotated'), 30_000);
+    expect(readFileSync(join(rootDir, 'ca-cert.pem'), 'utf8')).not.toBe(firstRoot);
     const secondRoot = readFileSync(join(rootDir, 'ca-cert.pem'), 'utf8');
     expect(opensslVerify(secondRoot, [], secondRoot, ['-x509_strict'])).toContain('OK');
     expect(new X509Certificate(secondRoot).publicKey.export({ type: 'spki', format: 'der' })).toEqual(new X509Certificate(firstRoot).publicKey.export({ type: 'spki', format: 'der' }));
