@@ -1,5 +1,5 @@
 // svid-ca benchmark: `npm run bench [-- --quick] [-- --json FILE] [-- --only ec-p256,rsa-2048,renewals,cpu-attack,storm] [-- --profile DIR]
-// [-- --pool-rate N] [-- --workers N]` (requests pre-generated per second of run; a run that uses them all up ends early and says so).
+// [-- --pool-rate N] [-- --workers N] [-- --pkcs11-sessions N]` (requests pre-generated per second of run; a run that uses them all up ends early and says so).
 //
 // Starts the built svid-ca (dist/cli.js) in a child process per scenario, drives it from a separate
 // load-generator process (loadgen.mjs) with distinct pre-generated CSRs and tokens over raw
@@ -33,6 +33,8 @@ const serverNodeArgs = args.includes('--node-args') ? args[args.indexOf('--node-
 const keepLogsDir = args.includes('--keep-logs') ? args[args.indexOf('--keep-logs') + 1] : undefined;
 // svid-ca's --workers (default: its own default, one per core).
 const workersArg = args.includes('--workers') ? args[args.indexOf('--workers') + 1] : undefined;
+// The ec-p256-pkcs11 row's --pkcs11-sessions (default: svid-ca's own, 4), to see how the session pool relates to throughput.
+const pkcs11SessionsArg = args.includes('--pkcs11-sessions') ? args[args.indexOf('--pkcs11-sessions') + 1] : undefined;
 const CORES = cpus().length;
 
 const SCENARIOS = [
@@ -154,6 +156,7 @@ function softHsmSigner(dir, devCacerts) {
   for (const f of ['ca-cert.pem', 'cert-chain.pem', 'root-cert.pem']) copyFileSync(join(devCacerts, f), join(cacerts, f));
   writeFileSync(join(base, 'pin'), '1234\n', { mode: 0o600 });
   const extra = ['--cacerts', cacerts, '--signing-key', 'pkcs11:token=svid-ca;object=intermediate', '--pkcs11-module', '/usr/lib/softhsm/libsofthsm2.so', '--pkcs11-pin-file', join(base, 'pin')];
+  if (pkcs11SessionsArg) extra.push('--pkcs11-sessions', pkcs11SessionsArg);
   return { extra, env };
 }
 

@@ -79,12 +79,12 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'max-source-request-bytes', kind: 'int', default: '8388608', help: 'request bytes received but not yet complete, all connections from one source IP address; more: RESOURCE_EXHAUSTED' },
   { name: 'max-buffered-request-bytes', kind: 'int', default: '67108864', help: 'request bytes received but not yet complete, all connections of a process; more: RESOURCE_EXHAUSTED' },
   // issue #17: the intermediate's private key on a PKCS#11 token
-  { name: 'signing-key', kind: 'string', help: 'PKCS#11 URI (RFC 7512) of the signing key, e.g. pkcs11:token=svid-ca;object=intermediate-2026; the cacerts folder then holds no key' },
+  { name: 'signing-key', kind: 'string', help: 'PKCS#11 URI (RFC 7512) of the signing key, e.g. pkcs11:token=svid-ca;object=intermediate-2026; the cacerts folder then holds no key. With --self-signed: the root key, generated as --self-signed-key when the token holds none (give object= and id=)' },
   { name: 'signing-key-file', kind: 'string', help: 'file holding the --signing-key URI, read again on every cacerts reload (rotate the key object with the certificate)' },
   { name: 'pkcs11-module', kind: 'string', help: "the token vendor's PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so" },
   { name: 'pkcs11-pin-file', kind: 'string', help: 'file holding the token user PIN (or pin-source=file:/path in the URI); never a flag value' },
   { name: 'pkcs11-sessions', kind: 'int', default: '4', help: 'PKCS#11 sessions (and signing threads) per process: concurrent signatures at most (about wanted signatures/s x token latency)' },
-  { name: 'pkcs11-sign-timeout', kind: 'duration', default: '5s', help: 'a token signature taking longer fails with UNAVAILABLE and the token is reconnected; 0 signs on the main thread without a timeout (only for modules that cannot block, e.g. SoftHSM)' },
+  { name: 'pkcs11-sign-timeout', kind: 'duration', default: '5s', help: 'a token signature or key lookup taking longer fails (leaves: UNAVAILABLE; serving certificate, istiod-tls, reload probes, self-signed root re-issue: refused and retried) and the token is reconnected; 0 signs on the main thread without a timeout (only for modules that cannot block, e.g. SoftHSM)' },
   // issue #18: one CA for several clusters (tokens routed by issuer and clusterid)
   { name: 'jwt-issuers-file', kind: 'string', help: 'YAML or JSON list of token issuers, one or more per cluster: {clusterId, issuer, jwksFile | jwksUri, audiences, trustDomain}; reloaded on change; instead of --jwt-issuer/--jwks-file/--jwks-uri' },
   { name: 'remote-kubeconfig-dir', kind: 'string', help: "folder of remote clusters' kubeconfigs (file name less .yaml/.yml/.kubeconfig = cluster ID, as istiod's remote secrets); TokenReview and pod lookups of a call go to its clusterid's API server; followed without restart" },
@@ -257,7 +257,8 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new ConfigError(`--jwks-uri: invalid value "${jwksUri}" (want an https:// URL)`);
   }
   if (issuer) cfg.jwt = { issuer, audience: str('jwt-audience')!, jwksFile, jwksUri };
-  if (cfg.signingKey && cfg.selfSigned) throw new ConfigError('--signing-key: not with --self-signed (the self-signed root key is generated in memory)');
+  // issue #17: with --self-signed, --signing-key names the root's key on the token; there is no cacerts reload to re-read a file.
+  if (cfg.signingKey?.uriFile && cfg.selfSigned) throw new ConfigError('--signing-key-file: not with --self-signed (nothing reloads the URI); give --signing-key');
   cfg.kubernetes = kubernetesConfig(values, str('jwt-audience')!);
   return cfg;
 }

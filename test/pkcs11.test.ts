@@ -2,7 +2,7 @@
  * Issue #17: the intermediate's key on a real SoftHSM2 token. Each test makes its own token
  * directory and SOFTHSM2_CONF and runs the real `svid-ca serve` as a child process with them.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:tls';
 import { join } from 'node:path';
@@ -16,7 +16,7 @@ import { makeIntermediate, makeRoot, opensslVerify, removeDir, tempDir, type Tes
 import { SecretVolume } from './helpers/k8s-volume.js';
 import { call, clientFor, createTestIssuer, fetchText, type TestIssuer, type TestServer } from './helpers/server.js';
 import { freePort, startCli, waitForStatus, type CliProcess } from './helpers/process.js';
-import { certificateFiles, createSoftHsm, SOFTHSM_MODULE, type SoftHsm } from './helpers/softhsm.js';
+import { certificateFiles, createSoftHsm, lockTokenFiles, SOFTHSM_MODULE, type SoftHsm } from './helpers/softhsm.js';
 
 const work = tempDir('svid-ca-pkcs11-');
 const running: CliProcess[] = [];
@@ -128,18 +128,6 @@ function destroyKeyObjects(hsm: SoftHsm, label: string): void {
   if (n !== 2) throw new Error(`expected a private and a public object labelled ${label}, destroyed ${n}`);
 }
 
-/** Holds fcntl write locks on every file of the token directory until stdin closes; prints a line once held. */
-const LOCK_TOKEN_FILES = `
-import fcntl, glob, os, sys
-held = []
-for p in glob.glob(os.path.join(sys.argv[1], '*', '*')):
-    f = open(p, 'r+')
-    fcntl.lockf(f, fcntl.LOCK_EX)
-    held.append(f)
-print('locked', len(held), flush=True)
-sys.stdin.read()
-`;
-
 const output = (p: CliProcess) => p.stdout.join('') + p.stderr.join('');
 
 describe('PKCS#11 URI (RFC 7512)', () => {
@@ -171,14 +159,16 @@ describe('PKCS#11 URI (RFC 7512)', () => {
 
 describe('serve --signing-key flags', () => {
   const base = ['--jwt-issuer', 'https://issuer', '--jwks-file', '/dev/null'];
-  it('are checked together: one of --signing-key/--signing-key-file, --pkcs11-* only with one, not with --self-signed', () => {
+  it('are checked together: one of --signing-key/--signing-key-file, --pkcs11-* only with one, no --signing-key-file with --self-signed', () => {
     const cfg = parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--pkcs11-module', SOFTHSM_MODULE, '--pkcs11-pin-file', '/run/pin'], {});
     expect(cfg.signingKey).toEqual({ uri: 'pkcs11:token=t;object=k', uriFile: undefined, modulePath: SOFTHSM_MODULE, pinFile: '/run/pin', sessions: 4, signTimeoutMs: 5000 });
     expect(parseServeConfig(base, {}).signingKey).toBeUndefined();
     expect(parseServeConfig([...base, '--signing-key-file', '/etc/uri'], { SVID_CA_PKCS11_SESSIONS: '32' }).signingKey).toMatchObject({ uriFile: '/etc/uri', sessions: 32 });
     expect(() => parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--signing-key-file', '/etc/uri'], {})).toThrow(ConfigError);
     expect(() => parseServeConfig([...base, '--pkcs11-pin-file', '/run/pin'], {})).toThrow(/--pkcs11-pin-file: only meaningful with --signing-key/);
-    expect(() => parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--self-signed'], {})).toThrow(/not with --self-signed/);
+    // issue #17: with --self-signed, --signing-key names the root's key on the token; a URI file (re-read on reloads) is refused there.
+    expect(parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--self-signed'], {}).signingKey?.uri).toBe('pkcs11:token=t;object=k');
+    expect(() => parseServeConfig([...base, '--signing-key-file', '/etc/uri', '--self-signed'], {})).toThrow(/--signing-key-file: not with --self-signed/);
     expect(() => parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--pkcs11-sessions', '0'], {})).toThrow(/--pkcs11-sessions/);
     expect(() => parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--pkcs11-sign-timeout', '50ms'], {})).toThrow(/--pkcs11-sign-timeout/);
     expect(parseServeConfig([...base, '--signing-key', 'pkcs11:token=t;object=k', '--pkcs11-sign-timeout', '0s'], {}).signingKey?.signTimeoutMs).toBe(0);
@@ -286,8 +276,7 @@ describe('serve --signing-key (SoftHSM2)', () => {
 
     // A real hang: another process holds write locks (fcntl, as SoftHSM takes them) on the token's files,
     // so SoftHSM's C_SignInit waits for them as a network HSM waits on a dead link.
-    const locker = spawn('python3', ['-c', LOCK_TOKEN_FILES, s.hsm.tokens], { stdio: ['pipe', 'pipe', 'inherit'] });
-    await new Promise<void>((resolve) => locker.stdout.once('data', () => resolve()));
+    const lock = await lockTokenFiles(s.hsm);
     try {
       const started = Date.now();
       const blocked = await issue(s, grpcPort);
@@ -296,8 +285,7 @@ describe('serve --signing-key (SoftHSM2)', () => {
       expect(Date.now() - started).toBeLessThan(14_000);
       await waitFor('readiness NOT_SERVING', async () => (await fetchText(`${base}/readyz`)).status === 503);
     } finally {
-      locker.stdin.end();
-      await new Promise((r) => locker.once('exit', r));
+      await lock.release();
     }
     await waitFor('readiness back', async () => (await fetchText(`${base}/readyz`)).status === 200);
     expect((await issue(s, grpcPort)).err).toBeUndefined();
@@ -355,6 +343,83 @@ describe('serve --signing-key (SoftHSM2)', () => {
     const still = await issue(s, grpcPort);
     expect(still.err).toBeUndefined();
     expect(new X509Certificate(still.res!.cert_chain[0]!).verify(next.cert.publicKey)).toBe(true);
+  }, 90_000);
+});
+
+describe('serve --signing-key (SoftHSM2): the token deleted and re-created, a self-signed root in the token', () => {
+  it('a token deleted under the running server (softhsm2-util --delete-token): UNAVAILABLE and NOT_SERVING; re-created with the key, it serves again without a restart', async () => {
+    const s = await setup();
+    const { proc, grpcPort, base } = await serve(s, ['--signing-key', 'pkcs11:token=svid-ca;object=intermediate', '--pkcs11-pin-file', s.hsm.pinFile]);
+    await waitForStatus(`${base}/readyz`, 200, 30_000);
+    expect((await issue(s, grpcPort)).err).toBeUndefined();
+    const util = (args: string[]) => execFileSync('softhsm2-util', args, { env: { ...process.env, ...s.hsm.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+
+    // Measured with SoftHSM 2.6: the next signature gets CKR_OBJECT_HANDLE_INVALID; the rebuilt session finds no key, the library then CKR_GENERAL_ERROR.
+    util(['--delete-token', '--token', 'svid-ca']);
+    const failed = await issue(s, grpcPort);
+    expect(failed.err?.code).toBe(14);
+    expect(failed.err?.details).toMatch(/PKCS#11 token/);
+    await waitFor('readiness NOT_SERVING', async () => (await fetchText(`${base}/readyz`)).status === 503);
+    expect((await issue(s, grpcPort)).err?.code).toBe(14);
+
+    // A new token (new serial, new slot id) with the same label and the same key: found again by label after C_Finalize + C_Initialize, logged in anew.
+    util(['--init-token', '--free', '--label', 'svid-ca', '--so-pin', '5678', '--pin', s.hsm.pin]);
+    s.hsm.importKey(s.signer.keyPem, 'intermediate', 'a1b2');
+    await waitFor('readiness back', async () => (await fetchText(`${base}/readyz`)).status === 200, 60_000);
+    const again = await issue(s, grpcPort);
+    expect(again.err).toBeUndefined();
+    expect(opensslVerify(s.root.certPem, [s.signer.certPem], again.res!.cert_chain[0]!, ['-x509_strict', '-purpose', 'sslclient'])).toContain('OK');
+    expect(output(proc)).toContain('PKCS#11 token answers again; serving');
+    expect(proc.child.exitCode).toBeNull();
+  }, 120_000);
+
+  it('--self-signed with --signing-key: the root key is generated in the token, the root re-issued before expiry with it (openssl verifies the new root), calls keep working across it', async () => {
+    const dir = join(work, `ss${counter++}`);
+    const hsm = createSoftHsm(dir);
+    const issuer = await createTestIssuer(dir);
+    const rootDir = join(dir, 'root');
+    const [grpcPort, monPort] = [await freePort(), await freePort()];
+    // A 30 s root re-issued when less than 75% of its life remains: about every 8 s.
+    const proc = startCli(
+      [
+        'serve', '--self-signed', '--self-signed-dir', rootDir, '--self-signed-ttl', '30s', '--root-grace-percentile', '75', '--root-check-interval', '1s',
+        '--signing-key', 'pkcs11:token=svid-ca;object=root;id=%0a', '--pkcs11-module', SOFTHSM_MODULE, '--pkcs11-pin-file', hsm.pinFile,
+        '--jwt-issuer', issuer.issuer, '--jwks-file', issuer.jwksFile, '--listen', `127.0.0.1:${grpcPort}`, '--monitoring-listen', `127.0.0.1:${monPort}`,
+      ],
+      hsm.env,
+    );
+    running.push(proc);
+    await waitForStatus(`http://127.0.0.1:${monPort}/readyz`, 200, 30_000);
+    const firstRoot = readFileSync(join(rootDir, 'ca-cert.pem'), 'utf8');
+    expect(existsSync(join(rootDir, 'ca-key.pem'))).toBe(false);
+    expect(keyAttributes(hsm, 'root')).toEqual({ sensitive: true, extractable: false, neverExtractable: true, local: true, sign: true });
+    const leafFor = async () => {
+      // The client trusts the first root only: the serving certificate issued under a re-issued root still verifies (same key and subject).
+      const client = clientFor({ address: `localhost:${grpcPort}` } as TestServer, firstRoot);
+      try {
+        const csr = buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: ID }] });
+        const { res, err } = await call(client, { csr }, { authorization: `Bearer ${await issuer.token({ namespace: 'demo', serviceAccount: 'web' })}` });
+        expect(err).toBeUndefined();
+        return res!.cert_chain[0]!;
+      } finally {
+        client.close();
+      }
+    };
+    const before = await leafFor();
+    expect(opensslVerify(firstRoot, [], before, ['-x509_strict', '-purpose', 'sslclient'])).toContain('OK');
+
+    // The log line comes after the file is written and the bundle swapped: wait for it, then read the file.
+    await waitFor('root re-issued', async () => output(proc).includes('self-signed root rotated'), 30_000);
+    expect(readFileSync(join(rootDir, 'ca-cert.pem'), 'utf8')).not.toBe(firstRoot);
+    const secondRoot = readFileSync(join(rootDir, 'ca-cert.pem'), 'utf8');
+    expect(opensslVerify(secondRoot, [], secondRoot, ['-x509_strict'])).toContain('OK');
+    expect(new X509Certificate(secondRoot).publicKey.export({ type: 'spki', format: 'der' })).toEqual(new X509Certificate(firstRoot).publicKey.export({ type: 'spki', format: 'der' }));
+    const after = await leafFor();
+    expect(opensslVerify(secondRoot, [], after, ['-x509_strict', '-purpose', 'sslclient'])).toContain('OK');
+    // A leaf issued under the first root verifies with the re-issued one.
+    expect(opensslVerify(secondRoot, [], before, ['-x509_strict', '-purpose', 'sslclient'])).toContain('OK');
+    expect(existsSync(join(rootDir, 'ca-key.pem'))).toBe(false);
+    expect(output(proc)).not.toContain(hsm.pin);
   }, 90_000);
 });
 

@@ -1,4 +1,4 @@
-import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
 import {
   caCertificate,
   encodeName,
@@ -11,7 +11,9 @@ import {
   signatureAlgorithmForKey,
   signCertificate,
   spkiDer,
+  type ExternalKey,
   type KeySpec,
+  type Signer,
 } from '../pki/index.js';
 
 export interface CaMaterial {
@@ -52,18 +54,33 @@ export function rootCertificateForKey(keyPem: string, o: Omit<RootOptions, 'key'
   const privateKey = createPrivateKey(keyPem);
   const algorithm = signatureAlgorithmForKey(privateKey);
   if (!algorithm) throw new Error('unsupported root key type');
+  return rootCertificate(spkiDer(privateKey), (subjectDer) => ({ subjectDer, privateKey, algorithm }), o);
+}
+
+/**
+ * rootCertificateForKey for a key outside this process (issue #17: the self-signed root's key on a
+ * PKCS#11 token): `publicKey` goes into the certificate and `key` signs it (its blocking call, bounded
+ * by the token's per-signature timeout). Throws what the key throws (CaUnavailableError when the token does not sign).
+ */
+export function rootCertificateForExternalKey(key: ExternalKey, publicKey: KeyObject, o: Omit<RootOptions, 'key'> & { subjectDer?: Buffer }): string {
+  const algorithm = signatureAlgorithmForKey(publicKey);
+  if (!algorithm) throw new Error('unsupported root key type');
+  return rootCertificate(spkiDer(publicKey), (subjectDer) => ({ subjectDer, algorithm, external: key }), o);
+}
+
+function rootCertificate(publicKeyDer: Buffer, signer: (subjectDer: Buffer) => Signer, o: Omit<RootOptions, 'key'> & { subjectDer?: Buffer }): string {
   const now = o.now ?? new Date();
-  const commonName = o.distinctName && o.commonName !== undefined ? distinctCaName(o.commonName, spkiDer(privateKey), now) : o.commonName;
+  const commonName = o.distinctName && o.commonName !== undefined ? distinctCaName(o.commonName, publicKeyDer, now) : o.commonName;
   const subjectDer = o.subjectDer ?? encodeName({ organization: o.organization, commonName });
   const der = signCertificate(
     caCertificate({
       serialNumber: randomSerial(),
       subjectDer,
-      publicKeyDer: spkiDer(privateKey),
+      publicKeyDer,
       notBefore: now,
       notAfter: new Date(now.getTime() + o.ttlMs),
     }),
-    { subjectDer, privateKey, algorithm },
+    signer(subjectDer),
   );
   return encodePem('CERTIFICATE', der);
 }

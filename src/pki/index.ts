@@ -20,7 +20,7 @@ export {
 export { encodeName, EMPTY_NAME_DER, type NameAttributes } from './name.js';
 export { type ExtensionSpec, type SanEntry } from './extensions.js';
 export { signCertificate, randomSerial, keyIdentifier, type CertificateTemplate, type Signer } from './certificate.js';
-export { signTbs, type ExternalKey } from './certificate.js';
+export { signTbs, algorithmIdentifier, type ExternalKey } from './certificate.js';
 export { workloadLeaf, servingLeaf, caCertificate, CLOCK_SKEW_GRACE_MS, type LeafParams, type CaParams } from './profiles.js';
 export { parseCsrPem, parseCsrDer, checkWorkloadKey, CSR_LIMITS, type ParsedCsr, type CsrSans } from './csr.js';
 export { buildCsrPem, buildCaCsrPem, type CsrRequest } from './csr-build.js';

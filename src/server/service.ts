@@ -146,15 +146,17 @@ export async function startService(options: ServiceOptions & { feed?: undefined 
 export async function startService(options: ServiceOptions & { feed: BundleFeed }, logger: Logger): Promise<WorkerService>;
 export async function startService(options: ServiceOptions & { feed?: BundleFeed | undefined }, logger: Logger): Promise<RunningService | WorkerService> {
   const feed = options.feed;
-  const selfSigned = options.selfSigned && !feed
-    ? new SelfSignedRoot({ ...options.selfSigned, organization: options.trustDomain, servingDns: options.servingDns }, (event) =>
-        logger.info({ dir: options.selfSigned?.dir ?? '(memory only)' }, `self-signed root ${event}`),
-      )
-    : undefined;
   // issue #17: a worker checked the primary's texts with its own token source (the feed's); else opened here.
   const tokenKey = feed ? feed.tokenKey : openTokenKey(options.signingKey, logger);
+  let selfSigned: SelfSignedRoot | undefined;
   let bundle: SigningBundle;
   try {
+    // With --signing-key the self-signed root's key is on the token (issue #17).
+    selfSigned = options.selfSigned && !feed
+      ? new SelfSignedRoot({ ...options.selfSigned, organization: options.trustDomain, servingDns: options.servingDns, tokenKey }, (event) =>
+          logger.info({ dir: options.selfSigned?.dir ?? '(memory only)', signingKey: tokenKey?.describe() }, `self-signed root ${event}`),
+        )
+      : undefined;
     bundle = feed ? feed.bundle : selfSigned ? selfSigned.bundle() : loadCacerts(options.cacerts, new Date(), { trustDomain: options.trustDomain, servingDns: options.servingDns }, tokenKey);
   } catch (err) {
     tokenKey?.close();

@@ -3,7 +3,7 @@
  * never share PKCS#11 state. SOFTHSM2_CONF is read at C_Initialize only, so the token is used by
  * a spawned svid-ca with the variable in its environment.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -51,5 +51,38 @@ export function certificateFiles(signer: { certPem: string }, roots: { certPem: 
     'ca-cert.pem': signer.certPem,
     'cert-chain.pem': signer.certPem + roots[0]!.certPem,
     'root-cert.pem': roots.map((r) => r.certPem).join(''),
+  };
+}
+
+/** Holds fcntl write locks on every file of the token directory until stdin closes; prints a line once held. */
+const LOCK_TOKEN_FILES = `
+import fcntl, glob, os, sys
+held = []
+for p in glob.glob(os.path.join(sys.argv[1], '*', '*')):
+    f = open(p, 'r+')
+    fcntl.lockf(f, fcntl.LOCK_EX)
+    held.append(f)
+print('locked', len(held), flush=True)
+sys.stdin.read()
+`;
+
+/**
+ * "The token stops answering", for real: another process holds write locks (fcntl, as SoftHSM takes
+ * them) on the token's files, so SoftHSM's C_SignInit, C_FindObjects and C_GetAttributeValue wait for
+ * them as a network HSM waits on a dead link. Resolves once the locks are held; release() lets go.
+ */
+export async function lockTokenFiles(hsm: Pick<SoftHsm, 'tokens'>): Promise<{ release(): Promise<void> }> {
+  const locker = spawn('python3', ['-c', LOCK_TOKEN_FILES, hsm.tokens], { stdio: ['pipe', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    locker.stdout.once('data', () => resolve());
+    locker.once('exit', (code) => reject(new Error(`the token locker exited (${code}) before holding the locks`)));
+  });
+  return {
+    release: async () => {
+      if (locker.exitCode !== null) return;
+      const exited = new Promise((r) => locker.once('exit', r));
+      locker.stdin.end();
+      await exited;
+    },
   };
 }

@@ -151,6 +151,25 @@ export class Pkcs11SigningKeySource {
   }
 
   /**
+   * The key the URI names, for a certificate not made yet (issue #17: a self-signed root whose key
+   * is on the token): found, or, when the token holds no key with the URI's object= and id=,
+   * generated as `spec` (both must then be given). Returns its public key (from the token's public
+   * key object or RSA attributes) and the key; BundleError naming the URI when neither works.
+   */
+  keyForNewCertificate(spec: TokenKeySpec): { publicKey: KeyObject; key: Pkcs11Key; generated: boolean } {
+    const uri = this.#parse(this.uriText());
+    const token = this.#open(uri);
+    const selector = { object: uri.object, id: uri.id };
+    if (token.countKeys(selector) === 0 && uri.object !== undefined && uri.id !== undefined) return { ...this.generate(spec), generated: true };
+    const found = token.findKey(selector);
+    const publicKey = publicKeyOf(found, uri.redacted);
+    if (!publicKey) throw new BundleError(uri.redacted, 'the token holds no public key object beside the private key: svid-ca cannot put the key in a certificate');
+    const algorithm = signatureAlgorithmForKey(publicKey);
+    if (!algorithm) throw new BundleError(uri.redacted, 'the key is neither EC P-256/P-384 nor RSA');
+    return { publicKey, key: new Pkcs11Key(token, selector, found, algorithm, uri.redacted, publicKey), generated: false };
+  }
+
+  /**
    * Generates the key the URI names inside the token (both object= and id= are required, and no
    * key may carry either yet: an existing key is never replaced). Returns its public key and the
    * key itself, e.g. to sign a CSR.

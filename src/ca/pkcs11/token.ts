@@ -1,6 +1,8 @@
 import { createRequire } from 'node:module';
 import type * as P11 from 'pkcs11js';
-import { SignThread } from './sign-thread.js';
+import { SignThread, SignTimedOut } from './sign-thread.js';
+import type { ThreadOp } from './thread-protocol.js';
+import { readKey, type KeyReading, type KeySelector } from './read-key.js';
 import { BundleError } from '../../pki/index.js';
 import { CaUnavailableError } from '../authority.js';
 import type { Pkcs11Uri } from './uri.js';
@@ -44,11 +46,7 @@ export interface TokenOptions {
 export type TokenKeySpec = 'ec-p256' | 'ec-p384' | 'rsa-2048' | 'rsa-3072';
 export const TOKEN_KEY_SPECS: readonly TokenKeySpec[] = ['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072'];
 
-/** Which key on the token: CKA_LABEL and/or CKA_ID. */
-export interface KeySelector {
-  object?: string | undefined;
-  id?: Buffer | undefined;
-}
+export type { KeySelector } from './read-key.js';
 
 /** What the token tells about a private key. */
 export interface FoundKey {
@@ -241,58 +239,76 @@ export class Pkcs11Token {
     );
   }
 
+  /**
+   * Step 1 of the ladder: a session-level error rarely hits one session alone (C_CloseAllSessions, a
+   * token or HSM session reset end them all), so the idle sessions are closed too and the retry opens
+   * a new one; key handles are looked up again (generation).
+   */
+  #rebuildSessions(): void {
+    for (const idle of this.#free.splice(0)) this.#discard(idle);
+    this.generation++;
+  }
+
   /** Finds exactly one private key; throws BundleError when there is none or more than one. */
   findKey(selector: KeySelector, session?: Buffer): FoundKey {
+    // A token that stopped answering is not asked again here (a reload, a re-issue) until the recovery finds it back.
+    this.#throwIfUnavailable();
     const own = session ?? this.#free.pop() ?? this.#openSession();
+    let lost = false;
     try {
-      return this.#findKeyOn(own, selector);
+      // C_FindObjects and C_GetAttributeValue block like C_SignInit: on a signing thread, within the timeout.
+      const reading =
+        this.#o.signTimeoutMs === 0
+          ? readKey(this.#lib, this.#p, own, selector)
+          : (this.#onThread({ op: 'read-key', session: own, object: selector.object, id: selector.id }, 'answer a key lookup') as KeyReading);
+      return this.#foundKey(reading, selector);
+    } catch (err) {
+      lost = err instanceof TokenTimeout;
+      throw err;
     } finally {
-      if (!session) this.#release(own);
+      if (!session && !lost) this.#release(own);
+    }
+  }
+
+  /**
+   * Runs `op` on a signing thread and waits for it at most the per-signature timeout. On timeout the
+   * thread and the session stay with the call and are written off, the token is marked unavailable,
+   * and TokenTimeout (a CaUnavailableError) is thrown: the caller must not release or close the session.
+   */
+  #onThread(op: ThreadOp, what: string): unknown {
+    const thread = this.#idleThreads.pop() ?? new SignThread(this.#o.modulePath);
+    try {
+      const out = thread.runBlocking(op, this.#o.signTimeoutMs);
+      this.#idleThreads.push(thread);
+      return out;
+    } catch (err) {
+      if (!(err instanceof SignTimedOut)) {
+        this.#idleThreads.push(thread);
+        throw err;
+      }
+      this.#open--;
+      this.#inFlight++;
+      void thread.exited.then(() => this.#inFlight--);
+      thread.stop();
+      this.fail(`the token did not ${what} within ${this.#o.signTimeoutMs} ms`);
+      throw new TokenTimeout(`the PKCS#11 token did not ${what} within ${this.#o.signTimeoutMs} ms`);
     }
   }
 
   #findKeyOn(session: Buffer, selector: KeySelector): FoundKey {
+    return this.#foundKey(readKey(this.#lib, this.#p, session, selector), selector);
+  }
+
+  /** The reading of readKey as a FoundKey; BundleError when no key, more than one, or one of another type matches. */
+  #foundKey(r: KeyReading, selector: KeySelector): FoundKey {
     const p = this.#p;
-    const lib = this.#lib;
-    const find = (cls: number): Buffer[] => {
-      const template: P11.Template = [{ type: p.CKA_CLASS, value: cls }];
-      if (selector.object !== undefined) template.push({ type: p.CKA_LABEL, value: selector.object });
-      if (selector.id !== undefined) template.push({ type: p.CKA_ID, value: selector.id });
-      lib.C_FindObjectsInit(session, template);
-      try {
-        return lib.C_FindObjects(session, 2);
-      } finally {
-        lib.C_FindObjectsFinal(session);
-      }
-    };
     const what = [selector.object !== undefined ? `object=${selector.object}` : '', selector.id ? `id=${selector.id.toString('hex')}` : ''].filter(Boolean).join(' ');
-    const keys = find(p.CKO_PRIVATE_KEY);
-    if (keys.length === 0) throw new BundleError(this.#o.uri.redacted, `no private key ${what} on the token (logged in as user)`);
-    if (keys.length > 1) throw new BundleError(this.#o.uri.redacted, `more than one private key matches ${what}; add id= (or a unique object=) to the URI`);
-    const handle = keys[0]!;
-    const attrs = lib.C_GetAttributeValue(session, handle, [
-      { type: p.CKA_KEY_TYPE },
-      { type: p.CKA_SENSITIVE },
-      { type: p.CKA_EXTRACTABLE },
-    ]);
-    const keyTypeValue = attrs[0]!.value as Buffer;
-    const keyType = keyTypeValue.readUIntLE(0, Math.min(keyTypeValue.length, 6));
-    const flag = (i: number) => {
-      const v = attrs[i]!.value;
-      return Buffer.isBuffer(v) ? v[0] === 1 : Boolean(v);
-    };
-    if (keyType === p.CKK_EC) {
-      const [params] = lib.C_GetAttributeValue(session, handle, [{ type: p.CKA_EC_PARAMS }]);
-      // The private object carries no CKA_EC_POINT: the public object with the same label/id does.
-      const pub = find(p.CKO_PUBLIC_KEY);
-      const point = pub.length === 1 ? (lib.C_GetAttributeValue(session, pub[0]!, [{ type: p.CKA_EC_POINT }])[0]!.value as Buffer) : undefined;
-      return { handle, keyType: 'ec', publicKey: { kind: 'ec', params: params!.value as Buffer, point }, sensitive: flag(1), extractable: flag(2) };
-    }
-    if (keyType === p.CKK_RSA) {
-      const [n, e] = lib.C_GetAttributeValue(session, handle, [{ type: p.CKA_MODULUS }, { type: p.CKA_PUBLIC_EXPONENT }]);
-      return { handle, keyType: 'rsa', publicKey: { kind: 'rsa', modulus: n!.value as Buffer, exponent: e!.value as Buffer }, sensitive: flag(1), extractable: flag(2) };
-    }
-    throw new BundleError(this.#o.uri.redacted, `the key ${what} is neither EC nor RSA (CKA_KEY_TYPE ${keyType}); svid-ca signs with EC P-256/P-384 or RSA`);
+    if (r.handles.length === 0) throw new BundleError(this.#o.uri.redacted, `no private key ${what} on the token (logged in as user)`);
+    if (r.handles.length > 1) throw new BundleError(this.#o.uri.redacted, `more than one private key matches ${what}; add id= (or a unique object=) to the URI`);
+    const common = { handle: r.handles[0]!, sensitive: r.sensitive === true, extractable: r.extractable === true };
+    if (r.keyType === p.CKK_EC) return { ...common, keyType: 'ec', publicKey: { kind: 'ec', params: r.ecParams!, point: r.ecPoint } };
+    if (r.keyType === p.CKK_RSA) return { ...common, keyType: 'rsa', publicKey: { kind: 'rsa', modulus: r.modulus!, exponent: r.exponent! } };
+    throw new BundleError(this.#o.uri.redacted, `the key ${what} is neither EC nor RSA (CKA_KEY_TYPE ${r.keyType}); svid-ca signs with EC P-256/P-384 or RSA`);
   }
 
   /** How many private keys match (0, 1 or 2 meaning "more than one"): to refuse overwriting one at generation. */
@@ -371,6 +387,13 @@ export class Pkcs11Token {
         throw this.#deviceFailure(err);
       }
       const thread = this.#idleThreads.pop() ?? new SignThread(this.#o.modulePath);
+      // A new thread's start-up is not the token's time: the timeout runs from the call into the module.
+      try {
+        await thread.ready;
+      } catch (err) {
+        this.#release(session);
+        throw new CaUnavailableError(`a PKCS#11 signing thread failed to start (${(err as Error).message})`);
+      }
       let lost = false;
       try {
         const call = thread.sign(session, handle(session), mechanism, input);
@@ -394,9 +417,11 @@ export class Pkcs11Token {
           throw new CaUnavailableError(`the PKCS#11 token did not sign within ${this.#o.signTimeoutMs} ms`);
         }
         this.#idleThreads.push(thread);
+        // The key lookup of handle() timed out: its session stays with the stalled call.
+        if (err instanceof TokenTimeout) throw err;
         if (!(err instanceof CaUnavailableError) && attempt === 0 && this.#sessionLevel(err)) {
           this.#discard(session);
-          this.generation++;
+          this.#rebuildSessions();
           continue;
         }
         this.#discard(session);
@@ -405,21 +430,36 @@ export class Pkcs11Token {
     }
   }
 
-  /** A blocking signature, for rare signatures (serving certificate, probes); same ladder, no timeout. */
+  /**
+   * A blocking signature, for the signatures whose callers are synchronous (serving certificate,
+   * istiod-tls, bundle probes, self-signed root re-issue, CA certificates and CSRs of the CLI):
+   * same pool and ladder as sign(), and, unless --pkcs11-sign-timeout is 0, made on a signing
+   * thread that this thread waits for at most the per-signature timeout (Atomics.wait): a token
+   * that stops answering stalls the caller that long once, then the token is unavailable and
+   * later calls fail at once. Throws CaUnavailableError when the token does not sign.
+   */
   signSync(mechanism: number, input: Buffer, handle: (session: Buffer) => Buffer): Buffer {
     for (let attempt = 0; ; attempt++) {
       this.#throwIfUnavailable();
       let session: Buffer | undefined;
       try {
         session = this.#free.pop() ?? this.#openSession();
-        this.#lib.C_SignInit(session, { mechanism }, handle(session));
-        const out = this.#lib.C_Sign(session, input, Buffer.alloc(512));
+        const key = handle(session);
+        let out: Buffer;
+        if (this.#o.signTimeoutMs === 0) {
+          this.#lib.C_SignInit(session, { mechanism }, key);
+          out = this.#lib.C_Sign(session, input, Buffer.alloc(512));
+        } else {
+          out = this.#onThread({ op: 'sign', session, key, mechanism, input }, 'sign') as Buffer;
+        }
         this.#release(session);
         return out;
       } catch (err) {
+        // Timed out: the session stays with the stalled call (written off by #onThread).
+        if (err instanceof TokenTimeout) throw err;
         if (session) this.#discard(session);
-        if (attempt === 0 && this.#sessionLevel(err)) {
-          this.generation++;
+        if (!(err instanceof CaUnavailableError) && attempt === 0 && this.#sessionLevel(err)) {
+          this.#rebuildSessions();
           continue;
         }
         throw this.#deviceFailure(err);
@@ -535,5 +575,13 @@ export class PinRefusedError extends BundleError {
   constructor(file: string, problem: string) {
     super(file, problem);
     this.name = 'PinRefusedError';
+  }
+}
+
+/** The token did not answer within the per-signature timeout (calls get UNAVAILABLE). */
+export class TokenTimeout extends CaUnavailableError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TokenTimeout';
   }
 }
