@@ -83,6 +83,12 @@ describe('--workers 2', () => {
       '--listen', `127.0.0.1:${grpcPort}`, '--monitoring-listen', `127.0.0.1:${monPort}`, '--reload-interval', '1s',
     ]);
     await waitForStatus(`http://127.0.0.1:${monPort}/readyz`, 200, 30_000);
+    // The primary serves /readyz for its workers: the cluster lines come from them (issue #18 item 3).
+    const readyz = async () => (await fetch(`http://127.0.0.1:${monPort}/readyz`)).text();
+    const lineA = `cluster "cluster-a": issuers ${ISS_A}; no API server; trust domain a.mesh`;
+    const lineB = `cluster "cluster-b": issuers ${ISS_B}; no API server; trust domain b.mesh`;
+    for (let i = 0; i < 50 && !(await readyz()).includes(lineB); i++) await new Promise((r) => setTimeout(r, 200));
+    expect((await readyz()).split('\n')).toEqual(['ready', lineA, lineB, '']);
     const tokenB = await b.token({ namespace: 'shop', serviceAccount: 'web', issuer: ISS_B });
     const id = 'spiffe://b.mesh/ns/shop/sa/web';
     // Eight new connections: node:cluster hands them to both workers in turn.
@@ -104,6 +110,8 @@ describe('--workers 2', () => {
     expect(refused.map((r) => r.err?.details)).toEqual(
       Array(8).fill('request authenticate failure: client claims to be in cluster "cluster-b", which this CA does not serve (configured clusters: "cluster-a")'),
     );
+    for (let i = 0; i < 50 && (await readyz()).includes(lineB); i++) await new Promise((r) => setTimeout(r, 200));
+    expect((await readyz()).split('\n')).toEqual(['ready', lineA, '']);
     proc.child.kill('SIGTERM');
     expect(await proc.exited).toBe(0);
   }, 120_000);

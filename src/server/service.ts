@@ -28,8 +28,12 @@ export interface ServiceOptions {
   listen: Listen;
   /** Undefined in a worker process: the primary serves monitoring for all workers. */
   monitoringListen: Listen | undefined;
-  /** Called whenever readiness changes (worker processes report it to the primary). */
-  onReadiness?: ((ready: boolean) => void) | undefined;
+  /**
+   * Called whenever readiness or its detail changes (worker processes report both to the primary,
+   * which serves /readyz for all of them). `detail`: the /readyz lines after the verdict (issue #18:
+   * each cluster's authenticator state; empty for a single-cluster CA).
+   */
+  onReadiness?: ((ready: boolean, detail: string[]) => void) | undefined;
   trustDomain: string;
   defaultTtlMs: number;
   maxTtlMs: number;
@@ -277,13 +281,16 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
   }
   let accepting = true;
   const isReady = () => accepting && authority.isReady();
-  let reported: boolean | undefined;
+  let reported: string | undefined;
   const refreshHealth = () => {
     const ready = isReady();
     health.set(ready);
-    if (ready !== reported) {
-      reported = ready;
-      options.onReadiness?.(ready);
+    if (!options.onReadiness) return;
+    const detail = clusters.describe();
+    const state = JSON.stringify([ready, detail]);
+    if (state !== reported) {
+      reported = state;
+      options.onReadiness(ready, detail);
     }
   };
   refreshHealth();

@@ -33,16 +33,16 @@ export function usableCores(cgroupRoot = '/sys/fs/cgroup'): number {
 }
 
 /** What a worker process tells the primary (besides BundleMessage 'want-bundle'). */
-export type WorkerMessage = { svidCa: 'ready'; ready: boolean } | { svidCa: 'failed'; message: string };
+export type WorkerMessage = { svidCa: 'ready'; ready: boolean; detail?: string[] } | { svidCa: 'failed'; message: string };
 
 export function isWorkerMessage(m: unknown): m is WorkerMessage {
   const tag = typeof m === 'object' && m !== null ? (m as { svidCa?: unknown }).svidCa : undefined;
   return tag === 'ready' || tag === 'failed';
 }
 
-/** In a worker: tell the primary whether this process can issue. */
-export function reportReadiness(ready: boolean): void {
-  process.send?.({ svidCa: 'ready', ready } satisfies WorkerMessage);
+/** In a worker: tell the primary whether this process can issue, and the /readyz detail lines it would show (issue #18). */
+export function reportReadiness(ready: boolean, detail: string[] = []): void {
+  process.send?.({ svidCa: 'ready', ready, detail } satisfies WorkerMessage);
 }
 
 /** In a worker that cannot start: the one line the primary prints for all of them (then exit 1). */
@@ -87,6 +87,8 @@ export interface Primary {
  */
 export async function runPrimary(o: PrimaryOptions): Promise<Primary> {
   const ready = new Map<number, boolean>();
+  /** Each worker's /readyz detail lines (issue #18: cluster states), shown once each on the primary's /readyz. */
+  const details = new Map<number, string[]>();
   const everReady = new Set<number>();
   let stopping = false;
   let failStartup: (failure: { code: number; message: string | undefined }) => void = () => {};
@@ -108,10 +110,12 @@ export async function runPrimary(o: PrimaryOptions): Promise<Primary> {
         return;
       }
       ready.set(worker.id, m.ready);
+      details.set(worker.id, m.detail ?? []);
       if (m.ready) everReady.add(worker.id);
     });
     worker.on('exit', (code, signal) => {
       ready.delete(worker.id);
+      details.delete(worker.id);
       if (stopping) return;
       if (!everReady.has(worker.id)) {
         o.logger.fatal({ worker: worker.id, code, signal, reason: failureMessage }, 'a worker failed to start; stopping');
@@ -145,6 +149,8 @@ export async function runPrimary(o: PrimaryOptions): Promise<Primary> {
     registry: aggregator,
     collect,
     isReady,
+    // Workers agree but for a moment during a reload; then both lines show.
+    readinessDetail: () => [...new Set([...details.keys()].sort((a, b) => a - b).flatMap((id) => details.get(id)!))],
   }).catch((err: unknown) => {
     throw new ListenError('--monitoring-listen', o.monitoringListen, err);
   });
