@@ -11,10 +11,11 @@ import type { SigningBundle } from '../pki/index.js';
 import { createCertificateHandler } from './certificate-service.js';
 import { Admission, type AdmissionOptions } from './admission.js';
 import { HealthService } from './health.js';
-import { loadServices } from './proto.js';
+import { CREATE_CERTIFICATE_PATH, loadServices, type IstioCertificateRequest, type IstioCertificateResponse } from './proto.js';
 import { ClientCaProvider, ServingTls } from './tls.js';
 import { ListenError, probeListen } from './listen.js';
 import { CallDrain } from './drain.js';
+import { installUnaryFastPath } from './unary-fast-path.js';
 import { DEFAULT_TRANSPORT_LIMITS, HardenedServerCredentials, installTransportLimits, TransportGuard, type TransportLimits } from './transport-limits.js';
 
 interface Listen {
@@ -71,6 +72,8 @@ export interface ServiceOptions {
   jwtAudience?: string | undefined;
   /** Log the same cacerts refusal again at most this often, ms (default 10 minutes; tests shorten it). */
   refusalLogIntervalMs?: number | undefined;
+  /** issue #14: --grpc-fast-path, CreateCertificate served on node:http2 streams beside grpc-js (default true). */
+  grpcFastPath?: boolean | undefined;
 }
 
 export interface ConnectionLimits {
@@ -227,9 +230,10 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
   const transport = new TransportGuard(transportLimits(limits, options), metrics);
   const services = loadServices();
   const health = new HealthService();
+  const maxRequestBytes = options.maxRequestBytes ?? 64 * 1024;
   const server = new grpc.Server({
-    // Larger messages are refused by grpc-js with RESOURCE_EXHAUSTED before they reach the handler.
-    'grpc.max_receive_message_length': options.maxRequestBytes ?? 64 * 1024,
+    // Larger messages are refused by grpc-js (and the fast path) with RESOURCE_EXHAUSTED before they reach the handler.
+    'grpc.max_receive_message_length': maxRequestBytes,
     'grpc.max_concurrent_streams': limits.maxConcurrentStreams,
     'grpc.max_connection_idle_ms': limits.idleTimeoutMs,
     // istio-agent pings every 30 s; allow that (even between calls) without a GOAWAY for too many pings.
@@ -241,23 +245,22 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
     'grpc.enable_channelz': 0,
   });
   const drain = new CallDrain();
-  server.addService(services.ca.service, {
-    CreateCertificate: drain.wrap(createCertificateHandler({
-      authority,
-      authenticators,
-      authOptions: clusters.authOptions,
-      clusterLabel: clusters.authOptions.clusters ? (header) => clusters.label(header) : undefined,
-      impersonation,
-      metrics,
-      logger,
-      audit,
-      admission,
-      maxCsrBytes: options.maxCsrBytes,
-      shuttingDown: () => drain.expired,
-      onAuthenticated: (peer) => transport.markAuthenticated(peer),
-      peerChain: (peer) => transport.peerCertificateChain(peer),
-    })),
-  });
+  const createCertificate = drain.wrap(createCertificateHandler({
+    authority,
+    authenticators,
+    authOptions: clusters.authOptions,
+    clusterLabel: clusters.authOptions.clusters ? (header) => clusters.label(header) : undefined,
+    impersonation,
+    metrics,
+    logger,
+    audit,
+    admission,
+    maxCsrBytes: options.maxCsrBytes,
+    shuttingDown: () => drain.expired,
+    onAuthenticated: (peer) => transport.markAuthenticated(peer),
+    peerChain: (peer) => transport.peerCertificateChain(peer),
+  }));
+  server.addService(services.ca.service, { CreateCertificate: createCertificate });
   server.addService(services.health.service, health.handlers);
   const grpcPort = await new Promise<number>((resolve, reject) => {
     const credentials = new HardenedServerCredentials(servingTls.credentials, transport.limits);
@@ -268,6 +271,17 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
     throw new ListenError('--listen', options.listen, err);
   });
   try {
+    // issue #14: before the transport limits, whose 'stream' listener must run after the one that answers.
+    if (options.grpcFastPath ?? true) {
+      const method = services.ca.service.CreateCertificate!;
+      installUnaryFastPath(server, {
+        path: CREATE_CERTIFICATE_PATH,
+        handler: createCertificate,
+        maxReceiveMessageBytes: maxRequestBytes,
+        deserialize: (message) => method.requestDeserialize(message) as IstioCertificateRequest,
+        serialize: (response: IstioCertificateResponse) => method.responseSerialize(response),
+      });
+    }
     installTransportLimits(server, transport);
   } catch (err) {
     server.forceShutdown();

@@ -514,13 +514,22 @@ function clearFailedClientCertificateError(socket: TLSSocket): void {
 }
 
 /**
+ * The HTTP/2 servers grpc-js bound for `server` (call after bindAsync): its internal field
+ * `Server.http2Servers`, read here and nowhere else. Throws when grpc-js no longer keeps them there,
+ * naming `what` would silently not apply.
+ */
+export function grpcHttp2Servers(server: grpc.Server, what: string): http2.Http2SecureServer[] {
+  const servers = (server as unknown as { http2Servers?: Map<http2.Http2SecureServer, unknown> }).http2Servers;
+  if (!(servers instanceof Map) || servers.size === 0) {
+    throw new Error(`cannot apply ${what}: @grpc/grpc-js internals changed (Server.http2Servers); pin the version svid-ca was tested with`);
+  }
+  return [...servers.keys()];
+}
+
+/**
  * Attaches `guard` to every HTTP/2 server grpc-js bound for `server` (call after bindAsync).
  * Throws when grpc-js no longer keeps them where this expects: the limits would silently not apply.
  */
 export function installTransportLimits(server: grpc.Server, guard: TransportGuard): void {
-  const servers = (server as unknown as { http2Servers?: Map<http2.Http2SecureServer, unknown> }).http2Servers;
-  if (!(servers instanceof Map) || servers.size === 0) {
-    throw new Error('cannot apply the connection limits: @grpc/grpc-js internals changed (Server.http2Servers); pin the version svid-ca was tested with');
-  }
-  for (const http2Server of servers.keys()) guard.attach(http2Server);
+  for (const http2Server of grpcHttp2Servers(server, 'the connection limits')) guard.attach(http2Server);
 }
