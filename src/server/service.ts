@@ -15,7 +15,7 @@ import { CREATE_CERTIFICATE_PATH, loadServices, type IstioCertificateRequest, ty
 import { ClientCaProvider, ServingTls } from './tls.js';
 import { ListenError, probeListen } from './listen.js';
 import { CallDrain } from './drain.js';
-import { installUnaryFastPath } from './unary-fast-path.js';
+import { installUnaryFastPath, type FastPathStats } from './unary-fast-path.js';
 import { DEFAULT_TRANSPORT_LIMITS, HardenedServerCredentials, installTransportLimits, TransportGuard, type TransportLimits } from './transport-limits.js';
 
 interface Listen {
@@ -107,6 +107,8 @@ export interface RunningService {
   close(graceMs?: number, delayMs?: number): Promise<void>;
   /** issue #19: the connection and request accounting of the gRPC listener. */
   transport: TransportGuard;
+  /** issue #14: the CreateCertificate fast path's counts; undefined with --no-grpc-fast-path. */
+  fastPath: FastPathStats | undefined;
 }
 
 /** The transport limits: --max-connections and --max-concurrent-streams with the issue #19 flags. */
@@ -270,11 +272,12 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
     await probeListen('--listen', options.listen);
     throw new ListenError('--listen', options.listen, err);
   });
+  let fastPath: FastPathStats | undefined;
   try {
     // issue #14: before the transport limits, whose 'stream' listener must run after the one that answers.
     if (options.grpcFastPath ?? true) {
       const method = services.ca.service.CreateCertificate!;
-      installUnaryFastPath(server, {
+      fastPath = installUnaryFastPath(server, {
         path: CREATE_CERTIFICATE_PATH,
         handler: createCertificate,
         maxReceiveMessageBytes: maxRequestBytes,
@@ -328,6 +331,7 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
     monitoringPort: monitoring?.port ?? 0,
     isReady,
     transport,
+    fastPath,
     /**
      * Graceful stop, in the order Kubernetes needs (issue #13): readiness NOT_SERVING at once (gRPC
      * health and /readyz) while still answering for `delayMs` (--shutdown-delay), so the endpoint is

@@ -40,6 +40,12 @@ export interface UnaryFastPathOptions {
   serialize(response: IstioCertificateResponse): Buffer;
 }
 
+/** What the fast path has taken (tests, diagnostics). */
+export interface FastPathStats {
+  /** Streams answered here rather than by grpc-js, since start. */
+  streams: number;
+}
+
 /** grpc-js's parse of grpc-timeout (server-interceptors.js DEADLINE_REGEX and units, in ms). */
 const DEADLINE = /(\d{1,8})\s*([HMSmun])/;
 const UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
@@ -67,7 +73,7 @@ type StreamListener = (stream: http2.ServerHttp2Stream, headers: http2.IncomingH
  * before installTransportLimits, so that the limits' 'stream' listener still runs after this one).
  * Throws, naming --grpc-fast-path, when grpc-js's internals are not the ones this was written for.
  */
-export function installUnaryFastPath(server: grpc.Server, options: UnaryFastPathOptions): void {
+export function installUnaryFastPath(server: grpc.Server, options: UnaryFastPathOptions): FastPathStats {
   const internals = server as unknown as Partial<GrpcServerInternals>;
   const changed = (what: string) =>
     new Error(`cannot serve CreateCertificate on the fast path: @grpc/grpc-js internals changed (${what}); pin the version svid-ca was tested with, or start with --no-grpc-fast-path`);
@@ -80,6 +86,7 @@ export function installUnaryFastPath(server: grpc.Server, options: UnaryFastPath
     if (listeners.length !== 1 || listeners[0]!.name !== 'bound _streamHandler') throw changed("the HTTP/2 server's 'stream' listener");
     return listeners[0] as StreamListener;
   });
+  const stats: FastPathStats = { streams: 0 };
   http2Servers.forEach((http2Server, i) => {
     const grpcListener = grpcListeners[i]!;
     http2Server.removeListener('stream', grpcListener);
@@ -92,9 +99,11 @@ export function installUnaryFastPath(server: grpc.Server, options: UnaryFastPath
       // As grpc-js's _streamHandler: an 'error' listener (each error is followed by 'close'), idle accounting.
       stream.once('error', () => {});
       onStreamOpened(stream);
+      stats.streams++;
       serveUnary(stream, headers, timeoutMs, options);
     });
   });
+  return stats;
 }
 
 /**
