@@ -6,8 +6,8 @@
  * completely, and a per-connection and a global budget of request bytes received but not yet
  * complete.
  *
- * grpc-js has no options for most of this, so two things here reach past its public surface, and
- * nowhere else does:
+ * grpc-js has no options for most of this, so two things here reach past its public surface (and
+ * elsewhere only unary-fast-path.ts, issue #14, for grpc-js's 'stream' listener):
  *  - the HTTP/2 servers grpc-js created (`Server.http2Servers`, an internal field) to watch their
  *    sockets and streams with Node's own events ('connection', 'secureConnection', 'session',
  *    'stream'); grpc-js keeps handling every stream as before;
@@ -259,7 +259,7 @@ export class TransportGuard {
       const c = session.socket && (this.connections.get(peerKey(session.socket)) ?? this.adopt(session.socket as TLSSocket));
       if (c) c.session = session;
     });
-    // After grpc-js's listener: grpc-js has taken the stream; these only watch it and may end it.
+    // After grpc-js's listener (or the CreateCertificate fast path's, which wraps it): the stream is taken; these only watch it and may end it.
     server.on('stream', (stream: http2.ServerHttp2Stream) => this.onStream(stream));
   }
 
