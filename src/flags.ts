@@ -93,6 +93,8 @@ export function parseFlags(
       // A list flag may also be repeated (`--revoke a.pem --revoke b.pem`): the values join as if comma-separated.
       options: Object.fromEntries(specs.map((s) => [s.name, { type: s.kind === 'boolean' ? 'boolean' : 'string', multiple: s.kind === 'list' }])),
       strict: true,
+      // `--no-NAME` turns a boolean off (issue #14: --grpc-fast-path defaults to true).
+      allowNegative: true,
       allowPositionals: options.allowPositionals ?? false,
     });
   } catch (err) {

@@ -114,6 +114,14 @@ describe('serve configuration', () => {
     expect(() => parseServeConfig(['--max-buffered-request-bytes', '2048'], {})).toThrow(/--max-buffered-request-bytes: must be at least --max-source-request-bytes/);
   });
 
+  it('issue #14 --grpc-fast-path: on by default, off with --no-grpc-fast-path or SVID_CA_GRPC_FAST_PATH=false', () => {
+    expect(parseServeConfig([], {}).grpcFastPath).toBe(true);
+    expect(parseServeConfig(['--no-grpc-fast-path'], {}).grpcFastPath).toBe(false);
+    expect(parseServeConfig([], { SVID_CA_GRPC_FAST_PATH: 'false' }).grpcFastPath).toBe(false);
+    expect(parseServeConfig(['--grpc-fast-path'], { SVID_CA_GRPC_FAST_PATH: 'false' }).grpcFastPath).toBe(true);
+    expect(() => parseServeConfig([], { SVID_CA_GRPC_FAST_PATH: 'maybe' })).toThrow(/--grpc-fast-path \(from SVID_CA_GRPC_FAST_PATH\)/);
+  });
+
   it('names the variable when an environment value is bad', () => {
     expect(() => parseServeConfig([], { SVID_CA_MAX_TTL: 'x' })).toThrow(/--max-ttl \(from SVID_CA_MAX_TTL\): invalid value "x"/);
   });

@@ -65,7 +65,27 @@ function authorizeSansFor(sans: Parameters<typeof authorizeSans>[0], identity: s
   }
 }
 
-function firstString(md: grpc.Metadata, key: string): string[] {
+/**
+ * What the CreateCertificate handler reads of a call: grpc-js's ServerUnaryCall has this shape, and so
+ * does the call the CreateCertificate fast path (unary-fast-path.ts) builds from a node:http2 stream.
+ */
+export interface CertificateCall {
+  request: IstioCertificateRequest;
+  /** The request's metadata (grpc-js's Metadata: `-bin` values are Buffers). */
+  metadata: { get(key: string): (string | Buffer)[] };
+  /** "address:port" of the connection (grpc-js's call.getPeer() format; transport-limits keys on it). */
+  getPeer(): string;
+  /** grpc-js's auth context: the client certificate when the TLS handshake verified one. */
+  getAuthContext?(): { sslPeerCertificate?: { raw?: Buffer } | undefined } | undefined;
+}
+
+/** The handler's answer: an error carries a gRPC status code and its message (grpc-js's ServiceError shape). */
+export type CertificateCallback = (err: { code: grpc.status; details: string } | null, value?: IstioCertificateResponse) => void;
+
+/** A CreateCertificate handler: one call in, one answer out through the callback. */
+export type CertificateHandler = (call: CertificateCall, callback: CertificateCallback) => void;
+
+function firstString(md: CertificateCall['metadata'], key: string): string[] {
   return md.get(key).map((v) => (typeof v === 'string' ? v : v.toString('utf8')));
 }
 
@@ -92,7 +112,7 @@ function requestKey(authorization: string[], clusterIds: string[], peerCertifica
 }
 
 /** IstioCertificateService/CreateCertificate: authenticate, parse, authorize, check TTL, sign, answer. */
-export function createCertificateHandler(deps: CertificateServiceDeps): grpc.handleUnaryCall<IstioCertificateRequest, IstioCertificateResponse> {
+export function createCertificateHandler(deps: CertificateServiceDeps): CertificateHandler {
   const { authority, metrics, logger } = deps;
   return (call, callback) => {
     const started = process.hrtime.bigint();

@@ -20,11 +20,14 @@ export class CallDrain {
     return this.pending.size;
   }
 
-  /** Wraps a unary handler: its callback is answered at most once, by the handler or by expire(). */
-  wrap<Req, Res>(handler: grpc.handleUnaryCall<Req, Res>): grpc.handleUnaryCall<Req, Res> {
+  /**
+   * Wraps a unary handler: its callback is answered at most once, by the handler or by expire().
+   * Any call shape: grpc-js's handleUnaryCall and the CreateCertificate fast path's handler.
+   */
+  wrap<C, Res, E extends { code: grpc.status; details: string }>(handler: (call: C, callback: (err: E | null, value?: Res | null) => void) => void): (call: C, callback: (err: E | grpc.ServiceError | null, value?: Res | null) => void) => void {
     return (call, callback) => {
       let answered = false;
-      const answer = (err: grpc.ServiceError | null, value?: Res | null) => {
+      const answer = (err: E | grpc.ServiceError | null, value?: Res | null) => {
         if (answered) return;
         answered = true;
         this.pending.delete(abort);
@@ -33,7 +36,7 @@ export class CallDrain {
       };
       const abort = (err: grpc.ServiceError | null) => answer(err);
       this.pending.add(abort);
-      handler(call, answer as grpc.sendUnaryData<Res>);
+      handler(call, answer);
     };
   }
 

@@ -11,10 +11,11 @@ import type { SigningBundle } from '../pki/index.js';
 import { createCertificateHandler } from './certificate-service.js';
 import { Admission, type AdmissionOptions } from './admission.js';
 import { HealthService } from './health.js';
-import { loadServices } from './proto.js';
+import { CREATE_CERTIFICATE_PATH, loadServices, type IstioCertificateRequest, type IstioCertificateResponse } from './proto.js';
 import { ClientCaProvider, ServingTls } from './tls.js';
 import { ListenError, probeListen } from './listen.js';
 import { CallDrain } from './drain.js';
+import { installUnaryFastPath, type FastPathStats } from './unary-fast-path.js';
 import { DEFAULT_TRANSPORT_LIMITS, HardenedServerCredentials, installTransportLimits, TransportGuard, type TransportLimits } from './transport-limits.js';
 
 interface Listen {
@@ -75,6 +76,8 @@ export interface ServiceOptions {
   jwtAudience?: string | undefined;
   /** Log the same cacerts refusal again at most this often, ms (default 10 minutes; tests shorten it). */
   refusalLogIntervalMs?: number | undefined;
+  /** issue #14: --grpc-fast-path, CreateCertificate served on node:http2 streams beside grpc-js (default true). */
+  grpcFastPath?: boolean | undefined;
 }
 
 export interface ConnectionLimits {
@@ -108,6 +111,8 @@ export interface RunningService {
   close(graceMs?: number, delayMs?: number): Promise<void>;
   /** issue #19: the connection and request accounting of the gRPC listener. */
   transport: TransportGuard;
+  /** issue #14: the CreateCertificate fast path's counts; undefined with --no-grpc-fast-path. */
+  fastPath: FastPathStats | undefined;
 }
 
 /** The transport limits: --max-connections and --max-concurrent-streams with the issue #19 flags. */
@@ -233,9 +238,10 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
   const transport = new TransportGuard(transportLimits(limits, options), metrics);
   const services = loadServices();
   const health = new HealthService();
+  const maxRequestBytes = options.maxRequestBytes ?? 64 * 1024;
   const server = new grpc.Server({
-    // Larger messages are refused by grpc-js with RESOURCE_EXHAUSTED before they reach the handler.
-    'grpc.max_receive_message_length': options.maxRequestBytes ?? 64 * 1024,
+    // Larger messages are refused by grpc-js (and the fast path) with RESOURCE_EXHAUSTED before they reach the handler.
+    'grpc.max_receive_message_length': maxRequestBytes,
     'grpc.max_concurrent_streams': limits.maxConcurrentStreams,
     'grpc.max_connection_idle_ms': limits.idleTimeoutMs,
     // istio-agent pings every 30 s; allow that (even between calls) without a GOAWAY for too many pings.
@@ -247,23 +253,22 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
     'grpc.enable_channelz': 0,
   });
   const drain = new CallDrain();
-  server.addService(services.ca.service, {
-    CreateCertificate: drain.wrap(createCertificateHandler({
-      authority,
-      authenticators,
-      authOptions: clusters.authOptions,
-      clusterLabel: clusters.authOptions.clusters ? (header) => clusters.label(header) : undefined,
-      impersonation,
-      metrics,
-      logger,
-      audit,
-      admission,
-      maxCsrBytes: options.maxCsrBytes,
-      shuttingDown: () => drain.expired,
-      onAuthenticated: (peer) => transport.markAuthenticated(peer),
-      peerChain: (peer) => transport.peerCertificateChain(peer),
-    })),
-  });
+  const createCertificate = drain.wrap(createCertificateHandler({
+    authority,
+    authenticators,
+    authOptions: clusters.authOptions,
+    clusterLabel: clusters.authOptions.clusters ? (header) => clusters.label(header) : undefined,
+    impersonation,
+    metrics,
+    logger,
+    audit,
+    admission,
+    maxCsrBytes: options.maxCsrBytes,
+    shuttingDown: () => drain.expired,
+    onAuthenticated: (peer) => transport.markAuthenticated(peer),
+    peerChain: (peer) => transport.peerCertificateChain(peer),
+  }));
+  server.addService(services.ca.service, { CreateCertificate: createCertificate });
   server.addService(services.health.service, health.handlers);
   const grpcPort = await new Promise<number>((resolve, reject) => {
     const credentials = new HardenedServerCredentials(servingTls.credentials, transport.limits);
@@ -273,7 +278,19 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
     await probeListen('--listen', options.listen);
     throw new ListenError('--listen', options.listen, err);
   });
+  let fastPath: FastPathStats | undefined;
   try {
+    // issue #14: before the transport limits, whose 'stream' listener must run after the one that answers.
+    if (options.grpcFastPath ?? true) {
+      const method = services.ca.service.CreateCertificate!;
+      fastPath = installUnaryFastPath(server, {
+        path: CREATE_CERTIFICATE_PATH,
+        handler: createCertificate,
+        maxReceiveMessageBytes: maxRequestBytes,
+        deserialize: (message) => method.requestDeserialize(message) as IstioCertificateRequest,
+        serialize: (response: IstioCertificateResponse) => method.responseSerialize(response),
+      });
+    }
     installTransportLimits(server, transport);
   } catch (err) {
     server.forceShutdown();
@@ -323,6 +340,7 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
     monitoringPort: monitoring?.port ?? 0,
     isReady,
     transport,
+    fastPath,
     /**
      * Graceful stop, in the order Kubernetes needs (issue #13): readiness NOT_SERVING at once (gRPC
      * health and /readyz) while still answering for `delayMs` (--shutdown-delay), so the endpoint is

@@ -6,8 +6,8 @@
  * completely, and a per-connection and a global budget of request bytes received but not yet
  * complete.
  *
- * grpc-js has no options for most of this, so two things here reach past its public surface, and
- * nowhere else does:
+ * grpc-js has no options for most of this, so two things here reach past its public surface (and
+ * elsewhere only unary-fast-path.ts, issue #14, for grpc-js's 'stream' listener):
  *  - the HTTP/2 servers grpc-js created (`Server.http2Servers`, an internal field) to watch their
  *    sockets and streams with Node's own events ('connection', 'secureConnection', 'session',
  *    'stream'); grpc-js keeps handling every stream as before;
@@ -259,7 +259,7 @@ export class TransportGuard {
       const c = session.socket && (this.connections.get(peerKey(session.socket)) ?? this.adopt(session.socket as TLSSocket));
       if (c) c.session = session;
     });
-    // After grpc-js's listener: grpc-js has taken the stream; these only watch it and may end it.
+    // After grpc-js's listener (or the CreateCertificate fast path's, which wraps it): the stream is taken; these only watch it and may end it.
     server.on('stream', (stream: http2.ServerHttp2Stream) => this.onStream(stream));
   }
 
@@ -514,13 +514,22 @@ function clearFailedClientCertificateError(socket: TLSSocket): void {
 }
 
 /**
+ * The HTTP/2 servers grpc-js bound for `server` (call after bindAsync): its internal field
+ * `Server.http2Servers`, read here and nowhere else. Throws when grpc-js no longer keeps them there,
+ * naming `what` would silently not apply.
+ */
+export function grpcHttp2Servers(server: grpc.Server, what: string): http2.Http2SecureServer[] {
+  const servers = (server as unknown as { http2Servers?: Map<http2.Http2SecureServer, unknown> }).http2Servers;
+  if (!(servers instanceof Map) || servers.size === 0) {
+    throw new Error(`cannot apply ${what}: @grpc/grpc-js internals changed (Server.http2Servers); pin the version svid-ca was tested with`);
+  }
+  return [...servers.keys()];
+}
+
+/**
  * Attaches `guard` to every HTTP/2 server grpc-js bound for `server` (call after bindAsync).
  * Throws when grpc-js no longer keeps them where this expects: the limits would silently not apply.
  */
 export function installTransportLimits(server: grpc.Server, guard: TransportGuard): void {
-  const servers = (server as unknown as { http2Servers?: Map<http2.Http2SecureServer, unknown> }).http2Servers;
-  if (!(servers instanceof Map) || servers.size === 0) {
-    throw new Error('cannot apply the connection limits: @grpc/grpc-js internals changed (Server.http2Servers); pin the version svid-ca was tested with');
-  }
-  for (const http2Server of servers.keys()) guard.attach(http2Server);
+  for (const http2Server of grpcHttp2Servers(server, 'the connection limits')) guard.attach(http2Server);
 }

@@ -108,6 +108,8 @@ export async function startTestServer(o: { cacerts: string; issuer: TestIssuer }
     servingCertTtlMs: 24 * 3600_000,
     jwt: { issuer: issuer.issuer, audience: 'istio-ca', jwksFile: issuer.jwksFile },
     clusterId: undefined,
+    // issue #14: SVID_CA_GRPC_FAST_PATH=false runs the in-process servers on grpc-js alone, as the CLI does.
+    grpcFastPath: !/^(0|false|no|off)$/i.test(process.env.SVID_CA_GRPC_FAST_PATH ?? ''),
     ...rest,
   };
   const logs = new LogCapture();
