@@ -205,13 +205,22 @@ export function runPathJobsSync<T>(steps: PathJobSteps<T>): T {
 
 /**
  * Drives `steps` to its end, each job awaited on this thread's event loop: no worker thread is
- * started (a serving process saves its memory). Rejects with what `steps` throws.
+ * started (a serving process saves its memory). A job gets the same 30 s as in the thread, then
+ * counts as failed. Rejects with what `steps` throws.
  */
 export async function runPathJobsAsync<T>(steps: PathJobSteps<T>): Promise<T> {
   let step = steps.next();
   if (step.done) return step.value;
   const { runPathJob } = await import('./path-validation-worker.js');
-  while (!step.done) step = steps.next(await runPathJob(step.value));
+  while (!step.done) {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<PathJobResult>((resolve) => {
+      timer = setTimeout(() => resolve(failed(`path validation did not finish within ${WORKER_TIMEOUT_MS / 1000}s`)), WORKER_TIMEOUT_MS);
+    });
+    const result = await Promise.race([runPathJob(step.value), timeout]);
+    clearTimeout(timer);
+    step = steps.next(result);
+  }
   return step.value;
 }
 
