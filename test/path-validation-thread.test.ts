@@ -1,7 +1,7 @@
 /**
  * Issue #14 (storm memory): a serving process validates bundle paths with pkijs on its own event
  * loop, so it keeps no path-validation worker thread (~20 MiB each). Shown on the real processes
- * through Linux's thread names (/proc/<pid>/task/<tid>/comm): `serve` alone, and `serve --workers 2`
+ * through Linux's thread names (/proc/<pid>/task/<tid>/comm): `serve` alone (cacerts and --self-signed), and `serve --workers 2`
  * (primary and both workers) at start, after a refused reload and after an accepted one. The
  * asynchronous path refuses a bad bundle (each shown bad by openssl) with exactly the synchronous
  * path's error, which still uses the thread (the cacerts CLI, tests).
@@ -95,14 +95,17 @@ describe('path validation in a serving process (issue #14)', () => {
     expect(threadNames(process.pid)).toContain(PATH_VALIDATION_THREAD);
   });
 
-  it('serve alone starts without a path-validation thread', async () => {
-    const dir = join(work, 'single-cacerts');
-    new SecretVolume(dir).write(istioFiles(good, [root]));
+  it.each([
+    ['a cacerts folder', (dir: string) => (new SecretVolume(dir).write(istioFiles(good, [root])), ['--cacerts', dir])],
+    ['--self-signed', (dir: string) => ['--self-signed', '--self-signed-dir', dir]],
+  ])('serve alone with %s starts without a path-validation thread', async (_, bundleArgs) => {
     const issuer = await createTestIssuer(work);
     const [grpcPort, monPort] = [await freePort(), await freePort()];
-    const proc = startCli(['serve', '--cacerts', dir, '--jwt-issuer', issuer.issuer, '--jwks-file', issuer.jwksFile, '--listen', `127.0.0.1:${grpcPort}`, '--monitoring-listen', `127.0.0.1:${monPort}`]);
+    const dir = join(work, `single-${grpcPort}`);
+    const proc = startCli(['serve', ...bundleArgs(dir), '--jwt-issuer', issuer.issuer, '--jwks-file', issuer.jwksFile, '--listen', `127.0.0.1:${grpcPort}`, '--monitoring-listen', `127.0.0.1:${monPort}`]);
     procs.push(proc);
     await waitForStatus(`http://127.0.0.1:${monPort}/readyz`);
+    expect(proc.stdout.join('')).toContain('"msg":"signing bundle loaded"');
     const names = threadNames(proc.child.pid!);
     expect(names.length).toBeGreaterThan(1);
     expect(names).not.toContain(PATH_VALIDATION_THREAD);

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { inspectCertificate, verifySigningBundle, type KeySpec, type ProbeNames, type SigningBundle } from '../pki/index.js';
+import { inspectCertificate, runPathJobsAsync, runPathJobsSync, signingBundleSteps, type KeySpec, type PathJobSteps, type ProbeNames, type SigningBundle } from '../pki/index.js';
 import type { Authority } from './authority.js';
 import { DEFAULT_PROBE_NAMES } from './cacerts.js';
 import { createRootCa, rootCertificateForKey } from './hierarchy.js';
@@ -33,7 +33,11 @@ function write(path: string, text: string, mode: number): void {
 
 /** A signing bundle of a self-signed root, validated (issue #11) for the certificates issued under `names`. */
 export function bundleFromRoot(m: SelfSignedRootMaterial, now = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES): SigningBundle {
-  return verifySigningBundle(
+  return runPathJobsSync(rootBundleSteps(m, now, names));
+}
+
+function rootBundleSteps(m: SelfSignedRootMaterial, now: Date, names: ProbeNames): PathJobSteps<SigningBundle> {
+  return signingBundleSteps(
     {
       layout: 'self-signed',
       signingCert: { name: 'self-signed root', text: m.certPem },
@@ -79,10 +83,16 @@ export class SelfSignedRoot {
   }
 
   bundle(now = new Date()): SigningBundle {
-    return bundleFromRoot(this.material, now, {
-      trustDomain: this.options.organization,
-      servingDns: this.options.servingDns ?? DEFAULT_PROBE_NAMES.servingDns,
-    });
+    return bundleFromRoot(this.material, now, this.names());
+  }
+
+  /** bundle() for asynchronous callers (serve's start): pkijs on this event loop, no worker thread (issue #14). */
+  bundleAsync(now = new Date()): Promise<SigningBundle> {
+    return runPathJobsAsync(rootBundleSteps(this.material, now, this.names()));
+  }
+
+  private names(): ProbeNames {
+    return { trustDomain: this.options.organization, servingDns: this.options.servingDns ?? DEFAULT_PROBE_NAMES.servingDns };
   }
 
   private persist(): void {

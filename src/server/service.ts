@@ -156,7 +156,7 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
   let bundle: SigningBundle;
   try {
     // Loaded asynchronously: pkijs runs on this event loop, and the process keeps no path-validation thread (issue #14).
-    bundle = feed ? feed.bundle : selfSigned ? selfSigned.bundle() : (await loadCacertsWithFilesAsync(options.cacerts, new Date(), { trustDomain: options.trustDomain, servingDns: options.servingDns }, tokenKey)).bundle;
+    bundle = feed ? feed.bundle : selfSigned ? await selfSigned.bundleAsync() : (await loadCacertsWithFilesAsync(options.cacerts, new Date(), { trustDomain: options.trustDomain, servingDns: options.servingDns }, tokenKey)).bundle;
   } catch (err) {
     tokenKey?.close();
     throw err;
