@@ -124,7 +124,9 @@ export class CacertsReloader {
 
   /**
    * The watcher's and the poll's check: the same steps with pkijs awaited on this event loop, so a
-   * serving process starts no path-validation thread. One at a time; a change seen meanwhile is checked after it.
+   * serving process starts no path-validation thread. One at a time; a change seen meanwhile is
+   * checked after it. A check() called while one is in flight finds the new digest already taken
+   * and, unless the last check failed, answers 'unchanged': the one in flight reports the result.
    */
   private checkInBackground(): void {
     if (this.checking) {

@@ -150,8 +150,9 @@ function workerUrl(): URL {
 export const PATH_VALIDATION_THREAD = 'svid-ca-pathval';
 
 /**
- * One worker per process, used by synchronous callers only, started on first use and kept (unref'd: it never holds the process
- * open), so that reloads neither pay a thread start nor leave a V8 heap behind each time.
+ * One worker per process, for synchronous callers only (runPathJobsSync), started on first use and
+ * kept (unref'd: it never holds the process open), so that reloads neither pay a thread start nor
+ * leave a V8 heap behind each time.
  */
 let validator: { worker: Worker; port: MessagePort } | undefined;
 
