@@ -158,7 +158,7 @@ async function servePrimary(cfg: ServeConfig, logger: ReturnType<typeof createLo
     // With --signing-key (issue #17) the primary opens its own token session here (it checks the key
     // and signs the serving certificate); node:cluster workers are fresh processes (fork + exec) that
     // open their own in receiveBundleFeed, so no PKCS#11 state is inherited.
-    bundle = new PrimaryBundle(cfg, logger);
+    bundle = await PrimaryBundle.load(cfg, logger);
   } catch (err) {
     if (err instanceof BundleError) {
       logger.fatal({ file: err.file, problem: err.problem }, 'cannot load the signing bundle');

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { BundleError, decodePem, verifySigningBundle, type BundleFiles, type NamedText, type ProbeNames, type SigningBundle } from '../pki/index.js';
+import { BundleError, decodePem, runPathJobsAsync, runPathJobsSync, signingBundleSteps, type BundleFiles, type NamedText, type PathJobSteps, type ProbeNames, type SigningBundle } from '../pki/index.js';
 import type { Pkcs11SigningKeySource } from './pkcs11/index.js';
 
 /** The two layouts Istio accepts in a cacerts folder. Kubernetes TLS wins when tls.crt exists, as in istiod. */
@@ -108,8 +108,21 @@ export function loadCacerts(dir: string, now: Date = new Date(), names: ProbeNam
  * --workers hands exactly these to its workers, which check them again with bundleFromFiles).
  */
 export function loadCacertsWithFiles(dir: string, now: Date = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES, tokenKey?: Pkcs11SigningKeySource): { bundle: SigningBundle; files: BundleFiles } {
+  return runPathJobsSync(cacertsSteps(dir, now, names, tokenKey));
+}
+
+/**
+ * loadCacertsWithFiles for asynchronous callers (serve's start and reloads): the same checks, with
+ * pkijs on this event loop instead of a worker thread (a serving process keeps no such thread).
+ */
+export function loadCacertsWithFilesAsync(dir: string, now: Date = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES, tokenKey?: Pkcs11SigningKeySource): Promise<{ bundle: SigningBundle; files: BundleFiles }> {
+  return runPathJobsAsync(cacertsSteps(dir, now, names, tokenKey));
+}
+
+/** loadCacertsWithFiles as PathJobSteps (pki): the one place it is written, for both drivers. */
+export function* cacertsSteps(dir: string, now: Date, names: ProbeNames, tokenKey?: Pkcs11SigningKeySource): PathJobSteps<{ bundle: SigningBundle; files: BundleFiles }> {
   const files = readCacertsFiles(dir, tokenKey?.describe());
-  const bundle = bundleFromFiles(files, now, names, tokenKey);
+  const bundle = yield* bundleSteps(files, now, names, tokenKey);
   const warning = tokenKey ? undefined : keyModeWarning(files.signingKey.name);
   if (warning) bundle.warnings.push(warning);
   return { bundle, files };
@@ -122,9 +135,18 @@ export function loadCacertsWithFiles(dir: string, now: Date = new Date(), names:
  * on every call; each process passes its own source (PKCS#11 state never crosses processes).
  */
 export function bundleFromFiles(files: BundleFiles, now: Date = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES, tokenKey?: Pkcs11SigningKeySource): SigningBundle {
-  if (!tokenKey) return verifySigningBundle(files, now, names);
+  return runPathJobsSync(bundleSteps(files, now, names, tokenKey));
+}
+
+/** bundleFromFiles for asynchronous callers (a --workers worker checking the primary's texts): no worker thread. */
+export function bundleFromFilesAsync(files: BundleFiles, now: Date = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES, tokenKey?: Pkcs11SigningKeySource): Promise<SigningBundle> {
+  return runPathJobsAsync(bundleSteps(files, now, names, tokenKey));
+}
+
+function* bundleSteps(files: BundleFiles, now: Date, names: ProbeNames, tokenKey?: Pkcs11SigningKeySource): PathJobSteps<SigningBundle> {
+  if (!tokenKey) return yield* signingBundleSteps(files, now, names);
   const key = tokenKey.load(firstCertificate(files.signingCert));
-  const bundle = verifySigningBundle(files, now, names, key);
+  const bundle = yield* signingBundleSteps(files, now, names, key);
   bundle.warnings.push(...key.warnings);
   return bundle;
 }

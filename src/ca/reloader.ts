@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { BundleError, subjectText, type BundleFiles, type ProbeNames, type SigningBundle } from '../pki/index.js';
+import { BundleError, runPathJobsAsync, runPathJobsSync, subjectText, type BundleFiles, type PathJobSteps, type ProbeNames, type SigningBundle } from '../pki/index.js';
 import type { Authority } from './authority.js';
-import { loadCacertsWithFiles, readCacertsFiles } from './cacerts.js';
+import { cacertsSteps, DEFAULT_PROBE_NAMES, readCacertsFiles } from './cacerts.js';
 import { FolderWatcher } from '../watch/index.js';
 import type { Pkcs11SigningKeySource } from './pkcs11/index.js';
 
@@ -77,6 +77,9 @@ export class CacertsReloader {
   private lastFailed = false;
   /** The current run of refusals of one content and problem (undefined after a success). */
   private refusal: { key: string; count: number; firstAt: Date; loggedAt: number } | undefined;
+  /** The watcher's check in progress (pkijs awaited on this event loop), and whether another is due after it. */
+  private checking: Promise<unknown> | undefined;
+  private checkAgain = false;
 
   constructor(
     private readonly authority: Authority,
@@ -84,7 +87,7 @@ export class CacertsReloader {
     private readonly events: ReloadEvents,
   ) {
     this.lastDigest = this.digest();
-    this.watcher = new FolderWatcher({ dir: options.dir, pollIntervalMs: options.pollIntervalMs, debounceMs: options.debounceMs }, () => this.check());
+    this.watcher = new FolderWatcher({ dir: options.dir, pollIntervalMs: options.pollIntervalMs, debounceMs: options.debounceMs }, () => this.checkInBackground());
   }
 
   start(): void {
@@ -114,13 +117,37 @@ export class CacertsReloader {
     return readCacertsFiles(this.options.dir, this.options.tokenKey?.describe());
   }
 
-  /** Loads and swaps if the files changed (or the last attempt failed). Returns what happened. */
+  /** Loads and swaps if the files changed (or the last attempt failed). Returns what happened. Synchronous (tests): pkijs runs in a worker thread. */
   check(): ReloadResult {
+    return runPathJobsSync(this.checkSteps());
+  }
+
+  /**
+   * The watcher's and the poll's check: the same steps with pkijs awaited on this event loop, so a
+   * serving process starts no path-validation thread. One at a time; a change seen meanwhile is
+   * checked after it. A check() called while one is in flight finds the new digest already taken
+   * and, unless the last check failed, answers 'unchanged': the one in flight reports the result.
+   */
+  private checkInBackground(): void {
+    if (this.checking) {
+      this.checkAgain = true;
+      return;
+    }
+    this.checking = runPathJobsAsync(this.checkSteps()).finally(() => {
+      this.checking = undefined;
+      if (this.checkAgain) {
+        this.checkAgain = false;
+        this.checkInBackground();
+      }
+    });
+  }
+
+  private *checkSteps(): PathJobSteps<ReloadResult> {
     if (this.watcher.isStopped) return { result: 'unchanged' };
     const digest = this.digest();
     if (digest === this.lastDigest && !this.lastFailed) return { result: 'unchanged' };
     this.lastDigest = digest;
-    const loaded = this.load();
+    const loaded = yield* this.load();
     this.lastFailed = loaded.result === 'failure';
     const outcome: ReloadResult = loaded.result === 'failure' ? { ...loaded, refusal: this.refused(digest, loaded.error) } : loaded;
     if (outcome.result === 'success') this.refusal = undefined;
@@ -146,11 +173,11 @@ export class CacertsReloader {
     return { log, count: r.count, firstAt: r.firstAt };
   }
 
-  private load(): { result: 'success'; bundle: SigningBundle; roots: RootChange; files: BundleFiles } | { result: 'failure'; error: Error } {
+  private *load(): PathJobSteps<{ result: 'success'; bundle: SigningBundle; roots: RootChange; files: BundleFiles } | { result: 'failure'; error: Error }> {
     let next: SigningBundle;
     let files: BundleFiles;
     try {
-      ({ bundle: next, files } = loadCacertsWithFiles(this.options.dir, new Date(), this.options.names, this.options.tokenKey));
+      ({ bundle: next, files } = yield* cacertsSteps(this.options.dir, new Date(), this.options.names ?? DEFAULT_PROBE_NAMES, this.options.tokenKey));
     } catch (err) {
       return { result: 'failure', error: err as Error };
     }

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { BundleError, inspectCertificate, verifySigningBundle, type ExternalSigningKey, type KeySpec, type ProbeNames, type SigningBundle } from '../pki/index.js';
+import { BundleError, inspectCertificate, runPathJobsAsync, runPathJobsSync, signingBundleSteps, type ExternalSigningKey, type KeySpec, type PathJobSteps, type ProbeNames, type SigningBundle } from '../pki/index.js';
 import type { Authority } from './authority.js';
 import { DEFAULT_PROBE_NAMES } from './cacerts.js';
 import { createRootCa, rootCertificateForExternalKey, rootCertificateForKey } from './hierarchy.js';
@@ -43,7 +43,11 @@ function write(path: string, text: string, mode: number): void {
  * `names`; with `external` (issue #17) the root's key is on a token and keyName names it.
  */
 export function bundleFromRoot(m: SelfSignedRootMaterial, now = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES, external?: ExternalSigningKey & { name: string }): SigningBundle {
-  return verifySigningBundle(
+  return runPathJobsSync(rootBundleSteps(m, now, names, external));
+}
+
+function rootBundleSteps(m: SelfSignedRootMaterial, now: Date, names: ProbeNames, external?: ExternalSigningKey & { name: string }): PathJobSteps<SigningBundle> {
+  return signingBundleSteps(
     {
       layout: 'self-signed',
       signingCert: { name: 'self-signed root', text: m.certPem },
@@ -108,8 +112,22 @@ export class SelfSignedRoot {
     return this.#bundleOf(this.material, now);
   }
 
+  /** bundle() for asynchronous callers (serve's start): pkijs on this event loop, no worker thread (issue #14). */
+  async bundleAsync(now = new Date()): Promise<SigningBundle> {
+    const token = this.options.tokenKey;
+    if (!token) return runPathJobsAsync(rootBundleSteps(this.material, now, this.names()));
+    const checked = token.load(new X509Certificate(this.material.certPem));
+    const bundle = await runPathJobsAsync(rootBundleSteps(this.material, now, this.names(), { ...checked, name: token.describe() }));
+    bundle.warnings.push(...checked.warnings);
+    return bundle;
+  }
+
+  private names(): ProbeNames {
+    return { trustDomain: this.options.organization, servingDns: this.options.servingDns ?? DEFAULT_PROBE_NAMES.servingDns };
+  }
+
   #bundleOf(m: SelfSignedRootMaterial, now: Date): SigningBundle {
-    const names = { trustDomain: this.options.organization, servingDns: this.options.servingDns ?? DEFAULT_PROBE_NAMES.servingDns };
+    const names = this.names();
     const token = this.options.tokenKey;
     if (!token) return bundleFromRoot(m, now, names);
     const checked = token.load(new X509Certificate(m.certPem));

@@ -5,7 +5,7 @@ import { BundleError } from './errors.js';
 import { inspectCertificate, type CertificateFacts } from './inspect.js';
 import { signatureAlgorithmForKey, spkiDer, describeKey, keyLabel } from './keys.js';
 import { decodePem, encodePem } from './pem.js';
-import { validateIssuancePaths, type PathValidity, type ProbeNames } from './path-validation.js';
+import { issuancePathSteps, runPathJobsSync, type PathJobSteps, type PathValidity, type ProbeNames } from './path-validation.js';
 import { subjectText } from './verify.js';
 
 export interface NamedText {
@@ -137,9 +137,15 @@ const unique = (certs: LoadedCertificate[]) => certs.filter((c, i) => certs.find
  * such path is unexpired, revoked by no CRL of `files.crl` (crl.ts: each CRL verified first) and validates, for a probe SVID of `names.trustDomain` and a probe serving
  * certificate for `names.servingDns`, as RFC 5280 clients validate it (path-validation.ts).
  * Throws BundleError naming the file and the problem (for path rules: the certificate, its SKI,
- * the rule and the fix).
+ * the rule and the fix). Synchronous: pkijs runs in a worker thread; an asynchronous caller drives
+ * signingBundleSteps with runPathJobsAsync instead and starts no thread.
  */
 export function verifySigningBundle(files: BundleFiles, now: Date, names: ProbeNames, external?: ExternalSigningKey): SigningBundle {
+  return runPathJobsSync(signingBundleSteps(files, now, names, external));
+}
+
+/** verifySigningBundle as PathJobSteps (path-validation.ts): the one place its checks are written. */
+export function* signingBundleSteps(files: BundleFiles, now: Date, names: ProbeNames, external?: ExternalSigningKey): PathJobSteps<SigningBundle> {
   const signingFileCerts = loadCertificates(files.signingCert);
   const signingCert = signingFileCerts[0]!;
   // With an external key (issue #17) files.signingKey only names it; its public half stands in for the file key.
@@ -172,7 +178,7 @@ export function verifySigningBundle(files: BundleFiles, now: Date, names: ProbeN
   const signer: Signer = external
     ? { subjectDer: signingCert.facts.subjectDer, external: external.key, algorithm }
     : { subjectDer: signingCert.facts.subjectDer, privateKey, algorithm };
-  const validity = validateIssuancePaths(located, signer, names, now);
+  const validity = yield* issuancePathSteps(located, signer, names, now);
   const path = paths[0]!;
   // issue #16: checked last, so that a refusal here means every certificate check above passed.
   const crls = files.crl ? loadCrls(files.crl, unique([...signingFileCerts, ...chainCerts, ...roots]), now) : [];

@@ -29,6 +29,7 @@ export { WorkloadLeafEncoder, type FastLeafFields } from './fast-leaf.js';
 export { inspectCertificate, type CertificateFacts } from './inspect.js';
 export {
   verifySigningBundle,
+  signingBundleSteps,
   type BundleFiles,
   type BundleLayout,
   type NamedText,
@@ -38,4 +39,4 @@ export {
 } from './bundle.js';
 export { loadCrls, signCrl, revocationOf, describeRevocation, crlLabel, serialHexOf, CRL_REASONS, type LoadedCrl, type RevokedEntry, type CrlReason, type CrlTemplate } from './crl.js';
 export { issuedBy, subjectText, verifyCertificateChain } from './verify.js';
-export { validateIssuancePaths, certificateLabel, probeSpiffeId, type ProbeNames, type PathValidity, type PathCertificate } from './path-validation.js';
+export { validateIssuancePaths, certificateLabel, probeSpiffeId, runPathJobsSync, runPathJobsAsync, PATH_VALIDATION_THREAD, type PathJobSteps, type ProbeNames, type PathValidity, type PathCertificate } from './path-validation.js';

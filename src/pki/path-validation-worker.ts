@@ -1,14 +1,17 @@
 /**
- * The pkijs half of path validation (see path-validation.ts), run in a worker thread because
- * pkijs' CertificateChainValidationEngine is asynchronous (WebCrypto) while bundle loading is
- * synchronous. Self-contained on purpose (node: and pkijs only): under the test runner this
- * file runs from source with Node's type stripping.
+ * The pkijs half of path validation (see path-validation.ts). pkijs' CertificateChainValidationEngine
+ * is asynchronous (WebCrypto): an asynchronous caller (serve's start, reloads, a --workers worker
+ * checking the primary's texts) imports runPathJob and awaits it on its own event loop; a
+ * synchronous caller (the cacerts CLI, tests) runs this file as a worker thread and blocks on it.
+ * Self-contained on purpose (node: and pkijs only): under the test runner this file runs from
+ * source with Node's type stripping.
  *
- * workerData: { port: MessagePort }. For each { job: PathJob, shared: Int32Array } received on
- * `port` it posts one PathJobResult back, then sets shared[0] = 1 and notifies the waiting thread.
+ * As a worker, workerData: { port: MessagePort }. For each { job: PathJob, shared: Int32Array }
+ * received on `port` it posts one PathJobResult back, then sets shared[0] = 1 and notifies the
+ * waiting thread. Imported anywhere else, it only exports.
  */
 import { webcrypto } from 'node:crypto';
-import { workerData, type MessagePort } from 'node:worker_threads';
+import { MessagePort, workerData } from 'node:worker_threads';
 import * as pkijs from 'pkijs';
 
 /** One validation job: each path is signer -> ... -> root (DER); each leaf is signed by the signer. */
@@ -70,14 +73,19 @@ async function run(job: PathJob): Promise<PathJobResult> {
   return { ok: true };
 }
 
-const { port } = workerData as { port: MessagePort };
+/** Runs one job on the calling thread's event loop; never rejects (a thrown error is a path -1 failure). */
+export function runPathJob(job: PathJob): Promise<PathJobResult> {
+  return run(job).catch((err: unknown): PathJobResult => ({ ok: false, path: -1, leaf: '', constrainedBy: undefined, message: (err as Error)?.message ?? String(err) }));
+}
+
+const port = (workerData as { port?: unknown } | null)?.port;
 // One job at a time: the caller blocks in Atomics.wait until shared[0] is set.
-port.on('message', ({ job, shared }: { job: PathJob; shared: Int32Array }) => {
-  run(job)
-    .catch((err: unknown): PathJobResult => ({ ok: false, path: -1, leaf: '', constrainedBy: undefined, message: (err as Error)?.message ?? String(err) }))
-    .then((result) => {
+if (port instanceof MessagePort) {
+  port.on('message', ({ job, shared }: { job: PathJob; shared: Int32Array }) => {
+    void runPathJob(job).then((result) => {
       port.postMessage(result);
       Atomics.store(shared, 0, 1);
       Atomics.notify(shared, 0);
     });
-});
+  });
+}

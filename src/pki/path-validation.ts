@@ -146,16 +146,22 @@ function workerUrl(): URL {
   return new URL(strips ? './path-validation-worker.ts' : '../../dist/pki/path-validation-worker.js', import.meta.url);
 }
 
+/** The name of the path-validation worker thread (15 characters: Linux's thread name limit). */
+export const PATH_VALIDATION_THREAD = 'svid-ca-pathval';
+
 /**
- * One worker per process, started on first use and kept (unref'd: it never holds the process
- * open), so that reloads neither pay a thread start nor leave a V8 heap behind each time.
+ * One worker per process, for synchronous callers only (runPathJobsSync), started on first use and
+ * kept (unref'd: it never holds the process open), so that reloads neither pay a thread start nor
+ * leave a V8 heap behind each time.
  */
 let validator: { worker: Worker; port: MessagePort } | undefined;
 
 function validatorPort(): MessagePort {
   if (!validator) {
     const { port1, port2 } = new MessageChannel();
-    const worker = new Worker(workerUrl(), { workerData: { port: port2 }, transferList: [port2] });
+    // Named (the OS thread too, as Linux shows it in /proc/<pid>/task/*/comm): the thread is
+    // visible, and a serving process that loads asynchronously can be shown to have none.
+    const worker = new Worker(workerUrl(), { name: PATH_VALIDATION_THREAD, workerData: { port: port2 }, transferList: [port2] });
     worker.unref();
     port1.unref();
     worker.once('exit', () => {
@@ -185,19 +191,59 @@ function runJob(job: PathJob): PathJobResult {
 }
 
 /**
+ * A computation that needs pkijs path validation: it yields each PathJob and is resumed with the
+ * job's result. Written once, driven two ways: runPathJobsSync (a worker thread, blocking) for
+ * synchronous callers, runPathJobsAsync (this thread's event loop, no worker) for asynchronous ones.
+ */
+export type PathJobSteps<T> = Generator<PathJob, T, PathJobResult>;
+
+/** Drives `steps` to its end, each job run in the path-validation worker thread (blocking). */
+export function runPathJobsSync<T>(steps: PathJobSteps<T>): T {
+  let step = steps.next();
+  while (!step.done) step = steps.next(runJob(step.value));
+  return step.value;
+}
+
+/**
+ * Drives `steps` to its end, each job awaited on this thread's event loop: no worker thread is
+ * started (a serving process saves its memory). A job gets the same 30 s as in the thread, then
+ * counts as failed. Rejects with what `steps` throws.
+ */
+export async function runPathJobsAsync<T>(steps: PathJobSteps<T>): Promise<T> {
+  let step = steps.next();
+  if (step.done) return step.value;
+  const { runPathJob } = await import('./path-validation-worker.js');
+  while (!step.done) {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<PathJobResult>((resolve) => {
+      timer = setTimeout(() => resolve(failed(`path validation did not finish within ${WORKER_TIMEOUT_MS / 1000}s`)), WORKER_TIMEOUT_MS);
+    });
+    const result = await Promise.race([runPathJob(step.value), timeout]);
+    clearTimeout(timer);
+    step = steps.next(result);
+  }
+  return step.value;
+}
+
+/**
  * Validates `paths` (each signing certificate -> ... -> a root of the root bundle, as files hold
  * them) for the certificates svid-ca will issue under `names`, at time `now`. Returns the window in
  * which all of it stays valid. Throws BundleError (file of the certificate at fault, one line:
  * certificate subject and SKI, rule, fix) on the first rule broken.
  */
 export function validateIssuancePaths(paths: PathCertificate[][], signer: Signer, names: ProbeNames, now: Date): PathValidity {
+  return runPathJobsSync(issuancePathSteps(paths, signer, names, now));
+}
+
+/** validateIssuancePaths as PathJobSteps: the one place its checks are written. */
+export function* issuancePathSteps(paths: PathCertificate[][], signer: Signer, names: ProbeNames, now: Date): PathJobSteps<PathValidity> {
   for (const path of paths) checkRules(path);
   const all = paths.flat();
   const notBefore = new Date(Math.max(...all.map((c) => new Date(c.x509.validFrom).getTime())));
   const notAfter = new Date(Math.min(...all.map((c) => new Date(c.x509.validTo).getTime())));
   const signerCert = paths[0]![0]!;
   const leaves = probeLeaves(signer, signerCert.facts, names, now, notAfter);
-  const result = runJob({ now: now.getTime(), paths: paths.map((p) => p.map((c) => new Uint8Array(c.der))), leaves });
+  const result = yield { now: now.getTime(), paths: paths.map((p) => p.map((c) => new Uint8Array(c.der))), leaves };
   if (result.ok) return { notBefore, notAfter };
   if (result.path < 0) throw new BundleError(signerCert.file, `path validation failed: ${result.message}`);
   const path = paths[result.path]!;

@@ -1,4 +1,4 @@
-import { Authority, bundleFromFiles, DEFAULT_PROBE_NAMES, loadCacertsWithFiles, Pkcs11SigningKeySource, type ReloadResult, type SigningKeyConfig } from '../ca/index.js';
+import { Authority, bundleFromFilesAsync, DEFAULT_PROBE_NAMES, loadCacertsWithFilesAsync, Pkcs11SigningKeySource, type ReloadResult, type SigningKeyConfig } from '../ca/index.js';
 import { CaMetrics, keepMetrics, type Logger } from '../observability/index.js';
 import { BundleError, type BundleFiles, type ProbeNames, type SigningBundle } from '../pki/index.js';
 import { BundleLifecycle, describeBundle, warnAboutSigner, type LifecycleOptions } from './lifecycle.js';
@@ -44,7 +44,7 @@ export interface BundleFeed {
 
 export type PrimaryBundleOptions = LifecycleOptions & { defaultTtlMs: number; maxTtlMs: number; signingKey?: SigningKeyConfig | undefined };
 
-/** The primary's side: loads once (throws BundleError like loadCacerts), reloads, renews, tells workers. */
+/** The primary's side: loads once (PrimaryBundle.load), reloads, renews, tells workers. */
 export class PrimaryBundle {
   readonly metrics = new CaMetrics({ defaultMetrics: false });
   private files: BundleFiles;
@@ -53,16 +53,22 @@ export class PrimaryBundle {
   /** issue #17: the primary's own token session (it checks the key at start and on reload, and signs the serving certificate). */
   private readonly tokenKey: Pkcs11SigningKeySource | undefined;
 
-  constructor(options: PrimaryBundleOptions, logger: Logger) {
+  /**
+   * Loads and checks the cacerts folder (rejects with BundleError like loadCacerts), asynchronously:
+   * pkijs runs on this event loop, and the primary keeps no path-validation thread (issue #14).
+   */
+  static async load(options: PrimaryBundleOptions, logger: Logger): Promise<PrimaryBundle> {
     const tokenKey = openTokenKey(options.signingKey, logger);
-    let loaded: ReturnType<typeof loadCacertsWithFiles>;
     try {
-      loaded = loadCacertsWithFiles(options.cacerts, new Date(), { trustDomain: options.trustDomain ?? DEFAULT_PROBE_NAMES.trustDomain, servingDns: options.servingDns }, tokenKey);
+      const loaded = await loadCacertsWithFilesAsync(options.cacerts, new Date(), { trustDomain: options.trustDomain ?? DEFAULT_PROBE_NAMES.trustDomain, servingDns: options.servingDns }, tokenKey);
+      return new PrimaryBundle(options, logger, loaded, tokenKey);
     } catch (err) {
       tokenKey?.close();
       throw err;
     }
-    const { bundle, files } = loaded;
+  }
+
+  private constructor(options: PrimaryBundleOptions, logger: Logger, { bundle, files }: { bundle: SigningBundle; files: BundleFiles }, tokenKey: Pkcs11SigningKeySource | undefined) {
     this.tokenKey = tokenKey;
     this.files = files;
     const authority = new Authority(bundle, { defaultTtlMs: options.defaultTtlMs, maxTtlMs: options.maxTtlMs });
@@ -127,13 +133,15 @@ export function receiveBundleFeed(logger: Logger, names: ProbeNames, signingKey?
       reject(err);
     };
     const timer = setTimeout(() => fail(new Error('the primary did not send the signing bundle')), timeoutMs);
-    process.on('message', (m: unknown) => {
-      if (!isBundleMessage(m) || m.svidCa !== 'bundle') return;
+    // Checked asynchronously (pkijs on this event loop: no path-validation thread in a worker, issue #14),
+    // one message at a time and in the order sent, so a later bundle never lands before an earlier one.
+    let queue = Promise.resolve();
+    const receive = async (m: Extract<BundleMessage, { svidCa: 'bundle' }>) => {
       if (first) {
         first = false;
         clearTimeout(timer);
         try {
-          const bundle = bundleFromFiles(m.files!, new Date(), names, tokenKey);
+          const bundle = await bundleFromFilesAsync(m.files!, new Date(), names, tokenKey);
           if (tokenKey) logger.info({ signingKey: tokenKey.describe(), pid: process.pid }, 'signing key checked on this worker\'s own token session');
           resolve({ bundle, tokenKey, serving: m.serving!, onUpdate: (l) => listeners.push(l) });
         } catch (err) {
@@ -143,12 +151,17 @@ export function receiveBundleFeed(logger: Logger, names: ProbeNames, signingKey?
       }
       let bundle: SigningBundle | undefined;
       try {
-        bundle = m.files ? bundleFromFiles(m.files, new Date(), names, tokenKey) : undefined;
+        bundle = m.files ? await bundleFromFilesAsync(m.files, new Date(), names, tokenKey) : undefined;
       } catch (err) {
         logger.error(err instanceof BundleError ? { file: err.file, problem: err.problem } : { err: (err as Error).message }, 'bundle from the primary refused; still serving with the current bundle');
         return;
       }
       for (const l of listeners) l({ bundle, serving: m.serving });
+    };
+    process.on('message', (m: unknown) => {
+      if (!isBundleMessage(m) || m.svidCa !== 'bundle') return;
+      // A listener that throws fails loudly, as it did when this ran in the message handler itself.
+      queue = queue.then(() => receive(m)).catch((err: unknown) => process.nextTick(() => { throw err; }));
     });
     process.send?.({ svidCa: 'want-bundle' } satisfies BundleMessage);
   });

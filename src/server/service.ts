@@ -3,7 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ClientCertAuthenticator, ImpersonationAuthorizer, parseNodeAccounts, TokenReviewAuthenticator, type Authenticator, type KeySetReload } from '../auth/index.js';
 import { buildClusters, type Clusters } from './clusters.js';
 import type { KubeOptions, KubernetesIntegration } from '../kube/index.js';
-import { Authority, loadCacerts, SelfSignedRoot, type Grace, type SelfSignedOptions, type SigningKeyConfig } from '../ca/index.js';
+import { Authority, loadCacertsWithFilesAsync, SelfSignedRoot, type Grace, type SelfSignedOptions, type SigningKeyConfig } from '../ca/index.js';
 import { AuditLog, CaMetrics, keepMetrics, startMonitoringServer, type Logger } from '../observability/index.js';
 import { openTokenKey, type BundleFeed } from './bundle-owner.js';
 import { BundleLifecycle, describeBundle, warnAboutSigner } from './lifecycle.js';
@@ -166,7 +166,8 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
           logger.info({ dir: options.selfSigned?.dir ?? '(memory only)', signingKey: tokenKey?.describe() }, `self-signed root ${event}`),
         )
       : undefined;
-    bundle = feed ? feed.bundle : selfSigned ? selfSigned.bundle() : loadCacerts(options.cacerts, new Date(), { trustDomain: options.trustDomain, servingDns: options.servingDns }, tokenKey);
+    // Loaded asynchronously: pkijs runs on this event loop, and the process keeps no path-validation thread (issue #14).
+    bundle = feed ? feed.bundle : selfSigned ? await selfSigned.bundleAsync() : (await loadCacertsWithFilesAsync(options.cacerts, new Date(), { trustDomain: options.trustDomain, servingDns: options.servingDns }, tokenKey)).bundle;
   } catch (err) {
     tokenKey?.close();
     throw err;
