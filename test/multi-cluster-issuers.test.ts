@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseIssuersFile } from '../src/auth/index.js';
+import { JwtIssuers, parseIssuersFile } from '../src/auth/index.js';
 import type { CaClient } from '../src/client/index.js';
 import { buildCsrPem, decodePem, generateKeyPair } from '../src/pki/index.js';
 import { SecretVolume } from './helpers/k8s-volume.js';
@@ -55,6 +55,29 @@ describe('--jwt-issuers-file: parsing', () => {
       'entry #1: "trustDomain" "other" differs from entry #0\'s "cluster.local" for the same cluster "a"',
     );
     expect(parse('issuers: [\n')).toThrow('not YAML or JSON');
+  });
+});
+
+describe('--jwt-issuers-file: an unreadable jwksFile', () => {
+  it('names the entry index and the field (as the docs promise), and a replace keeps the current issuers', async () => {
+    const dir = tempDir('svid-ca-issuers-jwks-');
+    try {
+      const a = await createTestIssuer();
+      const entry = (clusterId: string, issuer: string, jwksFile: string) => ({ clusterId, issuer, jwksFile, jwksUri: undefined, audiences: ['istio-ca'], trustDomain: 'cluster.local' });
+      const missing = join(dir, 'nope.json');
+      expect(() => new JwtIssuers([entry('a', ISS_A, a.jwksFile), entry('b', ISS_B, missing)], {})).toThrow(
+        `entry #1: "jwksFile": JWKS file ${missing}: cannot be read (ENOENT)`,
+      );
+      const issuers = new JwtIssuers([entry('a', ISS_A, a.jwksFile)], {});
+      try {
+        expect(() => issuers.replace([entry('a', ISS_A, a.jwksFile), entry('b', ISS_B, missing)])).toThrow('entry #1: "jwksFile": ');
+        expect(issuers.entries.map((e) => e.issuer)).toEqual([ISS_A]);
+      } finally {
+        issuers.close();
+      }
+    } finally {
+      removeDir(dir);
+    }
   });
 });
 
