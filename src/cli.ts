@@ -225,6 +225,7 @@ async function request(argv: string[]): Promise<number> {
     key: key as KeySpec,
     identity,
     ttlSeconds: ttl === undefined ? undefined : Math.floor(ttl / 1000),
+    clusterId: values.get('cluster-id') as string,
   });
   writeFileAtomic(join(out, 'key.pem'), result.keyPem, 0o600);
   writeFileAtomic(join(out, 'cert-chain.pem'), result.certChain.join(''));
