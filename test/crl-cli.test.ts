@@ -95,6 +95,8 @@ describe('svid-ca cacerts crl', () => {
     expect(plan.stdout).toContain('CRLs now: none');
     expect(plan.stdout).toMatch(/note: the next CRL revokes the current signer \(certificate "O=svid-ca, CN=svid-ca intermediate old [0-9-]+ [0-9a-f]{8}"/);
     expect(plan.stdout).toContain(`--from-file=${join(cacerts, 'ca-crl.pem')}`);
+    expect(plan.stdout).toContain('rollback: do not apply the old folder again: its signer is the certificate this CRL revokes');
+    expect(plan.stdout).not.toContain('rollback: apply the old folder again');
 
     // serve --workers 2 with it: one series per CRL on the primary's /metrics.
     const issuer = await createTestIssuer(tempDir());
