@@ -22,7 +22,7 @@ Usage:
   svid-ca dev-token [flags]       print a service-account token from the dev issuer
   svid-ca request [flags]         do what a sidecar does: key, CSR, call, verify, write files
   svid-ca cacerts COMMAND         build, check and rotate cacerts folders (init-root, init-intermediate,
-                                  verify, bundle, plan-rotation); svid-ca cacerts help
+                                  verify, bundle, plan-rotation, crl); svid-ca cacerts help
   svid-ca help [COMMAND]          flags of a command (also: svid-ca COMMAND --help)
   svid-ca --version               version of svid-ca, Node.js and OpenSSL
 `;
@@ -225,6 +225,7 @@ async function request(argv: string[]): Promise<number> {
     key: key as KeySpec,
     identity,
     ttlSeconds: ttl === undefined ? undefined : Math.floor(ttl / 1000),
+    clusterId: values.get('cluster-id') as string,
   });
   writeFileAtomic(join(out, 'key.pem'), result.keyPem, 0o600);
   writeFileAtomic(join(out, 'cert-chain.pem'), result.certChain.join(''));

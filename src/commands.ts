@@ -28,6 +28,7 @@ export const REQUEST_FLAGS: readonly FlagSpec[] = [
   { name: 'trust-domain', kind: 'string', default: 'cluster.local', help: 'trust domain of the SPIFFE ID asked for' },
   { name: 'identity', kind: 'string', help: 'SPIFFE ID to ask for (default: from the token subject)' },
   { name: 'server-name', kind: 'string', help: 'TLS name to verify (default: the host of --ca)' },
+  { name: 'cluster-id', kind: 'string', default: 'Kubernetes', help: "the clusterid header, as an agent's cluster name (values.global.multiCluster.clusterName); pick the cluster of a multi-cluster svid-ca" },
 ];
 
 export interface CommandFlags {

@@ -63,7 +63,9 @@ describe('svid-ca cacerts crl', () => {
     expect(openssl('crl', '-in', crlFile, '-noout', '-text')).not.toContain(serialOf(readFileSync(join(other, 'ca-cert.pem'), 'utf8')));
     const foreign = svidCa('cacerts', 'crl', '--issuer', root, '--out', crlFile, '--revoke', join(cacerts, 'ca-key.pem'));
     expect(foreign.status).toBe(2);
-    expect(svidCa('cacerts', 'crl', '--issuer', cacerts, '--out', crlFile).stderr).toMatch(/--out: .* is not one CRL of .*intermediate east [0-9-]+ [0-9a-f]{8} to renew/);
+    const notOurs = svidCa('cacerts', 'crl', '--issuer', cacerts, '--out', crlFile).stderr;
+    expect(notOurs).toMatch(/--out: .* is not one CRL of .*intermediate east [0-9-]+ [0-9a-f]{8} to renew \(CRL #1 .* is not a CRL of --issuer\)/);
+    expect(notOurs).not.toContain('cert-chain.pem');
 
     // The intermediate signs a CRL of its own (Istio layout folder as --issuer), which OpenSSL verifies.
     const intCrl = join(work, 'intermediate-crl.pem');
@@ -71,6 +73,12 @@ describe('svid-ca cacerts crl', () => {
     expect(openssl('crl', '-verify', '-in', intCrl, '-CAfile', join(cacerts, 'ca-cert.pem'), '-noout')).toMatch(/^verify OK/m);
     // Both levels, the way a sidecar checks: an SVID of the current intermediate verifies; one of the revoked one does not.
     const crls = readFileSync(crlFile, 'utf8') + readFileSync(intCrl, 'utf8');
+    // A file holding both is not renewed in place: each issuer's CRL is renewed in its own file.
+    const both = join(work, 'both-crl.pem');
+    writeFileSync(both, crls);
+    const multi = svidCa('cacerts', 'crl', '--issuer', root, '--out', both);
+    expect(multi.status).toBe(2);
+    expect(multi.stderr).toContain("it holds 2 CRLs; renew a file that holds only this issuer's CRL: keep one file per issuer and concatenate them into ca-crl.pem");
     const ca = (dir: string) => ({ certPem: readFileSync(join(dir, 'ca-cert.pem'), 'utf8'), keyPem: readFileSync(join(dir, 'ca-key.pem'), 'utf8'), cert: new X509Certificate(readFileSync(join(dir, 'ca-cert.pem'))) });
     const rootPem = readFileSync(join(root, 'root-cert.pem'), 'utf8');
     expect(opensslCrlVerdict(probeLeaves(ca(cacerts)).workload, [ca(cacerts).certPem], rootPem, crls)).toBeUndefined();
@@ -87,6 +95,8 @@ describe('svid-ca cacerts crl', () => {
     expect(plan.stdout).toContain('CRLs now: none');
     expect(plan.stdout).toMatch(/note: the next CRL revokes the current signer \(certificate "O=svid-ca, CN=svid-ca intermediate old [0-9-]+ [0-9a-f]{8}"/);
     expect(plan.stdout).toContain(`--from-file=${join(cacerts, 'ca-crl.pem')}`);
+    expect(plan.stdout).toContain('rollback: do not apply the old folder again: its signer is the certificate this CRL revokes');
+    expect(plan.stdout).not.toContain('rollback: apply the old folder again');
 
     // serve --workers 2 with it: one series per CRL on the primary's /metrics.
     const issuer = await createTestIssuer(tempDir());

@@ -74,6 +74,12 @@ describe('help', () => {
     expect(svidCa('help', 'nope').status).toBe(2);
   });
 
+  it('the top-level usage names every cacerts subcommand', () => {
+    const usage = svidCa('help').stdout.replace(/\s+/g, ' ');
+    const list = /cacerts folders \(([^)]*)\)/.exec(usage)?.[1]?.split(', ');
+    expect(list?.sort()).toEqual([...new Set(COMMAND_FLAGS.filter((c) => c.command.startsWith('cacerts ')).map((c) => c.command.slice('cacerts '.length)))].sort());
+  });
+
   it('--version prints the version, Node.js and OpenSSL', () => {
     const r = svidCa('--version');
     const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string; scripts: Record<string, string> };

@@ -30,6 +30,21 @@ const objectsOf = (text: string, origin: string) =>
     .map((object) => ({ object, origin }));
 
 describe('create-remote-kubeconfig.sh --print-rbac', () => {
+  it('--help prints the usage on stdout, exit 0, and only the usage; an unknown argument is exit 2', async () => {
+    const help = await run(['--help']);
+    expect(help.stdout).toContain('--cluster-id CLUSTER_ID');
+    expect(help.stdout).toContain('--print-rbac');
+    expect(help.stdout).toContain('--kubeconfig FILE');
+    expect(help.stdout).not.toContain('set -euo');
+    expect(help.stdout.trimEnd().split('\n').at(-1)).toMatch(/nothing secret is printed there\.$/);
+    const bad = await run(['--bogus']).then(() => undefined, (e: { code: number; stderr: string }) => e);
+    expect(bad?.code).toBe(2);
+    expect(bad?.stderr).toContain('unknown argument --bogus');
+    const missing = await run(['--cluster-id']).then(() => undefined, (e: { code: number; stderr: string }) => e);
+    expect(missing?.code).toBe(2);
+    expect(missing?.stderr).toContain('create-remote-kubeconfig.sh: --cluster-id needs a value');
+  }, 60_000);
+
   it('prints schema-valid remote RBAC: tokenreviews create and pods list/watch, nothing else', async () => {
     const objects = objectsOf((await run(['--print-rbac'])).stdout, 'create-remote-kubeconfig.sh --print-rbac');
     expect(objects.map((o) => o.object.kind)).toEqual(['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Secret']);

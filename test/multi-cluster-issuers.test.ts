@@ -4,12 +4,14 @@
  * against the issuer's cluster, chains verified by openssl; the file followed through Kubernetes
  * `..data` swaps, a bad file refused with the current issuers kept.
  */
+import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseIssuersFile } from '../src/auth/index.js';
+import { JwtIssuers, parseIssuersFile } from '../src/auth/index.js';
 import type { CaClient } from '../src/client/index.js';
 import { buildCsrPem, decodePem, generateKeyPair } from '../src/pki/index.js';
 import { SecretVolume } from './helpers/k8s-volume.js';
@@ -55,6 +57,29 @@ describe('--jwt-issuers-file: parsing', () => {
       'entry #1: "trustDomain" "other" differs from entry #0\'s "cluster.local" for the same cluster "a"',
     );
     expect(parse('issuers: [\n')).toThrow('not YAML or JSON');
+  });
+});
+
+describe('--jwt-issuers-file: an unreadable jwksFile', () => {
+  it('names the entry index and the field (as the docs promise), and a replace keeps the current issuers', async () => {
+    const dir = tempDir('svid-ca-issuers-jwks-');
+    try {
+      const a = await createTestIssuer();
+      const entry = (clusterId: string, issuer: string, jwksFile: string) => ({ clusterId, issuer, jwksFile, jwksUri: undefined, audiences: ['istio-ca'], trustDomain: 'cluster.local' });
+      const missing = join(dir, 'nope.json');
+      expect(() => new JwtIssuers([entry('a', ISS_A, a.jwksFile), entry('b', ISS_B, missing)], {})).toThrow(
+        `entry #1: "jwksFile": JWKS file ${missing}: cannot be read (ENOENT)`,
+      );
+      const issuers = new JwtIssuers([entry('a', ISS_A, a.jwksFile)], {});
+      try {
+        expect(() => issuers.replace([entry('a', ISS_A, a.jwksFile), entry('b', ISS_B, missing)])).toThrow('entry #1: "jwksFile": ');
+        expect(issuers.entries.map((e) => e.issuer)).toEqual([ISS_A]);
+      } finally {
+        issuers.close();
+      }
+    } finally {
+      removeDir(dir);
+    }
   });
 });
 
@@ -138,6 +163,29 @@ describe('--jwt-issuers-file: two clusters over gRPC/TLS', () => {
     const cross = await issue(tokenB, 'cluster-b', 'spiffe://a.mesh/ns/shop/sa/web');
     expect(cross.err?.code).toBe(grpc.status.PERMISSION_DENIED);
     expect(cross.err?.details).toContain('spiffe://b.mesh/ns/shop/sa/web');
+  });
+
+  it('svid-ca request --cluster-id sends the clusterid header (the default, Kubernetes, names no cluster here)', async () => {
+    const work = tempDir('svid-ca-request-cluster-');
+    try {
+      writeFileSync(join(work, 'token-b'), tokenB);
+      writeFileSync(join(work, 'root.pem'), pki.root.certPem);
+      const run = (...extra: string[]) =>
+        promisify(execFile)(process.execPath, ['dist/cli.js', 'request', '--ca', server.address, '--root', join(work, 'root.pem'), '--token', join(work, 'token-b'), '--trust-domain', 'b.mesh', '--out', join(work, 'out'), ...extra], { encoding: 'utf8', timeout: 30_000 }).then(
+          (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+          (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+        );
+      const ok = await run('--cluster-id', 'cluster-b');
+      expect(ok.stderr).toBe('');
+      expect(ok.stdout).toContain('identity: spiffe://b.mesh/ns/shop/sa/web');
+      const wrong = await run('--cluster-id', 'cluster-a');
+      expect(wrong.code).toBe(1);
+      expect(wrong.stderr).toContain('is of cluster "cluster-b", but the client claims to be in cluster "cluster-a"');
+      const byDefault = await run();
+      expect(byDefault.stderr).toContain('client claims to be in cluster "Kubernetes", which this CA does not serve');
+    } finally {
+      removeDir(work);
+    }
   });
 
   it('follows the file through ..data swaps: a bad file is refused and counted, the current issuers kept; a removed issuer stops', async () => {

@@ -2,7 +2,7 @@
  * Issue #17: the intermediate's key on a real SoftHSM2 token. Each test makes its own token
  * directory and SOFTHSM2_CONF and runs the real `svid-ca serve` as a child process with them.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:tls';
 import { join } from 'node:path';
@@ -372,6 +372,25 @@ describe('serve --signing-key (SoftHSM2): the token deleted and re-created, a se
     expect(output(proc)).toContain('PKCS#11 token answers again; serving');
     expect(proc.child.exitCode).toBeNull();
   }, 120_000);
+
+  it('--self-signed with a URI naming no key and lacking id=: exit before listening, saying how to have the key generated', async () => {
+    const dir = join(work, `ss${counter++}`);
+    const hsm = createSoftHsm(dir);
+    const issuer = await createTestIssuer(dir);
+    const [grpcPort, monPort] = [await freePort(), await freePort()];
+    const r = spawnSync(
+      process.execPath,
+      [
+        'dist/cli.js', 'serve', '--self-signed', '--self-signed-dir', join(dir, 'root'),
+        '--signing-key', 'pkcs11:token=svid-ca;object=root', '--pkcs11-module', SOFTHSM_MODULE, '--pkcs11-pin-file', hsm.pinFile,
+        '--jwt-issuer', issuer.issuer, '--jwks-file', issuer.jwksFile, '--listen', `127.0.0.1:${grpcPort}`, '--monitoring-listen', `127.0.0.1:${monPort}`,
+      ],
+      { env: { ...process.env, ...hsm.env }, encoding: 'utf8', timeout: 30_000 },
+    );
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toContain('no private key object=root on the token (logged in as user); to have svid-ca generate it at first start, name it with both object=LABEL and id=%xx');
+    expect(existsSync(join(dir, 'root', 'ca-cert.pem'))).toBe(false);
+  }, 60_000);
 
   it('--self-signed with --signing-key: the root key is generated in the token, the root re-issued before expiry with it (openssl verifies the new root), calls keep working across it', async () => {
     const dir = join(work, `ss${counter++}`);

@@ -4,7 +4,8 @@
 #
 #   deploy/multicluster/create-remote-kubeconfig.sh --context REMOTE_CONTEXT --cluster-id CLUSTER_ID \
 #     [--no-pods] [--server https://remote-api:6443] [--namespace istio-system] [--secret-name svid-ca-remote-ID] \
-#     | kubectl --context PRIMARY_CONTEXT apply -f -
+#     [--kubeconfig FILE] [--skip-rbac] | kubectl --context PRIMARY_CONTEXT apply -f -
+#   deploy/multicluster/create-remote-kubeconfig.sh --print-rbac [--no-pods] [--namespace NS]
 #
 # On the remote cluster (kubectl --context REMOTE_CONTEXT) it applies remote-rbac.yaml (ServiceAccount
 # svid-ca-remote-reader, its ClusterRole -- tokenreviews create; pods list/watch unless --no-pods -- its
@@ -18,10 +19,15 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 context="" cluster_id="" server="" namespace="istio-system" secret_name=""
 pods=1 print_rbac=0 skip_rbac=0 kubectl_args=()
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+# The header comment above (every line up to the first that is not a comment); --help prints it on stdout, exit 0.
+usage() { awk 'NR == 1 { next } !/^#/ { exit } { sub(/^# ?/, ""); print }' "$0" >&"${2:-2}"; exit "${1:-2}"; }
 die() { echo "create-remote-kubeconfig.sh: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
+  case "$1" in
+    --context|--kubeconfig|--cluster-id|--server|--namespace|--secret-name)
+      [ $# -ge 2 ] || { echo "create-remote-kubeconfig.sh: $1 needs a value" >&2; usage; } ;;
+  esac
   case "$1" in
     --context) context="$2"; shift 2 ;;
     --kubeconfig) kubectl_args+=(--kubeconfig "$2"); shift 2 ;;
@@ -32,7 +38,7 @@ while [ $# -gt 0 ]; do
     --no-pods) pods=0; shift ;;
     --print-rbac) print_rbac=1; shift ;;
     --skip-rbac) skip_rbac=1; shift ;;
-    -h|--help) usage ;;
+    -h|--help) usage 0 1 ;;
     *) echo "create-remote-kubeconfig.sh: unknown argument $1" >&2; usage ;;
   esac
 done

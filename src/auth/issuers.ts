@@ -169,14 +169,22 @@ export class JwtIssuers implements Authenticator {
     const next = new Map<string, Route>();
     const made: Route[] = [];
     try {
-      for (const entry of entries) {
+      for (const [i, entry] of entries.entries()) {
         const fingerprint = fingerprintOf(entry);
         const old = this.routes.get(entry.issuer);
         if (old && old.fingerprint === fingerprint) {
           next.set(entry.issuer, old);
           continue;
         }
-        const route: Route = { entry, fingerprint, jwt: this.authenticatorFor(entry) };
+        let jwt: JwtAuthenticator;
+        try {
+          jwt = this.authenticatorFor(entry);
+        } catch (err) {
+          // Name the entry and field, as every other refusal of the file does (docs/kubernetes.md).
+          const field = entry.jwksFile !== undefined ? 'jwksFile' : 'jwksUri';
+          throw new Error(`entry #${i}: "${field}": ${(err as Error).message}`, { cause: err });
+        }
+        const route: Route = { entry, fingerprint, jwt };
         made.push(route);
         next.set(entry.issuer, route);
       }

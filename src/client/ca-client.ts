@@ -57,6 +57,8 @@ export interface SidecarRequestOptions extends CaClientOptions {
   key: KeySpec;
   identity: string;
   ttlSeconds?: number;
+  /** The clusterid header istio-agent sends (its cluster name); default `Kubernetes`, the agent's default. */
+  clusterId?: string | undefined;
 }
 
 export interface SidecarResult {
@@ -76,7 +78,7 @@ export async function requestWorkloadCertificate(o: SidecarRequestOptions): Prom
     const res = await callCreateCertificate(
       client,
       { csr, validity_duration: String(o.ttlSeconds ?? 0), metadata: { fields: { CertSigner: { stringValue: '' } } } },
-      { authorization: `Bearer ${o.token}`, clusterid: 'Kubernetes' },
+      { authorization: `Bearer ${o.token}`, clusterid: o.clusterId ?? 'Kubernetes' },
     );
     if (res.cert_chain.length < 2) throw new Error('invalid empty CertChain: the CA returned fewer than 2 elements');
     const certs = res.cert_chain.map((pem) => decodePem(pem).filter((b) => b.type === 'CERTIFICATE').map((b) => new X509Certificate(b.der)));

@@ -114,11 +114,17 @@ export function describeCrl(crl: LoadedCrl, at: Date): string[] {
 function previousCrl(file: string, issuer: X509Certificate, now: Date): LoadedCrl | undefined {
   if (!existsSync(file)) return undefined;
   try {
-    const crls = loadCrls({ name: file, text: readFileSync(file, 'utf8') }, [issuerCandidate(issuer)], now);
+    const text = readFileSync(file, 'utf8');
+    const blocks = text.match(/-----BEGIN X509 CRL-----/g)?.length ?? 0;
+    if (blocks > 1) {
+      throw new Error(`it holds ${blocks} CRLs; renew a file that holds only this issuer's CRL: keep one file per issuer and concatenate them into ca-crl.pem`);
+    }
+    const crls = loadCrls({ name: file, text }, [issuerCandidate(issuer)], now);
     if (crls.length !== 1) throw new Error(`it holds ${crls.length} CRLs`);
     return crls[0];
   } catch (err) {
-    const why = err instanceof BundleError ? err.problem.replace(/; the certificates and key.*$/, '') : (err as Error).message;
+    // loadCrls speaks of a cacerts folder; here the only candidate issuer is --issuer.
+    const why = err instanceof BundleError ? err.problem.replace(/; the certificates and key.*$/, '').replace(/is issued by no certificate of cert-chain\.pem or root-cert\.pem: .*$/, 'is not a CRL of --issuer') : (err as Error).message;
     throw new ConfigError(`--out: ${file} is not one CRL of ${subjectText(issuer)} to renew (${why}); choose another --out, or move it away`);
   }
 }

@@ -303,7 +303,11 @@ function planRotation(argv: string[], out: Out): number {
     out(`1. ${applySecretCommand(newDir)}`);
     out('   check: svid-ca logs "signing bundle reloaded" with the new signer within --reload-interval (plus kubelet sync, up to ~1 min);');
     out('          svid_ca_cert_expiry_timestamp_seconds{role="signer"} shows the new serial; the audit log\'s signerSki changes.');
-    out('   rollback: apply the old folder again; leaves from either intermediate verify against the same root.');
+    out(
+      revokedNow
+        ? '   rollback: do not apply the old folder again: its signer is the certificate this CRL revokes; if the new folder fails, fix forward with another new intermediate and this CRL.'
+        : '   rollback: apply the old folder again; leaves from either intermediate verify against the same root.',
+    );
     return 0;
   }
   out(`\nThe root changes (added: ${only(newB, oldB).join('; ') || 'none'}; removed: ${only(oldB, newB).join('; ') || 'none'}). Four steps, in order:`);

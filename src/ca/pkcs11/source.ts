@@ -160,7 +160,11 @@ export class Pkcs11SigningKeySource {
     const uri = this.#parse(this.uriText());
     const token = this.#open(uri);
     const selector = { object: uri.object, id: uri.id };
-    if (token.countKeys(selector) === 0 && uri.object !== undefined && uri.id !== undefined) return { ...this.generate(spec), generated: true };
+    if (token.countKeys(selector) === 0) {
+      if (uri.object !== undefined && uri.id !== undefined) return { ...this.generate(spec), generated: true };
+      const what = uri.object !== undefined ? `object=${uri.object}` : 'this id=';
+      throw new BundleError(uri.redacted, `no private key ${what} on the token (logged in as user); to have svid-ca generate it at first start, name it with both object=LABEL and id=%xx`);
+    }
     const found = token.findKey(selector);
     const publicKey = publicKeyOf(found, uri.redacted);
     if (!publicKey) throw new BundleError(uri.redacted, 'the token holds no public key object beside the private key: svid-ca cannot put the key in a certificate');
