@@ -309,13 +309,18 @@ function verdicts(rows) {
   const by = Object.fromEntries(rows.map((r) => [r.scenario, r]));
   const out = [];
   const judge = (what, ok, figure) => out.push(`${ok ? 'met    ' : 'NOT met'}  ${what}: ${figure}`);
+  // Issue #14 (Node 24): server CPU per certificate.
   const ec = by['ec-p256'];
+  const renewals = by.renewals;
+  const rsa = by['rsa-2048'];
+  if (renewals) judge('renewals <= 200 us of server CPU per certificate', renewals.serverCpuUsPerCert <= 200, `${renewals.serverCpuUsPerCert} us`);
+  if (ec) judge('ec-p256 <= 250 us of server CPU per certificate', ec.serverCpuUsPerCert <= 250, `${ec.serverCpuUsPerCert} us`);
+  if (rsa) judge('rsa-2048 <= 450 us of server CPU per certificate', rsa.serverCpuUsPerCert <= 450, `${rsa.serverCpuUsPerCert} us`);
+  // The earlier performance issue's rates (they depend on the cores the server gets, not only on svid-ca).
   if (ec) {
     judge('ec-p256 >= 6,000 issued/s with zero errors', ec.issuedPerSec >= 6000 && Object.keys(ec.errors).length === 0, `${ec.issuedPerSec}/s, errors ${JSON.stringify(ec.errors)}`);
     judge('ec-p256 p99 <= 50 ms', ec.p99ms <= 50, `${ec.p99ms} ms`);
-    judge('ec-p256 <= 250 us of server CPU per certificate', ec.serverCpuUsPerCert <= 250, `${ec.serverCpuUsPerCert} us`);
   }
-  const rsa = by['rsa-2048'];
   if (rsa) judge('rsa-2048 >= 3,000 issued/s', rsa.issuedPerSec >= 3000, `${rsa.issuedPerSec}/s`);
   const storm = by.storm;
   if (storm) {
