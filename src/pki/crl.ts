@@ -162,6 +162,11 @@ function parseOne(fileName: string, index: number, der: Buffer, issuers: CrlIssu
   return { der, issuer, issuerCert: signer, number, thisUpdate, nextUpdate: crl.nextUpdate?.value, revoked };
 }
 
+/** The issuer name (DER, as signed) of a CRL; throws when `der` is no CRL. For `cacerts crl` to find an issuer's block. */
+export function crlIssuerName(der: Buffer): Buffer {
+  return nameDer(pkijs.CertificateRevocationList.fromBER(toArrayBuffer(der)).issuer);
+}
+
 /** The entry of `crls` revoking `cert` (issued by a CRL's issuer: names chain and its key verifies), if any. */
 export function revocationOf(cert: X509Certificate, crls: readonly LoadedCrl[]): { crl: LoadedCrl; entry: RevokedEntry } | undefined {
   const serial = serialHexOf(Buffer.from(cert.serialNumber.length % 2 ? `0${cert.serialNumber}` : cert.serialNumber, 'hex'));
@@ -225,7 +230,7 @@ export function checkEveryLevelHasCrl(fileName: string, required: readonly CrlIs
   if (!missing) return;
   throw new BundleError(
     fileName,
-    `${certificateLabel(missing)} has no CRL in this file: once a CRL is given, clients (Envoy, openssl -crl_check_all) check a CRL at every level of the chain and reject every leaf under a CA without one ("unable to get certificate CRL"), and istiod refuses the same folder ("missing CRL signed by certificates"); add one with svid-ca cacerts crl --issuer <that CA's folder> --out ca-crl.pem (a CRL that revokes nothing is fine), or remove ca-crl.pem; ${CRL_ONLY}`,
+    `${certificateLabel(missing)} has no CRL in this file: once a CRL is given, clients (Envoy, openssl -crl_check_all) check a CRL at every level of the chain and reject every leaf under a CA without one ("unable to get certificate CRL"), and istiod refuses the same folder ("missing CRL signed by certificates"); add one with svid-ca cacerts crl --issuer <that CA's folder> --out ca-crl.pem (a CRL that revokes nothing is fine); ${CRL_ONLY}`,
   );
 }
 
