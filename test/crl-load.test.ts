@@ -219,12 +219,55 @@ describe('ca-crl.pem (Istio layout)', () => {
     expect(opensslCrlVerdict(leaf, [lower.certPem, upper.certPem], root.certPem, noUpper)).toMatch(/error 3 at 1 depth lookup: unable to get certificate CRL/);
     const three = folder(noUpper, lower, [root], [upper]);
     expect(refusal(three).problem).toMatch(/^certificate "O=svid-ca test, CN=upper two" \(SKI [0-9a-f]+\) has no CRL in this file/);
+    // The upper intermediate carried in ca-cert.pem (cert-chain.pem empty) is on the path all the same.
+    const inSignerFile = folder(noUpper, lower, [root]);
+    writeFileSync(join(inSignerFile, 'ca-cert.pem'), lower.certPem + upper.certPem);
+    writeFileSync(join(inSignerFile, 'cert-chain.pem'), '');
+    expect(refusal(inSignerFile).problem).toMatch(/^certificate "O=svid-ca test, CN=upper two" \(SKI [0-9a-f]+\) has no CRL in this file/);
+    removeDir(inSignerFile);
     const all = noUpper + opensslCrl(work, upper, []);
     expect(opensslCrlVerdict(leaf, [lower.certPem, upper.certPem], root.certPem, all)).toBeUndefined();
     writeFileSync(join(three, 'ca-crl.pem'), all);
     expect(loadCacerts(three).crls).toHaveLength(3);
     removeDir(dir);
     removeDir(three);
+  });
+
+  it('the root and the signing certificate need their CRL even when cert-chain.pem leaves them out (istiod checks cert-chain.pem only; clients check every level)', () => {
+    const leaf = probeLeaves(signer).workload;
+    // cert-chain.pem without the root: only the signer's CRL is given. istiod would accept it; clients reject every leaf.
+    const signerOnly = opensslCrl(work, signer, []);
+    expect(opensslCrlVerdict(leaf, [signer.certPem], root.certPem, signerOnly)).toMatch(/error 3 at 1 depth lookup: unable to get certificate CRL/);
+    const noRoot = folder(signerOnly);
+    writeFileSync(join(noRoot, 'cert-chain.pem'), signer.certPem);
+    expect(refusal(noRoot).problem).toMatch(/^certificate "O=svid-ca test, CN=crl root" \(SKI [0-9a-f]+\) has no CRL in this file/);
+    // An empty cert-chain.pem: the signing certificate still needs its CRL.
+    const rootOnly = opensslCrl(work, root, []);
+    expect(opensslCrlVerdict(leaf, [signer.certPem], root.certPem, rootOnly)).toMatch(/error 3 at 0 depth lookup: unable to get certificate CRL/);
+    const emptyChain = folder(rootOnly);
+    writeFileSync(join(emptyChain, 'cert-chain.pem'), '');
+    expect(refusal(emptyChain).problem).toMatch(/^certificate "O=svid-ca test, CN=crl signer" \(SKI [0-9a-f]+\) has no CRL in this file/);
+    // Both complete: accepted by both.
+    expect(opensslCrlVerdict(leaf, [signer.certPem], root.certPem, rootOnly + signerOnly)).toBeUndefined();
+    writeFileSync(join(noRoot, 'ca-crl.pem'), rootOnly + signerOnly);
+    writeFileSync(join(emptyChain, 'ca-crl.pem'), rootOnly + signerOnly);
+    expect(loadCacerts(noRoot).crls).toHaveLength(2);
+    expect(loadCacerts(emptyChain).crls).toHaveLength(2);
+    removeDir(noRoot);
+    removeDir(emptyChain);
+  });
+
+  it("every certificate of cert-chain.pem needs its CRL, as istiod requires, even one off the signing path", () => {
+    // cert-chain.pem with an extra intermediate the signer does not chain through: OpenSSL never looks at it,
+    // istiod refuses the folder ("missing CRL signed by certificates"), and so does svid-ca.
+    const crls = opensslCrl(work, root, []) + opensslCrl(work, signer, []);
+    expect(opensslCrlVerdict(probeLeaves(signer).workload, [signer.certPem], root.certPem, crls)).toBeUndefined();
+    const dir = folder(crls);
+    writeFileSync(join(dir, 'cert-chain.pem'), signer.certPem + other.certPem + root.certPem);
+    expect(refusal(dir).problem).toMatch(/^certificate "O=svid-ca test, CN=retired intermediate" \(SKI [0-9a-f]+\) has no CRL in this file/);
+    writeFileSync(join(dir, 'ca-crl.pem'), crls + opensslCrl(work, other, []));
+    expect(loadCacerts(dir).crls).toHaveLength(3);
+    removeDir(dir);
   });
 
   it('an empty ca-crl.pem (no CRL at all) asks for no CRL: accepted, nothing published', () => {

@@ -183,8 +183,9 @@ export function* signingBundleSteps(files: BundleFiles, now: Date, names: ProbeN
   // issue #16: checked last, so that a refusal here means every certificate check above passed.
   const crls = files.crl ? loadCrls(files.crl, unique([...signingFileCerts, ...chainCerts, ...roots]), now) : [];
   if (files.crl) checkPathsNotRevoked(files.crl.name, paths, crls);
-  // Every CA a client walks through must have its CRL (istiod's rule covers cert-chain.pem; clients also check the signer and root).
-  if (files.crl) checkEveryLevelHasCrl(files.crl.name, unique([signingCert, ...chainCerts, ...paths.map((p) => p[p.length - 1]!)]), crls);
+  // Every CA a client walks through (each signing path: signer, intermediates, root) must have its CRL,
+  // and every certificate of cert-chain.pem (istiod's rule, "missing CRL signed by certificates").
+  if (files.crl) checkEveryLevelHasCrl(files.crl.name, unique([...paths.flat(), ...chainCerts]), crls);
 
   for (const c of unique(paths.flat())) {
     if (c.facts.hasNameConstraints) {

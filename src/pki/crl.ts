@@ -219,8 +219,8 @@ const crlOf = (crl: LoadedCrl, ca: CrlIssuerCandidate) =>
  * `istio-ca-crl` ConfigMap) unless only_verify_leaf_cert_crl is set, `openssl verify -crl_check_all`
  * ("unable to get certificate CRL"); and istiod refuses a folder where a certificate of
  * cert-chain.pem has no CRL signed by it ("missing CRL signed by certificates").
- * `required`: the signing certificate, every certificate of cert-chain.pem and the roots the signing
- * paths end at, in that order. A CRL "of" a CA: its issuer name is the CA's subject and the CA's key
+ * `required`: every certificate of each signing path (signing certificate, intermediates, root), then
+ * every certificate of cert-chain.pem; the first without a CRL is named. A CRL "of" a CA: its issuer name is the CA's subject and the CA's key
  * verified it. No-op when `crls` is empty (no ca-crl.pem, or one without blocks).
  * Throws BundleError(fileName, `certificate "..." (SKI ..) has no CRL in ...; ...`) for the first CA without one.
  */
