@@ -141,7 +141,9 @@ function crlFile(file: string, issuer: X509Certificate, now: Date): CrlFile {
     if (m[1] !== 'X509 CRL') throw notRenewable(`it holds a PEM ${m[1]} block; a CRL file holds only X509 CRL blocks`);
     let name: Buffer;
     try {
-      name = crlIssuerName(decodePem(m[0])[0]!.der);
+      const der = decodePem(m[0])[0]?.der;
+      if (!der) throw new Error('its body is not base64');
+      name = crlIssuerName(der);
     } catch (err) {
       throw notRenewable(`CRL #${i + 1} cannot be parsed (${(err as Error).message})`);
     }
@@ -174,7 +176,10 @@ function withCrl(file: CrlFile, pem: string): string {
  * `svid-ca cacerts crl --issuer DIR --out FILE [--revoke CERT.pem ...] [--reason R] [--unrevoke SERIAL ...] [--next-update DUR]`:
  * makes, or renews, a v2 CRL (RFC 5280 5) signed by the issuer folder's key (in a file or on a
  * PKCS#11 token). Renewing keeps every earlier revocation (dropping one takes --unrevoke) and
- * numbers the CRL one above the previous one, so cRLNumber increases monotonically.
+ * numbers the CRL one above the previous one, so cRLNumber increases monotonically. FILE may hold the
+ * CRLs of several CAs (issue #16: ca-crl.pem needs one per CA of the chain): only the --issuer's block is
+ * replaced, in place; other blocks are kept byte for byte; with none of the issuer's, the new CRL is
+ * appended. Errors: ConfigError naming the flag (exit 2), nothing written.
  */
 export function crlCommand(argv: string[], out: Out): number {
   const { values } = parseFlags(CRL_FLAGS, argv, {});
