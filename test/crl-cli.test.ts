@@ -1,6 +1,7 @@
 /**
  * Issue #16, item 7, end to end with the built command: `svid-ca cacerts crl` makes a CRL, renews
- * it with an increasing number (earlier revocations kept), takes a serial off with --unrevoke;
+ * it with an increasing number (earlier revocations kept), takes a serial off with --unrevoke; keeps
+ * one ca-crl.pem with a CRL per CA (root + intermediate), renewing each in place, others byte for byte;
  * OpenSSL verifies each; `cacerts verify` and `plan-rotation` print the CRLs; `serve --workers 2`
  * serves with it (one series per CRL on the primary's /metrics) and `serve` exits 1 on a bad one.
  */
@@ -63,24 +64,62 @@ describe('svid-ca cacerts crl', () => {
     expect(openssl('crl', '-in', crlFile, '-noout', '-text')).not.toContain(serialOf(readFileSync(join(other, 'ca-cert.pem'), 'utf8')));
     const foreign = svidCa('cacerts', 'crl', '--issuer', root, '--out', crlFile, '--revoke', join(cacerts, 'ca-key.pem'));
     expect(foreign.status).toBe(2);
-    const notOurs = svidCa('cacerts', 'crl', '--issuer', cacerts, '--out', crlFile).stderr;
-    expect(notOurs).toMatch(/--out: .* is not one CRL of .*intermediate east [0-9-]+ [0-9a-f]{8} to renew \(CRL #1 .* is not a CRL of --issuer\)/);
-    expect(notOurs).not.toContain('cert-chain.pem');
-
-    // The intermediate signs a CRL of its own (Istio layout folder as --issuer), which OpenSSL verifies.
-    const intCrl = join(work, 'intermediate-crl.pem');
-    expect(svidCa('cacerts', 'crl', '--issuer', cacerts, '--out', intCrl).status).toBe(0);
-    expect(openssl('crl', '-verify', '-in', intCrl, '-CAfile', join(cacerts, 'ca-cert.pem'), '-noout')).toMatch(/^verify OK/m);
-    // Both levels, the way a sidecar checks: an SVID of the current intermediate verifies; one of the revoked one does not.
-    const crls = readFileSync(crlFile, 'utf8') + readFileSync(intCrl, 'utf8');
-    // A file holding both is not renewed in place: each issuer's CRL is renewed in its own file.
-    const both = join(work, 'both-crl.pem');
-    writeFileSync(both, crls);
-    const multi = svidCa('cacerts', 'crl', '--issuer', root, '--out', both);
-    expect(multi.status).toBe(2);
-    expect(multi.stderr).toContain("it holds 2 CRLs; renew a file that holds only this issuer's CRL: keep one file per issuer and concatenate them into ca-crl.pem");
     const ca = (dir: string) => ({ certPem: readFileSync(join(dir, 'ca-cert.pem'), 'utf8'), keyPem: readFileSync(join(dir, 'ca-key.pem'), 'utf8'), cert: new X509Certificate(readFileSync(join(dir, 'ca-cert.pem'))) });
     const rootPem = readFileSync(join(root, 'root-cert.pem'), 'utf8');
+
+    // The root's CRL alone is refused (issue #16 levels): clients check a CRL at every level once one is given.
+    const rootOnly = readFileSync(crlFile, 'utf8');
+    expect(opensslCrlVerdict(probeLeaves(ca(cacerts)).workload, [ca(cacerts).certPem], rootPem, rootOnly)).toMatch(/error 3 at 0 depth lookup: unable to get certificate CRL/);
+    const alone = svidCa('cacerts', 'verify', cacerts);
+    expect(alone.status).toBe(1);
+    expect(alone.stdout + alone.stderr).toMatch(/REJECTED: .*ca-crl\.pem: certificate "O=svid-ca, CN=svid-ca intermediate east [0-9-]+ [0-9a-f]{8}" \(SKI [0-9a-f]+\) has no CRL in this file/);
+
+    // The intermediate's CRL (Istio layout folder as --issuer) is added to the same file, after the root's, which is kept byte for byte.
+    const added = svidCa('cacerts', 'crl', '--issuer', cacerts, '--out', crlFile);
+    expect(added.stderr).toBe('');
+    expect(added.status).toBe(0);
+    expect(added.stdout).toMatch(/CRL \(issuer "O=svid-ca, CN=svid-ca intermediate east [^"]+", number 1\) \(added\); kept the 1 CRL\(s\) of other issuers in it/);
+    const blocksOf = (file: string) => readFileSync(file, 'utf8').match(/-----BEGIN X509 CRL-----[\s\S]*?-----END X509 CRL-----\n/g) ?? [];
+    const blockFile = (pem: string) => {
+      const f = join(work, `block-${Math.random().toString(16).slice(2)}.pem`);
+      writeFileSync(f, pem);
+      return f;
+    };
+    let [rootBlock, intBlock] = blocksOf(crlFile);
+    expect(rootBlock).toBe(rootOnly);
+    expect(openssl('crl', '-verify', '-in', blockFile(intBlock!), '-CAfile', join(cacerts, 'ca-cert.pem'), '-noout')).toMatch(/^verify OK/m);
+    expect(openssl('crl', '-in', blockFile(intBlock!), '-noout', '-crlnumber')).toContain('crlNumber=0x01');
+    expect(svidCa('cacerts', 'verify', cacerts).status).toBe(0);
+
+    // Renew each in place: only that issuer's block changes (number + 1), the other is kept byte for byte, the order too.
+    const intRenewed = svidCa('cacerts', 'crl', '--issuer', cacerts, '--out', crlFile);
+    expect(intRenewed.status).toBe(0);
+    expect(intRenewed.stdout).toContain('(renewed from number 1); kept the 1 CRL(s) of other issuers in it');
+    let blocks = blocksOf(crlFile);
+    expect(blocks).toHaveLength(2);
+    expect(blocks[0]).toBe(rootBlock);
+    expect(openssl('crl', '-in', blockFile(blocks[1]!), '-noout', '-crlnumber')).toContain('crlNumber=0x02');
+    intBlock = blocks[1];
+    const rootRenewed = svidCa('cacerts', 'crl', '--issuer', root, '--out', crlFile);
+    expect(rootRenewed.status).toBe(0);
+    expect(rootRenewed.stdout).toContain('(renewed from number 3)');
+    blocks = blocksOf(crlFile);
+    expect(blocks[1]).toBe(intBlock);
+    expect(openssl('crl', '-in', blockFile(blocks[0]!), '-noout', '-crlnumber')).toContain('crlNumber=0x04');
+    expect(openssl('crl', '-in', blockFile(blocks[0]!), '-noout', '-text')).toContain(`Serial Number: ${oldSerial}`);
+    expect(openssl('crl', '-verify', '-in', blockFile(blocks[0]!), '-CAfile', join(root, 'root-cert.pem'), '-noout')).toMatch(/^verify OK/m);
+    rootBlock = blocks[0];
+
+    // A file with two CRLs of one issuer is not renewed: which one is meant is unknown.
+    const twice = join(work, 'twice-crl.pem');
+    writeFileSync(twice, rootBlock! + intBlock! + rootBlock!);
+    const dup = svidCa('cacerts', 'crl', '--issuer', root, '--out', twice);
+    expect(dup.status).toBe(2);
+    expect(dup.stderr).toMatch(/--out: .*twice-crl\.pem holds 2 CRLs of O=svid-ca, CN=svid-ca root CA [0-9-]+ [0-9a-f]{8} \(CRL #1, #3\); a CA has one CRL in ca-crl\.pem/);
+    expect(readFileSync(twice, 'utf8')).toBe(rootBlock! + intBlock! + rootBlock!);
+
+    // Both levels, the way a sidecar checks: an SVID of the current intermediate verifies; one of the revoked one does not.
+    const crls = readFileSync(crlFile, 'utf8');
     expect(opensslCrlVerdict(probeLeaves(ca(cacerts)).workload, [ca(cacerts).certPem], rootPem, crls)).toBeUndefined();
     // (-crl_check_all wants a CRL at every level: the revoked intermediate's own, empty one too.)
     const oldCrl = join(work, 'old-crl.pem');
@@ -89,7 +128,8 @@ describe('svid-ca cacerts crl', () => {
 
     const verified = svidCa('cacerts', 'verify', cacerts);
     expect(verified.status).toBe(0);
-    expect(verified.stdout).toMatch(new RegExp(`crl +issuer O=svid-ca, CN=svid-ca root CA [0-9-]+ [0-9a-f]{8}, number 3\\n.*this update .* next update .*\\n.*revoked serial ${oldSerial.toLowerCase()} \\(keyCompromise\\)`));
+    expect(verified.stdout).toMatch(/crl +issuer O=svid-ca, CN=svid-ca intermediate east [0-9-]+ [0-9a-f]{8}, number 2\n/);
+    expect(verified.stdout).toMatch(new RegExp(`crl +issuer O=svid-ca, CN=svid-ca root CA [0-9-]+ [0-9a-f]{8}, number 4\\n.*this update .* next update .*\\n.*revoked serial ${oldSerial.toLowerCase()} \\(keyCompromise\\)`));
     const plan = svidCa('cacerts', 'plan-rotation', old, cacerts);
     expect(plan.status).toBe(0);
     expect(plan.stdout).toContain('CRLs now: none');
@@ -105,8 +145,11 @@ describe('svid-ca cacerts crl', () => {
     try {
       await waitForStatus(`http://127.0.0.1:${port}/readyz`, 200, 60_000);
       const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(10_000) })).text();
-      expect(metrics.split('\n').filter((l) => l.startsWith('svid_ca_crl_revoked_certificates{'))).toEqual([expect.stringMatching(/^svid_ca_crl_revoked_certificates\{issuer="O=svid-ca, CN=svid-ca root CA [0-9-]+ [0-9a-f]{8}"\} 1$/)]);
-      expect(metrics.split('\n').filter((l) => l.startsWith('svid_ca_crl_next_update_timestamp_seconds{'))).toHaveLength(1);
+      expect(metrics.split('\n').filter((l) => l.startsWith('svid_ca_crl_revoked_certificates{'))).toEqual([
+        expect.stringMatching(/^svid_ca_crl_revoked_certificates\{issuer="O=svid-ca, CN=svid-ca root CA [0-9-]+ [0-9a-f]{8}"\} 1$/),
+        expect.stringMatching(/^svid_ca_crl_revoked_certificates\{issuer="O=svid-ca, CN=svid-ca intermediate east [0-9-]+ [0-9a-f]{8}"\} 0$/),
+      ]);
+      expect(metrics.split('\n').filter((l) => l.startsWith('svid_ca_crl_next_update_timestamp_seconds{'))).toHaveLength(2);
     } finally {
       serve.child.kill('SIGTERM');
       expect(await serve.exited).toBe(0);
@@ -116,7 +159,7 @@ describe('svid-ca cacerts crl', () => {
     expect(svidCa('cacerts', 'crl', '--issuer', root, '--out', crlFile, '--revoke', join(cacerts, 'ca-cert.pem')).status).toBe(0);
     const refused = svidCa('serve', '--cacerts', cacerts, '--jwt-issuer', issuer.issuer, '--jwks-file', issuer.jwksFile, '--listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0');
     expect(refused.status).toBe(1);
-    expect(refused.stderr).toMatch(/ca-crl\.pem: certificate "O=svid-ca, CN=svid-ca intermediate east [0-9-]+ [0-9a-f]{8}" serial [0-9a-f]+ is revoked by CRL \(issuer "O=svid-ca, CN=svid-ca root CA [0-9-]+ [0-9a-f]{8}", number 4\)/);
+    expect(refused.stderr).toMatch(/ca-crl\.pem: certificate "O=svid-ca, CN=svid-ca intermediate east [0-9-]+ [0-9a-f]{8}" serial [0-9a-f]+ is revoked by CRL \(issuer "O=svid-ca, CN=svid-ca root CA [0-9-]+ [0-9a-f]{8}", number 5\)/);
     expect(svidCa('cacerts', 'verify', cacerts).status).toBe(1);
     writeFileSync(crlFile, '');
     expect(svidCa('cacerts', 'verify', cacerts).status).toBe(0);
@@ -153,6 +196,8 @@ describe('svid-ca cacerts crl', () => {
     expect(made.stdout + made.stderr).toContain('number 1');
     expect(made.status).toBe(0);
     expect(openssl('crl', '-verify', '-in', crlFile, '-CAfile', join(dir, 'cacerts', 'ca-cert.pem'), '-noout')).toMatch(/^verify OK/m);
+    // The root's CRL beside it: ca-crl.pem holds a CRL at every level.
+    expect(run('crl', '--issuer', join(dir, 'root'), '--out', crlFile).status).toBe(0);
     const verified = run('verify', join(dir, 'cacerts'), '--signing-key', uri, ...token);
     expect(verified.status).toBe(0);
     expect(verified.stdout).toMatch(/crl +issuer O=svid-ca, CN=svid-ca intermediate cluster1 [0-9-]+ [0-9a-f]{8}, number 1/);

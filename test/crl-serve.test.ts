@@ -13,7 +13,7 @@ import { runCacertsCommand } from '../src/operator/index.js';
 import { buildCsrPem, generateKeyPair, parseCsrPem, privateKeyPem } from '../src/pki/index.js';
 import { loadServices } from '../src/server/index.js';
 import { SecretVolume, istioFiles } from './helpers/k8s-volume.js';
-import { opensslCa, opensslCrl, opensslCrlVerdict, STDEXT } from './helpers/openssl-ca.js';
+import { opensslCa, opensslCrl, opensslCrlVerdict, probeLeaves, STDEXT } from './helpers/openssl-ca.js';
 import { removeDir, tempDir, writeCacerts, type TestCa } from './helpers/pki.js';
 import { call, clientFor, createTestIssuer, fetchText, startTestServer, type TestServer } from './helpers/server.js';
 
@@ -61,7 +61,8 @@ describe('ca-crl.pem on a running server', () => {
     const { volume, server } = await setup(istioFiles(intA, [root]));
     expect(crlSeries(await metrics(server))).toEqual([]);
 
-    const crl1 = opensslCrl(work, root, [retired.cert], { number: 1 });
+    // A CRL at every level (issue #16): the root's and intermediate A's own.
+    const crl1 = opensslCrl(work, root, [retired.cert], { number: 1 }) + opensslCrl(work, intA, [], { number: 1 });
     volume.write({ ...istioFiles(intA, [root]), 'ca-crl.pem': crl1 });
     const added = await until('the CRL series', async () => {
       const m = await metrics(server);
@@ -70,10 +71,10 @@ describe('ca-crl.pem on a running server', () => {
     const next = Number(new RegExp(`svid_ca_crl_next_update_timestamp_seconds\\{${issuerLabel(root)}\\} (\\d+)`).exec(added)![1]);
     expect(next).toBeGreaterThan(Date.now() / 1000 + 29 * 86400);
     expect(added).toMatch(new RegExp(`svid_ca_crl_this_update_timestamp_seconds\\{${issuerLabel(root)}\\} \\d+`));
-    expect(server.logs.records().filter((r) => r.msg === 'signing bundle reloaded').at(-1)!.crls).toEqual(['CRL (issuer "O=svid-ca test, CN=crl root", number 1)']);
+    expect(server.logs.records().filter((r) => r.msg === 'signing bundle reloaded').at(-1)!.crls).toEqual(['CRL (issuer "O=svid-ca test, CN=crl root", number 1)', 'CRL (issuer "O=svid-ca test, CN=intermediate A", number 1)']);
 
-    // Changed: the root's CRL now revokes two certificates, and intermediate A has a CRL of its own.
-    const crl2 = opensslCrl(work, root, [retired.cert, intB.cert], { number: 2 }) + opensslCrl(work, intA, [], { number: 1 });
+    // Changed: the root's CRL now revokes two certificates, and intermediate A's CRL is renewed.
+    const crl2 = opensslCrl(work, root, [retired.cert, intB.cert], { number: 2 }) + opensslCrl(work, intA, [], { number: 2 });
     volume.write({ ...istioFiles(intA, [root]), 'ca-crl.pem': crl2 });
     await until('the changed series', async () => {
       const m = await metrics(server);
@@ -117,7 +118,19 @@ describe('ca-crl.pem on a running server', () => {
     const { res } = await call(client, { csr: csrFor(generateKeyPair('ec-p256').privateKey), validity_duration: '3600' }, { authorization: `Bearer ${token}` });
     expect(new X509Certificate(res!.cert_chain[0]!).issuer).toBe(intA.cert.subject);
 
+    // The root's CRL alone is refused too, as a CRL problem: clients would find no CRL of intermediate B.
     volume.write({ ...istioFiles(intB, [root]), 'ca-crl.pem': rootCrl });
+    const missing = await until('the second refusal', () => server.logs.records().filter((r) => r.msg === 'cacerts reload refused; still serving with the current bundle')[1]);
+    expect(missing.crl).toBe(true);
+    expect(String(missing.problem)).toMatch(/^certificate "O=svid-ca test, CN=intermediate B" \(SKI [0-9a-f]+\) has no CRL in this file: .*only the CRL is refused/);
+    expect(server.service.authority.bundle.signingCert.x509.subject).toBe(intA.cert.subject);
+    // OpenSSL agrees on a real leaf under intermediate B: error 3 without B's CRL, accepted with it.
+    const leafUnderB = probeLeaves(intB).workload;
+    const intBCrl = opensslCrl(work, intB, [], { number: 1 });
+    expect(opensslCrlVerdict(leafUnderB, [intB.certPem], root.certPem, rootCrl)).toMatch(/error 3 at 0 depth lookup: unable to get certificate CRL/);
+    expect(opensslCrlVerdict(leafUnderB, [intB.certPem], root.certPem, rootCrl + intBCrl)).toBeUndefined();
+
+    volume.write({ ...istioFiles(intB, [root]), 'ca-crl.pem': rootCrl + intBCrl });
     await until('the rotation', () => (server.service.authority.bundle.signingCert.x509.subject === intB.cert.subject ? true : undefined));
     const m = await metrics(server);
     expect(crlSeries(m).filter((l) => l.includes(issuerLabel(intA)))).toEqual([]);
@@ -125,13 +138,14 @@ describe('ca-crl.pem on a running server', () => {
   });
 
   it('a stale CRL (past nextUpdate) is used: the server starts, warns, and the metric shows nextUpdate in the past', async () => {
-    const stale = opensslCrl(work, root, [retired.cert], { lastUpdate: new Date(Date.now() - 40 * DAY), nextUpdate: new Date(Date.now() - DAY) });
+    const stale = opensslCrl(work, root, [retired.cert], { lastUpdate: new Date(Date.now() - 40 * DAY), nextUpdate: new Date(Date.now() - DAY) }) + opensslCrl(work, intA, []);
     const { server } = await setup({ ...istioFiles(intA, [root]), 'ca-crl.pem': stale });
     const warning = server.logs.records().find((r) => r.msg === 'a CRL of ca-crl.pem is past its nextUpdate: it is still used and published, but clients may treat it as stale; renew it (svid-ca cacerts crl) and apply it');
     expect(warning).toMatchObject({ level: 40, issuer: 'O=svid-ca test, CN=crl root' });
     const next = Number(new RegExp(`svid_ca_crl_next_update_timestamp_seconds\\{${issuerLabel(root)}\\} (\\d+)`).exec(await metrics(server))![1]);
     expect(next).toBeLessThan(Date.now() / 1000);
     expect(server.service.authority.bundle.crlPem).toBe(stale);
+    expect(server.service.authority.bundle.crls).toHaveLength(2);
   });
 });
 

@@ -29,6 +29,7 @@ let signer: TestCa;
 /** A retired intermediate of the same root, revoked by the CRL (the signer itself is never revoked). */
 let retired: TestCa;
 let crlPem: string;
+let signerCrlPem: string;
 const dirs: string[] = [];
 const servers: TestServer[] = [];
 const fakes: FakeKubeApi[] = [];
@@ -39,7 +40,11 @@ beforeAll(() => {
   retired = makeIntermediate(root, { cn: 'compromised intermediate' });
   const work = tempDir('svid-ca-crl-');
   dirs.push(work);
-  crlPem = opensslCrl(work, root, [retired]);
+  const signerWork = tempDir('svid-ca-crl-signer-');
+  dirs.push(signerWork);
+  // A CRL at every level (issue #16): the root's, revoking the retired intermediate, then the signer's own (empty).
+  signerCrlPem = opensslCrl(signerWork, signer);
+  crlPem = opensslCrl(work, root, [retired]) + signerCrlPem;
 });
 
 afterEach(async () => {
@@ -177,7 +182,7 @@ describe('CRL ConfigMap publication (--publish-crl-configmap) against a local fa
 
     const work = tempDir('svid-ca-crl-next-');
     dirs.push(work);
-    const next = opensslCrl(work, root, [retired, makeIntermediate(root, { cn: 'another compromised intermediate' })]);
+    const next = opensslCrl(work, root, [retired, makeIntermediate(root, { cn: 'another compromised intermediate' })]) + signerCrlPem;
     volume.write({ ...istioFiles(signer, [root]), [KEY]: next });
     await waitFor('the new CRL to be published', () => allHold(fake, next), 20_000);
   });

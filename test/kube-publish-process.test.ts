@@ -36,7 +36,10 @@ describe('svid-ca serve --publish-crl-configmap --publish-cluster-trust-bundle (
     const work = tempDir('svid-ca-crl-');
     const cacerts = tempDir('svid-ca-cacerts-');
     dirs.push(work, cacerts);
-    const crl = opensslCrl(work, root, [makeIntermediate(root, { cn: 'revoked intermediate' })]);
+    const signerWork = tempDir('svid-ca-crl-signer-');
+    dirs.push(signerWork);
+    // A CRL at every level (issue #16): the root's, then the signer's own.
+    const crl = opensslCrl(work, root, [makeIntermediate(root, { cn: 'revoked intermediate' })]) + opensslCrl(signerWork, signer);
     const volume = new SecretVolume(cacerts);
     volume.write({ ...istioFiles(signer, [root]), 'ca-crl.pem': crl });
     const issuer = await createTestIssuer();

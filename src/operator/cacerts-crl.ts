@@ -6,7 +6,9 @@ import { ConfigError, parseFlags, type FlagSpec } from '../flags.js';
 import {
   BundleError,
   CRL_REASONS,
+  crlIssuerName,
   crlLabel,
+  decodePem,
   inspectCertificate,
   loadCrls,
   serialHexOf,
@@ -32,7 +34,7 @@ const REASONS = CRL_REASONS.filter((r) => r !== '');
 
 export const CRL_FLAGS: FlagSpec[] = [
   { name: 'issuer', kind: 'string', help: 'folder of the CA that signs the CRL: an init-root folder (root-cert.pem, root-key.pem) or a cacerts folder (Istio or Kubernetes TLS layout); with --signing-key, its certificate only' },
-  { name: 'out', kind: 'string', help: 'CRL file to write (e.g. cacerts/ca-crl.pem); when it exists it is renewed: its revocations are kept and its CRL number goes up by one' },
+  { name: 'out', kind: 'string', help: "CRL file to write (e.g. cacerts/ca-crl.pem), which may hold the CRLs of several CAs: the --issuer's CRL in it is renewed in place (its revocations kept, its CRL number up by one), or added when it has none; the other CRLs are kept as they are" },
   { name: 'revoke', kind: 'list', help: 'certificate file(s) (PEM) the issuer signed, to add to the CRL; repeat the flag or separate with commas' },
   { name: 'reason', kind: 'string', help: `CRL reason code of the certificates of this --revoke: ${REASONS.join(', ')} (default: none, as RFC 5280 advises instead of unspecified)` },
   { name: 'unrevoke', kind: 'list', help: 'serial number(s) (hex, as openssl and cacerts verify print them) to take off the CRL when renewing it' },
@@ -110,30 +112,74 @@ export function describeCrl(crl: LoadedCrl, at: Date): string[] {
   return lines;
 }
 
-/** The CRL already at `file` (to renew), checked to be the issuer's; undefined when there is none. */
-function previousCrl(file: string, issuer: X509Certificate, now: Date): LoadedCrl | undefined {
-  if (!existsSync(file)) return undefined;
-  try {
-    const text = readFileSync(file, 'utf8');
-    const blocks = text.match(/-----BEGIN X509 CRL-----/g)?.length ?? 0;
-    if (blocks > 1) {
-      throw new Error(`it holds ${blocks} CRLs; renew a file that holds only this issuer's CRL: keep one file per issuer and concatenate them into ca-crl.pem`);
+/** A CRL file as `cacerts crl` renews it: its text, and the issuer's block in it (its span and the checked CRL). */
+interface CrlFile {
+  text: string;
+  /** The span of --issuer's CRL block (with its line end), when the file has one. */
+  span?: { start: number; end: number } | undefined;
+  previous?: LoadedCrl | undefined;
+  /** How many CRLs of other issuers the file holds (kept byte for byte). */
+  others: number;
+}
+
+const PEM_BLOCK_SPAN = /-----BEGIN ([A-Z0-9 ]+)-----[\s\S]*?-----END \1-----\r?\n?/g;
+
+/**
+ * The CRL file at `file` (issue #16: one ca-crl.pem holds a CRL per CA of the chain): every block must be an
+ * X509 CRL; at most one of them is the issuer's (by issuer name), and that one is checked (signature by the
+ * issuer's key) to be renewed. Blocks of other issuers are not checked here: they are kept as they are.
+ */
+function crlFile(file: string, issuer: X509Certificate, now: Date): CrlFile {
+  if (!existsSync(file)) return { text: '', others: 0 };
+  const text = readFileSync(file, 'utf8');
+  const issuerName = inspectCertificate(Buffer.from(issuer.raw)).subjectDer;
+  const notRenewable = (why: string) => new ConfigError(`--out: ${file} is not one CRL of ${subjectText(issuer)} to renew (${why}); choose another --out, or move it away`);
+  const spans = [...text.matchAll(PEM_BLOCK_SPAN)];
+  if (spans.length === 0 && text.trim() !== '') throw notRenewable('no PEM X509 CRL block found');
+  const mine: { index: number; start: number; end: number; blockText: string }[] = [];
+  for (const [i, m] of spans.entries()) {
+    if (m[1] !== 'X509 CRL') throw notRenewable(`it holds a PEM ${m[1]} block; a CRL file holds only X509 CRL blocks`);
+    let name: Buffer;
+    try {
+      const der = decodePem(m[0])[0]?.der;
+      if (!der) throw new Error('its body is not base64');
+      name = crlIssuerName(der);
+    } catch (err) {
+      throw notRenewable(`CRL #${i + 1} cannot be parsed (${(err as Error).message})`);
     }
-    const crls = loadCrls({ name: file, text }, [issuerCandidate(issuer)], now);
-    if (crls.length !== 1) throw new Error(`it holds ${crls.length} CRLs`);
-    return crls[0];
+    if (name.equals(issuerName)) mine.push({ index: i + 1, start: m.index, end: m.index + m[0].length, blockText: m[0] });
+  }
+  if (mine.length > 1) {
+    throw new ConfigError(`--out: ${file} holds ${mine.length} CRLs of ${subjectText(issuer)} (CRL #${mine.map((b) => b.index).join(', #')}); a CA has one CRL in ca-crl.pem: delete all but the newest from the file, then run again`);
+  }
+  const others = spans.length - mine.length;
+  const block = mine[0];
+  if (!block) return { text, others };
+  try {
+    const [previous] = loadCrls({ name: file, text: block.blockText }, [issuerCandidate(issuer)], now);
+    return { text, span: { start: block.start, end: block.end }, previous, others };
   } catch (err) {
     // loadCrls speaks of a cacerts folder; here the only candidate issuer is --issuer.
-    const why = err instanceof BundleError ? err.problem.replace(/; the certificates and key.*$/, '').replace(/is issued by no certificate of cert-chain\.pem or root-cert\.pem: .*$/, 'is not a CRL of --issuer') : (err as Error).message;
-    throw new ConfigError(`--out: ${file} is not one CRL of ${subjectText(issuer)} to renew (${why}); choose another --out, or move it away`);
+    const why = err instanceof BundleError ? err.problem.replace(/; the certificates and key.*$/, '').replace(/^CRL #1 /, `CRL #${block.index} `) : (err as Error).message;
+    throw notRenewable(why);
   }
+}
+
+/** `file`'s text with `pem` in place of the issuer's block (others kept byte for byte, order kept), or appended. */
+function withCrl(file: CrlFile, pem: string): string {
+  if (file.span) return file.text.slice(0, file.span.start) + pem + file.text.slice(file.span.end);
+  if (file.text.trim() === '') return pem;
+  return file.text + (file.text.endsWith('\n') ? '' : '\n') + pem;
 }
 
 /**
  * `svid-ca cacerts crl --issuer DIR --out FILE [--revoke CERT.pem ...] [--reason R] [--unrevoke SERIAL ...] [--next-update DUR]`:
  * makes, or renews, a v2 CRL (RFC 5280 5) signed by the issuer folder's key (in a file or on a
  * PKCS#11 token). Renewing keeps every earlier revocation (dropping one takes --unrevoke) and
- * numbers the CRL one above the previous one, so cRLNumber increases monotonically.
+ * numbers the CRL one above the previous one, so cRLNumber increases monotonically. FILE may hold the
+ * CRLs of several CAs (issue #16: ca-crl.pem needs one per CA of the chain): only the --issuer's block is
+ * replaced, in place; other blocks are kept byte for byte; with none of the issuer's, the new CRL is
+ * appended. Errors: ConfigError naming the flag (exit 2), nothing written.
  */
 export function crlCommand(argv: string[], out: Out): number {
   const { values } = parseFlags(CRL_FLAGS, argv, {});
@@ -146,7 +192,8 @@ export function crlCommand(argv: string[], out: Out): number {
   const now = new Date();
   const { cert, signer, close } = issuerSigner(dir, values);
   try {
-    const previous = previousCrl(file, cert, now);
+    const existing = crlFile(file, cert, now);
+    const previous = existing.previous;
     const unrevoke = ((values.get('unrevoke') as string[] | undefined) ?? []).map(serialOf);
     const unknown = unrevoke.filter((s) => !previous?.revoked.some((r) => r.serialHex === s));
     if (unknown.length > 0) throw new ConfigError(`--unrevoke: serial ${unknown.join(', ')} is not on ${file}`);
@@ -171,10 +218,11 @@ export function crlCommand(argv: string[], out: Out): number {
     );
     // What was signed is checked as serve will check it before it is written.
     const [crl] = loadCrls({ name: file, text: pem }, [issuerCandidate(cert)], new Date(now.getTime() + 1000));
-    writeFolder(dirname(file) || '.', { [basename(file)]: pem }, { force: true, forceKey: false });
-    out(`wrote ${file}: ${crlLabel(crl!)}${previous ? ` (renewed from number ${previous.number ?? 'none'})` : ''}`);
+    writeFolder(dirname(file) || '.', { [basename(file)]: withCrl(existing, pem) }, { force: true, forceKey: false });
+    const kept = existing.others > 0 ? `; kept the ${existing.others} CRL(s) of other issuers in it` : '';
+    out(`wrote ${file}: ${crlLabel(crl!)}${previous ? ` (renewed from number ${previous.number ?? 'none'})` : existing.others > 0 ? ' (added)' : ''}${kept}`);
     for (const line of describeCrl(crl!, now)) out(line);
-    out(`put it in the cacerts folder as ca-crl.pem (Istio layout; the Kubernetes TLS layout has no CRL file), check it with svid-ca cacerts verify, and apply the folder`);
+    out(`put it in the cacerts folder as ca-crl.pem (Istio layout; the Kubernetes TLS layout has no CRL file): it must hold a CRL of every CA of the chain (signing certificate, cert-chain.pem, root), so run svid-ca cacerts crl with the same --out once per CA; check it with svid-ca cacerts verify, and apply the folder`);
     return 0;
   } finally {
     close();

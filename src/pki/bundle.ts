@@ -1,6 +1,6 @@
 import { createPrivateKey, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
 import type { ExternalKey, Signer } from './certificate.js';
-import { checkPathsNotRevoked, loadCrls, type LoadedCrl } from './crl.js';
+import { checkEveryLevelHasCrl, checkPathsNotRevoked, loadCrls, type LoadedCrl } from './crl.js';
 import { BundleError } from './errors.js';
 import { inspectCertificate, type CertificateFacts } from './inspect.js';
 import { signatureAlgorithmForKey, spkiDer, describeKey, keyLabel } from './keys.js';
@@ -183,6 +183,9 @@ export function* signingBundleSteps(files: BundleFiles, now: Date, names: ProbeN
   // issue #16: checked last, so that a refusal here means every certificate check above passed.
   const crls = files.crl ? loadCrls(files.crl, unique([...signingFileCerts, ...chainCerts, ...roots]), now) : [];
   if (files.crl) checkPathsNotRevoked(files.crl.name, paths, crls);
+  // Every CA a client walks through (each signing path: signer, intermediates, root) must have its CRL,
+  // and every certificate of cert-chain.pem (istiod's rule, "missing CRL signed by certificates").
+  if (files.crl) checkEveryLevelHasCrl(files.crl.name, unique([...paths.flat(), ...chainCerts]), crls);
 
   for (const c of unique(paths.flat())) {
     if (c.facts.hasNameConstraints) {

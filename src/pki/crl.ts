@@ -11,7 +11,8 @@ import { algorithmIdentifier, signTbs, toArrayBuffer, type Signer } from './cert
 import { BundleError } from './errors.js';
 import { KeyUsageBit } from './extensions.js';
 import type { CertificateFacts } from './inspect.js';
-import { SIGNATURE_ALGORITHMS } from './keys.js';
+import { SIGNATURE_ALGORITHMS, spkiDer } from './keys.js';
+import { certificateLabel } from './path-validation.js';
 import { decodePem, encodePem } from './pem.js';
 import { subjectText } from './verify.js';
 import type { X509Certificate } from 'node:crypto';
@@ -161,6 +162,11 @@ function parseOne(fileName: string, index: number, der: Buffer, issuers: CrlIssu
   return { der, issuer, issuerCert: signer, number, thisUpdate, nextUpdate: crl.nextUpdate?.value, revoked };
 }
 
+/** The issuer name (DER, as signed) of a CRL; throws when `der` is no CRL. For `cacerts crl` to find an issuer's block. */
+export function crlIssuerName(der: Buffer): Buffer {
+  return nameDer(pkijs.CertificateRevocationList.fromBER(toArrayBuffer(der)).issuer);
+}
+
 /** The entry of `crls` revoking `cert` (issued by a CRL's issuer: names chain and its key verifies), if any. */
 export function revocationOf(cert: X509Certificate, crls: readonly LoadedCrl[]): { crl: LoadedCrl; entry: RevokedEntry } | undefined {
   const serial = serialHexOf(Buffer.from(cert.serialNumber.length % 2 ? `0${cert.serialNumber}` : cert.serialNumber, 'hex'));
@@ -201,6 +207,31 @@ export function checkPathsNotRevoked(fileName: string, paths: { x509: X509Certif
       );
     }
   }
+}
+
+/** Whether `crl` was signed by `ca`: same subject (the CRL's issuer name) and `ca`'s key verified it (loadCrls). */
+const crlOf = (crl: LoadedCrl, ca: CrlIssuerCandidate) =>
+  crl.issuerCert.facts.subjectDer.equals(ca.facts.subjectDer) && spkiDer(crl.issuerCert.x509.publicKey).equals(spkiDer(ca.x509.publicKey));
+
+/**
+ * Refuses a non-empty CRL set that leaves a CA of the signing path without a CRL (issue #16). Once a
+ * CRL is given, clients check CRLs at every level of the chain they validate: Envoy (the
+ * `istio-ca-crl` ConfigMap) unless only_verify_leaf_cert_crl is set, `openssl verify -crl_check_all`
+ * ("unable to get certificate CRL"); and istiod refuses a folder where a certificate of
+ * cert-chain.pem has no CRL signed by it ("missing CRL signed by certificates").
+ * `required`: every certificate of each signing path (signing certificate, intermediates, root), then
+ * every certificate of cert-chain.pem; the first without a CRL is named. A CRL "of" a CA: its issuer name is the CA's subject and the CA's key
+ * verified it. No-op when `crls` is empty (no ca-crl.pem, or one without blocks).
+ * Throws BundleError(fileName, `certificate "..." (SKI ..) has no CRL in ...; ...`) for the first CA without one.
+ */
+export function checkEveryLevelHasCrl(fileName: string, required: readonly CrlIssuerCandidate[], crls: readonly LoadedCrl[]): void {
+  if (crls.length === 0) return;
+  const missing = required.find((ca) => !crls.some((crl) => crlOf(crl, ca)));
+  if (!missing) return;
+  throw new BundleError(
+    fileName,
+    `${certificateLabel(missing)} has no CRL in this file: once a CRL is given, clients (Envoy, openssl -crl_check_all) check a CRL at every level of the chain and reject every leaf under a CA without one ("unable to get certificate CRL"), and istiod refuses the same folder ("missing CRL signed by certificates"); add one with svid-ca cacerts crl --issuer <that CA's folder> --out ca-crl.pem (a CRL that revokes nothing is fine); ${CRL_ONLY}`,
+  );
 }
 
 /** What `svid-ca cacerts crl` signs. Times are whole seconds (UTCTime through 2049). */
