@@ -197,7 +197,7 @@ describe('ca-crl.pem (Istio layout)', () => {
     expect(err.file).toBe(join(dir, 'ca-crl.pem'));
     expect(err.problem).toMatch(new RegExp(`^certificate "O=svid-ca test, CN=crl signer" \\(SKI ${ski}\\) has no CRL in this file: once a CRL is given, clients`));
     expect(err.problem).toContain('istiod refuses the same folder ("missing CRL signed by certificates")');
-    expect(err.problem).toContain("svid-ca cacerts crl --issuer <that CA's folder> --out ca-crl.pem");
+    expect(err.problem).toContain("svid-ca cacerts crl --issuer <that CA's folder> --out <this file>");
     expect(err.problem).toContain('only the CRL is refused');
     // With the signer's CRL added (revoking nothing) both accept.
     const complete = rootCrl + opensslCrl(work, signer, []);

@@ -230,7 +230,7 @@ export function checkEveryLevelHasCrl(fileName: string, required: readonly CrlIs
   if (!missing) return;
   throw new BundleError(
     fileName,
-    `${certificateLabel(missing)} has no CRL in this file: once a CRL is given, clients (Envoy, openssl -crl_check_all) check a CRL at every level of the chain and reject every leaf under a CA without one ("unable to get certificate CRL"), and istiod refuses the same folder ("missing CRL signed by certificates"); add one with svid-ca cacerts crl --issuer <that CA's folder> --out ca-crl.pem (a CRL that revokes nothing is fine); ${CRL_ONLY}`,
+    `${certificateLabel(missing)} has no CRL in this file: once a CRL is given, clients (Envoy, openssl -crl_check_all) check a CRL at every level of the chain and reject every leaf under a CA without one ("unable to get certificate CRL"), and istiod refuses the same folder ("missing CRL signed by certificates"); add one with svid-ca cacerts crl --issuer <that CA's folder> --out <this file> (a CRL that revokes nothing is fine); ${CRL_ONLY}`,
   );
 }
 
