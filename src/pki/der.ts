@@ -68,6 +68,13 @@ function oidText(bytes: Uint8Array, start: number, end: number): string | undefi
 
 class Walker {
   count = 0;
+  /**
+   * The children of the elements being walked, as a stack: each constructed element takes its own
+   * off the top with one exact-size slice. A fresh `[]` per element grew a 16-slot backing store on
+   * its first push (most elements of a CSR hold one to three children), which was most of the walker's
+   * garbage.
+   */
+  readonly #pending: DerElement[] = [];
   constructor(readonly bytes: Uint8Array) {}
 
   /** The element at `at`, which must end by `limit`. */
@@ -94,13 +101,16 @@ class Walker {
     const element: DerElement = { tagClass, tagNumber, constructed, start: at, body, end, children: NO_CHILDREN };
     if (tagClass === UNIVERSAL) this.checkUniversal(element);
     if (constructed) {
-      const children: DerElement[] = [];
+      const pending = this.#pending;
+      const mark = pending.length;
       for (let p = body; p < end; ) {
         const child = this.element(p, end, depth + 1);
-        children.push(child);
+        pending.push(child);
         p = child.end;
       }
-      element.children = children;
+      element.children = pending.slice(mark);
+      // (A throw leaves the stack as it is: the walk is over and its Walker dropped.)
+      pending.length = mark;
     }
     return element;
   }
