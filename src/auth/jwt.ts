@@ -119,7 +119,9 @@ const malformed = () => new AuthError('unauthenticated', 'token is malformed (no
 function readHeader(token: string): { alg: string; kid: string | undefined } {
   const dot = token.indexOf('.');
   const segment = dot > 0 ? token.slice(0, dot) : '';
-  if (!BASE64URL.test(segment) || token.split('.').length !== 3) throw malformed();
+  // Exactly three segments (two dots), counted without splitting the token into strings.
+  const second = dot > 0 ? token.indexOf('.', dot + 1) : -1;
+  if (!BASE64URL.test(segment) || second < 0 || token.indexOf('.', second + 1) >= 0) throw malformed();
   let header: unknown;
   try {
     header = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'));

@@ -66,8 +66,61 @@ function oidText(bytes: Uint8Array, start: number, end: number): string | undefi
   return text;
 }
 
+/**
+ * The OIDs a workload's CSR is made of (key and signature algorithms, curves, extensionRequest,
+ * the extensions a CSR may ask for, common Name attributes), as DER contents with their dotted text.
+ * Building the text arc by arc made a string per arc, the largest part of the walker's garbage after
+ * its elements; these are found by comparing bytes instead. The texts come from oidText itself, so a
+ * known OID reads exactly as an unknown one would.
+ */
+const KNOWN_OIDS: readonly { der: Buffer; text: string }[] = [
+  '2a8648ce3d0201', // 1.2.840.10045.2.1 id-ecPublicKey
+  '2a8648ce3d030107', // 1.2.840.10045.3.1.7 prime256v1
+  '2b81040022', // 1.3.132.0.34 secp384r1
+  '2b81040023', // 1.3.132.0.35 secp521r1
+  '2a8648ce3d040302', // 1.2.840.10045.4.3.2 ecdsa-with-SHA256
+  '2a8648ce3d040303', // 1.2.840.10045.4.3.3 ecdsa-with-SHA384
+  '2a8648ce3d040304', // 1.2.840.10045.4.3.4 ecdsa-with-SHA512
+  '2a864886f70d010101', // 1.2.840.113549.1.1.1 rsaEncryption
+  '2a864886f70d01010a', // 1.2.840.113549.1.1.10 RSASSA-PSS
+  '2a864886f70d01010b', // 1.2.840.113549.1.1.11 sha256WithRSAEncryption
+  '2a864886f70d01010c', // 1.2.840.113549.1.1.12 sha384WithRSAEncryption
+  '2a864886f70d01010d', // 1.2.840.113549.1.1.13 sha512WithRSAEncryption
+  '2a864886f70d01090e', // 1.2.840.113549.1.9.14 extensionRequest
+  '2b6570', // 1.3.101.112 Ed25519
+  '551d11', // 2.5.29.17 subjectAltName
+  '551d0f', // 2.5.29.15 keyUsage
+  '551d25', // 2.5.29.37 extKeyUsage
+  '551d13', // 2.5.29.19 basicConstraints
+  '550403', // 2.5.4.3 commonName
+  '55040a', // 2.5.4.10 organizationName
+].map((hex) => {
+  const der = Buffer.from(hex, 'hex');
+  return { der, text: oidText(der, 0, der.length)! };
+});
+
+/** oidText, without building the text when the contents are one of KNOWN_OIDS. */
+function oidTextOf(bytes: Uint8Array, start: number, end: number): string | undefined {
+  const length = end - start;
+  for (const known of KNOWN_OIDS) {
+    const der = known.der;
+    if (der.length !== length) continue;
+    let i = 0;
+    while (i < length && der[i] === bytes[start + i]) i++;
+    if (i === length) return known.text;
+  }
+  return oidText(bytes, start, end);
+}
+
 class Walker {
   count = 0;
+  /**
+   * The children of the elements being walked, as a stack: each constructed element takes its own
+   * off the top with one exact-size slice. A fresh `[]` per element grew a 16-slot backing store on
+   * its first push (most elements of a CSR hold one to three children), which was most of the walker's
+   * garbage.
+   */
+  readonly #pending: DerElement[] = [];
   constructor(readonly bytes: Uint8Array) {}
 
   /** The element at `at`, which must end by `limit`. */
@@ -94,13 +147,16 @@ class Walker {
     const element: DerElement = { tagClass, tagNumber, constructed, start: at, body, end, children: NO_CHILDREN };
     if (tagClass === UNIVERSAL) this.checkUniversal(element);
     if (constructed) {
-      const children: DerElement[] = [];
+      const pending = this.#pending;
+      const mark = pending.length;
       for (let p = body; p < end; ) {
         const child = this.element(p, end, depth + 1);
-        children.push(child);
+        pending.push(child);
         p = child.end;
       }
-      element.children = children;
+      element.children = pending.slice(mark);
+      // (A throw leaves the stack as it is: the walk is over and its Walker dropped.)
+      pending.length = mark;
     }
     return element;
   }
@@ -128,7 +184,7 @@ class Walker {
         if (length !== 0) throw outside;
         return;
       case 6: {
-        const oid = oidText(this.bytes, e.body, e.end);
+        const oid = oidTextOf(this.bytes, e.body, e.end);
         if (oid === undefined) throw outside;
         e.oid = oid;
         return;

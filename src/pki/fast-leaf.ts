@@ -30,35 +30,40 @@ export interface FastLeafFields {
 const ber = (block: { toBER(sizeOnly?: boolean): ArrayBuffer }): Buffer => Buffer.from(block.toBER(false));
 
 /**
- * A DER element around already-encoded contents: one identifier octet (every tag here is below 31)
- * and the definite length in its shortest form (X.690 8.1.3, 10.1). Writing these few bytes directly
- * rather than through an asn1js block per element took the per-leaf encoding from ~40 us to a few
- * (profiled under `npm run bench`); test/fast-path.test.ts
- * holds the output to the pkijs path byte for byte, including SANs long enough for two-byte lengths.
+ * Octets of a DER element with `length` octets of contents: one identifier octet (every tag here is
+ * below 31), the definite length in its shortest form (X.690 8.1.3, 10.1), the contents.
  */
-function tlv(identifier: number, parts: readonly Uint8Array[]): Buffer {
-  let length = 0;
-  for (const p of parts) length += p.length;
-  const head = length < 0x80 ? 2 : length < 0x100 ? 3 : length < 0x10000 ? 4 : 5;
-  const out = Buffer.allocUnsafe(head + length);
-  out[0] = identifier;
-  if (head === 2) out[1] = length;
+function framed(length: number): number {
+  return (length < 0x80 ? 2 : length < 0x100 ? 3 : length < 0x10000 ? 4 : 5) + length;
+}
+
+/**
+ * Writes the identifier and length octets of an element with `length` octets of contents at `at`;
+ * returns where the contents go. Each leaf is written with these into one buffer whose size is added
+ * up first (framed), rather than element by element with a Buffer and an array per element (the
+ * leaf's largest garbage); writing the few head bytes directly rather than through an asn1js block
+ * per element took the per-leaf encoding from ~40 us to a few (profiled under `npm run bench`).
+ * test/fast-path.test.ts holds the output to the pkijs path byte for byte, including SANs long
+ * enough for two-byte lengths.
+ */
+function writeHead(out: Buffer, at: number, identifier: number, length: number): number {
+  const head = framed(length) - length;
+  out[at] = identifier;
+  if (head === 2) out[at + 1] = length;
   else {
-    out[1] = 0x80 | (head - 2);
-    out.writeUIntBE(length, 2, head - 2);
+    out[at + 1] = 0x80 | (head - 2);
+    out.writeUIntBE(length, at + 2, head - 2);
   }
-  let at = head;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return at + head;
+}
+
+/** Copies already-encoded `part` to `at`; returns the offset after it. */
+function put(out: Buffer, at: number, part: Uint8Array): number {
+  out.set(part, at);
+  return at + part.length;
 }
 /** Identifier octets of the elements the encoder frames per request. */
 const ID = { integer: 0x02, bitString: 0x03, octetString: 0x04, sequence: 0x30, uri: 0x86, extensions: 0xa3 } as const;
-const sequence = (parts: readonly Uint8Array[]): Buffer => tlv(ID.sequence, parts);
-/** BIT STRING contents start with the count of unused bits: none for a signature. */
-const NO_UNUSED_BITS = Buffer.from([0]);
 
 /** RFC 5280 4.1.2.5, as certificate.ts x509Time writes it: whole seconds, UTCTime through 2049. */
 function encodeTime(date: Date): Buffer {
@@ -82,16 +87,6 @@ class TimeCache {
     }
     return der;
   }
-}
-
-/**
- * The SubjectAltName extension of a leaf: critical, one URI GeneralName ([6] IA5String), as pkijs
- * GeneralName type 6 writes it. The identity is an authenticated SPIFFE ID (ASCII), written one
- * byte per character as asn1js writes an IA5String.
- */
-function sanExtension(spiffeId: string): Buffer {
-  const altNames = sequence([tlv(ID.uri, [Buffer.from(spiffeId, 'latin1')])]);
-  return sequence([SAN_HEADER, tlv(ID.octetString, [altNames])]);
 }
 
 /** extnID 2.5.29.17 and critical TRUE: the constant head of every SAN extension we write. */
@@ -137,18 +132,44 @@ export class WorkloadLeafEncoder {
 
   /** The TBSCertificate DER for these fields: exposed so tests can compare it with the pkijs path byte for byte. */
   encodeTbs(f: FastLeafFields): Buffer {
-    const validity = sequence([this.#times.get(f.notBefore), this.#times.get(f.notAfter)]);
-    const extensions = tlv(ID.extensions, [sequence([this.#fixedExtensions, sanExtension(f.spiffeId)])]);
-    return sequence([
-      this.#version,
-      // randomSerial() is already DER-minimal and positive: it is the INTEGER's contents as they are.
-      tlv(ID.integer, [f.serialNumber]),
-      this.#algorithmAndIssuer,
-      validity,
-      this.#subject,
-      f.publicKeyDer,
-      extensions,
-    ]);
+    const notBefore = this.#times.get(f.notBefore);
+    const notAfter = this.#times.get(f.notAfter);
+    // Contents lengths, innermost first. The SubjectAltName extension: critical, one URI GeneralName
+    // ([6] IA5String), as pkijs GeneralName type 6 writes it; the identity is an authenticated SPIFFE
+    // ID (ASCII), written one byte per character (latin1) as asn1js writes an IA5String.
+    const uri = f.spiffeId.length;
+    const altNames = framed(uri);
+    const extnValue = framed(altNames);
+    const san = SAN_HEADER.length + framed(extnValue);
+    const extensionList = this.#fixedExtensions.length + framed(san);
+    const extensions = framed(extensionList);
+    const validity = notBefore.length + notAfter.length;
+    const tbs =
+      this.#version.length +
+      framed(f.serialNumber.length) +
+      this.#algorithmAndIssuer.length +
+      framed(validity) +
+      this.#subject.length +
+      f.publicKeyDer.length +
+      framed(extensions);
+    const out = Buffer.allocUnsafe(framed(tbs));
+    let at = writeHead(out, 0, ID.sequence, tbs);
+    at = put(out, at, this.#version);
+    // randomSerial() is already DER-minimal and positive: it is the INTEGER's contents as they are.
+    at = put(out, writeHead(out, at, ID.integer, f.serialNumber.length), f.serialNumber);
+    at = put(out, at, this.#algorithmAndIssuer);
+    at = writeHead(out, at, ID.sequence, validity);
+    at = put(out, put(out, at, notBefore), notAfter);
+    at = put(out, at, this.#subject);
+    at = put(out, at, f.publicKeyDer);
+    at = writeHead(out, at, ID.extensions, extensions);
+    at = put(out, writeHead(out, at, ID.sequence, extensionList), this.#fixedExtensions);
+    at = put(out, writeHead(out, at, ID.sequence, san), SAN_HEADER);
+    at = writeHead(out, at, ID.octetString, extnValue);
+    at = writeHead(out, at, ID.sequence, altNames);
+    at = writeHead(out, at, ID.uri, uri);
+    out.write(f.spiffeId, at, 'latin1');
+    return out;
   }
 
   /** The signed certificate DER: TBS, algorithm, signature (node:crypto with the signer's KeyObject). */
@@ -165,6 +186,14 @@ export class WorkloadLeafEncoder {
   }
 
   #assemble(tbs: Buffer, signature: Buffer): Buffer {
-    return sequence([tbs, this.#algorithm, tlv(ID.bitString, [NO_UNUSED_BITS, signature])]);
+    const bits = 1 + signature.length;
+    const certificate = tbs.length + this.#algorithm.length + framed(bits);
+    const out = Buffer.allocUnsafe(framed(certificate));
+    let at = put(out, put(out, writeHead(out, 0, ID.sequence, certificate), tbs), this.#algorithm);
+    at = writeHead(out, at, ID.bitString, bits);
+    // BIT STRING contents start with the count of unused bits: none for a signature.
+    out[at] = 0;
+    out.set(signature, at + 1);
+    return out;
   }
 }
