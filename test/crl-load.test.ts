@@ -95,7 +95,7 @@ describe('ca-crl.pem (Istio layout)', () => {
     const dir = folder(crl + opensslCrl(work, signer, []));
     const err = refusal(dir);
     expect(err.file).toBe(join(dir, 'ca-crl.pem'));
-    expect(err.problem).toContain('CRL #1 CRL (issuer "O=svid-ca test, CN=crl root", number 3) has a signature that does not verify');
+    expect(err.problem).toContain('CRL #1 (issuer "O=svid-ca test, CN=crl root", number 3) has a signature that does not verify');
     expect(err.problem).toContain('only the CRL is refused');
     removeDir(dir);
   });
@@ -180,6 +180,16 @@ describe('ca-crl.pem (Istio layout)', () => {
     const dir = folder(opensslCrl(work, stranger, []));
     expect(refusal(dir).problem).toMatch(/is issued by no certificate of cert-chain.pem or root-cert.pem.*only the CRL is refused/);
     removeDir(garbage);
+    removeDir(dir);
+  });
+
+  it('two CRLs of one issuer are refused, naming both by position and number', () => {
+    const older = opensslCrl(work, root, [], { number: 4 });
+    const newer = opensslCrl(work, root, [other.cert], { number: 5 });
+    const dir = folder(older + opensslCrl(work, signer, []) + newer);
+    expect(refusal(dir).problem).toBe(
+      'CRL #1 and CRL #3 (issuer "O=svid-ca test, CN=crl root", numbers 4 and 5) have the same issuer; keep only the newest CRL of each issuer; the certificates and key of this bundle pass every other check; only the CRL is refused: fix ca-crl.pem or remove it',
+    );
     removeDir(dir);
   });
 

@@ -103,7 +103,7 @@ describe('ca-crl.pem on a running server', () => {
     const refused = await until('the refusal', () => server.logs.records().find((r) => r.msg === 'cacerts reload refused; still serving with the current bundle'));
     expect(refused.crl).toBe(true);
     expect(String(refused.file)).toMatch(/ca-crl\.pem$/);
-    expect(String(refused.problem)).toContain('CRL #2 CRL (issuer "O=svid-ca test, CN=intermediate A", number 5) is issued by no certificate of cert-chain.pem or root-cert.pem');
+    expect(String(refused.problem)).toContain('CRL #2 (issuer "O=svid-ca test, CN=intermediate A", number 5) is issued by no certificate of cert-chain.pem or root-cert.pem');
     expect(String(refused.problem)).toContain('the certificates and key of this bundle pass every other check; only the CRL is refused');
     expect(await metrics(server)).toMatch(/svid_ca_bundle_reloads_total\{result="failure"\} 1/);
     expect(server.service.authority.bundle.signingCert.x509.subject).toBe(intA.cert.subject);

@@ -107,8 +107,8 @@ export function loadCrls(file: { name: string; text: string }, issuers: CrlIssue
   const crls: LoadedCrl[] = [];
   for (const [i, block] of blocks.entries()) {
     const crl = parseOne(file.name, i, block.der, issuers, now);
-    const twin = crls.find((c) => c.issuerCert.der.equals(crl.issuerCert.der));
-    if (twin) throw new BundleError(file.name, `${crlLabel(crl)} and ${crlLabel(twin)} have the same issuer; keep only the newest CRL of each issuer; ${CRL_ONLY}`);
+    const twin = crls.findIndex((c) => c.issuerCert.der.equals(crl.issuerCert.der));
+    if (twin >= 0) throw new BundleError(file.name, `CRL #${twin + 1} and CRL #${i + 1} (issuer "${crl.issuer}", numbers ${crls[twin]!.number ?? 'none'} and ${crl.number ?? 'none'}) have the same issuer; keep only the newest CRL of each issuer; ${CRL_ONLY}`);
     crls.push(crl);
   }
   return crls;
@@ -125,7 +125,7 @@ function parseOne(fileName: string, index: number, der: Buffer, issuers: CrlIssu
   const numberExt = crl.crlExtensions?.extensions.find((e) => e.extnID === OID_CRL_NUMBER);
   const number = numberExt?.parsedValue instanceof asn1js.Integer ? integerText(numberExt.parsedValue) : undefined;
   const named = issuers.filter((c) => c.facts.subjectDer.equals(issuerName));
-  const label = (issuer: string) => `CRL #${index + 1} ${crlLabel({ issuer, number })}`;
+  const label = (issuer: string) => `CRL #${index + 1} (issuer "${issuer}", number ${number ?? 'none'})`;
   if (named.length === 0) {
     const issuer = crl.issuer.typesAndValues.map((t) => `${t.type === '2.5.4.3' ? 'CN' : t.type === '2.5.4.10' ? 'O' : t.type}=${t.value.valueBlock.value}`).join(', ');
     throw new BundleError(fileName, `${label(issuer)} is issued by no certificate of cert-chain.pem or root-cert.pem: clients cannot verify it; sign it with the intermediate or root it revokes under; ${CRL_ONLY}`);
