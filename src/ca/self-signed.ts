@@ -113,25 +113,21 @@ export class SelfSignedRoot {
   }
 
   /** bundle() for asynchronous callers (serve's start): pkijs on this event loop, no worker thread (issue #14). */
-  async bundleAsync(now = new Date()): Promise<SigningBundle> {
-    const token = this.options.tokenKey;
-    if (!token) return runPathJobsAsync(rootBundleSteps(this.material, now, this.names()));
-    const checked = token.load(new X509Certificate(this.material.certPem));
-    const bundle = await runPathJobsAsync(rootBundleSteps(this.material, now, this.names(), { ...checked, name: token.describe() }));
-    bundle.warnings.push(...checked.warnings);
-    return bundle;
-  }
-
-  private names(): ProbeNames {
-    return { trustDomain: this.options.organization, servingDns: this.options.servingDns ?? DEFAULT_PROBE_NAMES.servingDns };
+  bundleAsync(now = new Date()): Promise<SigningBundle> {
+    return runPathJobsAsync(this.#bundleSteps(this.material, now));
   }
 
   #bundleOf(m: SelfSignedRootMaterial, now: Date): SigningBundle {
-    const names = this.names();
+    return runPathJobsSync(this.#bundleSteps(m, now));
+  }
+
+  /** The one way a root's bundle is checked, run by either driver: the token key first (issue #17), then the paths. */
+  *#bundleSteps(m: SelfSignedRootMaterial, now: Date): PathJobSteps<SigningBundle> {
+    const names = { trustDomain: this.options.organization, servingDns: this.options.servingDns ?? DEFAULT_PROBE_NAMES.servingDns };
     const token = this.options.tokenKey;
-    if (!token) return bundleFromRoot(m, now, names);
+    if (!token) return yield* rootBundleSteps(m, now, names);
     const checked = token.load(new X509Certificate(m.certPem));
-    const bundle = bundleFromRoot(m, now, names, { ...checked, name: token.describe() });
+    const bundle = yield* rootBundleSteps(m, now, names, { ...checked, name: token.describe() });
     bundle.warnings.push(...checked.warnings);
     return bundle;
   }
