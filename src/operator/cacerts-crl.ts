@@ -20,7 +20,7 @@ import {
   type RevokedEntry,
   type Signer,
 } from '../pki/index.js';
-import { tokenSource } from './cacerts-token.js';
+import { TOKEN_FLAGS, tokenSource } from './cacerts-token.js';
 import { writeFolder } from './safe-write.js';
 
 /**
@@ -38,10 +38,9 @@ export const CRL_FLAGS: FlagSpec[] = [
   { name: 'revoke', kind: 'list', help: 'certificate file(s) (PEM) the issuer signed, to add to the CRL; repeat the flag or separate with commas' },
   { name: 'reason', kind: 'string', help: `CRL reason code of the certificates of this --revoke: ${REASONS.join(', ')} (default: none, as RFC 5280 advises instead of unspecified)` },
   { name: 'unrevoke', kind: 'list', help: 'serial number(s) (hex, as openssl and cacerts verify print them) to take off the CRL when renewing it' },
-  { name: 'next-update', kind: 'duration', default: '720h', help: 'nextUpdate of the CRL from now: renew it before then (alert SvidCaCrlNextUpdateSoon)' },
+  { name: 'next-update', kind: 'duration', default: '720h', help: 'nextUpdate of the CRL from now: renew it before then (alert SvidCaCrlNextUpdateWithin7Days)' },
   { name: 'signing-key', kind: 'string', help: "PKCS#11 URI of the issuer's key: sign on the token (issue #17 folders hold only the certificate)" },
-  { name: 'pkcs11-module', kind: 'string', help: "with --signing-key: the token vendor's PKCS#11 library (.so)" },
-  { name: 'pkcs11-pin-file', kind: 'string', help: 'with --signing-key: file holding the token user PIN (or pin-source=file: in the URI)' },
+  ...TOKEN_FLAGS,
 ];
 
 /** The issuer folder's certificate and, unless the key is on a token, its key file: root, Istio or TLS layout. */

@@ -13,7 +13,8 @@ import { refuseOverwrite, writeFolder, type OverwritePolicy } from './safe-write
 
 type Out = (line: string) => void;
 
-const TOKEN_FLAGS: FlagSpec[] = [
+/** --pkcs11-module and --pkcs11-pin-file, shared by every cacerts command that uses a key on a token. */
+export const TOKEN_FLAGS: FlagSpec[] = [
   { name: 'pkcs11-module', kind: 'string', help: "with --key-uri / --signing-key: the token vendor's PKCS#11 library (.so)" },
   { name: 'pkcs11-pin-file', kind: 'string', help: 'with --key-uri / --signing-key: file holding the token user PIN (or pin-source=file: in the URI)' },
 ];
