@@ -3,7 +3,8 @@
  *
  * grpc-js runs every call through its interceptor chain, stream decoder, read queue and Promise-based
  * decompression; for a unary call of a few hundred bytes that machinery costs ~45 us of CPU (measured
- * against a bare node:http2 answer). Here the 'stream' listener grpc-js put on each of its HTTP/2
+ * against a bare node:http2 answer; serving CreateCertificate here measured 16-18 us less per certificate,
+ * since what a real call needs is kept). Here the 'stream' listener grpc-js put on each of its HTTP/2
  * servers is wrapped: a stream for CreateCertificate that grpc-js would answer in the ordinary way
  * (content-type application/grpc*, no message encoding other than identity, a readable grpc-timeout or
  * none) is served by `serveUnary` below, which speaks the same gRPC-over-HTTP/2 as grpc-js 1.14
