@@ -10,30 +10,17 @@
 // duration, and measures certs/s, server CPU per certificate (summed over the server's processes), p50/p99
 // latency and peak memory.
 // It prints the medians and the svid-ca / Go CA ratios of the same rounds. Without Go it says so and exits 0.
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const GOPATH = process.env.GOPATH || '/usr/share/gocode';
-export const INSTALL_HINT = 'apt-get install golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-golang-x-net-dev';
-
-const goVersion = (() => {
-  try {
-    return execFileSync('go', ['version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-  } catch {
-    return undefined;
-  }
-})();
-if (!goVersion) {
-  process.stdout.write(`compare-go: skipped: Go is not installed (no \`go\` on PATH). On Debian 12: ${INSTALL_HINT}\n`);
-  process.exit(0);
-}
-if (!existsSync(join(GOPATH, 'src', 'google.golang.org', 'grpc'))) {
-  process.stdout.write(`compare-go: skipped: grpc-go is not in GOPATH ${GOPATH}. On Debian 12: ${INSTALL_HINT}\n`);
+const { GOPATH, goVersion, goMissing, buildGoCa, startGoCa } = await import('./go-ca-server.mjs');
+export { INSTALL_HINT } from './go-ca-server.mjs';
+const missing = goMissing();
+if (missing) {
+  process.stdout.write(`compare-go: skipped: ${missing}\n`);
   process.exit(0);
 }
 
@@ -63,18 +50,6 @@ const log = (...a) => process.stderr.write(`[compare-go] ${a.join(' ')}\n`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const serverNodeArgs = productionNodeFlags();
 const RUNTIME_LINE = `runtime: svid-ca on Node ${process.version} with OpenSSL ${process.versions.openssl}, node flags ${serverNodeArgs.join(' ') || '(none)'}, default --workers; Go CA: ${goVersion}, grpc-go from ${GOPATH}; ${cpus().length} cores; ${CALLERS} callers, ${WARMUP_MS / 1000} s warm-up + ${DURATION_MS / 1000} s per run, ${ROUNDS} rounds`;
-
-/** The Go CA on loopback with the scenario's cacerts and the dev JWT issuer: { child, grpcPort }. */
-async function startGoCa(bin, cacertsDir, env) {
-  const child = spawn(bin, ['-listen', '127.0.0.1:0', '-cacerts', cacertsDir, '-jwks', env.jwksFile, '-issuer', env.issuer, '-audience', 'istio-ca', '-trust-domain', 'cluster.local'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const first = await Promise.race([
-    new Promise((resolve) => createInterface({ input: child.stdout }).once('line', resolve)),
-    new Promise((_, reject) => child.once('exit', (code) => reject(new Error(`go-ca exited (${code}) before serving`)))),
-    sleep(30_000).then(() => Promise.reject(new Error('go-ca did not say it serves within 30 s'))),
-  ]);
-  child.stdout.resume();
-  return { child, grpcPort: Number(JSON.parse(first).grpc.split(':').pop()) };
-}
 
 /**
  * One run against one server: a warm-up with requests [0, warm) of the pool (not measured), then the measured
@@ -141,7 +116,7 @@ try {
   log(RUNTIME_LINE);
   const bin = join(dir, 'go-ca');
   log(`building bench/go-ca with ${goVersion} (GO111MODULE=off, GOPATH=${GOPATH})`);
-  execFileSync('go', ['build', '-o', bin, '.'], { cwd: join(ROOT, 'bench', 'go-ca'), stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, GO111MODULE: 'off', GOPATH, GOFLAGS: '', GOCACHE: process.env.GOCACHE || join(tmpdir(), 'svid-ca-go-cache') } });
+  buildGoCa(bin);
   const env = await ensureDevEnvironment(join(dir, 'dev'));
   const jwks = JSON.parse(readFileSync(env.jwksFile, 'utf8'));
   for (const s of SCENARIOS) {

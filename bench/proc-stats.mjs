@@ -22,13 +22,13 @@ export function serverPids(pid) {
   }
   return pids;
 }
-/** User + system CPU seconds of the server's processes. */
-export function cpuSeconds(pid) {
+/** User + system CPU seconds of the server's processes (`systemOnly`: the system part alone). */
+export function cpuSeconds(pid, systemOnly = false) {
   let total = 0;
   for (const p of serverPids(pid)) {
     try {
       const fields = statFields(p);
-      total += (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime + stime
+      total += ((systemOnly ? 0 : Number(fields[11])) + Number(fields[12])) / CLK_TCK; // utime + stime
     } catch {
       // gone
     }
