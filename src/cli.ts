@@ -252,8 +252,21 @@ function helpText(topic: readonly string[]): string | undefined {
   return cmd && `svid-ca ${command} flags:\n${flagHelp(cmd.flags, cmd.env)}\n`;
 }
 
+/**
+ * A reader that closes the pipe early (`svid-ca cacerts crl ... | head -1`) is not an error: the rest of the
+ * report is dropped and the command finishes its work (files it writes are written) and exits with its own
+ * status, with nothing on stderr, instead of dying on an unhandled EPIPE. Not for `serve`, whose stdout is its log.
+ */
+function dropOutputWhenReaderCloses(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') throw err;
+    process.stdout.destroy();
+  });
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (command !== 'serve') dropOutputWhenReaderCloses();
   if (command === '--version' || command === 'version') {
     process.stdout.write(versionText() + '\n');
     return 0;
