@@ -84,7 +84,8 @@ async function serve(argv: string[]): Promise<number> {
     logger.info(
       {
         settings: {
-          cacerts: cfg.cacerts,
+          // Only what this run uses: --self-signed reads no cacerts folder.
+          ...(cfg.selfSigned ? { selfSignedDir: cfg.selfSigned.dir ?? '(memory only)' } : { cacerts: cfg.cacerts }),
           trustDomain: cfg.trustDomain,
           defaultTtl: formatGoDuration(cfg.defaultTtlMs),
           maxTtl: formatGoDuration(cfg.maxTtlMs),
@@ -141,11 +142,14 @@ function failStartup(logger: ReturnType<typeof createLogger>, message: string): 
   return new Promise((resolve) => logger.flush(() => resolve(1)));
 }
 
-/** --workers: 0 means one per usable core; self-signed mode needs one process (one root, one rotator). */
+/**
+ * --workers: 0 means one per usable core; self-signed mode needs one process (one root, one rotator), which is
+ * worth a warning only when the operator asked for more (flag or variable), not for the default.
+ */
 function workerCount(cfg: ServeConfig, logger: ReturnType<typeof createLogger>): number {
   const wanted = cfg.workers === 0 ? usableCores() : cfg.workers;
   if (wanted > 1 && cfg.selfSigned) {
-    if (cluster.isPrimary) logger.warn({ workers: wanted }, '--self-signed runs one process (one root and one rotator): ignoring --workers');
+    if (cluster.isPrimary && cfg.sources.workers !== 'default') logger.warn({ workers: wanted }, '--self-signed runs one process (one root and one rotator): ignoring --workers');
     return 1;
   }
   return wanted;
