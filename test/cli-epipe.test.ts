@@ -4,7 +4,7 @@
  * stderr, where it used to die on an EPIPE stack trace. Real pipes through bash: the reader is `head -1`
  * (closes after the first line) or `true` (closed before the first write, so every run hits EPIPE).
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -41,7 +41,6 @@ describe('the CLI stops quietly when the reader of its output goes away (EPIPE)'
   let rootPem = '';
 
   beforeAll(async () => {
-    const { spawnSync } = await import('node:child_process');
     expect(spawnSync(process.execPath, cli('cacerts', 'init-root', '--out', root)).status).toBe(0);
     expect(spawnSync(process.execPath, cli('cacerts', 'init-intermediate', '--root', root, '--out', cacerts)).status).toBe(0);
     const issuer = await createTestIssuer(work);
