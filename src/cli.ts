@@ -84,7 +84,8 @@ async function serve(argv: string[]): Promise<number> {
     logger.info(
       {
         settings: {
-          cacerts: cfg.cacerts,
+          // Only what this run uses: --self-signed reads no cacerts folder.
+          ...(cfg.selfSigned ? { selfSignedDir: cfg.selfSigned.dir ?? '(memory only)' } : { cacerts: cfg.cacerts }),
           trustDomain: cfg.trustDomain,
           defaultTtl: formatGoDuration(cfg.defaultTtlMs),
           maxTtl: formatGoDuration(cfg.maxTtlMs),
@@ -141,11 +142,14 @@ function failStartup(logger: ReturnType<typeof createLogger>, message: string): 
   return new Promise((resolve) => logger.flush(() => resolve(1)));
 }
 
-/** --workers: 0 means one per usable core; self-signed mode needs one process (one root, one rotator). */
+/**
+ * --workers: 0 means one per usable core; self-signed mode needs one process (one root, one rotator), which is
+ * worth a warning only when the operator asked for more (flag or variable), not for the default.
+ */
 function workerCount(cfg: ServeConfig, logger: ReturnType<typeof createLogger>): number {
   const wanted = cfg.workers === 0 ? usableCores() : cfg.workers;
   if (wanted > 1 && cfg.selfSigned) {
-    if (cluster.isPrimary) logger.warn({ workers: wanted }, '--self-signed runs one process (one root and one rotator): ignoring --workers');
+    if (cluster.isPrimary && cfg.sources.workers !== 'default') logger.warn({ workers: wanted }, '--self-signed runs one process (one root and one rotator): ignoring --workers');
     return 1;
   }
   return wanted;
@@ -252,8 +256,21 @@ function helpText(topic: readonly string[]): string | undefined {
   return cmd && `svid-ca ${command} flags:\n${flagHelp(cmd.flags, cmd.env)}\n`;
 }
 
+/**
+ * A reader that closes the pipe early (`svid-ca cacerts crl ... | head -1`) is not an error: the rest of the
+ * report is dropped and the command finishes its work (files it writes are written) and exits with its own
+ * status, with nothing on stderr, instead of dying on an unhandled EPIPE. Not for `serve`, whose stdout is its log.
+ */
+function dropOutputWhenReaderCloses(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') throw err;
+    process.stdout.destroy();
+  });
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (command !== 'serve') dropOutputWhenReaderCloses();
   if (command === '--version' || command === 'version') {
     process.stdout.write(versionText() + '\n');
     return 0;

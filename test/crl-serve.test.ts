@@ -5,6 +5,7 @@
  * warning; a client certificate under a revoked serial cannot renew (real gRPC over TLS).
  */
 import { X509Certificate } from 'node:crypto';
+import { connect as tlsConnect } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Authority, loadCacerts } from '../src/ca/index.js';
@@ -136,6 +137,40 @@ describe('ca-crl.pem on a running server', () => {
     expect(crlSeries(m).filter((l) => l.includes(issuerLabel(intA)))).toEqual([]);
     expect(m).toContain(`svid_ca_crl_revoked_certificates{${issuerLabel(root)}} 1`);
   });
+
+  it('a change of ca-crl.pem alone keeps the serving certificate (same serial over TLS, "serving certificate kept"); a new signer renews it', async () => {
+    const crl1 = opensslCrl(work, root, [], { number: 1 }) + opensslCrl(work, intA, [], { number: 1 });
+    const { volume, server } = await setup({ ...istioFiles(intA, [root]), 'ca-crl.pem': crl1 });
+    const servedSerial = () =>
+      new Promise<string>((resolve, reject) => {
+        const socket = tlsConnect({ host: '127.0.0.1', port: server.service.grpcPort, servername: 'localhost', ca: root.certPem, ALPNProtocols: ['h2'] }, () => {
+          const serial = socket.getPeerCertificate().serialNumber;
+          socket.destroy();
+          resolve(serial);
+        });
+        socket.on('error', reject);
+      });
+    const records = () => server.logs.records();
+    const sameSerial = (logged: unknown, served: string) => String(logged).replace(/^0+/, '').toLowerCase() === served.replace(/^0+/, '').toLowerCase();
+    const before = await servedSerial();
+    const renewedBefore = records().filter((r) => r.msg === 'serving certificate renewed').length;
+
+    // Only the CRLs change (both renewed, one revoking a certificate): the same signing certificate, chain and roots.
+    volume.write({ ...istioFiles(intA, [root]), 'ca-crl.pem': opensslCrl(work, root, [retired.cert], { number: 2 }) + opensslCrl(work, intA, [], { number: 2 }) });
+    const kept = await until('the CRL-only reload', () => records().find((r) => r.msg === 'serving certificate kept'));
+    expect(records().filter((r) => r.msg === 'signing bundle reloaded').at(-1)!.crls).toEqual(['CRL (issuer "O=svid-ca test, CN=crl root", number 2)', 'CRL (issuer "O=svid-ca test, CN=intermediate A", number 2)']);
+    expect(sameSerial(kept.serial, before)).toBe(true);
+    expect(records().filter((r) => r.msg === 'serving certificate renewed')).toHaveLength(renewedBefore);
+    expect(await servedSerial()).toBe(before);
+
+    // A new signing certificate (intermediate B) does renew it, for that reason.
+    volume.write({ ...istioFiles(intB, [root]), 'ca-crl.pem': opensslCrl(work, root, [retired.cert], { number: 3 }) + opensslCrl(work, intB, [], { number: 1 }) });
+    const renewed = await until('the renewal', () => records().filter((r) => r.msg === 'serving certificate renewed')[renewedBefore]);
+    expect(renewed.reason).toBe('signing bundle changed');
+    const after = await servedSerial();
+    expect(after).not.toBe(before);
+    expect(sameSerial(renewed.serial, after)).toBe(true);
+  }, 60_000);
 
   it('a stale CRL (past nextUpdate) is used: the server starts, warns, and the metric shows nextUpdate in the past', async () => {
     const stale = opensslCrl(work, root, [retired.cert], { lastUpdate: new Date(Date.now() - 40 * DAY), nextUpdate: new Date(Date.now() - DAY) }) + opensslCrl(work, intA, []);

@@ -12,7 +12,7 @@ const SRC = join(ROOT, 'src');
 const PAGE = join(ROOT, 'docs', 'troubleshooting.md');
 
 /** Calls whose string arguments are a message someone outside the process sees. */
-const MESSAGE_CALL = /\b(?:new (?:ConfigError|BundleError|CsrError|AuthError|AuthzError|TtlError|CaUnavailableError|RequestError|AuditWriteError)|logger\.(?:warn|error|fatal)|invalid|refuse|denied)\(/g;
+const MESSAGE_CALL = /\b(?:new (?:ConfigError|BundleError|CsrError|AuthError|AuthzError|TtlError|CaUnavailableError|RequestError|AuditWriteError|IssuerFolderError)|logger\.(?:warn|error|fatal)|invalid|refuse|denied)\(/g;
 /** Literals in those calls that are a failure kind, not a message. */
 const KINDS = new Set(['unauthenticated', 'unavailable', 'permission_denied', 'invalid_argument', 'invalid_csr', 'overloaded', 'malformed', 'signature', 'key', 'san']);
 

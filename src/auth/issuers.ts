@@ -1,8 +1,6 @@
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { load as loadYaml } from 'js-yaml';
-import { FolderWatcher } from '../watch/index.js';
+import { FollowedFile } from '../watch/index.js';
 import { bearerToken, JwtAuthenticator, type JwtAuthenticatorOptions } from './jwt.js';
 import type { KeySetReload } from './jwks.js';
 import { AuthError, type Authenticator, type CallCredentials, type Caller } from './types.js';
@@ -267,67 +265,48 @@ export interface IssuersFileOptions extends IssuerKeyOptions {
  */
 export class IssuersFile {
   readonly issuers: JwtIssuers;
-  private digest: string;
-  private readonly watcher: FolderWatcher;
+  private readonly file: FollowedFile<IssuersReload>;
 
   constructor(private readonly options: IssuersFileOptions) {
-    const text = this.read();
+    const fail = (what: string) => new IssuersFileError(`--jwt-issuers-file ${options.path}: ${what}`);
+    this.file = new FollowedFile(options, {
+      unreadable: (err) => new IssuersFileError(`--jwt-issuers-file ${options.path}: cannot be read (${err.code ?? err.message})`),
+      apply: (text) => {
+        let changes: { added: string[]; removed: string[] };
+        let count: number;
+        try {
+          const entries = parseIssuersFile(text, options.path, options.defaults);
+          count = entries.length;
+          changes = this.issuers.replace(entries);
+        } catch (err) {
+          throw err instanceof IssuersFileError ? err : fail((err as Error).message);
+        }
+        return this.report({ source: options.path, result: 'success', issuers: count, ...changes });
+      },
+      failed: (error) => this.report({ source: options.path, result: 'failure', error }),
+    });
+    const text = this.file.read();
     const entries = parseIssuersFile(text, options.path, options.defaults);
     try {
       this.issuers = new JwtIssuers(entries, options);
     } catch (err) {
-      throw new IssuersFileError(`--jwt-issuers-file ${options.path}: ${(err as Error).message}`);
+      throw fail((err as Error).message);
     }
-    this.digest = createHash('sha256').update(text).digest('hex');
     options.onReload?.({ source: options.path, result: 'success', issuers: entries.length, added: entries.map((e) => e.issuer), removed: [] });
-    this.watcher = new FolderWatcher({ dir: dirname(options.path), pollIntervalMs: options.pollIntervalMs, debounceMs: options.debounceMs }, () => this.check());
-    this.watcher.start();
+    this.file.follow(text);
   }
 
   /** Re-reads the file; uses the new issuers when the content changed and is good. Returns what happened. */
   check(): IssuersReload | undefined {
-    if (this.watcher?.isStopped) return undefined;
-    let text: string;
-    try {
-      text = this.read();
-    } catch (err) {
-      return this.fail(`unreadable:${(err as Error).message}`, err as Error);
-    }
-    const digest = createHash('sha256').update(text).digest('hex');
-    if (digest === this.digest) return undefined;
-    let changes: { added: string[]; removed: string[] };
-    let count: number;
-    try {
-      const entries = parseIssuersFile(text, this.options.path, this.options.defaults);
-      count = entries.length;
-      changes = this.issuers.replace(entries);
-    } catch (err) {
-      const error = err instanceof IssuersFileError ? err : new IssuersFileError(`--jwt-issuers-file ${this.options.path}: ${(err as Error).message}`);
-      return this.fail(digest, error);
-    }
-    this.digest = digest;
-    const reload: IssuersReload = { source: this.options.path, result: 'success', issuers: count, ...changes };
-    this.options.onReload?.(reload);
-    return reload;
+    return this.file.check();
   }
 
   close(): void {
-    this.watcher.stop();
+    this.file.stop();
     this.issuers.close();
   }
 
-  private read(): string {
-    try {
-      return readFileSync(this.options.path, 'utf8');
-    } catch (err) {
-      throw new IssuersFileError(`--jwt-issuers-file ${this.options.path}: cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
-    }
-  }
-
-  private fail(state: string, error: Error): IssuersReload | undefined {
-    if (state === this.digest) return undefined;
-    this.digest = state;
-    const reload: IssuersReload = { source: this.options.path, result: 'failure', error };
+  private report(reload: IssuersReload): IssuersReload {
     this.options.onReload?.(reload);
     return reload;
   }

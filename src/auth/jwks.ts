@@ -1,7 +1,5 @@
 import { createHash, createPublicKey, type JsonWebKey } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { FolderWatcher } from '../watch/index.js';
+import { FollowedFile } from '../watch/index.js';
 
 /** JWS algorithms (RFC 7518) accepted on service-account tokens: asymmetric only, never `none` or HMAC. */
 export const TOKEN_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
@@ -159,24 +157,26 @@ export interface FileKeySourceOptions {
  */
 export class FileKeySource implements KeySource {
   private current: KeySet;
-  private digest: string;
   private lastReread = 0;
-  private readonly watcher: FolderWatcher;
+  private readonly file: FollowedFile<KeySetReload>;
 
   constructor(
     private readonly options: FileKeySourceOptions,
     private readonly listener: KeySetListener,
   ) {
-    const text = this.read();
-    try {
-      this.current = parseJwks(text);
-    } catch (err) {
-      throw new JwksError(`JWKS file ${options.path}: ${(err as Error).message}`);
-    }
-    this.digest = createHash('sha256').update(text).digest('hex');
+    this.file = new FollowedFile(options, {
+      unreadable: (err) => new JwksError(`JWKS file ${options.path}: cannot be read (${err.code ?? err.message})`),
+      apply: (text) => this.swap(this.parse(text)),
+      failed: (error) => {
+        const reload: KeySetReload = { source: options.path, result: 'failure', error };
+        this.listener(reload, new Set());
+        return reload;
+      },
+    });
+    const text = this.file.read();
+    this.current = this.parse(text);
     listener(diff(options.path, undefined, this.current).reload, new Set());
-    this.watcher = new FolderWatcher({ dir: dirname(options.path), pollIntervalMs: options.pollIntervalMs, debounceMs: options.debounceMs }, () => this.check());
-    this.watcher.start();
+    this.file.follow(text);
   }
 
   keys(kid: string | undefined): KeySet {
@@ -190,46 +190,25 @@ export class FileKeySource implements KeySource {
 
   /** Re-reads the file; swaps the key set in when its content changed and parses. Returns what happened. */
   check(): KeySetReload | undefined {
-    if (this.watcher?.isStopped) return undefined;
-    let text: string;
-    try {
-      text = this.read();
-    } catch (err) {
-      return this.fail(`unreadable:${(err as Error).message}`, err as Error);
-    }
-    const digest = createHash('sha256').update(text).digest('hex');
-    if (digest === this.digest) return undefined;
-    let next: KeySet;
-    try {
-      next = parseJwks(text);
-    } catch (err) {
-      return this.fail(digest, new JwksError(`JWKS file ${this.options.path}: ${(err as Error).message}`));
-    }
-    this.digest = digest;
-    const { set, reload, removed } = diff(this.options.path, this.current, next);
-    this.current = set;
-    this.listener(reload, removed);
-    return reload;
+    return this.file.check();
   }
 
   close(): void {
-    this.watcher.stop();
+    this.file.stop();
   }
 
-  private read(): string {
+  private parse(text: string): KeySet {
     try {
-      return readFileSync(this.options.path, 'utf8');
+      return parseJwks(text);
     } catch (err) {
-      throw new JwksError(`JWKS file ${this.options.path}: cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      throw new JwksError(`JWKS file ${this.options.path}: ${(err as Error).message}`);
     }
   }
 
-  /** Reports a failure once per distinct state, keeping the current key set. */
-  private fail(state: string, error: Error): KeySetReload | undefined {
-    if (state === this.digest) return undefined;
-    this.digest = state;
-    const reload: KeySetReload = { source: this.options.path, result: 'failure', error };
-    this.listener(reload, new Set());
+  private swap(next: KeySet): KeySetReload {
+    const { set, reload, removed } = diff(this.options.path, this.current, next);
+    this.current = set;
+    this.listener(reload, removed);
     return reload;
   }
 }

@@ -90,6 +90,16 @@ function keyModeWarning(keyPath: string): string | undefined {
   return undefined;
 }
 
+/**
+ * A ca-crl.pem beside a Kubernetes TLS-layout folder is not read (that layout has no CRL file; istiod ignores it
+ * too): worth a warning naming it, since an operator who put it there expects the CRLs to be served.
+ */
+function ignoredCrlWarning(dir: string, files: BundleFiles): string | undefined {
+  const crlPath = join(dir, CRL_FILE);
+  if (files.layout !== 'kubernetes-tls' || !existsSync(crlPath)) return undefined;
+  return `${crlPath} is ignored: the Kubernetes TLS layout (tls.crt, tls.key, ca.crt) carries no CRL; put the CRLs in an Istio-layout folder (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem, ca-crl.pem; see docs/cacerts.md)`;
+}
+
 /** The names `serve` issues under by default (--trust-domain, --serving-dns): the probe names when none are given. */
 export const DEFAULT_PROBE_NAMES: ProbeNames = { trustDomain: 'cluster.local', servingDns: ['svid-ca.istio-system.svc', 'localhost'] };
 
@@ -125,6 +135,8 @@ export function* cacertsSteps(dir: string, now: Date, names: ProbeNames, tokenKe
   const bundle = yield* bundleSteps(files, now, names, tokenKey);
   const warning = tokenKey ? undefined : keyModeWarning(files.signingKey.name);
   if (warning) bundle.warnings.push(warning);
+  const ignoredCrl = ignoredCrlWarning(dir, files);
+  if (ignoredCrl) bundle.warnings.push(ignoredCrl);
   return { bundle, files };
 }
 

@@ -7,4 +7,4 @@ export { CacertsReloader, compareRoots, type ReloaderOptions, type ReloadResult,
 export { ServingCertificateManager, parseGrace, type Grace, type ServingManagerOptions } from './serving.js';
 export { SelfSignedRoot, bundleFromRoot, rootNeedsRotation, type SelfSignedOptions, type SelfSignedRootMaterial } from './self-signed.js';
 export { Pkcs11SigningKeySource, PinRefusedError, TOKEN_KEY_SPECS, type TokenKeySpec, parsePkcs11Uri, Pkcs11UriError, type SigningKeyConfig, type Pkcs11Uri } from './pkcs11/index.js';
-export { loadIssuerSigner, type IssuerSigner } from './issuer.js';
+export { loadIssuerSigner, IssuerFolderError, type IssuerSigner } from './issuer.js';

@@ -1,11 +1,13 @@
-import type { X509Certificate } from 'node:crypto';
-import { algorithmIdentifier, signTbs, type ProbeNames, type Signer } from '../pki/index.js';
-import { DEFAULT_PROBE_NAMES, loadCacerts } from './cacerts.js';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { algorithmIdentifier, inspectCertificate, signatureAlgorithmForKey, signTbs, type Signer } from '../pki/index.js';
+import { ISTIO_FILES, TLS_FILES } from './cacerts.js';
 import type { Pkcs11SigningKeySource } from './pkcs11/index.js';
 
-/** A cacerts folder's signing key and certificate, for signing structures other than the certificates svid-ca issues. */
+/** A CA folder's signing key and certificate, for signing structures other than the certificates svid-ca issues. */
 export interface IssuerSigner {
-  /** ca-cert.pem: its subject is the issuer name (a CRL's `issuer`), its subject key id the AKI. */
+  /** The folder's CA certificate: its subject is the issuer name (a CRL's `issuer`), its subject key id the AKI. */
   certificate: X509Certificate;
   /** The pki Signer (in-memory key, or the key on a PKCS#11 token); `signer.algorithm` names the signature. */
   signer: Signer;
@@ -24,16 +26,63 @@ export interface IssuerSigner {
 }
 
 /**
- * The signer of the cacerts folder `dir`, checked as `serve` checks it (loadCacerts; with `tokenKey`,
- * issue #17, the key on the token is matched against ca-cert.pem by its public key and a probe
- * signature). For `svid-ca cacerts crl --issuer DIR` (issue #16) and anything else that signs a TBS
- * with the CA key. Throws BundleError naming the file or URI to fix.
+ * A CA folder that cannot sign: no CA certificate (and key) in it, a file that is not PEM, a key that
+ * does not match. The message names the folder or file; `cacerts crl` reports it as a bad --issuer.
  */
-export function loadIssuerSigner(dir: string, tokenKey?: Pkcs11SigningKeySource, now: Date = new Date(), names: ProbeNames = DEFAULT_PROBE_NAMES): IssuerSigner {
-  const bundle = loadCacerts(dir, now, names, tokenKey);
-  const signer = bundle.signer;
+export class IssuerFolderError extends Error {
+  override name = 'IssuerFolderError';
+}
+
+/** The folder's CA certificate and, unless the key is on a token, its key file: root, Istio or TLS layout. */
+function issuerFiles(dir: string, onToken: boolean): { certFile: string; keyFile: string | undefined } {
+  // The signing certificate first: a cacerts folder holds root-cert.pem too (the root bundle, not its issuer).
+  const layouts: [string, string][] = [
+    [ISTIO_FILES.cert, ISTIO_FILES.key],
+    [TLS_FILES.cert, TLS_FILES.key],
+    ['root-cert.pem', 'root-key.pem'],
+  ];
+  for (const [cert, key] of layouts) {
+    if (!existsSync(join(dir, cert))) continue;
+    if (onToken) return { certFile: join(dir, cert), keyFile: undefined };
+    if (existsSync(join(dir, key))) return { certFile: join(dir, cert), keyFile: join(dir, key) };
+  }
+  const want = onToken ? 'root-cert.pem, ca-cert.pem or tls.crt' : 'root-cert.pem + root-key.pem, ca-cert.pem + ca-key.pem, or tls.crt + tls.key';
+  throw new IssuerFolderError(`${dir} holds no CA to sign with (want ${want}; with the key on a token add --signing-key)`);
+}
+
+/** `parse` of the file's text; a file that cannot be read or parsed is an IssuerFolderError naming it. */
+function readable<T>(file: string, parse: (text: string) => T): T {
+  try {
+    return parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new IssuerFolderError(`${file} cannot be read as PEM (${(err as Error).message})`);
+  }
+}
+
+/**
+ * The signer of the CA folder `dir` (issue #16, `svid-ca cacerts crl --issuer DIR`): an init-root folder
+ * (root-cert.pem + root-key.pem) or a cacerts folder, Istio layout (ca-cert.pem + ca-key.pem) or Kubernetes
+ * TLS layout (tls.crt + tls.key); the certificate is the first of its file. With `tokenKey` (issue #17) the
+ * folder needs only the certificate and the key on the token is checked against it (same public key, a probe
+ * signature: Pkcs11SigningKeySource.load); the caller closes the source. Throws IssuerFolderError for the
+ * folder and its files, BundleError naming the URI for the token.
+ */
+export function loadIssuerSigner(dir: string, tokenKey?: Pkcs11SigningKeySource): IssuerSigner {
+  const { certFile, keyFile } = issuerFiles(dir, tokenKey !== undefined);
+  const certificate = readable(certFile, (text) => new X509Certificate(text));
+  const subjectDer = inspectCertificate(Buffer.from(certificate.raw)).subjectDer;
+  let signer: Signer;
+  if (tokenKey) {
+    signer = { subjectDer, external: tokenKey.load(certificate).key, algorithm: signatureAlgorithmForKey(certificate.publicKey)! };
+  } else {
+    const privateKey = readable(keyFile!, (text) => createPrivateKey(text));
+    const algorithm = signatureAlgorithmForKey(privateKey);
+    if (!algorithm) throw new IssuerFolderError(`${keyFile} is not an EC P-256/P-384/P-521 or RSA key`);
+    if (!certificate.checkPrivateKey(privateKey)) throw new IssuerFolderError(`${keyFile} does not match ${certFile}`);
+    signer = { subjectDer, privateKey, algorithm };
+  }
   return {
-    certificate: bundle.signingCert.x509,
+    certificate,
     signer,
     algorithmIdentifierDer: Buffer.from(algorithmIdentifier(signer.algorithm).toSchema().toBER()),
     sign: (tbs) => signTbs(signer, tbs),

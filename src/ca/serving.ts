@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import type { SigningBundle } from '../pki/index.js';
 import type { Authority, ServingCertificate } from './authority.js';
 
 const RETRY_AFTER_FAILURE_MS = 10_000;
@@ -41,12 +42,15 @@ export class ServingCertificateManager extends EventEmitter<{ renewed: [ServingC
   private lastRenewalMs = Date.now();
   /** The signer NotAfter (ms) 'limitedBySigner' was last emitted for. */
   private reportedLimitMs: number | undefined;
+  /** The bundle the current certificate was issued from: its signer, chain and root bundle are what it carries. */
+  private issuedFrom: SigningBundle;
 
   constructor(
     private readonly authority: Authority,
     private readonly options: ServingManagerOptions,
   ) {
     super();
+    this.issuedFrom = authority.bundle;
     this.#current = authority.issueServing(options.dnsNames, options.ttlMs);
   }
 
@@ -70,11 +74,25 @@ export class ServingCertificateManager extends EventEmitter<{ renewed: [ServingC
     clearTimeout(this.timer);
   }
 
+  /**
+   * After the authority's bundle changed: renews (with `reason`) unless the new bundle has the same signing
+   * certificate, chain and root bundle as the one the current certificate came from, as after a change of
+   * ca-crl.pem alone (issue #16): the certificate and its chain are then exactly what a renewal would serve.
+   * Returns whether it renewed (or tried to).
+   */
+  renewIfSignerChanged(reason: string): boolean {
+    if (sameSigningChain(this.issuedFrom, this.authority.bundle)) return false;
+    this.renew(reason);
+    return true;
+  }
+
   /** Issues a new serving certificate now (after a reload, or when due). */
   renew(reason: string): void {
     if (this.stopped) return;
     try {
+      const from = this.authority.bundle;
       this.#current = this.authority.issueServing(this.options.dnsNames, this.options.ttlMs);
+      this.issuedFrom = from;
       this.lastRenewalMs = Date.now();
       this.emit('renewed', this.#current, reason);
       this.scheduleRenewal();
@@ -100,4 +118,9 @@ export class ServingCertificateManager extends EventEmitter<{ renewed: [ServingC
     this.timer = setTimeout(() => this.renew('renewal before expiry'), Math.min(delay, 2 ** 31 - 1));
     this.timer.unref();
   }
+}
+
+/** The same signing certificate (DER), chain and root bundle: what a serving certificate is signed by and carries. */
+function sameSigningChain(a: SigningBundle, b: SigningBundle): boolean {
+  return a.signingCert.der.equals(b.signingCert.der) && a.rootsPem === b.rootsPem && a.chainPems.length === b.chainPems.length && a.chainPems.every((p, i) => p === b.chainPems[i]);
 }

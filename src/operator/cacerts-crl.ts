@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { ISTIO_FILES, TLS_FILES, type Pkcs11SigningKeySource } from '../ca/index.js';
+import { X509Certificate } from 'node:crypto';
+import { IssuerFolderError, loadIssuerSigner } from '../ca/index.js';
 import { ConfigError, parseFlags, type FlagSpec } from '../flags.js';
 import {
   BundleError,
@@ -12,7 +12,6 @@ import {
   inspectCertificate,
   loadCrls,
   serialHexOf,
-  signatureAlgorithmForKey,
   signCrl,
   subjectText,
   type CrlReason,
@@ -43,53 +42,18 @@ export const CRL_FLAGS: FlagSpec[] = [
   ...TOKEN_FLAGS,
 ];
 
-/** The issuer folder's certificate and, unless the key is on a token, its key file: root, Istio or TLS layout. */
-function issuerFiles(dir: string, onToken: boolean): { certFile: string; keyFile: string | undefined } {
-  // The signing certificate first: a cacerts folder holds root-cert.pem too (the root bundle, not its issuer).
-  const layouts: [string, string][] = [
-    [ISTIO_FILES.cert, ISTIO_FILES.key],
-    [TLS_FILES.cert, TLS_FILES.key],
-    ['root-cert.pem', 'root-key.pem'],
-  ];
-  for (const [cert, key] of layouts) {
-    if (!existsSync(join(dir, cert))) continue;
-    if (onToken) return { certFile: join(dir, cert), keyFile: undefined };
-    if (existsSync(join(dir, key))) return { certFile: join(dir, cert), keyFile: join(dir, key) };
-  }
-  const want = onToken ? 'root-cert.pem, ca-cert.pem or tls.crt' : 'root-cert.pem + root-key.pem, ca-cert.pem + ca-key.pem, or tls.crt + tls.key';
-  throw new ConfigError(`--issuer: ${dir} holds no CA to sign with (want ${want}; with the key on a token add --signing-key)`);
-}
-
-/** `parse` of the file's text; a file that cannot be read or parsed is a ConfigError naming it (exit 2). */
-function readable<T>(file: string, parse: (text: string) => T): T {
-  try {
-    return parse(readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new ConfigError(`--issuer: ${file} cannot be read as PEM (${(err as Error).message})`);
-  }
-}
-
-/** The certificate of the issuer (first of its file) and the Signer: its key file, or its key on a token. */
+/** The --issuer folder's signer (ca/ loadIssuerSigner; with --signing-key, the key on the token); a bad folder is a bad --issuer (exit 2). */
 function issuerSigner(dir: string, values: Map<string, unknown>): { cert: X509Certificate; signer: Signer; close(): void } {
   const uri = values.get('signing-key') as string | undefined;
-  const { certFile, keyFile } = issuerFiles(dir, uri !== undefined);
-  const cert = readable(certFile, (text) => new X509Certificate(text));
-  const subjectDer = inspectCertificate(Buffer.from(cert.raw)).subjectDer;
-  if (uri !== undefined) {
-    const source: Pkcs11SigningKeySource = tokenSource(uri, values);
-    try {
-      const key = source.load(cert);
-      return { cert, signer: { subjectDer, external: key.key, algorithm: signatureAlgorithmForKey(cert.publicKey)! }, close: () => source.close() };
-    } catch (err) {
-      source.close();
-      throw err;
-    }
+  const source = uri !== undefined ? tokenSource(uri, values) : undefined;
+  try {
+    const { certificate, signer } = loadIssuerSigner(dir, source);
+    return { cert: certificate, signer, close: () => source?.close() };
+  } catch (err) {
+    source?.close();
+    if (err instanceof IssuerFolderError) throw new ConfigError(`--issuer: ${err.message}`);
+    throw err;
   }
-  const privateKey = readable(keyFile!, (text) => createPrivateKey(text));
-  const algorithm = signatureAlgorithmForKey(privateKey);
-  if (!algorithm) throw new ConfigError(`--issuer: ${keyFile} is not an EC P-256/P-384/P-521 or RSA key`);
-  if (!cert.checkPrivateKey(privateKey)) throw new ConfigError(`--issuer: ${keyFile} does not match ${certFile}`);
-  return { cert, signer: { subjectDer, privateKey, algorithm }, close: () => undefined };
 }
 
 /** A serial typed or printed as hex (any case, optional 0x and colons) in the CRL's form. */

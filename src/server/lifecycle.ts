@@ -141,7 +141,9 @@ export class BundleLifecycle {
     authority.on('bundle', (bundle) => {
       this.metrics.lastReload.set(Date.now() / 1000);
       this.recordBundle(bundle);
-      this.serving.renew('signing bundle changed');
+      if (!this.serving.renewIfSignerChanged('signing bundle changed')) {
+        logger.info({ reason: 'the signing certificate, chain and root bundle did not change', serial: this.serving.current.serialHex }, 'serving certificate kept');
+      }
     });
   }
 

@@ -1,0 +1,90 @@
+/**
+ * A reader that closes the pipe early (`svid-ca cacerts crl ... | head -1`) is not an error: the built CLI
+ * drops the rest of its report, finishes its work and exits with its own status (0 here), with nothing on
+ * stderr, where it used to die on an EPIPE stack trace. Real pipes through bash: the reader is `head -1`
+ * (closes after the first line) or `true` (closed before the first write, so every run hits EPIPE).
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeCacerts, removeDir, tempDir } from './helpers/pki.js';
+import { createTestIssuer, startTestServer, type TestServer } from './helpers/server.js';
+
+const work = tempDir('svid-ca-epipe-');
+afterAll(() => removeDir(work));
+
+/** Runs `node dist/cli.js ARGS | READER` in bash; the CLI's exit status and stderr, the reader's output. */
+function throughPipe(args: string[], reader: 'head -1' | 'true'): Promise<{ status: number; stderr: string; read: string }> {
+  const errFile = join(work, `stderr-${Math.random().toString(36).slice(2)}`);
+  const script = `"$0" dist/cli.js "$@" 2>"${errFile}" | ${reader}; echo "\${PIPESTATUS[0]}"`;
+  return new Promise((resolve, reject) => {
+    const child = spawn('bash', ['-c', script, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString('utf8')));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.on('error', reject);
+    child.on('close', () => {
+      clearTimeout(timer);
+      const lines = out.trimEnd().split('\n');
+      resolve({ status: Number(lines.pop()), read: lines.join('\n'), stderr: readFileSync(errFile, 'utf8') });
+    });
+  });
+}
+
+describe('the CLI stops quietly when the reader of its output goes away (EPIPE)', () => {
+  const cli = (...args: string[]) => ['dist/cli.js', ...args];
+  const root = join(work, 'root');
+  const cacerts = join(work, 'cacerts');
+  let server: TestServer | undefined;
+  let tokenFile = '';
+  let rootPem = '';
+
+  beforeAll(async () => {
+    expect(spawnSync(process.execPath, cli('cacerts', 'init-root', '--out', root)).status).toBe(0);
+    expect(spawnSync(process.execPath, cli('cacerts', 'init-intermediate', '--root', root, '--out', cacerts)).status).toBe(0);
+    const issuer = await createTestIssuer(work);
+    const served = makeCacerts({ dir: join(work, 'served') });
+    rootPem = served.root.certPem;
+    writeFileSync(join(work, 'served-root.pem'), rootPem);
+    server = await startTestServer({ cacerts: served.dir, issuer });
+    tokenFile = join(work, 'token');
+    writeFileSync(tokenFile, await issuer.token({ namespace: 'default', serviceAccount: 'app' }));
+  }, 60_000);
+  afterAll(() => server?.close());
+
+  const commands: Record<string, () => string[]> = {
+    'cacerts crl': () => ['cacerts', 'crl', '--issuer', root, '--out', join(work, 'crl.pem'), '--revoke', join(cacerts, 'ca-cert.pem')],
+    'cacerts verify': () => ['cacerts', 'verify', cacerts],
+    'cacerts plan-rotation': () => ['cacerts', 'plan-rotation', cacerts, cacerts],
+    help: () => ['help'],
+    'cacerts help': () => ['cacerts', 'help', 'crl'],
+    request: () => ['request', '--ca', server!.address, '--root', join(work, 'served-root.pem'), '--token', tokenFile, '--out', join(work, 'workload')],
+  };
+
+  for (const [name, args] of Object.entries(commands)) {
+    it(`${name}: exit 0, nothing on stderr, whether the reader closes after the first line or before`, async () => {
+      for (const reader of ['true', 'head -1', 'head -1', 'head -1'] as const) {
+        const r = await throughPipe(args(), reader);
+        expect(r.stderr, `${name} | ${reader}`).toBe('');
+        expect(r.status, `${name} | ${reader}`).toBe(0);
+        if (reader === 'head -1') expect(r.read.split('\n')).toHaveLength(1);
+      }
+    }, 120_000);
+  }
+
+  it('the work is done although the report was cut: cacerts crl wrote its CRL, request its certificate', async () => {
+    const crlFile = join(work, 'crl-cut.pem');
+    expect((await throughPipe(['cacerts', 'crl', '--issuer', root, '--out', crlFile], 'true')).status).toBe(0);
+    expect(readFileSync(crlFile, 'utf8')).toContain('-----BEGIN X509 CRL-----');
+    const out = join(work, 'workload-cut');
+    expect((await throughPipe(['request', '--ca', server!.address, '--root', join(work, 'served-root.pem'), '--token', tokenFile, '--out', out], 'true')).status).toBe(0);
+    expect(readFileSync(join(out, 'cert-chain.pem'), 'utf8')).toContain('-----BEGIN CERTIFICATE-----');
+  }, 60_000);
+
+  it("a command that fails keeps its own exit status (cacerts verify of a refused folder: 1), still nothing on stderr", async () => {
+    const r = await throughPipe(['cacerts', 'verify', root], 'true'); // an init-root folder is not a cacerts folder
+    expect(r.status).toBe(1);
+    expect(r.stderr).toBe('');
+  }, 60_000);
+});
