@@ -1,5 +1,6 @@
 // The floor under a certificate on this machine, side by side (issue #14): `npm run build && node bench/floor.mjs
-// [--rounds 3] [--duration 8] [--warmup 2] [--callers 64] [--only ec-p256,renewals] [--servers LIST] [--json FILE]`.
+// [--rounds 3] [--duration 8] [--warmup 2] [--callers 64] [--only ec-p256,renewals] [--servers LIST] [--runtime BIN]
+// [--json FILE]`.
 //
 // The same pre-generated requests (bench/loadgen.mjs, raw node:http2, as `npm run bench`) go, in turn, to servers
 // that each do less than the one before, so the difference between two rows is what the lower one leaves out:
@@ -19,7 +20,9 @@
 // per answered call (user + system, summed over the server's processes; /proc), its system part, calls/s.
 // Printed: per scenario and server the median of the rounds (range) and its ratio to svid-ca, round by round.
 // ec-p256 sends a fresh token per request; renewals reuses 1,000 workloads' tokens (as `npm run bench`).
-import { spawn } from 'node:child_process';
+// --runtime BIN runs svid-ca and bench/bare-ca.mjs on another JavaScript runtime's binary (another Node, or Bun: its
+// node flags are then left out); the load generator stays on the node running this script.
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -33,7 +36,6 @@ const { productionNodeFlags } = await import('./node-flags.mjs');
 const { cpuSeconds } = await import('./proc-stats.mjs');
 const { startSvidCa, stopServer } = await import('./svid-ca-server.mjs');
 const { goVersion, goMissing, buildGoCa, startGoCa } = await import('./go-ca-server.mjs');
-const { execFileSync } = await import('node:child_process');
 
 const args = process.argv.slice(2);
 const opt = (name, fallback) => (args.includes(name) ? args[args.indexOf(name) + 1] : fallback);
@@ -41,7 +43,7 @@ const ROUNDS = Number(opt('--rounds', '3'));
 const DURATION_MS = Number(opt('--duration', '8')) * 1000;
 const WARMUP_MS = Number(opt('--warmup', '2')) * 1000;
 const CALLERS = Number(opt('--callers', '64'));
-const POOL_RATE = Number(opt('--pool-rate', '3000'));
+const POOL_RATE = Number(opt('--pool-rate', '6000'));
 const only = opt('--only', 'ec-p256,renewals').split(',');
 const jsonFile = opt('--json');
 const SCENARIOS = [
@@ -56,7 +58,10 @@ if (unknown.length) throw new Error(`--servers: unknown ${unknown.join(', ')} (k
 
 const log = (...a) => process.stderr.write(`[floor] ${a.join(' ')}\n`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const nodeArgs = productionNodeFlags();
+const RUNTIME = opt('--runtime', process.execPath);
+const runtimeVersion = RUNTIME === process.execPath ? `Node ${process.version} with OpenSSL ${process.versions.openssl}` : execFileSync(RUNTIME, ['-p', '`${process.release?.name ?? "?"} ${process.version}${globalThis.Bun ? ` (Bun ${Bun.version})` : ""} with ${process.versions.boringssl ? `BoringSSL ${process.versions.boringssl.slice(0, 12)}` : `OpenSSL ${process.versions.openssl}`}`'], { encoding: 'utf8' }).trim();
+// Production's node flags for node; none for another runtime (Bun has no V8 flags).
+const nodeArgs = /(^|\/)node[0-9]*$/.test(RUNTIME) ? productionNodeFlags() : [];
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
@@ -79,7 +84,7 @@ function prepareBare(dir, env) {
 }
 
 async function startBare(config, mode) {
-  const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'bench', 'bare-ca.mjs'), '--config', config, '--listen', '127.0.0.1:0', ...(mode ? [mode] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(RUNTIME, [...nodeArgs, join(ROOT, 'bench', 'bare-ca.mjs'), '--config', config, '--listen', '127.0.0.1:0', ...(mode ? [mode] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
   const first = await Promise.race([
     new Promise((resolve) => createInterface({ input: child.stdout }).once('line', resolve)),
     new Promise((_, reject) => child.once('exit', (code) => reject(new Error(`bare-ca exited (${code}) before serving`)))),
@@ -92,9 +97,9 @@ async function startBare(config, mode) {
 function start(name, ctx) {
   switch (name) {
     case 'svid-ca':
-      return startSvidCa(ctx.dir, nodeArgs, []);
+      return startSvidCa(ctx.dir, nodeArgs, [], process.env, RUNTIME);
     case 'svid-ca-1':
-      return startSvidCa(ctx.dir, nodeArgs, ['--workers', '1']);
+      return startSvidCa(ctx.dir, nodeArgs, ['--workers', '1'], process.env, RUNTIME);
     case 'bare':
       return startBare(ctx.bareConfig);
     case 'crypto-only':
@@ -132,7 +137,7 @@ try {
   const ctx = { dir, env, bareConfig: prepareBare(dir, env), goBin: join(dir, 'go-ca') };
   if (servers.includes('go-ca')) buildGoCa(ctx.goBin);
   if (goSkip) log(`go-ca left out: ${goSkip}`);
-  const RUNTIME_LINE = `runtime: Node ${process.version} with OpenSSL ${process.versions.openssl}, node flags ${nodeArgs.join(' ') || '(none)'}${servers.includes('go-ca') ? `; Go CA: ${goVersion}` : ''}; ${cpus().length} cores; ${CALLERS} callers, ${WARMUP_MS / 1000} s warm-up + ${DURATION_MS / 1000} s per run, ${ROUNDS} rounds`;
+  const RUNTIME_LINE = `runtime: ${runtimeVersion} (servers; load generator: Node ${process.version}), node flags ${nodeArgs.join(' ') || '(none)'}${servers.includes('go-ca') ? `; Go CA: ${goVersion}` : ''}; ${cpus().length} cores; ${CALLERS} callers, ${WARMUP_MS / 1000} s warm-up + ${DURATION_MS / 1000} s per run, ${ROUNDS} rounds`;
   log(RUNTIME_LINE);
   const jwks = JSON.parse(readFileSync(env.jwksFile, 'utf8'));
   const target = { rootPem: readFileSync(join(env.cacertsDir, 'root-cert.pem'), 'utf8'), signerPem: readFileSync(join(env.cacertsDir, 'ca-cert.pem'), 'utf8'), serverName: 'localhost' };

@@ -12,14 +12,15 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * Starts `node <nodeArgs> dist/cli.js serve --dev --dev-dir <dir>/dev` on loopback ports of its own, plus
  * `serveArgs`, logging to a file in `dir`; resolves when it (and with --workers its primary) says it serves:
  * { child, grpcPort, monitoringPort, logFile }. Throws with the log's tail when it does not start within 30 s.
+ * `runtime`: the JavaScript runtime's binary (default: the node running the benchmark).
  */
-export async function startSvidCa(dir, nodeArgs, serveArgs, serverEnv = process.env) {
+export async function startSvidCa(dir, nodeArgs, serveArgs, serverEnv = process.env, runtime = process.execPath) {
   const logFile = join(dir, `server-${Date.now()}.log`);
   const fd = openSync(logFile, 'w');
   // --shutdown-delay 0s: the default 5 s (not ready, still answering, while Kubernetes removes the endpoint)
   // outlasts stopServer's 5 s before SIGKILL, and a killed server writes no --cpu-prof profile.
   const base = ['serve', '--dev', '--dev-dir', join(dir, 'dev'), '--listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0', '--shutdown-delay', '0s'];
-  const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist', 'cli.js'), ...base, ...serveArgs], {
+  const child = spawn(runtime, [...nodeArgs, join(ROOT, 'dist', 'cli.js'), ...base, ...serveArgs], {
     stdio: ['ignore', fd, fd],
     env: serverEnv,
   });
