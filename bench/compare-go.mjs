@@ -10,7 +10,7 @@
 // duration, and measures certs/s, server CPU per certificate (summed over the server's processes), p50/p99
 // latency and peak memory.
 // It prints the medians and the svid-ca / Go CA ratios of the same rounds. Without Go it says so and exits 0.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,7 +24,7 @@ if (missing) {
   process.exit(0);
 }
 
-const { createIntermediateCa, createRootCa } = await import('../dist/ca/index.js');
+const { benchCacerts } = await import('./bench-cacerts.mjs');
 const { ensureDevEnvironment } = await import('../dist/dev/index.js');
 const { forkMessenger } = await import('./messenger.mjs');
 const { productionNodeFlags } = await import('./node-flags.mjs');
@@ -99,17 +99,6 @@ async function measure(lg, server, pid, target, warm) {
   };
 }
 
-/** The scenario's cacerts folder: the dev EC P-256 one, or a fresh RSA-2048 root and intermediate (as bench/run.mjs makes). */
-function cacertsFor(s, dir, env) {
-  if (s.signer !== 'rsa-2048') return env.cacertsDir;
-  const cacerts = join(dir, 'rsa-cacerts');
-  const root = createRootCa({ key: 'rsa-2048', ttlMs: 30 * 86_400_000, organization: 'svid-ca bench', commonName: 'bench RSA root' });
-  const files = createIntermediateCa({ root, key: 'rsa-2048', ttlMs: 7 * 86_400_000, organization: 'svid-ca bench', commonName: 'bench RSA intermediate' });
-  mkdirSync(cacerts, { recursive: true });
-  for (const [name, text] of Object.entries(files)) writeFileSync(join(cacerts, name), text, { mode: 0o600 });
-  return cacerts;
-}
-
 const dir = mkdtempSync(join(tmpdir(), 'svid-ca-compare-go-'));
 const runs = [];
 try {
@@ -120,7 +109,7 @@ try {
   const env = await ensureDevEnvironment(join(dir, 'dev'));
   const jwks = JSON.parse(readFileSync(env.jwksFile, 'utf8'));
   for (const s of SCENARIOS) {
-    const cacerts = cacertsFor(s, dir, env);
+    const cacerts = benchCacerts(s.signer, dir, env);
     const target = { rootPem: readFileSync(join(cacerts, 'root-cert.pem'), 'utf8'), signerPem: readFileSync(join(cacerts, 'ca-cert.pem'), 'utf8'), serverName: 'localhost' };
     const warm = Math.ceil((WARMUP_MS / 1000) * s.poolRate);
     const count = warm + Math.ceil((DURATION_MS / 1000) * s.poolRate);

@@ -1,5 +1,6 @@
 // The floor under a certificate on this machine, side by side (issue #14): `npm run build && node bench/floor.mjs
-// [--rounds 3] [--duration 8] [--warmup 2] [--callers 64] [--only ec-p256,renewals] [--servers LIST] [--runtime BIN]
+// [--rounds 3] [--duration 8] [--warmup 2] [--callers 64] [--only ec-p256,renewals,rsa-2048] [--servers LIST]
+// [--runtime BIN] [--pool-rate N]
 // [--json FILE]`.
 //
 // The same pre-generated requests (bench/loadgen.mjs, raw node:http2, as `npm run bench`) go, in turn, to servers
@@ -19,7 +20,8 @@
 // with the pool's first slice (not measured), then sends the rest for --duration seconds. Per run: server CPU
 // per answered call (user + system, summed over the server's processes; /proc), its system part, calls/s.
 // Printed: per scenario and server the median of the rounds (range) and its ratio to svid-ca, round by round.
-// ec-p256 sends a fresh token per request; renewals reuses 1,000 workloads' tokens (as `npm run bench`).
+// ec-p256 sends a fresh token per request; renewals reuses 1,000 workloads' tokens; rsa-2048 signs with an RSA-2048
+// intermediate for RSA-2048 CSRs, a fresh token per request (as `npm run bench`).
 // --runtime BIN runs svid-ca and bench/bare-ca.mjs on another JavaScript runtime's binary (another Node, or Bun: its
 // node flags are then left out); the load generator stays on the node running this script.
 import { execFileSync, spawn } from 'node:child_process';
@@ -36,6 +38,7 @@ const { productionNodeFlags } = await import('./node-flags.mjs');
 const { cpuSeconds } = await import('./proc-stats.mjs');
 const { startSvidCa, stopServer } = await import('./svid-ca-server.mjs');
 const { goVersion, goMissing, buildGoCa, startGoCa } = await import('./go-ca-server.mjs');
+const { benchCacerts } = await import('./bench-cacerts.mjs');
 
 const args = process.argv.slice(2);
 const opt = (name, fallback) => (args.includes(name) ? args[args.indexOf(name) + 1] : fallback);
@@ -43,12 +46,13 @@ const ROUNDS = Number(opt('--rounds', '3'));
 const DURATION_MS = Number(opt('--duration', '8')) * 1000;
 const WARMUP_MS = Number(opt('--warmup', '2')) * 1000;
 const CALLERS = Number(opt('--callers', '64'));
-const POOL_RATE = Number(opt('--pool-rate', '6000'));
-const only = opt('--only', 'ec-p256,renewals').split(',');
+const poolRateArg = args.includes('--pool-rate') ? Number(opt('--pool-rate')) : undefined;
+const only = opt('--only', 'ec-p256,renewals,rsa-2048').split(',');
 const jsonFile = opt('--json');
 const SCENARIOS = [
-  { name: 'ec-p256', identities: 0 },
-  { name: 'renewals', identities: 1_000 },
+  { name: 'ec-p256', signer: 'dev', csrKey: 'ec-p256', identities: 0, poolRate: poolRateArg ?? 6_000 },
+  { name: 'renewals', signer: 'dev', csrKey: 'ec-p256', identities: 1_000, poolRate: poolRateArg ?? 6_000 },
+  { name: 'rsa-2048', signer: 'rsa-2048', csrKey: 'rsa-2048', identities: 0, poolRate: poolRateArg ?? 3_500 },
 ].filter((s) => only.includes(s.name));
 const goSkip = goMissing();
 const ALL_SERVERS = ['svid-ca', 'svid-ca-1', 'bare', 'crypto-only', 'echo', 'go-ca'];
@@ -67,19 +71,19 @@ const median = (xs) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-/** A localhost serving certificate from the dev intermediate, and the config file bench/bare-ca.mjs reads. */
-function prepareBare(dir, env) {
-  const c = env.cacertsDir;
-  const key = join(dir, 'bare-key.pem');
-  const csr = join(dir, 'bare.csr');
-  const leaf = join(dir, 'bare-leaf.pem');
-  const ext = join(dir, 'bare.ext');
+/** A localhost serving certificate from the intermediate of `c` (a cacerts folder), and the config file bench/bare-ca.mjs reads. */
+function prepareBare(dir, env, c, name) {
+  const at = (file) => join(dir, `${name}-${file}`);
+  const key = at('bare-key.pem');
+  const csr = at('bare.csr');
+  const leaf = at('bare-leaf.pem');
+  const ext = at('bare.ext');
   writeFileSync(ext, 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n');
   execFileSync('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-subj', '/CN=localhost', '-out', csr], { stdio: 'ignore' });
-  execFileSync('openssl', ['x509', '-req', '-in', csr, '-CA', join(c, 'ca-cert.pem'), '-CAkey', join(c, 'ca-key.pem'), '-CAcreateserial', '-CAserial', join(dir, 'bare.srl'), '-days', '2', '-extfile', ext, '-out', leaf], { stdio: 'ignore' });
-  writeFileSync(join(dir, 'bare-chain.pem'), readFileSync(leaf, 'utf8') + readFileSync(join(c, 'ca-cert.pem'), 'utf8'));
-  const config = join(dir, 'bare-ca.json');
-  writeFileSync(config, JSON.stringify({ cacertsDir: c, jwksFile: env.jwksFile, issuer: env.issuer, servingCert: join(dir, 'bare-chain.pem'), servingKey: key }));
+  execFileSync('openssl', ['x509', '-req', '-in', csr, '-CA', join(c, 'ca-cert.pem'), '-CAkey', join(c, 'ca-key.pem'), '-CAcreateserial', '-CAserial', at('bare.srl'), '-days', '2', '-extfile', ext, '-out', leaf], { stdio: 'ignore' });
+  writeFileSync(at('bare-chain.pem'), readFileSync(leaf, 'utf8') + readFileSync(join(c, 'ca-cert.pem'), 'utf8'));
+  const config = at('bare-ca.json');
+  writeFileSync(config, JSON.stringify({ cacertsDir: c, jwksFile: env.jwksFile, issuer: env.issuer, servingCert: at('bare-chain.pem'), servingKey: key }));
   return config;
 }
 
@@ -95,11 +99,12 @@ async function startBare(config, mode) {
 }
 
 function start(name, ctx) {
+  const cacerts = ctx.cacerts === ctx.env.cacertsDir ? [] : ['--cacerts', ctx.cacerts];
   switch (name) {
     case 'svid-ca':
-      return startSvidCa(ctx.dir, nodeArgs, [], process.env, RUNTIME);
+      return startSvidCa(ctx.dir, nodeArgs, cacerts, process.env, RUNTIME);
     case 'svid-ca-1':
-      return startSvidCa(ctx.dir, nodeArgs, ['--workers', '1'], process.env, RUNTIME);
+      return startSvidCa(ctx.dir, nodeArgs, ['--workers', '1', ...cacerts], process.env, RUNTIME);
     case 'bare':
       return startBare(ctx.bareConfig);
     case 'crypto-only':
@@ -107,7 +112,7 @@ function start(name, ctx) {
     case 'echo':
       return startBare(ctx.bareConfig, '--echo');
     case 'go-ca':
-      return startGoCa(ctx.goBin, ctx.env.cacertsDir, ctx.env);
+      return startGoCa(ctx.goBin, ctx.cacerts, ctx.env);
   }
   throw new Error(name);
 }
@@ -134,16 +139,18 @@ const dir = mkdtempSync(join(tmpdir(), 'svid-ca-floor-'));
 const runs = [];
 try {
   const env = await ensureDevEnvironment(join(dir, 'dev'));
-  const ctx = { dir, env, bareConfig: prepareBare(dir, env), goBin: join(dir, 'go-ca') };
+  const ctx = { dir, env, goBin: join(dir, 'go-ca') };
   if (servers.includes('go-ca')) buildGoCa(ctx.goBin);
   if (goSkip) log(`go-ca left out: ${goSkip}`);
   const RUNTIME_LINE = `runtime: ${runtimeVersion} (servers; load generator: Node ${process.version}), node flags ${nodeArgs.join(' ') || '(none)'}${servers.includes('go-ca') ? `; Go CA: ${goVersion}` : ''}; ${cpus().length} cores; ${CALLERS} callers, ${WARMUP_MS / 1000} s warm-up + ${DURATION_MS / 1000} s per run, ${ROUNDS} rounds`;
   log(RUNTIME_LINE);
   const jwks = JSON.parse(readFileSync(env.jwksFile, 'utf8'));
-  const target = { rootPem: readFileSync(join(env.cacertsDir, 'root-cert.pem'), 'utf8'), signerPem: readFileSync(join(env.cacertsDir, 'ca-cert.pem'), 'utf8'), serverName: 'localhost' };
   for (const s of SCENARIOS) {
-    const warm = Math.ceil((WARMUP_MS / 1000) * POOL_RATE);
-    const count = warm + Math.ceil((DURATION_MS / 1000) * POOL_RATE);
+    ctx.cacerts = benchCacerts(s.signer, dir, env);
+    ctx.bareConfig = prepareBare(dir, env, ctx.cacerts, s.name);
+    const target = { rootPem: readFileSync(join(ctx.cacerts, 'root-cert.pem'), 'utf8'), signerPem: readFileSync(join(ctx.cacerts, 'ca-cert.pem'), 'utf8'), serverName: 'localhost' };
+    const warm = Math.ceil((WARMUP_MS / 1000) * s.poolRate);
+    const count = warm + Math.ceil((DURATION_MS / 1000) * s.poolRate);
     const lg = forkMessenger(join(ROOT, 'bench', 'loadgen.mjs'));
     try {
       lg.child.send({
@@ -151,7 +158,7 @@ try {
         count,
         offset: 0,
         health: false,
-        generator: { csrKey: 'ec-p256', keyPoolSize: 0, trustDomain: 'cluster.local', validitySeconds: 86_400, identities: s.identities, issuedAt: Math.floor(Date.now() / 1000), jwt: { signingKeyPem: readFileSync(env.signingKeyFile, 'utf8'), kid: jwks.keys[0].kid, alg: jwks.keys[0].alg ?? 'RS256', issuer: env.issuer } },
+        generator: { csrKey: s.csrKey, keyPoolSize: s.csrKey === 'rsa-2048' ? 64 : 0, trustDomain: 'cluster.local', validitySeconds: 86_400, identities: s.identities, issuedAt: Math.floor(Date.now() / 1000), jwt: { signingKeyPem: readFileSync(env.signingKeyFile, 'utf8'), kid: jwks.keys[0].kid, alg: jwks.keys[0].alg ?? 'RS256', issuer: env.issuer } },
       });
       await lg.next('ready', 600_000);
       log(`${s.name}: ${count} requests pre-generated; the same pool goes to every server`);
