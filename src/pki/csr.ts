@@ -63,7 +63,8 @@ export interface ImportedKey {
  * Imports a CSR's public key with `importKey` and checks it is one we sign for: kind and size, an
  * RSA exponent that cannot make the signature check expensive, and SPKI bytes that are the key's
  * canonical DER (the leaf copies them). `importKey` returns the KeyObject, or the KeyObject with its
- * description (ImportedKey) when the bytes already say what the key is; the checks are the same. Shared by both CSR readers; runs before the signature check.
+ * description (ImportedKey) when the bytes already say what the key is; the checks are the same.
+ * Shared by both CSR readers; runs before the signature check.
  */
 export function acceptWorkloadKey(publicKeyDer: Buffer, importKey: (der: Buffer) => KeyObject | ImportedKey): ImportedKey {
   let imported: KeyObject | ImportedKey;
