@@ -42,7 +42,8 @@ function reference(der: Buffer): Outcome {
 
 const comparable = (p: ParsedCsr) => ({ ...p, publicKey: p.publicKey.export({ type: 'spki', format: 'der' }).toString('hex'), publicKeyDer: p.publicKeyDer.toString('hex') });
 
-const keys = { 'EC P-256': generateKeyPair('ec-p256').privateKey, 'RSA-2048': generateKeyPair('rsa-2048').privateKey };
+// EC P-256 and P-384 take the fast reader's head-matched import (key described from the head, issue #14).
+const keys = { 'EC P-256': generateKeyPair('ec-p256').privateKey, 'EC P-384': generateKeyPair('ec-p384').privateKey, 'RSA-2048': generateKeyPair('rsa-2048').privateKey };
 const validCsrs = Object.entries(keys).map(([name, privateKey]) => ({
   name,
   der: decodePem(buildCsrPem({ privateKey, sans: [{ type: 'uri', value: ID }], subjectOrganization: '' }))[0]!.der,

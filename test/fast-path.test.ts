@@ -15,6 +15,7 @@ import { JwtAuthenticator, VerifiedTokenCache } from '../src/auth/jwt.js';
 import {
   buildCsrPem,
   CsrError,
+  describeKey,
   encodePem,
   generateKeyPair,
   inspectCertificate,
@@ -231,6 +232,13 @@ describe('readCsrPem against parseCsrPem', () => {
     'openssl req, P-256 with a CN and O subject': () => opensslCsr(pemOf(generateKeyPair('ec-p256').privateKey), ['-addext', `subjectAltName=URI:${ID}`], '/CN=web/O=demo'),
     'openssl req, P-256 public key as a compressed point': () => opensslCsr(undefined, ['-addext', `subjectAltName=URI:${ID}`]),
   };
+  it('describes a head-matched EC key (P-256, P-384) exactly as describeKey describes the imported KeyObject', () => {
+    for (const spec of ['ec-p256', 'ec-p384'] as const) {
+      const parsed = readCsrPem(buildCsrPem({ privateKey: generateKeyPair(spec).privateKey, sans: [{ type: 'uri', value: ID }] }));
+      expect(parsed.key).toEqual(describeKey(parsed.publicKey));
+      expect(parsed.key).toEqual({ kind: 'ec', curve: spec === 'ec-p256' ? 'P-256' : 'P-384' });
+    }
+  });
   for (const [name, make] of Object.entries(valid)) {
     it(`same ParsedCsr for a valid CSR: ${name}`, () => {
       const pem = make();

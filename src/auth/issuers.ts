@@ -216,6 +216,15 @@ export class JwtIssuers implements Authenticator {
     return caller && own !== undefined ? { ...caller, clusterId: own } : caller;
   }
 
+  /** issue #14: see Authenticator.cachedClaim; each issuer's verified-token cache in turn (a token verifies with one issuer). */
+  cachedClaim(tokenKey: string): { value: string | undefined } | undefined {
+    for (const r of this.routes.values()) {
+      const claim = r.jwt.cachedClaim(tokenKey);
+      if (claim) return claim;
+    }
+    return undefined;
+  }
+
   private route(token: string): Route {
     if (this.routes.size === 1) return this.routes.values().next().value!;
     const iss = unverifiedIssuer(token);

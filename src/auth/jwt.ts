@@ -2,7 +2,7 @@ import { hash } from 'node:crypto';
 import { createVerifier, TokenError } from 'fast-jwt';
 import { FileKeySource, JwksUnavailableError, RemoteKeySource, TOKEN_ALGORITHMS, type JwksKey, type KeySetListener, type KeySetReload, type KeySource } from './jwks.js';
 import { isKubernetesName, parseServiceAccountUsername, spiffeId } from './spiffe.js';
-import { AuthError, type Authenticator, type CallCredentials, type Caller } from './types.js';
+import { AuthError, type Authenticator, type BearerKey, type CallCredentials, type Caller } from './types.js';
 
 export interface JwtAuthenticatorOptions {
   issuer: string;
@@ -38,7 +38,7 @@ export const MAX_KIDLESS_CANDIDATES = 8;
  * token it verified is dropped (dropVerifiedBy) and must verify again.
  */
 export class VerifiedTokenCache {
-  readonly #entries = new Map<string, { caller: Caller; expiresAtMs: number; verifiedBy: string }>();
+  readonly #entries = new Map<string, { caller: Caller; expiresAtMs: number; verifiedBy: string; claim: BearerKey['namespace'] }>();
 
   constructor(readonly maxEntries: number) {}
 
@@ -61,14 +61,26 @@ export class VerifiedTokenCache {
     return { ...entry.caller };
   }
 
-  /** Remembers a verified token until expiresAtMs (epoch ms); verifiedBy is the key's fingerprint. */
-  set(key: string, caller: Caller, expiresAtMs: number, nowMs: number = Date.now(), verifiedBy = ''): void {
+  /**
+   * Remembers a verified token until expiresAtMs (epoch ms); verifiedBy is the key's fingerprint, claim
+   * the namespace the token claims for the admission queue's order (BearerKey.namespace), when known.
+   */
+  set(key: string, caller: Caller, expiresAtMs: number, nowMs: number = Date.now(), verifiedBy = '', claim?: BearerKey['namespace']): void {
     if (this.maxEntries <= 0 || expiresAtMs <= nowMs) return;
     if (this.#entries.size >= this.maxEntries && !this.#entries.has(key)) {
       const oldest = this.#entries.keys().next().value;
       if (oldest !== undefined) this.#entries.delete(oldest);
     }
-    this.#entries.set(key, { caller: { ...caller }, expiresAtMs, verifiedBy });
+    this.#entries.set(key, { caller: { ...caller }, expiresAtMs, verifiedBy, claim });
+  }
+
+  /**
+   * issue #14: the namespace claim stored with the token of cache key `key`, undefined when none is.
+   * Read without the expiry check or removal of get(): the claim is a function of the token's bytes
+   * alone (so still right for an expired entry), and is used only to order work.
+   */
+  claimOf(key: string): BearerKey['namespace'] {
+    return this.#entries.get(key)?.claim;
   }
 
   /** Forgets every token verified by one of these key fingerprints; returns how many went. */
@@ -100,6 +112,30 @@ export function bearerToken(creds: CallCredentials): string | undefined {
   if (token.length === 0) throw new AuthError('unauthenticated', 'bearer token is empty');
   if (token.length > MAX_TOKEN_BYTES) throw new AuthError('unauthenticated', `bearer token is larger than ${MAX_TOKEN_BYTES} bytes`);
   return token;
+}
+
+/**
+ * issue #14: the call's bearer token and its verified-token-cache key, with the namespace claim one of
+ * `authenticators` has cached for it (Authenticator.cachedClaim); undefined when none of them keeps a
+ * verified-token cache, or the call has no bearer token bearerToken() accepts (the authenticators
+ * report that one in their turn). The token is hashed here once per call; the JWT authenticator
+ * reuses the key through CallCredentials.bearer.
+ */
+export function bearerKey(authenticators: readonly Authenticator[], authorization: string[]): BearerKey | undefined {
+  if (!authenticators.some((a) => a.cachedClaim !== undefined)) return undefined;
+  let token: string | undefined;
+  try {
+    token = bearerToken({ authorization, clusterId: [] });
+  } catch {
+    return undefined;
+  }
+  if (token === undefined) return undefined;
+  const key = VerifiedTokenCache.keyOf(token);
+  for (const authenticator of authenticators) {
+    const namespace = authenticator.cachedClaim?.(key);
+    if (namespace) return { token, key, namespace };
+  }
+  return { token, key };
 }
 
 interface KubernetesClaims {
@@ -169,7 +205,9 @@ export class JwtAuthenticator implements Authenticator {
   async authenticate(creds: CallCredentials): Promise<Caller | undefined> {
     const token = bearerToken(creds);
     if (token === undefined) return undefined;
-    const cacheKey = VerifiedTokenCache.keyOf(token);
+    // The key computed for the admission queue's lookup (bearerKey), when it is this very token's.
+    const bearer = creds.bearer?.token === token ? creds.bearer : undefined;
+    const cacheKey = bearer?.key ?? VerifiedTokenCache.keyOf(token);
     const cached = this.verified.get(cacheKey);
     if (cached) return cached;
     const header = readHeader(token);
@@ -182,8 +220,13 @@ export class JwtAuthenticator implements Authenticator {
     }
     const { payload, key } = this.verifyWith(keys, token, header);
     const caller = this.callerFrom(payload);
-    this.verified.set(cacheKey, caller, (payload.exp as number) * 1000, Date.now(), key.fingerprint);
+    this.verified.set(cacheKey, caller, (payload.exp as number) * 1000, Date.now(), key.fingerprint, bearer?.namespace);
     return caller;
+  }
+
+  /** issue #14: see Authenticator.cachedClaim. */
+  cachedClaim(tokenKey: string): BearerKey['namespace'] {
+    return this.verified.claimOf(tokenKey);
   }
 
   /** Verifies the token with the key its header names, or with each key of its alg when it names none. */

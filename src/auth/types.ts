@@ -10,6 +10,25 @@ export interface CallCredentials {
   cluster?: string | undefined;
   /** issue #16: the certificates the client presented (leaf first, DER), as the handshake verified them. */
   peerChain?: Buffer[] | undefined;
+  /**
+   * issue #14: the bearer token's verified-token-cache key, computed once per call (bearerKey) and used
+   * by the JWT authenticator only when `bearer.token` is the token it reads from `authorization`.
+   */
+  bearer?: BearerKey | undefined;
+}
+
+/**
+ * issue #14: a call's bearer token with its verified-token-cache key (SHA-256, base64), so the token is
+ * hashed once per call, and the namespace the token claims (the admission queue's order only, never a
+ * decision: see server/admission.ts claimedNamespace) when it is known.
+ */
+export interface BearerKey {
+  /** The token as bearerToken() reads it from the authorization header. */
+  token: string;
+  /** VerifiedTokenCache.keyOf(token). */
+  key: string;
+  /** The namespace the token claims, as claimedNamespace reads it: from a verified-token cache entry, or set by the caller once decoded. */
+  namespace?: { value: string | undefined } | undefined;
 }
 
 /** An authenticated caller. */
@@ -56,4 +75,9 @@ export class AuthError extends Error {
 export interface Authenticator {
   readonly name: string;
   authenticate(creds: CallCredentials): Promise<Caller | undefined>;
+  /**
+   * issue #14: the namespace claim stored with a token this authenticator verified, by its cache key
+   * (BearerKey.key); undefined when it holds none. For the admission queue's order only.
+   */
+  cachedClaim?(tokenKey: string): { value: string | undefined } | undefined;
 }

@@ -50,18 +50,31 @@ export function checkWorkloadKey(key: KeyDescription): void {
 }
 
 /**
+ * A CSR's imported public key and its description. An importer that knows the key's kind and curve
+ * from the bytes it matched (fast-csr.ts: the canonical P-256/P-384 SPKI heads) hands back both, so
+ * the key's details are not read back from OpenSSL (asymmetricKeyDetails: a C++ round trip per CSR).
+ */
+export interface ImportedKey {
+  publicKey: KeyObject;
+  key: KeyDescription;
+}
+
+/**
  * Imports a CSR's public key with `importKey` and checks it is one we sign for: kind and size, an
  * RSA exponent that cannot make the signature check expensive, and SPKI bytes that are the key's
- * canonical DER (the leaf copies them). Shared by both CSR readers; runs before the signature check.
+ * canonical DER (the leaf copies them). `importKey` returns the KeyObject, or the KeyObject with its
+ * description (ImportedKey) when the bytes already say what the key is; the checks are the same.
+ * Shared by both CSR readers; runs before the signature check.
  */
-export function acceptWorkloadKey(publicKeyDer: Buffer, importKey: (der: Buffer) => KeyObject): { publicKey: KeyObject; key: KeyDescription } {
-  let publicKey: KeyObject;
+export function acceptWorkloadKey(publicKeyDer: Buffer, importKey: (der: Buffer) => KeyObject | ImportedKey): ImportedKey {
+  let imported: KeyObject | ImportedKey;
   try {
-    publicKey = importKey(publicKeyDer);
+    imported = importKey(publicKeyDer);
   } catch {
     throw new CsrError('key', 'CSR public key cannot be read: use RSA 2048-8192 bits or EC P-256/P-384');
   }
-  const key = describeKey(publicKey);
+  const publicKey = 'publicKey' in imported ? imported.publicKey : imported;
+  const key = 'publicKey' in imported ? imported.key : describeKey(publicKey);
   checkWorkloadKey(key);
   const problem = rsaExponentProblem(publicKey, key) ?? spkiProblem(publicKeyDer, publicKey, key);
   if (problem) throw new CsrError('key', problem);

@@ -1,5 +1,5 @@
 import { createPublicKey, verify, type KeyObject } from 'node:crypto';
-import { acceptWorkloadKey, checkCsrCounts, CSR_LIMITS, formatIp, type CsrSans, type ParsedCsr } from './csr.js';
+import { acceptWorkloadKey, checkCsrCounts, CSR_LIMITS, formatIp, type CsrSans, type ImportedKey, type ParsedCsr } from './csr.js';
 import { CsrError } from './errors.js';
 import { EC_SPKI_HEADS, SIGNATURE_ALGORITHMS } from './keys.js';
 import { readDer, type DerElement } from './der.js';
@@ -131,15 +131,18 @@ function extensionCount(attributes: CsrParts['attributes']): number {
 /**
  * The CSR's public key as a KeyObject. OpenSSL 3's SPKI decoder costs ~130 us per key on this
  * class of machine, the JWK import ~60 us, so the common EC shapes (canonical SPKI, uncompressed
- * point) go through JWK: same key, and OpenSSL still checks the point lies on the curve. Anything
- * else takes the SPKI decoder.
+ * point) go through JWK: same key, and OpenSSL still checks the point lies on the curve; for them the
+ * key's description comes from the matched head (same as describeKey's). Anything else takes the SPKI
+ * decoder and is described by acceptWorkloadKey.
  */
-function importPublicKey(spki: Buffer): KeyObject {
+function importPublicKey(spki: Buffer): KeyObject | ImportedKey {
   for (const c of EC_SPKI_HEADS) {
     if (spki.length !== c.length || !spki.subarray(0, c.head.length).equals(c.head) || spki[c.head.length] !== 0x04) continue;
     const x = spki.subarray(c.head.length + 1, c.head.length + 1 + c.coordinateBytes);
     const y = spki.subarray(c.head.length + 1 + c.coordinateBytes);
-    return createPublicKey({ key: { kty: 'EC', crv: c.crv, x: x.toString('base64url'), y: y.toString('base64url') }, format: 'jwk' });
+    const publicKey = createPublicKey({ key: { kty: 'EC', crv: c.crv, x: x.toString('base64url'), y: y.toString('base64url') }, format: 'jwk' });
+    // The head names the curve, so the description is known without asking OpenSSL (describeKey).
+    return { publicKey, key: { kind: 'ec', curve: c.crv } };
   }
   return createPublicKey({ key: spki, format: 'der', type: 'spki' });
 }

@@ -7,12 +7,26 @@ export interface PemBlock {
 
 const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/g;
 
-/** Every PEM block in `text`, in order. Text outside blocks is ignored, as OpenSSL and Go do. */
+/**
+ * A PEM body that is base64 once CR, LF, tab and space are taken out: [A-Za-z0-9+/]* then at most two
+ * `=`, with those four whitespace characters anywhere. Tested on the body as it is, so no stripped
+ * copy is built (issue #14): one RegExp instead of a whitespace replace plus a RegExp, 1.6 -> 0.7 us
+ * per CSR; a hand-written pass over the char codes measured slower (2.1 us) than either.
+ */
+const BASE64_BODY = /^[A-Za-z0-9+/\r\n\t ]*(?:=[\r\n\t ]*){0,2}$/;
+
+/**
+ * Every PEM block in `text`, in order. Text outside blocks is ignored, as OpenSSL and Go do. A block
+ * whose body, without CR, LF, tab and space, is not base64 (A-Z a-z 0-9 + /, then at most two `=`
+ * at the end) is left out.
+ */
 export function decodePem(text: string): PemBlock[] {
   const blocks: PemBlock[] = [];
   for (const match of text.matchAll(PEM_BLOCK)) {
-    const body = (match[2] ?? '').replace(/[\r\n\t ]/g, '');
-    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body)) continue;
+    const body = match[2] ?? '';
+    if (!BASE64_BODY.test(body)) continue;
+    // Node's base64 decoder skips the whitespace itself: the same bytes as decoding the stripped body
+    // (test/pem-decode.test.ts holds it equal to the replace + RegExp this replaced).
     blocks.push({ type: match[1] ?? '', der: Buffer.from(body, 'base64') });
   }
   return blocks;

@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { AuthError, authenticateCall, authorizeSans, AuthzError, type AuthenticationOptions, type Authenticator, type Caller, type ImpersonationAuthorizer } from '../auth/index.js';
+import { AuthError, authenticateCall, authorizeSans, bearerKey, AuthzError, type AuthenticationOptions, type Authenticator, type Caller, type ImpersonationAuthorizer } from '../auth/index.js';
 import type { Authority, IssuedCertificate } from '../ca/index.js';
 import type { AuditLog, AuditRecord, CaMetrics, Logger } from '../observability/index.js';
 import { readCsrPem } from '../pki/index.js';
@@ -198,7 +198,7 @@ export function createCertificateHandler(deps: CertificateServiceDeps): Certific
       } catch {
         ctx.requestedTtl = undefined;
       }
-      const creds = { authorization, clusterId: clusterIds, peerCertificate, peerChain: peerCertificate ? deps.peerChain?.(call.getPeer()) : undefined };
+      const creds = { authorization, clusterId: clusterIds, peerCertificate, peerChain: peerCertificate ? deps.peerChain?.(call.getPeer()) : undefined, bearer };
       const caller = await authenticateCall(deps.authenticators, creds, deps.authOptions);
       ctx.caller = caller;
       const metadata = readRequestMetadata(call.request.metadata);
@@ -250,7 +250,12 @@ export function createCertificateHandler(deps: CertificateServiceDeps): Certific
     const authorization = firstString(call.metadata, 'authorization');
     // grpc-js exposes the client certificate only when the handshake verified it (--client-cert-auth).
     const peerCertificate = call.getAuthContext?.()?.sslPeerCertificate?.raw;
-    const priority = deps.admission.isPriority(claimedNamespace(authorization));
+    // issue #14: the token is hashed once (its verified-token-cache key, handed on to authentication);
+    // a token already verified (an agent's renewal) has its claimed namespace in the cache, so only
+    // the others' payloads are decoded here. Either way the same namespace, for the order only.
+    const bearer = bearerKey(deps.authenticators, authorization);
+    if (bearer && !bearer.namespace) bearer.namespace = { value: claimedNamespace(authorization) };
+    const priority = deps.admission.isPriority(bearer ? bearer.namespace!.value : claimedNamespace(authorization));
     if (!deps.admission.tryAdmit(priority)) {
       finish(
         undefined,

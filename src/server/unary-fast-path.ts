@@ -24,6 +24,7 @@ import type * as http2 from 'node:http2';
 import { TLSSocket } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import type { CertificateCall } from './certificate-service.js';
+import { headerMetadata } from './header-metadata.js';
 import type { IstioCertificateRequest, IstioCertificateResponse } from './proto.js';
 import { grpcHttp2Servers } from './transport-limits.js';
 
@@ -226,7 +227,7 @@ function serveUnary(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttp
     }
     const call: CertificateCall = {
       request,
-      metadata: grpc.Metadata.fromHttp2Headers(headers),
+      metadata: headerMetadata(headers),
       getPeer: () => peerOf(stream),
       getAuthContext: () => authContextOf(stream),
     };
