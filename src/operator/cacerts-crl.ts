@@ -41,7 +41,7 @@ export const CRL_FLAGS: FlagSpec[] = [
   { name: 'next-update', kind: 'duration', default: '720h', help: 'nextUpdate of the CRL from now: renew it before then (alert SvidCaCrlNextUpdateWithin7Days)' },
   // crl-safety: a new CRL file continues the issuer's CRL in use; a retired CA's CRL is dropped by a command.
   { name: 'from', kind: 'string', help: "the ca-crl.pem in use (e.g. current/ca-crl.pem): when --out has no CRL of --issuer, or an older one, the issuer's CRL in this file is renewed instead (its revocations kept, its CRL number up by one), so a CRL started in a new folder never goes back in number or forgets a revocation; only the --issuer's CRL is taken from it. A missing file means no CRL in use" },
-  { name: 'drop-issuer', kind: 'list', help: "take the CRL of this CA (its subject as cacerts verify prints it, e.g. 'O=svid-ca, CN=old intermediate', or its SKI in hex) out of --out: for the CRL of an intermediate the folder no longer uses; without --issuer, nothing is signed" },
+  { name: 'drop-issuer', kind: 'string', help: "take the CRL of this CA (its subject as cacerts verify prints it, e.g. 'O=svid-ca, CN=old intermediate', or its SKI in hex) out of --out: for the CRL of an intermediate the folder no longer uses; without --issuer, nothing is signed; one CA per run" },
   { name: 'signing-key', kind: 'string', help: "PKCS#11 URI of the issuer's key: sign on the token (issue #17 folders hold only the certificate)" },
   ...TOKEN_FLAGS,
 ];
@@ -193,7 +193,9 @@ export function crlCommand(argv: string[], out: Out): number {
   const dir = values.get('issuer') as string | undefined;
   const file = values.get('out') as string | undefined;
   if (!file) throw new ConfigError('--out: a value is required');
-  const drops = (values.get('drop-issuer') as string[] | undefined) ?? [];
+  // One issuer per run: a subject holds commas, so the flag is no comma list.
+  const dropIssuer = values.get('drop-issuer') as string | undefined;
+  const drops = dropIssuer === undefined ? [] : [dropIssuer];
   let text = existsSync(file) ? readFileSync(file, 'utf8') : '';
   if (drops.length > 0) {
     text = dropIssuers(file, text, drops, out);
