@@ -199,7 +199,7 @@ export class CacertsReloader {
       const what =
         rollback.kind === 'rollback'
           ? `has a lower CRL number than the one in use, ${crlLabel(rollback.current)}: an older CRL is a rollback that would trust again what the newer one revokes (RFC 5280 5.2.3: CRL numbers increase)`
-          : `has the same CRL number as the one in use but other contents: a changed CRL takes the next number`;
+          : `has the same CRL number as the one in use but revokes other serials: a changed CRL takes the next number`;
       return {
         result: 'failure',
         error: new BundleError(

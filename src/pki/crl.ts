@@ -295,8 +295,9 @@ export function signCrl(template: CrlTemplate, signer: Signer): string {
 /**
  * How the CRLs of one issuer changed from a bundle in use (`current`) to the next one (issue crl-safety):
  * `rollback` when the next CRL's cRLNumber is lower (RFC 5280 5.2.3: CRL numbers increase, so a lower
- * one is an older CRL put back), `sameNumber` when both have the same number but different bytes (two
- * different CRLs under one number: a client that has one never takes the other), `unrevoked` the serials
+ * one is an older CRL put back), `sameNumber` when both have the same number but revoke different
+ * serials (two different CRLs under one number: a client that has one may never take the other; the same serials
+ * re-signed under the same number, e.g. a later nextUpdate, is no change), `unrevoked` the serials
  * the current CRL revokes that the next one no longer lists, `dropped` a current CRL whose issuer has no
  * CRL in the next set (clients lose it). CRLs are "of the same issuer" when their issuer names and the
  * verifying keys are equal. A CRL without a cRLNumber is compared by serials only.
@@ -311,6 +312,8 @@ export interface CrlChange {
 }
 
 /** Every change between the CRLs in use and the next ones, one per issuer and kind; [] when nothing is lost or rolled back. */
+const serialSet = (crl: LoadedCrl) => crl.revoked.map((r) => r.serialHex).sort().join(',');
+
 export function compareCrlSets(current: readonly LoadedCrl[], next: readonly LoadedCrl[]): CrlChange[] {
   const changes: CrlChange[] = [];
   for (const cur of current) {
@@ -321,7 +324,7 @@ export function compareCrlSets(current: readonly LoadedCrl[], next: readonly Loa
     }
     if (cur.number !== undefined && nxt.number !== undefined) {
       if (BigInt(nxt.number) < BigInt(cur.number)) changes.push({ issuer: cur.issuer, current: cur, next: nxt, kind: 'rollback', serials: [] });
-      else if (BigInt(nxt.number) === BigInt(cur.number) && !nxt.der.equals(cur.der)) changes.push({ issuer: cur.issuer, current: cur, next: nxt, kind: 'sameNumber', serials: [] });
+      else if (BigInt(nxt.number) === BigInt(cur.number) && serialSet(nxt) !== serialSet(cur)) changes.push({ issuer: cur.issuer, current: cur, next: nxt, kind: 'sameNumber', serials: [] });
     }
     const lost = cur.revoked.filter((r) => !nxt.revoked.some((n) => n.serialHex === r.serialHex)).map((r) => r.serialHex);
     if (lost.length > 0) changes.push({ issuer: cur.issuer, current: cur, next: nxt, kind: 'unrevoked', serials: lost });
@@ -336,7 +339,7 @@ export function describeCrlChange(c: CrlChange): string {
     case 'rollback':
       return `the CRL of "${c.issuer}" goes back from number ${c.current.number} to number ${c.next!.number}: CRL numbers only increase (RFC 5280 5.2.3), so this is an older CRL`;
     case 'sameNumber':
-      return `the CRL of "${c.issuer}" keeps number ${c.current.number} but its contents differ: a new CRL takes the next number`;
+      return `the CRL of "${c.issuer}" keeps number ${c.current.number} but revokes other serials: a changed CRL takes the next number`;
     case 'unrevoked':
       return `the CRL of "${c.issuer}" (${numbers}) no longer revokes serial ${c.serials.join(', ')}: those certificates would be trusted again`;
     case 'dropped':
