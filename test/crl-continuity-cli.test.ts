@@ -94,6 +94,15 @@ describe('CRL continuity across rotations', () => {
     expect(plan.out).not.toContain('REFUSED');
     expect(plan.out).toContain(`warning: there is no CRL of "${subjectOf('current/ca-cert.pem')}" (number 1, revoking nothing) any more: clients lose it (next no longer has that CA`);
     expect(svidCa('cacerts', 'verify', 'next', '--previous', 'current').status).toBe(0);
+    // Run again, --out already holds a newer CRL of the root than --from: the newer one is renewed (3 -> 4), never the older.
+    expect(ok('cacerts', 'crl', '--issuer', 'offline/root1', '--from', 'current/ca-crl.pem', '--out', 'next/ca-crl.pem')).toContain('(renewed from number 3)');
+    expect(openssl('crl', '-in', at('next/ca-crl.pem'), '-noout', '-crlnumber')).toContain('crlNumber=0x04');
+    // A --from that is not a CRL file is refused as --from, and nothing is written.
+    const before = readFileSync(at('next/ca-crl.pem'), 'utf8');
+    const notCrl = svidCa('cacerts', 'crl', '--issuer', 'offline/root1', '--from', 'current/ca-cert.pem', '--out', 'next/ca-crl.pem');
+    expect(notCrl.status).toBe(2);
+    expect(notCrl.out).toMatch(/^svid-ca: --from: current\/ca-cert\.pem is not one CRL of .* \(it holds a PEM CERTIFICATE block; a CRL file holds only X509 CRL blocks\); give the ca-crl\.pem in use of this issuer$/m);
+    expect(readFileSync(at('next/ca-crl.pem'), 'utf8')).toBe(before);
     // --from a missing file starts at 1 and says so.
     expect(ok('cacerts', 'crl', '--issuer', 'offline/root1', '--from', 'nowhere/ca-crl.pem', '--out', 'fresh-crl.pem')).toContain('--from nowhere/ca-crl.pem does not exist');
     expect(openssl('crl', '-in', at('fresh-crl.pem'), '-noout', '-crlnumber')).toContain('crlNumber=0x01');

@@ -138,7 +138,14 @@ function previousFrom(from: string, issuer: X509Certificate, now: Date, out: Out
     out(`--from ${from} does not exist: no CRL in use, so the CRL starts at number 1`);
     return undefined;
   }
-  const previous = crlFile(from, readFileSync(from, 'utf8'), issuer, now).previous;
+  let previous: LoadedCrl | undefined;
+  try {
+    previous = crlFile(from, readFileSync(from, 'utf8'), issuer, now).previous;
+  } catch (err) {
+    // crlFile words its refusals for --out; here the file is --from's.
+    if (err instanceof ConfigError) throw new ConfigError(err.message.replace(/^--out: /, '--from: ').replace(/; choose another --out, or move it away$/, '; give the ca-crl.pem in use of this issuer'));
+    throw err;
+  }
   out(previous ? `--from ${from}: continuing ${crlLabel(previous)}` : `--from ${from} holds no CRL of ${subjectText(issuer)}: the CRL starts at number 1`);
   return previous;
 }
