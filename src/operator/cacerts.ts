@@ -15,12 +15,13 @@ export const CACERTS_USAGE = `svid-ca cacerts: build, check and rotate cacerts f
 
   svid-ca cacerts init-root --out DIR [--key ec-p256|ec-p384|rsa-2048|rsa-4096] [--ttl DUR] [--subject 'O=..,CN=..' | --org O --cn CN]
   svid-ca cacerts init-intermediate --root DIR --out DIR [--ttl DUR] [--cluster NAME] [--key KEY] [--subject ..|--org O --cn CN]
-  svid-ca cacerts verify DIR [--at TIME] [--trust-domain TD] [--serving-dns NAMES]
+  svid-ca cacerts verify DIR [--at TIME] [--trust-domain TD] [--serving-dns NAMES] [--previous CURRENT_DIR]
   svid-ca cacerts init-intermediate --key-uri URI --pkcs11-module SO --pkcs11-pin-file F (--root DIR --out DIR | --csr-out FILE) [--key KEY]
   svid-ca cacerts verify DIR --signing-key URI --pkcs11-module SO --pkcs11-pin-file F [--at TIME] [--trust-domain TD] [--serving-dns NAMES]
   svid-ca cacerts bundle OLD_DIR NEW_DIR --out DIR --signer old|new [--trust-domain TD] [--serving-dns NAMES]
   svid-ca cacerts plan-rotation OLD_DIR NEW_DIR [--max-ttl DUR]
-  svid-ca cacerts crl --issuer DIR --out FILE [--revoke CERT.pem ...] [--reason REASON] [--unrevoke SERIAL ...] [--next-update DUR]
+  svid-ca cacerts crl --issuer DIR --out FILE [--from CURRENT_CRL_FILE] [--revoke CERT.pem ...] [--reason REASON] [--unrevoke SERIAL ...] [--next-update DUR]
+  svid-ca cacerts crl --out FILE --drop-issuer 'SUBJECT'|SKI
 
 Nothing is overwritten: a folder that already holds a file to be written is refused unless --force,
 and a private key is never replaced unless --force-key. svid-ca cacerts COMMAND --help: its flags.
@@ -321,11 +322,6 @@ function planRotation(argv: string[], out: Out): number {
   const oldB = loadCacerts(oldDir);
   const newB = loadCacerts(newDir);
   const roots = compareRoots(oldB, newB);
-  // crl-safety: a CRL that goes back or forgets a revocation is refused before any step is printed.
-  if (crlContinuity(oldB, newB, oldDir, newDir, out) !== 0) {
-    out(`plan-rotation: no steps printed; fix ${join(newDir, 'ca-crl.pem')} first`);
-    return 1;
-  }
   const wait = formatGoDuration(values.get('max-ttl') as number);
   const named = (c: LoadedCertificate) => `${subjectText(c.x509) || '(empty subject)'} (SKI ${skiHex(c)})`;
   const only = (a: SigningBundle, b: SigningBundle) => a.roots.filter((r) => !b.roots.some((o) => o.der.equals(r.der))).map(named);
@@ -337,6 +333,11 @@ function planRotation(argv: string[], out: Out): number {
   for (const [when, b] of [['now', oldB], ['next', newB]] as const) {
     out(`CRLs ${when}:${b.crls.length === 0 ? ' none' : ''}`);
     for (const crl of b.crls) for (const line of describeCrl(crl, new Date())) out(line);
+  }
+  // crl-safety: a CRL that goes back or forgets a revocation is refused before any step is printed.
+  if (crlContinuity(oldB, newB, oldDir, newDir, out) !== 0) {
+    out(`plan-rotation: no steps printed; fix ${join(newDir, 'ca-crl.pem')} first`);
+    return 1;
   }
   const revokedNow = revocationOf(oldB.signingCert.x509, newB.crls);
   if (revokedNow) out(`note: the next CRL revokes the current signer (${describeRevocation(oldB.signingCert.x509, revokedNow)}): clients that check CRLs refuse leaves issued under it once the CRL is published`);
