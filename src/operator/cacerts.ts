@@ -211,7 +211,7 @@ const VERIFY_FLAGS: FlagSpec[] = [
   { name: 'at', kind: 'string', help: 'check as of this time (ISO 8601); default: now' },
   ...PROBE_FLAGS,
   // crl-safety: the folder in use, to refuse CRLs that go back in number or forget a revocation.
-  { name: 'previous', kind: 'string', help: "the cacerts folder in use: refuse (exit 1) when a CRL of DIR has a lower CRL number than the same CA's CRL there, the same number with other contents, or no longer revokes a serial it revokes" },
+  { name: 'previous', kind: 'string', help: "the cacerts folder in use: refuse (exit 1) when a CRL of DIR has a lower CRL number than the same CA's CRL there, the same number revoking other serials, or no longer revokes a serial it revokes" },
 ];
 
 function verify(argv: string[], out: Out): number {
@@ -231,7 +231,7 @@ function verify(argv: string[], out: Out): number {
 
 /**
  * crl-safety: refuses (returns 1, one `REFUSED:` line per problem) CRLs of `nextDir` that are older than the same
- * CA's CRL in `currentDir` (lower cRLNumber, or the same number with other bytes), or that no longer revoke a serial
+ * CA's CRL in `currentDir` (lower cRLNumber, or the same number revoking other serials), or that no longer revoke a serial
  * revoked there (RFC 5280 5.2.3: numbers increase; a CRL renewal keeps revocations); each line names the issuer,
  * the numbers and serials, and the `cacerts crl --from` command that fixes it. Warns (0) for a CA whose CRL NEXT no
  * longer has: applying it takes that CRL from clients. Same issuer = same issuer name and key.
