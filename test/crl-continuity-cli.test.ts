@@ -53,7 +53,9 @@ describe('CRL continuity across rotations', () => {
   it('a root CRL started afresh in next/ un-revokes and goes back in number: OpenSSL shows it; plan-rotation and verify --previous refuse it', () => {
     expect(revokedByRoot('retired/ca-cert.pem', 'current/ca-crl.pem')).toMatch(/certificate revoked/);
     ok('cacerts', 'init-intermediate', '--root', 'offline/root1', '--out', 'bad-next', '--cluster', 'east');
-    ok('cacerts', 'crl', '--issuer', 'offline/root1', '--out', 'bad-next/ca-crl.pem', '--revoke', 'current/ca-cert.pem', '--reason', 'keyCompromise');
+    expect(ok('cacerts', 'crl', '--issuer', 'offline/root1', '--out', 'bad-next/ca-crl.pem', '--revoke', 'current/ca-cert.pem', '--reason', 'keyCompromise')).toContain(
+      `note: a new CRL (number 1): if ${rootSubject} has a CRL in use (e.g. in the current folder's ca-crl.pem), renew that one instead with --from <that file>`,
+    );
     ok('cacerts', 'crl', '--issuer', 'bad-next', '--out', 'bad-next/ca-crl.pem');
     // The fixture is bad as OpenSSL sees it: "retired" passes the CRL check again, and the number is back at 1.
     expect(revokedByRoot('retired/ca-cert.pem', 'bad-next/ca-crl.pem')).toMatch(/: OK/);
