@@ -7,6 +7,7 @@ import {
   BundleError,
   CRL_REASONS,
   crlIssuerName,
+  crlIssuerOf,
   crlLabel,
   decodePem,
   inspectCertificate,
@@ -38,6 +39,9 @@ export const CRL_FLAGS: FlagSpec[] = [
   { name: 'reason', kind: 'string', help: `CRL reason code of the certificates of this --revoke: ${REASONS.join(', ')} (default: none, as RFC 5280 advises instead of unspecified)` },
   { name: 'unrevoke', kind: 'list', help: 'serial number(s) (hex, as openssl and cacerts verify print them) to take off the CRL when renewing it' },
   { name: 'next-update', kind: 'duration', default: '720h', help: 'nextUpdate of the CRL from now: renew it before then (alert SvidCaCrlNextUpdateWithin7Days)' },
+  // crl-safety: a new CRL file continues the issuer's CRL in use; a retired CA's CRL is dropped by a command.
+  { name: 'from', kind: 'string', help: "the ca-crl.pem in use (e.g. current/ca-crl.pem): when --out has no CRL of --issuer, or an older one, the issuer's CRL in this file is renewed instead (its revocations kept, its CRL number up by one), so a CRL started in a new folder never goes back in number or forgets a revocation; only the --issuer's CRL is taken from it. A missing file means no CRL in use" },
+  { name: 'drop-issuer', kind: 'string', help: "take the CRL of this CA (its subject as cacerts verify prints it, e.g. 'O=svid-ca, CN=old intermediate', or its SKI in hex) out of --out: for the CRL of an intermediate the folder no longer uses; without --issuer, nothing is signed; one CA per run" },
   { name: 'signing-key', kind: 'string', help: "PKCS#11 URI of the issuer's key: sign on the token (issue #17 folders hold only the certificate)" },
   ...TOKEN_FLAGS,
 ];
@@ -92,9 +96,7 @@ const PEM_BLOCK_SPAN = /-----BEGIN ([A-Z0-9 ]+)-----[\s\S]*?-----END \1-----\r?\
  * X509 CRL; at most one of them is the issuer's (by issuer name), and that one is checked (signature by the
  * issuer's key) to be renewed. Blocks of other issuers are not checked here: they are kept as they are.
  */
-function crlFile(file: string, issuer: X509Certificate, now: Date): CrlFile {
-  if (!existsSync(file)) return { text: '', others: 0 };
-  const text = readFileSync(file, 'utf8');
+function crlFile(file: string, text: string, issuer: X509Certificate, now: Date): CrlFile {
   const issuerName = inspectCertificate(Buffer.from(issuer.raw)).subjectDer;
   const notRenewable = (why: string) => new ConfigError(`--out: ${file} is not one CRL of ${subjectText(issuer)} to renew (${why}); choose another --out, or move it away`);
   const spans = [...text.matchAll(PEM_BLOCK_SPAN)];
@@ -128,6 +130,55 @@ function crlFile(file: string, issuer: X509Certificate, now: Date): CrlFile {
   }
 }
 
+const numberOf = (crl: LoadedCrl) => (crl.number === undefined ? -1n : BigInt(crl.number));
+
+/** The --issuer's CRL in the --from file (checked like --out's), or undefined when the file is missing or has none. */
+function previousFrom(from: string, issuer: X509Certificate, now: Date, out: Out): LoadedCrl | undefined {
+  if (!existsSync(from)) {
+    out(`--from ${from} does not exist: no CRL in use, so the CRL starts at number 1`);
+    return undefined;
+  }
+  let previous: LoadedCrl | undefined;
+  try {
+    previous = crlFile(from, readFileSync(from, 'utf8'), issuer, now).previous;
+  } catch (err) {
+    // crlFile words its refusals for --out; here the file is --from's.
+    if (err instanceof ConfigError) throw new ConfigError(err.message.replace(/^--out: /, '--from: ').replace(/; choose another --out, or move it away$/, '; give the ca-crl.pem in use of this issuer'));
+    throw err;
+  }
+  out(previous ? `--from ${from}: continuing ${crlLabel(previous)}` : `--from ${from} holds no CRL of ${subjectText(issuer)}: the CRL starts at number 1`);
+  return previous;
+}
+
+/** `text` without the CRL blocks whose issuer subject or authorityKeyIdentifier matches one of `drops`; each drop must match a block. */
+function dropIssuers(file: string, text: string, drops: string[], out: Out): string {
+  const blocks = [...text.matchAll(PEM_BLOCK_SPAN)].map((m) => {
+    const der = decodePem(m[0])[0]?.der;
+    let who: { subject: string; keyId: string | undefined } | undefined;
+    try {
+      who = der && m[1] === 'X509 CRL' ? crlIssuerOf(der) : undefined;
+    } catch {
+      who = undefined;
+    }
+    return { m, who };
+  });
+  const norm = (v: string) => v.replace(/\s*,\s*/g, ', ').trim();
+  const hex = (v: string) => v.replace(/:/g, '').toLowerCase();
+  let kept = text;
+  for (const drop of drops) {
+    const hits = blocks.filter((b) => b.who && (norm(b.who.subject) === norm(drop) || (b.who.keyId !== undefined && b.who.keyId === hex(drop))));
+    if (hits.length === 0) {
+      const held = blocks.map((b) => (b.who ? `"${b.who.subject}"` : '(unparsable block)')).join(', ') || 'none';
+      throw new ConfigError(`--drop-issuer: ${file} holds no CRL of "${drop}" (it holds CRLs of: ${held}); give the issuer's subject as cacerts verify prints it, or its SKI in hex`);
+    }
+    for (const hit of hits) {
+      kept = kept.replace(hit.m[0], '');
+      out(`dropped the CRL of "${hit.who!.subject}" from ${file}: clients given this file no longer check that CA's revocations`);
+    }
+  }
+  return kept;
+}
+
 /** `file`'s text with `pem` in place of the issuer's block (others kept byte for byte, order kept), or appended. */
 function withCrl(file: CrlFile, pem: string): string {
   if (file.span) return file.text.slice(0, file.span.start) + pem + file.text.slice(file.span.end);
@@ -148,15 +199,30 @@ export function crlCommand(argv: string[], out: Out): number {
   const { values } = parseFlags(CRL_FLAGS, argv, {});
   const dir = values.get('issuer') as string | undefined;
   const file = values.get('out') as string | undefined;
-  if (!dir) throw new ConfigError('--issuer: a value is required');
   if (!file) throw new ConfigError('--out: a value is required');
+  // One issuer per run: a subject holds commas, so the flag is no comma list.
+  const dropIssuer = values.get('drop-issuer') as string | undefined;
+  const drops = dropIssuer === undefined ? [] : [dropIssuer];
+  let text = existsSync(file) ? readFileSync(file, 'utf8') : '';
+  if (drops.length > 0) {
+    text = dropIssuers(file, text, drops, out);
+    if (!dir) {
+      writeFolder(dirname(file) || '.', { [basename(file)]: text }, { force: true, forceKey: false });
+      out(`wrote ${file}; check the folder with svid-ca cacerts verify before applying it`);
+      return 0;
+    }
+  }
+  if (!dir) throw new ConfigError('--issuer: a value is required (or --drop-issuer alone)');
   const reasonText = values.get('reason') as string | undefined;
   if (reasonText !== undefined && !REASONS.includes(reasonText as CrlReason)) throw new ConfigError(`--reason: invalid value "${reasonText}" (want one of ${REASONS.join(', ')})`);
   const now = new Date();
   const { cert, signer, close } = issuerSigner(dir, values);
   try {
-    const existing = crlFile(file, cert, now);
-    const previous = existing.previous;
+    const existing = crlFile(file, text, cert, now);
+    const from = values.get('from') as string | undefined;
+    const inUse = from === undefined ? undefined : previousFrom(from, cert, now, out);
+    // The newer of --out's and --from's CRL of the issuer is the one renewed (a CRL number never goes back).
+    const previous = inUse && (!existing.previous || numberOf(inUse) > numberOf(existing.previous)) ? inUse : existing.previous;
     const unrevoke = ((values.get('unrevoke') as string[] | undefined) ?? []).map(serialOf);
     const unknown = unrevoke.filter((s) => !previous?.revoked.some((r) => r.serialHex === s));
     if (unknown.length > 0) throw new ConfigError(`--unrevoke: serial ${unknown.join(', ')} is not on ${file}`);
@@ -185,6 +251,8 @@ export function crlCommand(argv: string[], out: Out): number {
     const kept = existing.others > 0 ? `; kept the ${existing.others} CRL(s) of other issuers in it` : '';
     out(`wrote ${file}: ${crlLabel(crl!)}${previous ? ` (renewed from number ${previous.number ?? 'none'})` : existing.others > 0 ? ' (added)' : ''}${kept}`);
     for (const line of describeCrl(crl!, now)) out(line);
+    // crl-safety: a CRL started afresh where one is in use would un-revoke and go back in number.
+    if (!previous && from === undefined) out(`note: a new CRL (number 1): if ${subjectText(cert)} has a CRL in use (e.g. in the current folder's ca-crl.pem), renew that one instead with --from <that file>, or its revocations are lost and the number goes back`);
     out(`put it in the cacerts folder as ca-crl.pem (Istio layout; the Kubernetes TLS layout has no CRL file): it must hold a CRL of every CA of the chain (signing certificate, cert-chain.pem, root), so run svid-ca cacerts crl with the same --out once per CA; check it with svid-ca cacerts verify, and apply the folder`);
     return 0;
   } finally {

@@ -4,7 +4,7 @@ import { X509Certificate } from 'node:crypto';
 import { bundleFromFiles, createIntermediateCa, createRootCa, loadCacerts, readCacertsFiles, compareRoots, DEFAULT_PROBE_NAMES, ISTIO_FILES } from '../ca/index.js';
 import { formatGoDuration } from '../duration.js';
 import { ConfigError, flagHelp, parseFlags, type FlagSpec } from '../flags.js';
-import { BundleError, decodePem, describeRevocation, encodePem, inspectCertificate, revocationOf, KEY_SPECS, subjectText, type KeySpec, type LoadedCertificate, type ProbeNames, type SigningBundle } from '../pki/index.js';
+import { BundleError, compareCrlSets, describeCrlChange, decodePem, describeRevocation, encodePem, inspectCertificate, revocationOf, KEY_SPECS, subjectText, type KeySpec, type LoadedCertificate, type ProbeNames, type SigningBundle } from '../pki/index.js';
 import { refuseOverwrite, writeFolder, type OverwritePolicy } from './safe-write.js';
 import { hasFlag, initIntermediateOnToken, INIT_INTERMEDIATE_TOKEN_FLAGS, verifyOnToken, VERIFY_TOKEN_FLAGS } from './cacerts-token.js';
 import type { Pkcs11SigningKeySource } from '../ca/index.js';
@@ -15,12 +15,13 @@ export const CACERTS_USAGE = `svid-ca cacerts: build, check and rotate cacerts f
 
   svid-ca cacerts init-root --out DIR [--key ec-p256|ec-p384|rsa-2048|rsa-4096] [--ttl DUR] [--subject 'O=..,CN=..' | --org O --cn CN]
   svid-ca cacerts init-intermediate --root DIR --out DIR [--ttl DUR] [--cluster NAME] [--key KEY] [--subject ..|--org O --cn CN]
-  svid-ca cacerts verify DIR [--at TIME] [--trust-domain TD] [--serving-dns NAMES]
+  svid-ca cacerts verify DIR [--at TIME] [--trust-domain TD] [--serving-dns NAMES] [--previous CURRENT_DIR]
   svid-ca cacerts init-intermediate --key-uri URI --pkcs11-module SO --pkcs11-pin-file F (--root DIR --out DIR | --csr-out FILE) [--key KEY]
   svid-ca cacerts verify DIR --signing-key URI --pkcs11-module SO --pkcs11-pin-file F [--at TIME] [--trust-domain TD] [--serving-dns NAMES]
   svid-ca cacerts bundle OLD_DIR NEW_DIR --out DIR --signer old|new [--trust-domain TD] [--serving-dns NAMES]
   svid-ca cacerts plan-rotation OLD_DIR NEW_DIR [--max-ttl DUR]
-  svid-ca cacerts crl --issuer DIR --out FILE [--revoke CERT.pem ...] [--reason REASON] [--unrevoke SERIAL ...] [--next-update DUR]
+  svid-ca cacerts crl --issuer DIR --out FILE [--from CURRENT_CRL_FILE] [--revoke CERT.pem ...] [--reason REASON] [--unrevoke SERIAL ...] [--next-update DUR]
+  svid-ca cacerts crl --out FILE --drop-issuer 'SUBJECT'|SKI
 
 Nothing is overwritten: a folder that already holds a file to be written is refused unless --force,
 and a private key is never replaced unless --force-key. svid-ca cacerts COMMAND --help: its flags.
@@ -151,9 +152,10 @@ function initIntermediate(argv: string[], out: Out): number {
  * The command the runbooks use to load a cacerts folder: create-or-update (`--dry-run=client -o yaml |
  * kubectl apply -f -`), so it also works when the Secret exists, as it does during a rotation.
  */
-function applySecretCommand(dir: string, multiline = false): string {
+function applySecretCommand(dir: string, multiline = false, withCrl = existsSync(join(dir, 'ca-crl.pem'))): string {
   // issue #16: a folder with ca-crl.pem loads it too (dropping it from the Secret is how a CRL is cleared).
-  const names = ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem', ...(existsSync(join(dir, 'ca-crl.pem')) ? ['ca-crl.pem'] : [])];
+  // crl-safety: `withCrl` for a folder not written yet (plan-rotation's step1/step3, which cacerts bundle gives the CRL of).
+  const names = ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem', ...(withCrl ? ['ca-crl.pem'] : [])];
   const files = names.map((f) => `--from-file=${join(dir, f)}`);
   const parts = ['kubectl create secret generic cacerts -n istio-system', files.slice(0, 2).join(' '), files.slice(2).join(' '), '--dry-run=client -o yaml | kubectl apply -f -'];
   return multiline ? `  ${parts.join(' \\\n    ')}` : parts.join(' ');
@@ -205,7 +207,12 @@ export function verifyFolder(dir: string, atGiven: Date | undefined, out: Out, n
   return 0;
 }
 
-const VERIFY_FLAGS: FlagSpec[] = [{ name: 'at', kind: 'string', help: 'check as of this time (ISO 8601); default: now' }, ...PROBE_FLAGS];
+const VERIFY_FLAGS: FlagSpec[] = [
+  { name: 'at', kind: 'string', help: 'check as of this time (ISO 8601); default: now' },
+  ...PROBE_FLAGS,
+  // crl-safety: the folder in use, to refuse CRLs that go back in number or forget a revocation.
+  { name: 'previous', kind: 'string', help: "the cacerts folder in use: refuse (exit 1) when a CRL of DIR has a lower CRL number than the same CA's CRL there, the same number revoking other serials, or no longer revokes a serial it revokes" },
+];
 
 function verify(argv: string[], out: Out): number {
   // issue #17: check the folder against the key in a PKCS#11 token.
@@ -216,7 +223,29 @@ function verify(argv: string[], out: Out): number {
   const atText = values.get('at') as string | undefined;
   const at = atText === undefined ? undefined : new Date(atText);
   if (at && Number.isNaN(at.getTime())) throw new ConfigError(`--at: invalid value "${atText}" (want an ISO 8601 time, e.g. 2027-01-01T00:00:00Z)`);
-  return verifyFolder(dir, at, out, probeNames(values));
+  const code = verifyFolder(dir, at, out, probeNames(values));
+  const previous = values.get('previous') as string | undefined;
+  if (code !== 0 || previous === undefined) return code;
+  return crlContinuity(loadCacerts(previous, at), loadCacerts(dir, at), previous, dir, out);
+}
+
+/**
+ * crl-safety: refuses (returns 1, one `REFUSED:` line per problem) CRLs of `nextDir` that are older than the same
+ * CA's CRL in `currentDir` (lower cRLNumber, or the same number revoking other serials), or that no longer revoke a serial
+ * revoked there (RFC 5280 5.2.3: numbers increase; a CRL renewal keeps revocations); each line names the issuer,
+ * the numbers and serials, and the `cacerts crl --from` command that fixes it. Warns (0) for a CA whose CRL NEXT no
+ * longer has: applying it takes that CRL from clients. Same issuer = same issuer name and key.
+ */
+function crlContinuity(current: SigningBundle, next: SigningBundle, currentDir: string, nextDir: string, out: Out): number {
+  const changes = compareCrlSets(current.crls, next.crls);
+  const fix = `svid-ca cacerts crl --issuer <that CA's folder> --from ${join(currentDir, 'ca-crl.pem')} --out ${join(nextDir, 'ca-crl.pem')}`;
+  const refused = changes.filter((c) => c.kind !== 'dropped');
+  for (const c of refused) out(`REFUSED: ${describeCrlChange(c)}; renew it from the CRL in use: ${fix}`);
+  for (const c of changes.filter((d) => d.kind === 'dropped')) {
+    const stillUsed = [...next.roots, ...next.path].some((ca) => subjectText(ca.x509) === c.issuer);
+    out(`warning: ${describeCrlChange(c)}${stillUsed ? `, though ${nextDir} still has that CA: add its CRL with ${fix}` : ` (${nextDir} no longer has that CA: fine once no client trusts what it signed)`}`);
+  }
+  return refused.length > 0 ? 1 : 0;
 }
 
 function certsOf(pem: string): Buffer[] {
@@ -250,21 +279,25 @@ function bundle(argv: string[], out: Out): number {
   if (which !== 'new' && which !== 'old') throw new ConfigError(`--signer: invalid value "${String(which)}" (want ${SIGNER_CHOICE})`);
   const dir = need(values, 'out');
   const policy = overwritePolicy(values);
-  refuseOverwrite(dir, Object.values(ISTIO_FILES), policy);
+  refuseOverwrite(dir, [...Object.values(ISTIO_FILES), 'ca-crl.pem'], policy); // crl-safety: a stale ca-crl.pem there would be read with the bundle
   const oldFiles = readCacertsFiles(oldDir);
   const newFiles = readCacertsFiles(newDir);
   const signerFiles = which === 'new' ? newFiles : oldFiles;
   const chainText = signerFiles.layout === 'istio' ? signerFiles.chain[0]!.text : signerFiles.signingCert.text;
-  const files = {
+  const files: Record<string, string> = {
     'ca-cert.pem': encodePem('CERTIFICATE', certsOf(signerFiles.signingCert.text)[0]!),
     'ca-key.pem': signerFiles.signingKey.text,
     'cert-chain.pem': chainText,
     'root-cert.pem': mergeRoots(oldFiles.roots.text, newFiles.roots.text),
   };
+  // crl-safety: the signing side's ca-crl.pem comes along (its CRLs cover the signing path), and the output says so.
+  const signerDir = which === 'new' ? newDir : oldDir;
+  if (signerFiles.crl) files['ca-crl.pem'] = signerFiles.crl.text;
+  const otherCrl = (which === 'new' ? oldFiles : newFiles).crl;
   // Check in memory first (issue #11): a folder serve would refuse is never written, key included.
-  const named = (f: keyof typeof files) => ({ name: join(dir, f), text: files[f] });
+  const named = (f: string) => ({ name: join(dir, f), text: files[f]! });
   try {
-    bundleFromFiles({ layout: 'istio', signingCert: named('ca-cert.pem'), signingKey: named('ca-key.pem'), chain: [named('cert-chain.pem')], roots: named('root-cert.pem') }, new Date(), probeNames(values));
+    bundleFromFiles({ layout: 'istio', signingCert: named('ca-cert.pem'), signingKey: named('ca-key.pem'), chain: [named('cert-chain.pem')], roots: named('root-cert.pem'), crl: files['ca-crl.pem'] === undefined ? undefined : named('ca-crl.pem') }, new Date(), probeNames(values));
   } catch (err) {
     if (!(err instanceof BundleError)) throw err;
     out(`REJECTED: ${err.message} (nothing written to ${dir})`);
@@ -272,6 +305,11 @@ function bundle(argv: string[], out: Out): number {
   }
   writeFolder(dir, files, policy);
   out(`wrote the transition bundle ${dir}: the ${which} intermediate, root-cert.pem = old roots + new roots`);
+  out(
+    signerFiles.crl
+      ? `ca-crl.pem: copied from ${signerDir} (the ${which} intermediate's folder); include it when you apply ${dir}`
+      : `ca-crl.pem: none, as ${signerDir} has none${otherCrl ? ` (the one in ${which === 'new' ? oldDir : newDir} is not carried over: its CRLs are for the other intermediate; add a CRL per CA with svid-ca cacerts crl --from ... --out ${join(dir, 'ca-crl.pem')})` : ''}: applying ${dir} clears istio-ca-crl`,
+  );
   return verifyFolder(dir, undefined, out, probeNames(values));
 }
 
@@ -296,6 +334,11 @@ function planRotation(argv: string[], out: Out): number {
     out(`CRLs ${when}:${b.crls.length === 0 ? ' none' : ''}`);
     for (const crl of b.crls) for (const line of describeCrl(crl, new Date())) out(line);
   }
+  // crl-safety: a CRL that goes back or forgets a revocation is refused before any step is printed.
+  if (crlContinuity(oldB, newB, oldDir, newDir, out) !== 0) {
+    out(`plan-rotation: no steps printed; fix ${join(newDir, 'ca-crl.pem')} first`);
+    return 1;
+  }
   const revokedNow = revocationOf(oldB.signingCert.x509, newB.crls);
   if (revokedNow) out(`note: the next CRL revokes the current signer (${describeRevocation(oldB.signingCert.x509, revokedNow)}): clients that check CRLs refuse leaves issued under it once the CRL is published`);
   if (roots.shared > 0 && roots.added.length === 0) {
@@ -313,14 +356,14 @@ function planRotation(argv: string[], out: Out): number {
   out(`\nThe root changes (added: ${only(newB, oldB).join('; ') || 'none'}; removed: ${only(oldB, newB).join('; ') || 'none'}). Four steps, in order:`);
   out(`1. Add the new root everywhere, still signing with the old intermediate:`);
   out(`     svid-ca cacerts bundle ${oldDir} ${newDir} --signer old --out step1`);
-  out(`     ${applySecretCommand('step1')}`);
+  out(`     ${applySecretCommand('step1', false, oldB.crls.length > 0)}`);
   out('   check: "signing bundle reloaded" with rootsAdded; every namespace\'s istio-ca-root-cert ConfigMap holds both roots;');
   out('          sidecars pick up the bundle at their next renewal (half their certificate life).');
   out(`2. Wait until every workload has renewed at least once: at least the longest lifetime issued (--max-ttl ${wait}; with`);
   out('   the default 24h TTL agents renew within ~12h). Check: no leaf issued before step 1 is still in use.');
   out(`3. Switch to the new intermediate, keeping both roots:`);
   out(`     svid-ca cacerts bundle ${oldDir} ${newDir} --signer new --out step3`);
-  out(`     ${applySecretCommand('step3')}`);
+  out(`     ${applySecretCommand('step3', false, newB.crls.length > 0)}`);
   out('   check: "signing bundle reloaded" with the new signer; mTLS between old and new leaves still works (both roots trusted).');
   out(`4. After another full renewal period (${wait} at most), remove the old root: apply ${newDir} itself:`);
   out(`     ${applySecretCommand(newDir)}`);

@@ -127,8 +127,8 @@ function parseOne(fileName: string, index: number, der: Buffer, issuers: CrlIssu
   const named = issuers.filter((c) => c.facts.subjectDer.equals(issuerName));
   const label = (issuer: string) => `CRL #${index + 1} (issuer "${issuer}", number ${number ?? 'none'})`;
   if (named.length === 0) {
-    const issuer = crl.issuer.typesAndValues.map((t) => `${t.type === '2.5.4.3' ? 'CN' : t.type === '2.5.4.10' ? 'O' : t.type}=${t.value.valueBlock.value}`).join(', ');
-    throw new BundleError(fileName, `${label(issuer)} is issued by no certificate of cert-chain.pem or root-cert.pem: clients cannot verify it; sign it with the intermediate or root it revokes under; ${CRL_ONLY}`);
+    const issuer = issuerTextOf(crl.issuer);
+    throw new BundleError(fileName, `${label(issuer)} is issued by no certificate of cert-chain.pem or root-cert.pem: clients cannot verify it; if it is the CRL of a CA this folder no longer uses, drop it with svid-ca cacerts crl --out ${fileName} --drop-issuer '${issuer}', else sign it with the intermediate or root it revokes under; ${CRL_ONLY}`);
   }
   const algorithm = SIGNATURE_ALGORITHMS[crl.signatureAlgorithm.algorithmId];
   const tbs = Buffer.from(crl.tbsView);
@@ -291,3 +291,69 @@ export function signCrl(template: CrlTemplate, signer: Signer): string {
   crl.signatureValue = new asn1js.BitString({ valueHex: toArrayBuffer(signTbs(signer, tbs)) });
   return encodePem('X509 CRL', Buffer.from(crl.toSchema(false).toBER()));
 }
+
+/**
+ * How the CRLs of one issuer changed from a bundle in use (`current`) to the next one (issue crl-safety):
+ * `rollback` when the next CRL's cRLNumber is lower (RFC 5280 5.2.3: CRL numbers increase, so a lower
+ * one is an older CRL put back), `sameNumber` when both have the same number but revoke different
+ * serials (two different CRLs under one number: a client that has one may never take the other; the same serials
+ * re-signed under the same number, e.g. a later nextUpdate, is no change), `unrevoked` the serials
+ * the current CRL revokes that the next one no longer lists, `dropped` a current CRL whose issuer has no
+ * CRL in the next set (clients lose it). CRLs are "of the same issuer" when their issuer names and the
+ * verifying keys are equal. A CRL without a cRLNumber is compared by serials only.
+ */
+export interface CrlChange {
+  issuer: string;
+  current: LoadedCrl;
+  next?: LoadedCrl | undefined;
+  kind: 'rollback' | 'sameNumber' | 'unrevoked' | 'dropped';
+  /** For `unrevoked`: the serials (hex) no longer listed. */
+  serials: string[];
+}
+
+/** Every change between the CRLs in use and the next ones, one per issuer and kind; [] when nothing is lost or rolled back. */
+const serialSet = (crl: LoadedCrl) => crl.revoked.map((r) => r.serialHex).sort().join(',');
+
+export function compareCrlSets(current: readonly LoadedCrl[], next: readonly LoadedCrl[]): CrlChange[] {
+  const changes: CrlChange[] = [];
+  for (const cur of current) {
+    const nxt = next.find((n) => crlOf(n, cur.issuerCert));
+    if (!nxt) {
+      changes.push({ issuer: cur.issuer, current: cur, kind: 'dropped', serials: cur.revoked.map((r) => r.serialHex) });
+      continue;
+    }
+    if (cur.number !== undefined && nxt.number !== undefined) {
+      if (BigInt(nxt.number) < BigInt(cur.number)) changes.push({ issuer: cur.issuer, current: cur, next: nxt, kind: 'rollback', serials: [] });
+      else if (BigInt(nxt.number) === BigInt(cur.number) && serialSet(nxt) !== serialSet(cur)) changes.push({ issuer: cur.issuer, current: cur, next: nxt, kind: 'sameNumber', serials: [] });
+    }
+    const lost = cur.revoked.filter((r) => !nxt.revoked.some((n) => n.serialHex === r.serialHex)).map((r) => r.serialHex);
+    if (lost.length > 0) changes.push({ issuer: cur.issuer, current: cur, next: nxt, kind: 'unrevoked', serials: lost });
+  }
+  return changes;
+}
+
+/** One line for a rollback/sameNumber/unrevoked change: issuer, both numbers, the serials (what `plan-rotation`, `verify --previous` and serve print). */
+export function describeCrlChange(c: CrlChange): string {
+  const numbers = `number ${c.current.number ?? 'none'} in use, number ${c.next?.number ?? 'none'} next`;
+  switch (c.kind) {
+    case 'rollback':
+      return `the CRL of "${c.issuer}" goes back from number ${c.current.number} to number ${c.next!.number}: CRL numbers only increase (RFC 5280 5.2.3), so this is an older CRL`;
+    case 'sameNumber':
+      return `the CRL of "${c.issuer}" keeps number ${c.current.number} but revokes other serials: a changed CRL takes the next number`;
+    case 'unrevoked':
+      return `the CRL of "${c.issuer}" (${numbers}) no longer revokes serial ${c.serials.join(', ')}: those certificates would be trusted again`;
+    case 'dropped':
+      return `there is no CRL of "${c.issuer}" (number ${c.current.number ?? 'none'}, revoking ${c.serials.length === 0 ? 'nothing' : `serial ${c.serials.join(', ')}`}) any more: clients lose it`;
+  }
+}
+
+/** The issuer of a CRL as text ("O=x, CN=y") and its authorityKeyIdentifier keyIdentifier (hex), without its issuer certificate; throws when `der` is no CRL. */
+export function crlIssuerOf(der: Buffer): { subject: string; keyId: string | undefined } {
+  const crl = pkijs.CertificateRevocationList.fromBER(toArrayBuffer(der));
+  const aki = crl.crlExtensions?.extensions.find((e) => e.extnID === OID_AKI)?.parsedValue;
+  const keyId = aki instanceof pkijs.AuthorityKeyIdentifier && aki.keyIdentifier ? Buffer.from(aki.keyIdentifier.valueBlock.valueHexView).toString('hex') : undefined;
+  return { subject: issuerTextOf(crl.issuer), keyId };
+}
+
+const issuerTextOf = (name: pkijs.RelativeDistinguishedNames) =>
+  name.typesAndValues.map((t) => `${t.type === '2.5.4.3' ? 'CN' : t.type === '2.5.4.10' ? 'O' : t.type}=${t.value.valueBlock.value}`).join(', ');

@@ -37,6 +37,6 @@ export {
   type ExternalSigningKey,
   type LoadedCertificate,
 } from './bundle.js';
-export { loadCrls, crlIssuerName, signCrl, revocationOf, describeRevocation, crlLabel, serialHexOf, CRL_REASONS, type LoadedCrl, type RevokedEntry, type CrlReason, type CrlTemplate } from './crl.js';
+export { loadCrls, crlIssuerName, crlIssuerOf, compareCrlSets, describeCrlChange, type CrlChange, signCrl, revocationOf, describeRevocation, crlLabel, serialHexOf, CRL_REASONS, type LoadedCrl, type RevokedEntry, type CrlReason, type CrlTemplate } from './crl.js';
 export { issuedBy, subjectText, verifyCertificateChain } from './verify.js';
 export { validateIssuancePaths, certificateLabel, probeSpiffeId, runPathJobsSync, runPathJobsAsync, PATH_VALIDATION_THREAD, type PathJobSteps, type ProbeNames, type PathValidity, type PathCertificate } from './path-validation.js';
