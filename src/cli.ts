@@ -257,20 +257,23 @@ function helpText(topic: readonly string[]): string | undefined {
 }
 
 /**
- * A reader that closes the pipe early (`svid-ca cacerts crl ... | head -1`) is not an error: the rest of the
- * report is dropped and the command finishes its work (files it writes are written) and exits with its own
- * status, with nothing on stderr, instead of dying on an unhandled EPIPE. Not for `serve`, whose stdout is its log.
+ * A reader that closes the pipe early (`svid-ca cacerts crl ... | head -1`, `... 2>&1 | true`) is not an
+ * error: the rest of the output is dropped and the command finishes its work (files it writes are written)
+ * and exits with its own status (0, or 2 for a refused flag), with nothing on stderr, instead of dying on an
+ * unhandled EPIPE (which made every failure exit 1). stdout not for `serve`, whose stdout is its log;
+ * stderr for every command, `serve` too (its one-line startup failures keep their exit status).
  */
-function dropOutputWhenReaderCloses(): void {
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+function dropOutputWhenReaderCloses(stream: NodeJS.WriteStream): void {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') throw err;
-    process.stdout.destroy();
+    stream.destroy();
   });
 }
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  if (command !== 'serve') dropOutputWhenReaderCloses();
+  if (command !== 'serve') dropOutputWhenReaderCloses(process.stdout);
+  dropOutputWhenReaderCloses(process.stderr);
   if (command === '--version' || command === 'version') {
     process.stdout.write(versionText() + '\n');
     return 0;
