@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs';
 import { join, resolve, sep } from 'node:path';
 import { identityFromToken, requestWorkloadCertificate } from './client/index.js';
 import { parseServeConfig, requireAuthenticator, SERVE_FLAGS, type ServeConfig } from './config.js';
@@ -9,7 +8,8 @@ import { ConfigError, flagHelp, parseFlags, parseHostPort, type FlagSpec } from 
 import { createLogger } from './observability/index.js';
 import { BundleError, KEY_SPECS, type KeySpec } from './pki/index.js';
 import { ListenError, PrimaryBundle, probeListen, receiveBundleFeed, reportReadiness, reportStartupFailure, runPrimary, shareMetricsWithPrimary, startService, usableCores, type WorkerService } from './server/index.js';
-import { checkFileFlags } from './preflight.js';
+import { checkFileFlags, readFlagFile } from './preflight.js';
+import { requestFailure } from './request-errors.js';
 import cluster from 'node:cluster';
 import { cacertsCommandHelp, CACERTS_USAGE, runCacertsCommand } from './operator/index.js';
 import { configurationReferenceMarkdown, DEV_TOKEN_FLAGS, REQUEST_FLAGS } from './commands.js';
@@ -214,22 +214,25 @@ async function request(argv: string[]): Promise<number> {
   const { values } = parseFlags(REQUEST_FLAGS, argv, process.env);
   const key = values.get('key') as string;
   if (!KEY_SPECS.includes(key as KeySpec)) throw new ConfigError(`--key: invalid value "${key}" (want one of ${KEY_SPECS.join(', ')})`);
-  const tokenArg = required(values, 'token');
-  const token = (tokenArg === '-' ? readFileSync(0, 'utf8') : readFileSync(tokenArg, 'utf8')).trim();
-  const rootPem = readFileSync(required(values, 'root'), 'utf8');
+  const token = readFlagFile('--token', required(values, 'token')).trim();
+  const rootFile = required(values, 'root');
+  const rootPem = readFlagFile('--root', rootFile);
   const out = required(values, 'out');
   const ca = values.get('ca') as { host: string; port: number };
+  const serverName = values.get('server-name') as string | undefined;
   const identity = (values.get('identity') as string | undefined) ?? identityFromToken(token, values.get('trust-domain') as string);
   const ttl = values.get('ttl') as number | undefined;
   const result = await requestWorkloadCertificate({
     address: `${ca.host}:${ca.port}`,
     rootPem,
-    serverName: values.get('server-name') as string | undefined,
+    serverName,
     token,
     key: key as KeySpec,
     identity,
     ttlSeconds: ttl === undefined ? undefined : Math.floor(ttl / 1000),
     clusterId: values.get('cluster-id') as string,
+  }).catch(async (err: unknown) => {
+    throw await requestFailure(err, { host: ca.host, port: ca.port, rootFile, rootPem, serverName });
   });
   writeFileAtomic(join(out, 'key.pem'), result.keyPem, 0o600);
   writeFileAtomic(join(out, 'cert-chain.pem'), result.certChain.join(''));

@@ -1,0 +1,125 @@
+/**
+ * `svid-ca request` says what to fix in one line naming the flag, where it used to print grpc-js's raw
+ * "14 UNAVAILABLE: No connection established ... try running Node.js with --use-system-ca. Resolution note: "
+ * or a bare ENOENT: a --root that the serving certificate does not chain to (and the name checked), a
+ * --server-name the certificate does not carry, nothing listening at --ca, an unreadable --token or --root
+ * (all exit 2, as serve's flag errors). A call the server refused keeps its gRPC status (exit 1).
+ * Real server on loopback (test/helpers/server.ts), the built CLI as a process.
+ */
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeCacerts, removeDir, tempDir } from './helpers/pki.js';
+import { createTestIssuer, startTestServer, type TestIssuer, type TestServer } from './helpers/server.js';
+
+const work = tempDir('svid-ca-request-errors-');
+afterAll(() => removeDir(work));
+
+/** Runs the built CLI's `request` with ARGS; exit status and output. */
+function request(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['dist/cli.js', 'request', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.on('error', reject);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    });
+  });
+}
+
+/** A loopback port with nothing listening on it (bound, then released). */
+function closedPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** The one line on stderr; fails on more (the details belong in the message, not a stack). */
+function oneLine(stderr: string): string {
+  const lines = stderr.trimEnd().split('\n');
+  expect(lines, stderr).toHaveLength(1);
+  return lines[0]!;
+}
+
+describe('svid-ca request: errors name the flag to fix', () => {
+  let server: TestServer | undefined;
+  let issuer: TestIssuer;
+  const rootFile = join(work, 'root.pem');
+  const otherRootFile = join(work, 'other-root.pem');
+  const tokenFile = join(work, 'token');
+  const out = join(work, 'out');
+
+  beforeAll(async () => {
+    issuer = await createTestIssuer(work);
+    const served = makeCacerts({ dir: join(work, 'served') });
+    writeFileSync(rootFile, served.root.certPem);
+    writeFileSync(otherRootFile, makeCacerts({ dir: join(work, 'other') }).root.certPem);
+    server = await startTestServer({ cacerts: served.dir, issuer });
+    writeFileSync(tokenFile, await issuer.token({ namespace: 'default', serviceAccount: 'app' }));
+  }, 60_000);
+  afterAll(() => server?.close());
+
+  it('the right flags still get a certificate (baseline of the cases below)', async () => {
+    const r = await request(['--ca', server!.address, '--root', rootFile, '--token', tokenFile, '--out', out]);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('identity: spiffe://cluster.local/ns/default/sa/app');
+  }, 60_000);
+
+  it('a --root the serving certificate does not chain to: names --root, the file and the name checked; exit 2', async () => {
+    const r = await request(['--ca', server!.address, '--root', otherRootFile, '--token', tokenFile, '--out', out]);
+    expect(r.status).toBe(2);
+    const line = oneLine(r.stderr);
+    expect(line).toMatch(/^svid-ca: --root: /);
+    expect(line).toContain(`does not verify with --root ${otherRootFile}`);
+    expect(line).toContain('name checked: localhost');
+    expect(line).not.toContain('--use-system-ca');
+    expect(line).not.toContain('Resolution note');
+  }, 60_000);
+
+  it('a --server-name the serving certificate does not carry: names --server-name and the name; exit 2', async () => {
+    const r = await request(['--ca', server!.address, '--root', rootFile, '--server-name', 'wrong.example', '--token', tokenFile, '--out', out]);
+    expect(r.status).toBe(2);
+    const line = oneLine(r.stderr);
+    expect(line).toMatch(/^svid-ca: --server-name: /);
+    expect(line).toContain('wrong.example');
+    expect(line).toContain('svid-ca.istio-system.svc'); // the names it does carry
+  }, 60_000);
+
+  it('nothing listening at --ca: says so with the address; exit 2', async () => {
+    const port = await closedPort();
+    const r = await request(['--ca', `127.0.0.1:${port}`, '--root', rootFile, '--token', tokenFile, '--out', out]);
+    expect(r.status).toBe(2);
+    expect(oneLine(r.stderr)).toBe(`svid-ca: --ca: nothing listens at 127.0.0.1:${port} (connection refused)`);
+  }, 60_000);
+
+  it('an unreadable --token or --root file: cannot read PATH; exit 2', async () => {
+    const missing = join(work, 'nope');
+    const t = await request(['--ca', server!.address, '--root', rootFile, '--token', missing, '--out', out]);
+    expect(t.status).toBe(2);
+    expect(oneLine(t.stderr)).toBe(`svid-ca: --token: cannot read ${missing}: no such file`);
+    const r = await request(['--ca', server!.address, '--root', missing, '--token', tokenFile, '--out', out]);
+    expect(r.status).toBe(2);
+    expect(oneLine(r.stderr)).toBe(`svid-ca: --root: cannot read ${missing}: no such file`);
+  }, 60_000);
+
+  it('a call the server refused keeps its gRPC status; exit 1', async () => {
+    const wrongAudience = join(work, 'token-wrong-audience');
+    writeFileSync(wrongAudience, await issuer.token({ namespace: 'default', serviceAccount: 'app', audience: 'not-istio-ca' }));
+    const r = await request(['--ca', server!.address, '--root', rootFile, '--token', wrongAudience, '--out', out]);
+    expect(r.status).toBe(1);
+    expect(oneLine(r.stderr)).toMatch(/^svid-ca: the CA at localhost:\d+ refused the call: 16 UNAUTHENTICATED: \S/);
+  }, 60_000);
+});
