@@ -7,11 +7,12 @@
  * Real server on loopback (test/helpers/server.ts), the built CLI as a process.
  */
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCacerts, removeDir, tempDir } from './helpers/pki.js';
+import { freePort, startCli, waitForStatus } from './helpers/process.js';
+import { runTool } from './helpers/tools.js';
 import { createTestIssuer, startTestServer, type TestIssuer, type TestServer } from './helpers/server.js';
 
 const work = tempDir('svid-ca-request-errors-');
@@ -30,18 +31,6 @@ function request(args: string[]): Promise<{ status: number | null; stdout: strin
     child.on('close', (status) => {
       clearTimeout(timer);
       resolve({ status, stdout, stderr });
-    });
-  });
-}
-
-/** A loopback port with nothing listening on it (bound, then released). */
-function closedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
     });
   });
 }
@@ -99,7 +88,7 @@ describe('svid-ca request: errors name the flag to fix', () => {
   }, 60_000);
 
   it('nothing listening at --ca: says so with the address; exit 2', async () => {
-    const port = await closedPort();
+    const port = await freePort(); // bound, then released: nothing listens
     const r = await request(['--ca', `127.0.0.1:${port}`, '--root', rootFile, '--token', tokenFile, '--out', out]);
     expect(r.status).toBe(2);
     expect(oneLine(r.stderr)).toBe(`svid-ca: --ca: nothing listens at 127.0.0.1:${port} (connection refused)`);
@@ -122,4 +111,28 @@ describe('svid-ca request: errors name the flag to fix', () => {
     expect(r.status).toBe(1);
     expect(oneLine(r.stderr)).toMatch(/^svid-ca: the CA at localhost:\d+ refused the call: 16 UNAUTHENTICATED: \S/);
   }, 60_000);
+});
+
+describe('svid-ca request against --self-signed: the root to give --root', () => {
+  it('with --self-signed-dir DIR, DIR/root-cert.pem is the root: request verifies with it, and so does openssl', async () => {
+    const issuer = await createTestIssuer(work);
+    const dir = join(work, 'self-signed');
+    const [grpcPort, monitoringPort] = [await freePort(), await freePort()];
+    const serve = startCli(['serve', '--self-signed', '--self-signed-dir', dir, '--jwt-issuer', issuer.issuer, '--jwks-file', issuer.jwksFile,
+      '--listen', `127.0.0.1:${grpcPort}`, '--monitoring-listen', `127.0.0.1:${monitoringPort}`, '--serving-dns', 'localhost', '--shutdown-delay', '0s']);
+    try {
+      await waitForStatus(`http://127.0.0.1:${monitoringPort}/readyz`, 200, 30_000);
+      const tokenFile = join(work, 'token-self-signed');
+      writeFileSync(tokenFile, await issuer.token({ namespace: 'demo', serviceAccount: 'web' }));
+      const out = join(work, 'out-self-signed');
+      const r = await request(['--ca', `localhost:${grpcPort}`, '--root', join(dir, 'root-cert.pem'), '--token', tokenFile, '--out', out]);
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+      const verdict = runTool('openssl', ['verify', '-x509_strict', '-purpose', 'sslclient', '-CAfile', join(dir, 'root-cert.pem'), '-untrusted', join(out, 'cert-chain.pem'), join(out, 'cert-chain.pem')]);
+      expect(verdict.stdout.trim()).toBe(`${join(out, 'cert-chain.pem')}: OK`);
+    } finally {
+      serve.child.kill('SIGTERM');
+      await serve.exited;
+    }
+  }, 90_000);
 });
