@@ -122,6 +122,7 @@ function initIntermediate(argv: string[], out: Out): number {
       flags: INIT_INTERMEDIATE_FLAGS.filter((f) => ['cn', 'subject', 'force', 'force-key'].includes(f.name)),
       subject: subjectFlags,
       verifyFolder: (dir, source) => verifyFolder(dir, undefined, out, DEFAULT_PROBE_NAMES, source),
+      secretCommand: (dir) => applySecretCommand(dir, true, false),
     });
   }
   const { values } = parseFlags(INIT_INTERMEDIATE_FLAGS, argv, {});
@@ -150,10 +151,11 @@ function initIntermediate(argv: string[], out: Out): number {
 /**
  * The command the runbooks use to load a cacerts folder: create-or-update (`--dry-run=client -o yaml |
  * kubectl apply -f -`), so it also works when the Secret exists, as it does during a rotation.
+ * `withKey` false: the key is in a PKCS#11 token (issue #17), so the Secret carries no ca-key.pem.
  */
-function applySecretCommand(dir: string, multiline = false): string {
+function applySecretCommand(dir: string, multiline = false, withKey = true): string {
   // issue #16: a folder with ca-crl.pem loads it too (dropping it from the Secret is how a CRL is cleared).
-  const names = ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem', ...(existsSync(join(dir, 'ca-crl.pem')) ? ['ca-crl.pem'] : [])];
+  const names = ['ca-cert.pem', ...(withKey ? ['ca-key.pem'] : []), 'cert-chain.pem', 'root-cert.pem', ...(existsSync(join(dir, 'ca-crl.pem')) ? ['ca-crl.pem'] : [])];
   const files = names.map((f) => `--from-file=${join(dir, f)}`);
   const parts = ['kubectl create secret generic cacerts -n istio-system', files.slice(0, 2).join(' '), files.slice(2).join(' '), '--dry-run=client -o yaml | kubectl apply -f -'];
   return multiline ? `  ${parts.join(' \\\n    ')}` : parts.join(' ');
