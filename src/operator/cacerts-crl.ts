@@ -185,7 +185,7 @@ export function crlCommand(argv: string[], out: Out): number {
     const kept = existing.others > 0 ? `; kept the ${existing.others} CRL(s) of other issuers in it` : '';
     out(`wrote ${file}: ${crlLabel(crl!)}${previous ? ` (renewed from number ${previous.number ?? 'none'})` : existing.others > 0 ? ' (added)' : ''}${kept}`);
     for (const line of describeCrl(crl!, now)) out(line);
-    out(`put it in the cacerts folder as ca-crl.pem (Istio layout; the Kubernetes TLS layout has no CRL file): it must hold a CRL of every CA of the chain (signing certificate, cert-chain.pem, root), so run svid-ca cacerts crl with the same --out once per CA; check it with svid-ca cacerts verify, and apply the folder`);
+    out(`${basename(file) === 'ca-crl.pem' ? '' : 'put it in the cacerts folder as ca-crl.pem (Istio layout; the Kubernetes TLS layout has no CRL file): '}it must hold a CRL of every CA of the chain (signing certificate, cert-chain.pem, root), so run svid-ca cacerts crl with the same --out once per CA; check it with svid-ca cacerts verify, and apply the folder`);
     return 0;
   } finally {
     close();
