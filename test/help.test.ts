@@ -74,6 +74,15 @@ describe('help', () => {
     expect(svidCa('help', 'nope').status).toBe(2);
   });
 
+  it('the shutdown flags name both signals that run the graceful stop (SIGTERM, SIGINT: test/shutdown.test.ts)', () => {
+    const help = svidCa('help', 'serve').stdout.split('\n');
+    for (const flag of ['--shutdown-delay', '--shutdown-grace']) {
+      const at = help.findIndex((l) => l.trimStart().startsWith(`${flag} `));
+      expect(at, flag).toBeGreaterThan(0);
+      expect(help[at + 1], flag).toMatch(/^\s+on SIGTERM or SIGINT \(Ctrl\+C\), /); // the help text is the line under the flag
+    }
+  });
+
   it('the top-level usage names every cacerts subcommand', () => {
     const usage = svidCa('help').stdout.replace(/\s+/g, ' ');
     const list = /cacerts folders \(([^)]*)\)/.exec(usage)?.[1]?.split(', ');
