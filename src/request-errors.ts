@@ -26,7 +26,9 @@ function problemMessage(p: ConnectionProblem, t: RequestTarget): string {
     case 'timeout':
       return `--ca: no TLS handshake with ${address} within ${p.ms / 1000}s`;
     case 'untrusted':
-      return `--root: the CA's serving certificate at ${address} does not verify with --root ${t.rootFile} (name checked: ${name}): ${p.reason}`;
+      return `--root: the CA's serving certificate at ${address} does not verify with --root ${t.rootFile} (name checked: ${name}): ${p.reason}${p.reason === p.code ? '' : ` (${p.code})`}`;
+    case 'not-tls':
+      return `--ca: ${address} does not answer TLS (${p.reason}): give svid-ca's gRPC port (--listen, default 15012), not the monitoring port`;
     case 'name-mismatch':
       return `--server-name: the CA's serving certificate at ${address} does not carry the name ${name} (${nameSource}); it carries ${p.names}`;
     case 'other':

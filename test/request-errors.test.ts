@@ -73,7 +73,8 @@ describe('svid-ca request: errors name the flag to fix', () => {
     const line = oneLine(r.stderr);
     expect(line).toMatch(/^svid-ca: --root: /);
     expect(line).toContain(`does not verify with --root ${otherRootFile}`);
-    expect(line).toContain('name checked: localhost');
+    // OpenSSL's words for the verify failure, then its code, e.g. "self-signed certificate in certificate chain (SELF_SIGNED_CERT_IN_CHAIN)".
+    expect(line).toMatch(/\(name checked: localhost\): [a-z][a-z -]+ \([A-Z_]+\)$/);
     expect(line).not.toContain('--use-system-ca');
     expect(line).not.toContain('Resolution note');
   }, 60_000);
@@ -92,6 +93,13 @@ describe('svid-ca request: errors name the flag to fix', () => {
     const r = await request(['--ca', `127.0.0.1:${port}`, '--root', rootFile, '--token', tokenFile, '--out', out]);
     expect(r.status).toBe(2);
     expect(oneLine(r.stderr)).toBe(`svid-ca: --ca: nothing listens at 127.0.0.1:${port} (connection refused)`);
+  }, 60_000);
+
+  it('a --ca port that does not answer TLS (the plain-HTTP monitoring port): says so; exit 2', async () => {
+    const address = `127.0.0.1:${server!.service.monitoringPort}`;
+    const r = await request(['--ca', address, '--server-name', 'localhost', '--root', rootFile, '--token', tokenFile, '--out', out]);
+    expect(r.status).toBe(2);
+    expect(oneLine(r.stderr)).toMatch(new RegExp(`^svid-ca: --ca: ${address} does not answer TLS \\(.+\\): give svid-ca's gRPC port \\(--listen, default 15012\\), not the monitoring port$`));
   }, 60_000);
 
   it('an unreadable --token or --root file: cannot read PATH; exit 2', async () => {

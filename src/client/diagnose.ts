@@ -19,8 +19,24 @@ export type ConnectionProblem =
   | { kind: 'name-mismatch'; names: string }
   /** No TCP connection or TLS handshake within the timeout. */
   | { kind: 'timeout'; ms: number }
+  /** The port answered, but not with TLS (a plain-HTTP port, say); `reason` is OpenSSL's. */
+  | { kind: 'not-tls'; reason: string }
   /** Any other socket or TLS error, with its message. */
   | { kind: 'other'; message: string };
+
+/**
+ * OpenSSL's text for the verify codes node:tls reports as `authorizationError` (X509_verify_cert_error_string);
+ * any other code is shown as it is.
+ */
+const VERIFY_TEXT: Record<string, string> = {
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'unable to verify the first certificate',
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'unable to get local issuer certificate',
+  SELF_SIGNED_CERT_IN_CHAIN: 'self-signed certificate in certificate chain',
+  DEPTH_ZERO_SELF_SIGNED_CERT: 'self-signed certificate',
+  CERT_HAS_EXPIRED: 'certificate has expired',
+  CERT_NOT_YET_VALID: 'certificate is not yet valid',
+  CERT_SIGNATURE_FAILURE: 'certificate signature failure',
+};
 
 export interface ConnectionCheck {
   host: string;
@@ -60,14 +76,15 @@ export function diagnoseConnection(c: ConnectionCheck): Promise<ConnectionProble
     socket.on('error', (err: NodeJS.ErrnoException) => {
       if (err.code === 'ECONNREFUSED') done({ kind: 'refused' });
       else if (err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN') done({ kind: 'unresolved', code: err.code });
+      else if (err.code?.startsWith('ERR_SSL_')) done({ kind: 'not-tls', reason: (err as { reason?: string }).reason ?? err.code });
       else done({ kind: 'other', message: err.message });
     });
     socket.on('secureConnect', () => {
-      const authError = socket.authorizationError as (Error & { code?: string }) | string | null;
+      // An OpenSSL verify code such as SELF_SIGNED_CERT_IN_CHAIN (typed Error, but a string at run time).
+      const authError = socket.authorizationError as unknown;
       if (authError) {
-        const reason = typeof authError === 'string' ? authError : authError.message;
-        const code = typeof authError === 'string' ? authError : (authError.code ?? '');
-        return done({ kind: 'untrusted', reason, code });
+        const code = typeof authError === 'string' ? authError : ((authError as { code?: string }).code ?? String(authError));
+        return done({ kind: 'untrusted', reason: VERIFY_TEXT[code] ?? code, code });
       }
       const cert: PeerCertificate = socket.getPeerCertificate();
       const mismatch = checkServerIdentity(c.name, cert);
