@@ -98,6 +98,7 @@ describe('the CLI stops quietly when the reader of its output goes away (EPIPE)'
       'cacerts crl with a wrong --revoke': ['cacerts', 'crl', '--issuer', root, '--out', join(work, 'crl-refused.pem'), '--revoke', join(work, 'no-such-cert.pem')],
       'cacerts verify --bogus': ['cacerts', 'verify', '--bogus'],
       'init-root refusing to overwrite a key': ['cacerts', 'init-root', '--out', root],
+      'serve with an unknown flag': ['serve', '--bogus'],
     };
     for (const [name, args] of Object.entries(refused)) {
       // Without the pipe the command exits 2 and says why on stderr: the baseline the pipe must not change.
