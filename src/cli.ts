@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { join, resolve, sep } from 'node:path';
-import { identityFromToken, requestWorkloadCertificate } from './client/index.js';
+import { requestWorkloadCertificate } from './client/index.js';
 import { parseServeConfig, requireAuthenticator, SERVE_FLAGS, type ServeConfig } from './config.js';
 import { DEV_GRPC_LISTEN, DEV_MONITORING_LISTEN, ensureDevEnvironment, mintDevToken, writeFileAtomic, defaultDevDir } from './dev/index.js';
 import { formatGoDuration } from './duration.js';
@@ -9,7 +9,7 @@ import { createLogger } from './observability/index.js';
 import { BundleError, KEY_SPECS, type KeySpec } from './pki/index.js';
 import { ListenError, PrimaryBundle, probeListen, receiveBundleFeed, reportReadiness, reportStartupFailure, runPrimary, shareMetricsWithPrimary, startService, usableCores, type WorkerService } from './server/index.js';
 import { checkFileFlags, readFlagFile } from './preflight.js';
-import { requestFailure } from './request-errors.js';
+import { identityOfTokenFlag, requestFailure } from './request-errors.js';
 import cluster from 'node:cluster';
 import { cacertsCommandHelp, CACERTS_USAGE, runCacertsCommand } from './operator/index.js';
 import { configurationReferenceMarkdown, DEV_TOKEN_FLAGS, REQUEST_FLAGS } from './commands.js';
@@ -214,13 +214,14 @@ async function request(argv: string[]): Promise<number> {
   const { values } = parseFlags(REQUEST_FLAGS, argv, process.env);
   const key = values.get('key') as string;
   if (!KEY_SPECS.includes(key as KeySpec)) throw new ConfigError(`--key: invalid value "${key}" (want one of ${KEY_SPECS.join(', ')})`);
-  const token = readFlagFile('--token', required(values, 'token')).trim();
+  const tokenFile = required(values, 'token');
+  const token = readFlagFile('--token', tokenFile).trim();
   const rootFile = required(values, 'root');
   const rootPem = readFlagFile('--root', rootFile);
   const out = required(values, 'out');
   const ca = values.get('ca') as { host: string; port: number };
   const serverName = values.get('server-name') as string | undefined;
-  const identity = (values.get('identity') as string | undefined) ?? identityFromToken(token, values.get('trust-domain') as string);
+  const identity = (values.get('identity') as string | undefined) ?? identityOfTokenFlag(token, tokenFile, values.get('trust-domain') as string);
   const ttl = values.get('ttl') as number | undefined;
   const result = await requestWorkloadCertificate({
     address: `${ca.host}:${ca.port}`,

@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { diagnoseConnection, type ConnectionProblem } from './client/index.js';
+import { diagnoseConnection, identityFromToken, type ConnectionProblem } from './client/index.js';
 import { ConfigError } from './flags.js';
 
 /** What `svid-ca request` dialled, in the terms of its flags. */
@@ -51,4 +51,16 @@ export async function requestFailure(err: unknown, t: RequestTarget): Promise<Er
     if (problem) return new ConfigError(problemMessage(problem, t));
   }
   return new Error(`the CA at ${t.host}:${t.port} refused the call: ${err.message}`);
+}
+
+/**
+ * The SPIFFE ID a --token asks for (spiffe://TD/ns/NS/sa/SA from its `sub`, read, not verified: the CA
+ * verifies it), or a ConfigError naming --token and its file (exit 2) when the file holds no such JWT.
+ */
+export function identityOfTokenFlag(token: string, file: string, trustDomain: string): string {
+  try {
+    return identityFromToken(token, trustDomain);
+  } catch (err) {
+    throw new ConfigError(`--token: ${file} does not hold a service-account token (a JWT with sub system:serviceaccount:<ns>:<sa>): ${(err as Error).message}; or give --identity`);
+  }
 }

@@ -112,6 +112,14 @@ describe('svid-ca request: errors name the flag to fix', () => {
     expect(oneLine(r.stderr)).toBe(`svid-ca: --root: cannot read ${missing}: no such file`);
   }, 60_000);
 
+  it('a --token file that holds no JWT (and no --identity to go without it): names --token and the file; exit 2', async () => {
+    const garbage = join(work, 'token-garbage');
+    writeFileSync(garbage, 'not-a-jwt\n');
+    const r = await request(['--ca', server!.address, '--root', rootFile, '--token', garbage, '--out', out]);
+    expect(r.status).toBe(2);
+    expect(oneLine(r.stderr)).toBe(`svid-ca: --token: ${garbage} does not hold a service-account token (a JWT with sub system:serviceaccount:<ns>:<sa>): Invalid JWT; or give --identity`);
+  }, 60_000);
+
   it('a call the server refused keeps its gRPC status; exit 1', async () => {
     const wrongAudience = join(work, 'token-wrong-audience');
     writeFileSync(wrongAudience, await issuer.token({ namespace: 'default', serviceAccount: 'app', audience: 'not-istio-ca' }));
