@@ -9,7 +9,7 @@ import { createLogger } from './observability/index.js';
 import { BundleError, KEY_SPECS, type KeySpec } from './pki/index.js';
 import { ListenError, PrimaryBundle, probeListen, receiveBundleFeed, reportReadiness, reportStartupFailure, runPrimary, shareMetricsWithPrimary, startService, usableCores, type WorkerService } from './server/index.js';
 import { checkFileFlags, readFlagFile } from './preflight.js';
-import { identityOfTokenFlag, requestFailure } from './request-errors.js';
+import { identityOfTokenFlag, requestFailure, rootBundleOfFlag } from './request-errors.js';
 import cluster from 'node:cluster';
 import { cacertsCommandHelp, CACERTS_USAGE, runCacertsCommand } from './operator/index.js';
 import { configurationReferenceMarkdown, DEV_TOKEN_FLAGS, REQUEST_FLAGS } from './commands.js';
@@ -217,7 +217,7 @@ async function request(argv: string[]): Promise<number> {
   const tokenFile = required(values, 'token');
   const token = readFlagFile('--token', tokenFile).trim();
   const rootFile = required(values, 'root');
-  const rootPem = readFlagFile('--root', rootFile);
+  const rootPem = rootBundleOfFlag(readFlagFile('--root', rootFile), rootFile);
   const out = required(values, 'out');
   const ca = values.get('ca') as { host: string; port: number };
   const serverName = values.get('server-name') as string | undefined;

@@ -64,3 +64,11 @@ export function identityOfTokenFlag(token: string, file: string, trustDomain: st
     throw new ConfigError(`--token: ${file} does not hold a service-account token (a JWT with sub system:serviceaccount:<ns>:<sa>): ${(err as Error).message}; or give --identity`);
   }
 }
+
+/** The --root file's text, checked to hold at least one PEM certificate (a ConfigError naming --root otherwise, exit 2). */
+export function rootBundleOfFlag(rootPem: string, file: string): string {
+  if (!rootPem.includes('-----BEGIN CERTIFICATE-----')) {
+    throw new ConfigError(`--root: ${file} holds no PEM certificate (give the root bundle, e.g. the cacerts folder's root-cert.pem)`);
+  }
+  return rootPem;
+}

@@ -110,6 +110,10 @@ describe('svid-ca request: errors name the flag to fix', () => {
     const r = await request(['--ca', server!.address, '--root', missing, '--token', tokenFile, '--out', out]);
     expect(r.status).toBe(2);
     expect(oneLine(r.stderr)).toBe(`svid-ca: --root: cannot read ${missing}: no such file`);
+    // A --root that is readable but holds no certificate (here: the token file) is said as such.
+    const notPem = await request(['--ca', server!.address, '--root', tokenFile, '--token', tokenFile, '--out', out]);
+    expect(notPem.status).toBe(2);
+    expect(oneLine(notPem.stderr)).toBe(`svid-ca: --root: ${tokenFile} holds no PEM certificate (give the root bundle, e.g. the cacerts folder's root-cert.pem)`);
   }, 60_000);
 
   it('a --token file that holds no JWT (and no --identity to go without it): names --token and the file; exit 2', async () => {
