@@ -1,7 +1,6 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs';
 import { join, resolve, sep } from 'node:path';
-import { identityFromToken, requestWorkloadCertificate } from './client/index.js';
+import { requestWorkloadCertificate } from './client/index.js';
 import { parseServeConfig, requireAuthenticator, SERVE_FLAGS, type ServeConfig } from './config.js';
 import { DEV_GRPC_LISTEN, DEV_MONITORING_LISTEN, ensureDevEnvironment, mintDevToken, writeFileAtomic, defaultDevDir } from './dev/index.js';
 import { formatGoDuration } from './duration.js';
@@ -9,7 +8,8 @@ import { ConfigError, flagHelp, parseFlags, parseHostPort, type FlagSpec } from 
 import { createLogger } from './observability/index.js';
 import { BundleError, KEY_SPECS, type KeySpec } from './pki/index.js';
 import { ListenError, PrimaryBundle, probeListen, receiveBundleFeed, reportReadiness, reportStartupFailure, runPrimary, shareMetricsWithPrimary, startService, usableCores, type WorkerService } from './server/index.js';
-import { checkFileFlags } from './preflight.js';
+import { checkFileFlags, readFlagFile } from './preflight.js';
+import { identityOfTokenFlag, requestFailure, rootBundleOfFlag } from './request-errors.js';
 import cluster from 'node:cluster';
 import { cacertsCommandHelp, CACERTS_USAGE, runCacertsCommand } from './operator/index.js';
 import { configurationReferenceMarkdown, DEV_TOKEN_FLAGS, REQUEST_FLAGS } from './commands.js';
@@ -214,22 +214,26 @@ async function request(argv: string[]): Promise<number> {
   const { values } = parseFlags(REQUEST_FLAGS, argv, process.env);
   const key = values.get('key') as string;
   if (!KEY_SPECS.includes(key as KeySpec)) throw new ConfigError(`--key: invalid value "${key}" (want one of ${KEY_SPECS.join(', ')})`);
-  const tokenArg = required(values, 'token');
-  const token = (tokenArg === '-' ? readFileSync(0, 'utf8') : readFileSync(tokenArg, 'utf8')).trim();
-  const rootPem = readFileSync(required(values, 'root'), 'utf8');
+  const tokenFile = required(values, 'token');
+  const token = readFlagFile('--token', tokenFile).trim();
+  const rootFile = required(values, 'root');
+  const rootPem = rootBundleOfFlag(readFlagFile('--root', rootFile), rootFile);
   const out = required(values, 'out');
   const ca = values.get('ca') as { host: string; port: number };
-  const identity = (values.get('identity') as string | undefined) ?? identityFromToken(token, values.get('trust-domain') as string);
+  const serverName = values.get('server-name') as string | undefined;
+  const identity = (values.get('identity') as string | undefined) ?? identityOfTokenFlag(token, tokenFile, values.get('trust-domain') as string);
   const ttl = values.get('ttl') as number | undefined;
   const result = await requestWorkloadCertificate({
     address: `${ca.host}:${ca.port}`,
     rootPem,
-    serverName: values.get('server-name') as string | undefined,
+    serverName,
     token,
     key: key as KeySpec,
     identity,
     ttlSeconds: ttl === undefined ? undefined : Math.floor(ttl / 1000),
     clusterId: values.get('cluster-id') as string,
+  }).catch(async (err: unknown) => {
+    throw await requestFailure(err, { host: ca.host, port: ca.port, rootFile, rootPem, serverName });
   });
   writeFileAtomic(join(out, 'key.pem'), result.keyPem, 0o600);
   writeFileAtomic(join(out, 'cert-chain.pem'), result.certChain.join(''));
@@ -257,20 +261,23 @@ function helpText(topic: readonly string[]): string | undefined {
 }
 
 /**
- * A reader that closes the pipe early (`svid-ca cacerts crl ... | head -1`) is not an error: the rest of the
- * report is dropped and the command finishes its work (files it writes are written) and exits with its own
- * status, with nothing on stderr, instead of dying on an unhandled EPIPE. Not for `serve`, whose stdout is its log.
+ * A reader that closes the pipe early (`svid-ca cacerts crl ... | head -1`, `... 2>&1 | true`) is not an
+ * error: the rest of the output is dropped and the command finishes its work (files it writes are written)
+ * and exits with its own status (0, or 2 for a refused flag), with nothing on stderr, instead of dying on an
+ * unhandled EPIPE (which made every failure exit 1). stdout not for `serve`, whose stdout is its log;
+ * stderr for every command, `serve` too (its one-line startup failures keep their exit status).
  */
-function dropOutputWhenReaderCloses(): void {
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+function dropOutputWhenReaderCloses(stream: NodeJS.WriteStream): void {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') throw err;
-    process.stdout.destroy();
+    stream.destroy();
   });
 }
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  if (command !== 'serve') dropOutputWhenReaderCloses();
+  if (command !== 'serve') dropOutputWhenReaderCloses(process.stdout);
+  dropOutputWhenReaderCloses(process.stderr);
   if (command === '--version' || command === 'version') {
     process.stdout.write(versionText() + '\n');
     return 0;

@@ -53,7 +53,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'max-connections', kind: 'int', default: '20000', help: 'established connections on the gRPC listener (and sockets that have started TLS), per process; more are closed at once' },
   { name: 'max-concurrent-streams', kind: 'int', default: '128', help: 'concurrent HTTP/2 streams (calls) per connection' },
   { name: 'idle-timeout', kind: 'duration', default: '15m', help: 'close a connection with no call for this long (agents reconnect on their next renewal)' },
-  { name: 'shutdown-grace', kind: 'duration', default: '25s', help: "on SIGTERM, the whole graceful stop (--shutdown-delay, then calls in flight finish) takes at most this long (inside Kubernetes' 30 s)" },
+  { name: 'shutdown-grace', kind: 'duration', default: '25s', help: "on SIGTERM or SIGINT (Ctrl+C), the whole graceful stop (--shutdown-delay, then calls in flight finish) takes at most this long (inside Kubernetes' 30 s)" },
   { name: 'max-pending', kind: 'int', default: '2048', help: 'calls admitted and not yet answered, per process; more get RESOURCE_EXHAUSTED at once (agents retry with backoff)' },
   { name: 'priority-namespaces', kind: 'list', default: 'istio-system', help: 'namespaces whose callers (gateways, ztunnel) are signed first in a storm' },
   { name: 'workers', kind: 'int', default: '0', help: 'server processes sharing the gRPC port (node:cluster); 0 = one per core. The primary serves monitoring for all' },
@@ -66,7 +66,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'max-pending-share', kind: 'int', default: '10', help: 'percent of --max-pending one identity (or one node agent impersonating) may hold; beyond: RESOURCE_EXHAUSTED' },
   { name: 'client-cert-max-ttl', kind: 'duration', default: '24h', help: "longest lifetime of a renewal by client certificate alone; it never passes the presented certificate's NotAfter" },
   // issue #13: operations that cannot hurt
-  { name: 'shutdown-delay', kind: 'duration', default: '5s', help: 'on SIGTERM, report not ready but keep answering this long before closing the listener (Kubernetes removes the endpoint first); part of --shutdown-grace' },
+  { name: 'shutdown-delay', kind: 'duration', default: '5s', help: 'on SIGTERM or SIGINT (Ctrl+C), report not ready but keep answering this long before closing the listener (Kubernetes removes the endpoint first); part of --shutdown-grace' },
   // issue #19: bounded work before authentication (src/server/transport-limits.ts)
   { name: 'handshake-timeout', kind: 'duration', default: '5s', help: 'close a socket that has not completed its TLS handshake within this' },
   { name: 'max-handshakes', kind: 'int', default: '1024', help: 'sockets still in their TCP/TLS handshake at once; more are closed at once (not counted in --max-connections)' },

@@ -31,6 +31,18 @@ function readable(flag: string, path: string | undefined): void {
   }
 }
 
+/**
+ * The text of a file named by a flag (UTF-8), or a ConfigError `FLAG: cannot read PATH: WHY` (exit 2),
+ * the shape of serve's file-flag errors; `-` reads stdin. Used by `svid-ca request` (--token, --root).
+ */
+export function readFlagFile(flag: string, path: string): string {
+  try {
+    return readFileSync(path === '-' ? 0 : path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`${flag}: cannot read ${path}: ${fileProblem(err)}`);
+  }
+}
+
 function appendable(flag: string, path: string | undefined): void {
   if (!path) return;
   try {

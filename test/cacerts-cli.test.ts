@@ -112,6 +112,21 @@ describe('verify agrees with serve', () => {
     expect(later.stdout).toMatch(/expired at/);
     expect(cli('verify', dir, '--at', 'tomorrow').status).toBe(2);
   });
+
+  it('a folder with the certificate but no key file points at --signing-key (a key in a PKCS#11 token); either layout', () => {
+    for (const [layout, keyFile] of [['good Istio layout', 'ca-key.pem'], ['good TLS layout', 'tls.key']] as const) {
+      const dir = bundles[layout]!();
+      rmSync(join(dir, keyFile));
+      const r = cli('verify', dir);
+      expect(r.status, layout).toBe(1);
+      expect(r.stdout.trim(), layout).toBe(`REJECTED: ${join(dir, keyFile)}: file is missing (if the key is in a PKCS#11 token, give --signing-key URI)`);
+    }
+    // Without the certificate either, the certificate is what is missing: no word about the key.
+    const bare = bundles['good Istio layout']!();
+    rmSync(join(bare, 'ca-key.pem'));
+    rmSync(join(bare, 'ca-cert.pem'));
+    expect(cli('verify', bare).stdout.trim()).toBe(`REJECTED: ${join(bare, 'ca-cert.pem')}: file is missing`);
+  });
 });
 
 describe('bundle and plan-rotation', () => {

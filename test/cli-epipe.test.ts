@@ -14,10 +14,14 @@ import { createTestIssuer, startTestServer, type TestServer } from './helpers/se
 const work = tempDir('svid-ca-epipe-');
 afterAll(() => removeDir(work));
 
-/** Runs `node dist/cli.js ARGS | READER` in bash; the CLI's exit status and stderr, the reader's output. */
-function throughPipe(args: string[], reader: 'head -1' | 'true'): Promise<{ status: number; stderr: string; read: string }> {
+/**
+ * Runs `node dist/cli.js ARGS | READER` in bash; the CLI's exit status and stderr, the reader's output.
+ * With `stderrToo`, stderr goes into the same pipe (`2>&1 | READER`) and `stderr` is empty.
+ */
+function throughPipe(args: string[], reader: 'head -1' | 'true', stderrToo = false): Promise<{ status: number; stderr: string; read: string }> {
   const errFile = join(work, `stderr-${Math.random().toString(36).slice(2)}`);
-  const script = `"$0" dist/cli.js "$@" 2>"${errFile}" | ${reader}; echo "\${PIPESTATUS[0]}"`;
+  writeFileSync(errFile, '');
+  const script = `"$0" dist/cli.js "$@" ${stderrToo ? '2>&1' : `2>"${errFile}"`} | ${reader}; echo "\${PIPESTATUS[0]}"`;
   return new Promise((resolve, reject) => {
     const child = spawn('bash', ['-c', script, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
@@ -87,4 +91,23 @@ describe('the CLI stops quietly when the reader of its output goes away (EPIPE)'
     expect(r.status).toBe(1);
     expect(r.stderr).toBe('');
   }, 60_000);
+
+  it('stderr into a closed pipe (2>&1 | true) keeps the exit status of a refused command (2) instead of 1', async () => {
+    const refused: Record<string, string[]> = {
+      'help bogus': ['help', 'bogus'],
+      'cacerts crl with a wrong --revoke': ['cacerts', 'crl', '--issuer', root, '--out', join(work, 'crl-refused.pem'), '--revoke', join(work, 'no-such-cert.pem')],
+      'cacerts verify --bogus': ['cacerts', 'verify', '--bogus'],
+      'init-root refusing to overwrite a key': ['cacerts', 'init-root', '--out', root],
+      'serve with an unknown flag': ['serve', '--bogus'],
+    };
+    for (const [name, args] of Object.entries(refused)) {
+      // Without the pipe the command exits 2 and says why on stderr: the baseline the pipe must not change.
+      const direct = spawnSync(process.execPath, cli(...args), { encoding: 'utf8' });
+      expect(direct.status, name).toBe(2);
+      expect(direct.stderr, name).toMatch(/^svid-ca: /);
+      for (const reader of ['true', 'true', 'head -1'] as const) {
+        expect((await throughPipe(args, reader, true)).status, `${name} 2>&1 | ${reader}`).toBe(2);
+      }
+    }
+  }, 120_000);
 });

@@ -74,6 +74,15 @@ describe('help', () => {
     expect(svidCa('help', 'nope').status).toBe(2);
   });
 
+  it('the shutdown flags name both signals that run the graceful stop (SIGTERM, SIGINT: test/shutdown.test.ts)', () => {
+    const help = svidCa('help', 'serve').stdout.split('\n');
+    for (const flag of ['--shutdown-delay', '--shutdown-grace']) {
+      const at = help.findIndex((l) => l.trimStart().startsWith(`${flag} `));
+      expect(at, flag).toBeGreaterThan(0);
+      expect(help[at + 1], flag).toMatch(/^\s+on SIGTERM or SIGINT \(Ctrl\+C\), /); // the help text is the line under the flag
+    }
+  });
+
   it('the top-level usage names every cacerts subcommand', () => {
     const usage = svidCa('help').stdout.replace(/\s+/g, ' ');
     const list = /cacerts folders \(([^)]*)\)/.exec(usage)?.[1]?.split(', ');
@@ -92,6 +101,24 @@ describe('help', () => {
     // Builds from a source checkout; skipped where there is no source (the image's production install).
     expect(pkg.scripts.prepare).toBe('if [ -f tsconfig.json ]; then npm run build; fi');
     expect(pkg.bin['svid-ca']).toBe('dist/cli.js');
+  });
+
+  it('allowScripts in package.json covers every package of the lock file that has an install script (npm 11.16+ warns otherwise, npm 12 skips it)', () => {
+    const lock = JSON.parse(readFileSync('package-lock.json', 'utf8')) as { packages: Record<string, { hasInstallScript?: boolean }> };
+    const withScripts = Object.entries(lock.packages).filter(([, p]) => p.hasInstallScript).map(([path]) => path.replace(/^.*node_modules\//, '')).sort();
+    const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { allowScripts?: Record<string, boolean> };
+    expect(withScripts).toEqual(['pkcs11js', 'protobufjs']); // a new one must be reviewed and added
+    expect(Object.keys(pkg.allowScripts ?? {}).sort()).toEqual(withScripts);
+    expect(Object.values(pkg.allowScripts ?? {}).every((v) => v === true)).toBe(true);
+  });
+
+  // npm's own verdict, where the npm on PATH has the allowScripts policy (npm 11.16 and newer: Node 24's npm).
+  const npmVersion = spawnSync('npm', ['--version'], { encoding: 'utf8' }).stdout?.trim() ?? '';
+  const [major = 0, minor = 0] = npmVersion.split('.').map(Number);
+  it.skipIf(major < 11 || (major === 11 && minor < 16))(`npm ${npmVersion || '(none)'} finds no install script left unreviewed`, () => {
+    const r = spawnSync('npm', ['approve-scripts', '--allow-scripts-pending'], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('No packages with unreviewed install scripts.');
   });
 });
 

@@ -462,6 +462,11 @@ describe('cacerts commands with the key in a token (SoftHSM2)', () => {
     expect(made.out).toContain('OK: svid-ca serve would accept');
     expect(made.code).toBe(0);
     expect(existsSync(join(dir, 'cacerts', 'ca-key.pem'))).toBe(false);
+    // The command that loads the folder as the cacerts Secret, as the file variant prints it, without ca-key.pem.
+    const secret = /kubectl create secret generic cacerts[^]*?\| kubectl apply -f -/.exec(made.out)?.[0].replace(/\\\n\s*/g, '');
+    expect(secret).toBe(
+      `kubectl create secret generic cacerts -n istio-system ${['ca-cert.pem', 'cert-chain.pem', 'root-cert.pem'].map((f) => `--from-file=${join(dir, 'cacerts', f)}`).join(' ')} --dry-run=client -o yaml | kubectl apply -f -`,
+    );
     const cacerts = (f: string) => readFileSync(join(dir, 'cacerts', f), 'utf8');
     expect(opensslVerify(cacerts('root-cert.pem'), [], cacerts('ca-cert.pem'), ['-x509_strict'])).toContain('OK');
     // The token says what it holds (read in a separate process through pkcs11js, not through svid-ca).

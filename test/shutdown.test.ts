@@ -61,8 +61,9 @@ describe('SIGTERM with two workers and calls in flight', () => {
     }
   }, 600_000);
 
-  it('--shutdown-delay: not ready (gRPC health and /readyz) yet still answering, then exit 0', async () => {
-    const s = await serveDev('delay', ['--shutdown-delay', '3s']);
+  // SIGINT too: Ctrl+C on `npm start` runs the same graceful stop as Kubernetes' SIGTERM.
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) it(`--shutdown-delay after ${signal}: not ready (gRPC health and /readyz) yet still answering, then exit 0`, async () => {
+    const s = await serveDev(`delay-${signal}`, ['--shutdown-delay', '3s']);
     const csr = () => buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: ID }] });
     const client = clientFor({ address: `localhost:${s.grpcPort}` } as TestServer, s.rootPem);
     const { health } = loadServices();
@@ -74,7 +75,7 @@ describe('SIGTERM with two workers and calls in flight', () => {
     try {
       expect(await check()).toBe('SERVING');
       expect((await call(client, { csr: csr() }, { authorization: `Bearer ${s.token}` })).err).toBeUndefined();
-      s.proc.child.kill('SIGTERM');
+      s.proc.child.kill(signal);
       let status: string | undefined;
       for (let i = 0; i < 100 && (status = await check()) !== 'NOT_SERVING'; i++) await sleep(10);
       expect(status).toBe('NOT_SERVING');

@@ -23,6 +23,19 @@ function read(dir: string, file: string): NamedText {
   }
 }
 
+/**
+ * The key file of a folder whose certificate was read: a missing key most often means the key is in a PKCS#11
+ * token (issue #17) and --signing-key was left out, so the message says so.
+ */
+function readKey(dir: string, file: string): NamedText {
+  try {
+    return read(dir, file);
+  } catch (err) {
+    if (!(err instanceof BundleError) || existsSync(err.file)) throw err;
+    throw new BundleError(err.file, `${err.problem} (if the key is in a PKCS#11 token, give --signing-key URI)`);
+  }
+}
+
 /** Reads the files of a cacerts folder (following Kubernetes' ..data symlinks) in the layout it holds. */
 export function readCacertsFiles(dir: string, keyOnToken?: string): BundleFiles {
   if (keyOnToken !== undefined) return readCertificateFiles(dir, keyOnToken);
@@ -30,7 +43,7 @@ export function readCacertsFiles(dir: string, keyOnToken?: string): BundleFiles 
   if (existsSync(join(dir, TLS_FILES.cert))) {
     const cert = read(dir, TLS_FILES.cert);
     const roots = read(dir, TLS_FILES.root);
-    return { layout: 'kubernetes-tls', signingCert: cert, signingKey: read(dir, TLS_FILES.key), chain: [cert, roots], roots };
+    return { layout: 'kubernetes-tls', signingCert: cert, signingKey: readKey(dir, TLS_FILES.key), chain: [cert, roots], roots };
   }
   const present = Object.values(ISTIO_FILES).filter((f) => existsSync(join(dir, f)));
   if (present.length === 0) {
@@ -39,7 +52,7 @@ export function readCacertsFiles(dir: string, keyOnToken?: string): BundleFiles 
   return {
     layout: 'istio',
     signingCert: read(dir, ISTIO_FILES.cert),
-    signingKey: read(dir, ISTIO_FILES.key),
+    signingKey: readKey(dir, ISTIO_FILES.key),
     chain: [read(dir, ISTIO_FILES.chain)],
     roots: read(dir, ISTIO_FILES.root),
     crl: optionalCrl(dir),

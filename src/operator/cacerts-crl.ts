@@ -253,7 +253,7 @@ export function crlCommand(argv: string[], out: Out): number {
     for (const line of describeCrl(crl!, now)) out(line);
     // crl-safety: a CRL started afresh where one is in use would un-revoke and go back in number.
     if (!previous && from === undefined) out(`note: a new CRL (number 1): if ${subjectText(cert)} has a CRL in use (e.g. in the current folder's ca-crl.pem), renew that one instead with --from <that file>, or its revocations are lost and the number goes back`);
-    out(`put it in the cacerts folder as ca-crl.pem (Istio layout; the Kubernetes TLS layout has no CRL file): it must hold a CRL of every CA of the chain (signing certificate, cert-chain.pem, root), so run svid-ca cacerts crl with the same --out once per CA; check it with svid-ca cacerts verify, and apply the folder`);
+    out(`${basename(file) === 'ca-crl.pem' ? '' : 'put it in the cacerts folder as ca-crl.pem (Istio layout; the Kubernetes TLS layout has no CRL file): '}it must hold a CRL of every CA of the chain (signing certificate, cert-chain.pem, root), so run svid-ca cacerts crl with the same --out once per CA; check it with svid-ca cacerts verify, and apply the folder`);
     return 0;
   } finally {
     close();

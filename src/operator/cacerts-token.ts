@@ -55,6 +55,8 @@ export function initIntermediateOnToken(
     /** The file variant's subject rule (--subject, else --org and --cn, else `defaults`). */
     subject: (values: Map<string, unknown>, defaults: { org: string; cn: string }) => { organization: string; commonName: string; distinctName: boolean };
     verifyFolder: (dir: string, source: Pkcs11SigningKeySource) => number;
+    /** The kubectl command that loads the folder as the cacerts Secret (no ca-key.pem), as the file variant prints it. */
+    secretCommand: (dir: string) => string;
   },
 ): number {
   const { values } = parseFlags([...INIT_INTERMEDIATE_TOKEN_FLAGS, ...shared.flags], argv, {});
@@ -91,6 +93,7 @@ export function initIntermediateOnToken(
     const files = intermediateCertificateFiles({ root: root!, publicKeyDer: spkiDer(publicKey), ttlMs: values.get('ttl') as number, organization, commonName });
     writeFolder(dir!, files, policy);
     out(`wrote the cacerts folder ${dir} (ca-cert.pem, cert-chain.pem, root-cert.pem; the key stays in the token)`);
+    out(`load it into the cluster (creates the Secret, or replaces it during a rotation):\n${shared.secretCommand(dir!)}`);
     return shared.verifyFolder(dir!, source);
   } finally {
     source.close();

@@ -123,6 +123,7 @@ function initIntermediate(argv: string[], out: Out): number {
       flags: INIT_INTERMEDIATE_FLAGS.filter((f) => ['cn', 'subject', 'force', 'force-key'].includes(f.name)),
       subject: subjectFlags,
       verifyFolder: (dir, source) => verifyFolder(dir, undefined, out, DEFAULT_PROBE_NAMES, source),
+      secretCommand: (dir) => applySecretCommand(dir, true, { withKey: false }),
     });
   }
   const { values } = parseFlags(INIT_INTERMEDIATE_FLAGS, argv, {});
@@ -151,11 +152,12 @@ function initIntermediate(argv: string[], out: Out): number {
 /**
  * The command the runbooks use to load a cacerts folder: create-or-update (`--dry-run=client -o yaml |
  * kubectl apply -f -`), so it also works when the Secret exists, as it does during a rotation.
+ * `withKey` false: the key is in a PKCS#11 token (issue #17), so the Secret carries no ca-key.pem.
  */
-function applySecretCommand(dir: string, multiline = false, withCrl = existsSync(join(dir, 'ca-crl.pem'))): string {
+function applySecretCommand(dir: string, multiline = false, { withCrl = existsSync(join(dir, 'ca-crl.pem')), withKey = true }: { withCrl?: boolean; withKey?: boolean } = {}): string {
   // issue #16: a folder with ca-crl.pem loads it too (dropping it from the Secret is how a CRL is cleared).
   // crl-safety: `withCrl` for a folder not written yet (plan-rotation's step1/step3, which cacerts bundle gives the CRL of).
-  const names = ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem', ...(withCrl ? ['ca-crl.pem'] : [])];
+  const names = ['ca-cert.pem', ...(withKey ? ['ca-key.pem'] : []), 'cert-chain.pem', 'root-cert.pem', ...(withCrl ? ['ca-crl.pem'] : [])];
   const files = names.map((f) => `--from-file=${join(dir, f)}`);
   const parts = ['kubectl create secret generic cacerts -n istio-system', files.slice(0, 2).join(' '), files.slice(2).join(' '), '--dry-run=client -o yaml | kubectl apply -f -'];
   return multiline ? `  ${parts.join(' \\\n    ')}` : parts.join(' ');
@@ -356,14 +358,14 @@ function planRotation(argv: string[], out: Out): number {
   out(`\nThe root changes (added: ${only(newB, oldB).join('; ') || 'none'}; removed: ${only(oldB, newB).join('; ') || 'none'}). Four steps, in order:`);
   out(`1. Add the new root everywhere, still signing with the old intermediate:`);
   out(`     svid-ca cacerts bundle ${oldDir} ${newDir} --signer old --out step1`);
-  out(`     ${applySecretCommand('step1', false, oldB.crls.length > 0)}`);
+  out(`     ${applySecretCommand('step1', false, { withCrl: oldB.crls.length > 0 })}`);
   out('   check: "signing bundle reloaded" with rootsAdded; every namespace\'s istio-ca-root-cert ConfigMap holds both roots;');
   out('          sidecars pick up the bundle at their next renewal (half their certificate life).');
   out(`2. Wait until every workload has renewed at least once: at least the longest lifetime issued (--max-ttl ${wait}; with`);
   out('   the default 24h TTL agents renew within ~12h). Check: no leaf issued before step 1 is still in use.');
   out(`3. Switch to the new intermediate, keeping both roots:`);
   out(`     svid-ca cacerts bundle ${oldDir} ${newDir} --signer new --out step3`);
-  out(`     ${applySecretCommand('step3', false, newB.crls.length > 0)}`);
+  out(`     ${applySecretCommand('step3', false, { withCrl: newB.crls.length > 0 })}`);
   out('   check: "signing bundle reloaded" with the new signer; mTLS between old and new leaves still works (both roots trusted).');
   out(`4. After another full renewal period (${wait} at most), remove the old root: apply ${newDir} itself:`);
   out(`     ${applySecretCommand(newDir)}`);
