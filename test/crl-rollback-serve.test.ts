@@ -9,8 +9,8 @@ import { SecretVolume, istioFiles } from './helpers/k8s-volume.js';
 import { opensslCa, opensslCrl, opensslCrlVerdict, probeLeaves, STDEXT } from './helpers/openssl-ca.js';
 import { removeDir, tempDir } from './helpers/pki.js';
 import { createTestIssuer, fetchText, startTestServer, type TestServer } from './helpers/server.js';
+import { until } from './helpers/until.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
   while (cleanups.length) await cleanups.pop()!();
@@ -22,15 +22,6 @@ const intA = opensslCa(work, 'intermediate A', STDEXT, root);
 const retired = opensslCa(work, 'retired intermediate', STDEXT, root);
 const other = opensslCa(work, 'other intermediate', STDEXT, root);
 
-async function until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 const metrics = async (server: TestServer) => (await fetchText(`http://127.0.0.1:${server.service.monitoringPort}/metrics`)).body;
 const REFUSED = 'cacerts reload refused; still serving with the current bundle';
 

@@ -17,10 +17,10 @@ import { SecretVolume, istioFiles } from './helpers/k8s-volume.js';
 import { opensslCa, opensslCrl, opensslCrlVerdict, probeLeaves, STDEXT } from './helpers/openssl-ca.js';
 import { removeDir, tempDir, writeCacerts, type TestCa } from './helpers/pki.js';
 import { call, clientFor, createTestIssuer, fetchText, startTestServer, type TestServer } from './helpers/server.js';
+import { until } from './helpers/until.js';
 
 const DAY = 86_400_000;
 const ID = 'spiffe://cluster.local/ns/vm/sa/legacy';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
   while (cleanups.length) await cleanups.pop()!();
@@ -43,15 +43,6 @@ async function setup(files: Record<string, string>, extra: Partial<Parameters<ty
   return { issuer, dir, volume, server };
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 const metrics = async (server: TestServer) => (await fetchText(`http://127.0.0.1:${server.service.monitoringPort}/metrics`)).body;
 const crlSeries = (text: string) => text.split('\n').filter((l) => l.startsWith('svid_ca_crl_')).sort();

@@ -11,6 +11,7 @@ import { makeIntermediate, makeRoot, removeDir, tempDir, type TestCa } from './h
 import { SecretVolume, istioFiles } from './helpers/k8s-volume.js';
 import { createTestIssuer, fetchText, startTestServer, type TestServer } from './helpers/server.js';
 import { tool } from './helpers/tools.js';
+import { until } from './helpers/until.js';
 
 const REFUSED = 'cacerts reload refused; still serving with the current bundle';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -20,15 +21,6 @@ afterEach(async () => {
   while (cleanups.length) await cleanups.pop()!();
 });
 
-async function until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 async function start(good: TestCa, root: TestCa, refusalLogIntervalMs?: number) {
   const issuer = await createTestIssuer();

@@ -11,6 +11,7 @@ import { SelfSignedRoot } from '../src/ca/index.js';
 import { makeIntermediate, makeRoot, opensslVerify, removeDir, tempDir, type TestCa } from './helpers/pki.js';
 import { SecretVolume, istioFiles } from './helpers/k8s-volume.js';
 import { call, clientFor, createTestIssuer, fetchText, startTestServer, type TestServer } from './helpers/server.js';
+import { until } from './helpers/until.js';
 
 const ID = 'spiffe://cluster.local/ns/demo/sa/web';
 const csr = () => buildCsrPem({ privateKey: generateKeyPair('ec-p256').privateKey, sans: [{ type: 'uri', value: ID }] });
@@ -54,15 +55,6 @@ function servingCertificate(port: number, rootPem: string): Promise<DetailedPeer
   });
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 describe('hot reload through a ..data symlink swap', () => {
   it('rotates the intermediate under load with zero failed requests; new leaves and the serving certificate follow within one reload interval', async () => {
