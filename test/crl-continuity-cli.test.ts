@@ -105,9 +105,11 @@ describe('CRL continuity across rotations', () => {
     expect(notCrl.status).toBe(2);
     expect(notCrl.out).toMatch(/^svid-ca: --from: current\/ca-cert\.pem is not one CRL of .* \(it holds a PEM CERTIFICATE block; a CRL file holds only X509 CRL blocks\); give the ca-crl\.pem in use of this issuer$/m);
     expect(readFileSync(at('next/ca-crl.pem'), 'utf8')).toBe(before);
-    // --from a missing file starts at 1 and says so.
-    expect(ok('cacerts', 'crl', '--issuer', 'offline/root1', '--from', 'nowhere/ca-crl.pem', '--out', 'fresh-crl.pem')).toContain('--from nowhere/ca-crl.pem does not exist');
-    expect(openssl('crl', '-in', at('fresh-crl.pem'), '-noout', '-crlnumber')).toContain('crlNumber=0x01');
+    // crl-safety2: --from a missing file is an error (a typo must not start the CRL afresh); nothing is written.
+    const missing = svidCa('cacerts', 'crl', '--issuer', 'offline/root1', '--from', 'nowhere/ca-crl.pem', '--out', 'fresh-crl.pem');
+    expect(missing.status).toBe(2);
+    expect(missing.out).toContain('--from: cannot read nowhere/ca-crl.pem');
+    expect(existsSync(at('fresh-crl.pem'))).toBe(false);
     expect(currentSerial).not.toBe(retiredSerial);
   });
 
