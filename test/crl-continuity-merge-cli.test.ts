@@ -52,6 +52,9 @@ describe('cacerts crl --from onto an --out that already holds a CRL of the issue
     expect(rootVerdict('retired/ca-cert.pem', 'next/ca-crl.pem')).toMatch(/: OK/);
     const refused = svidCa('cacerts', 'verify', 'next', '--previous', 'current');
     expect(refused.status).toBe(1);
+    // crl-safety2 4b: no OK line before the refusals; the verdict comes last.
+    expect(refused.out).not.toContain('OK: svid-ca serve would accept');
+    expect(refused.out.trim().split('\n').at(-1)).toBe('NOT OK: serve would load next, but against current its CRLs are REFUSED (above)');
     const fix = /renew it from the CRL in use: (svid-ca cacerts crl .*)$/m.exec(refused.out)?.[1];
     expect(fix).toBe('svid-ca cacerts crl --issuer <that CA\'s folder> --from current/ca-crl.pem --out next/ca-crl.pem');
 
@@ -67,7 +70,9 @@ describe('cacerts crl --from onto an --out that already holds a CRL of the issue
     // Both stay revoked as OpenSSL checks every level, and the folder now continues the one in use.
     expect(openssl('verify', '-crl_check_all', '-CAfile', at('offline/root1/root-cert.pem'), '-CRLfile', at('next/ca-crl.pem'), at('current/ca-cert.pem'))).toMatch(/certificate revoked/);
     expect(rootVerdict('retired/ca-cert.pem', 'next/ca-crl.pem')).toMatch(/certificate revoked/);
-    expect(svidCa('cacerts', 'verify', 'next', '--previous', 'current').status).toBe(0);
+    const passed = svidCa('cacerts', 'verify', 'next', '--previous', 'current');
+    expect(passed.status).toBe(0);
+    expect(passed.out.trim().split('\n').at(-1)).toBe('OK: svid-ca serve would accept next; its CRLs continue those of current');
   });
 
   it('a --from that cannot be read is an error (exit 2) and nothing is written', () => {

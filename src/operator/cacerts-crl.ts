@@ -1,5 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { IssuerFolderError, loadIssuerSigner } from '../ca/index.js';
 import { ConfigError, parseFlags, type FlagSpec } from '../flags.js';
@@ -175,6 +175,33 @@ function unionOf(inOut: LoadedCrl, inFrom: LoadedCrl, file: string, from: string
   return { revoked, lines };
 }
 
+/**
+ * crl-safety2: the CRLs of `issuer` in the ca-crl.pem of the folders beside --out's (`<parent>/<folder>/ca-crl.pem`;
+ * for an --out not named ca-crl.pem, of the folders in --out's folder), as `path` and CRL: where a CRL of the issuer
+ * may be in use. Files that cannot be read or hold no checked CRL of the issuer are passed over (this is a hint).
+ */
+function crlsBeside(file: string, issuer: X509Certificate, now: Date): { path: string; crl: LoadedCrl }[] {
+  const parent = basename(file) === 'ca-crl.pem' ? dirname(dirname(file)) : dirname(file);
+  const found: { path: string; crl: LoadedCrl }[] = [];
+  let entries: string[];
+  try {
+    entries = readdirSync(parent, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  } catch {
+    return found;
+  }
+  for (const entry of entries) {
+    const path = join(parent, entry, 'ca-crl.pem');
+    if (resolve(path) === resolve(file) || !existsSync(path)) continue;
+    try {
+      const crl = crlFile(path, readFileSync(path, 'utf8'), issuer, now).previous;
+      if (crl) found.push({ path, crl });
+    } catch {
+      // not a CRL file of this issuer: nothing to hint at
+    }
+  }
+  return found;
+}
+
 /** `text` without the CRL blocks whose issuer subject or authorityKeyIdentifier matches one of `drops`; each drop must match a block. */
 function dropIssuers(file: string, text: string, drops: string[], out: Out): string {
   const blocks = [...text.matchAll(PEM_BLOCK_SPAN)].map((m) => {
@@ -281,7 +308,12 @@ export function crlCommand(argv: string[], out: Out): number {
     for (const line of merged?.lines ?? []) out(line);
     for (const line of describeCrl(crl!, now)) out(line);
     // crl-safety: a CRL started afresh where one is in use would un-revoke and go back in number.
-    if (!previous && from === undefined) out(`note: a new CRL (number 1): if ${subjectText(cert)} has a CRL in use (e.g. in the current folder's ca-crl.pem), renew that one instead with --from <that file>, or its revocations are lost and the number goes back`);
+    // crl-safety2: only when a folder beside --out's holds a CRL of the issuer (a brand-new CA's first CRL gets no note).
+    const beside = !previous && from === undefined ? crlsBeside(file, cert, now) : [];
+    if (beside.length > 0) {
+      const held = beside.map((b) => `${b.path} (number ${b.crl.number ?? 'none'})`).join(', ');
+      out(`note: a new CRL (number 1) of ${subjectText(cert)}, while ${held} holds a CRL of it: if that one is in use, renew it instead with --from ${beside[0]!.path}, or its revocations are lost and the number goes back`);
+    }
     out(`${basename(file) === 'ca-crl.pem' ? '' : 'put it in the cacerts folder as ca-crl.pem (Istio layout; the Kubernetes TLS layout has no CRL file): '}it must hold a CRL of every CA of the chain (signing certificate, cert-chain.pem, root), so run svid-ca cacerts crl with the same --out once per CA; check it with svid-ca cacerts verify, and apply the folder`);
     return 0;
   } finally {
