@@ -6,7 +6,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { removeDir, tempDir } from './helpers/pki.js';
@@ -83,5 +83,35 @@ describe('cacerts crl --from onto an --out that already holds a CRL of the issue
     expect(readFileSync(at('next/ca-crl.pem'), 'utf8')).toBe(before);
     expect(svidCa('cacerts', 'crl', '--issuer', 'offline/root1', '--from', 'nowhere/ca-crl.pem', '--out', 'fresh-crl.pem').status).toBe(2);
     expect(existsSync(at('fresh-crl.pem'))).toBe(false);
+  });
+
+  it('cacerts crl warns (exit 0) when the file it wrote makes the cacerts folder it sits in one that verify rejects', () => {
+    // (a) the intermediate's own CRL added to a copied ca-crl.pem that still holds the retired intermediate's CRL.
+    ok('cacerts', 'init-intermediate', '--root', 'offline/root1', '--out', 'copied', '--cluster', 'west');
+    copyFileSync(at('current/ca-crl.pem'), at('copied/ca-crl.pem'));
+    ok('cacerts', 'crl', '--issuer', 'offline/root1', '--out', 'copied/ca-crl.pem');
+    const copied = ok('cacerts', 'crl', '--issuer', 'copied', '--out', 'copied/ca-crl.pem');
+    const rejected = svidCa('cacerts', 'verify', 'copied');
+    expect(rejected.status).toBe(1);
+    const why = /^REJECTED: (.*)$/m.exec(rejected.out)![1]!;
+    expect(why).toContain('is issued by no certificate of cert-chain.pem or root-cert.pem');
+    expect(copied).toContain(`warning: as it is now, copied would be refused by svid-ca serve and cacerts verify: ${why}`);
+    // OpenSSL agrees the carried CRL is no CRL of the folder's CAs.
+    expect(openssl('crl', '-verify', '-in', at('current/ca-crl.pem'), '-CAfile', at('copied/ca-cert.pem'), '-noout')).not.toMatch(/^verify OK/m);
+
+    // (b) a CRL that revokes the signer of the folder it is written into.
+    ok('cacerts', 'init-intermediate', '--root', 'offline/root1', '--out', 'premature', '--cluster', 'north');
+    ok('cacerts', 'crl', '--issuer', 'premature', '--out', 'premature/ca-crl.pem');
+    const premature = ok('cacerts', 'crl', '--issuer', 'offline/root1', '--out', 'premature/ca-crl.pem', '--revoke', 'premature/ca-cert.pem');
+    expect(openssl('verify', '-crl_check_all', '-CAfile', at('offline/root1/root-cert.pem'), '-CRLfile', at('premature/ca-crl.pem'), at('premature/ca-cert.pem'))).toMatch(/certificate revoked/);
+    const refused = svidCa('cacerts', 'verify', 'premature');
+    expect(refused.status).toBe(1);
+    const reason = /^REJECTED: (.*)$/m.exec(refused.out)![1]!;
+    expect(reason).toContain('which is the signing certificate: svid-ca will not sign under a revoked certificate');
+    expect(premature).toContain(`warning: as it is now, premature would be refused by svid-ca serve and cacerts verify: ${reason}`);
+
+    // A folder verify accepts gets no such warning.
+    const fine = ok('cacerts', 'crl', '--issuer', 'current', '--out', 'current/ca-crl.pem');
+    expect(fine).not.toContain('warning:');
   });
 });

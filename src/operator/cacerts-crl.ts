@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { IssuerFolderError, loadIssuerSigner } from '../ca/index.js';
+import { IssuerFolderError, ISTIO_FILES, loadCacerts, loadIssuerSigner } from '../ca/index.js';
 import { ConfigError, parseFlags, type FlagSpec } from '../flags.js';
 import {
   BundleError,
@@ -231,6 +231,23 @@ function dropIssuers(file: string, text: string, drops: string[], out: Out): str
   return kept;
 }
 
+/**
+ * crl-safety2: when `file` is the ca-crl.pem of an Istio-layout cacerts folder (its certificates and key in files),
+ * that folder is loaded as `serve` and `cacerts verify` load it, and each problem is printed as a `warning:` line:
+ * the refusal verify would print, or the warnings of an accepted bundle. Only warnings (exit 0): the runbook builds
+ * ca-crl.pem in steps (the root's CRL, then the intermediate's), and the file is refused until the last one.
+ */
+function warnAsVerifyWould(file: string, at: Date, out: Out): void {
+  const dir = dirname(file) || '.';
+  if (basename(file) !== 'ca-crl.pem' || !Object.values(ISTIO_FILES).every((f) => existsSync(join(dir, f)))) return;
+  try {
+    for (const w of loadCacerts(dir, at).warnings) out(`warning: ${w}`);
+  } catch (err) {
+    if (!(err instanceof BundleError) && !(err instanceof IssuerFolderError)) throw err;
+    out(`warning: as it is now, ${dir} would be refused by svid-ca serve and cacerts verify: ${err.message}`);
+  }
+}
+
 /** `file`'s text with `pem` in place of the issuer's block (others kept byte for byte, order kept), or appended. */
 function withCrl(file: CrlFile, pem: string): string {
   if (file.span) return file.text.slice(0, file.span.start) + pem + file.text.slice(file.span.end);
@@ -261,6 +278,7 @@ export function crlCommand(argv: string[], out: Out): number {
     if (!dir) {
       writeFolder(dirname(file) || '.', { [basename(file)]: text }, { force: true, forceKey: false });
       out(`wrote ${file}; check the folder with svid-ca cacerts verify before applying it`);
+      warnAsVerifyWould(file, new Date(), out);
       return 0;
     }
   }
@@ -314,6 +332,7 @@ export function crlCommand(argv: string[], out: Out): number {
       const held = beside.map((b) => `${b.path} (number ${b.crl.number ?? 'none'})`).join(', ');
       out(`note: a new CRL (number 1) of ${subjectText(cert)}, while ${held} holds a CRL of it: if that one is in use, renew it instead with --from ${beside[0]!.path}, or its revocations are lost and the number goes back`);
     }
+    warnAsVerifyWould(file, new Date(now.getTime() + 1000), out);
     out(`${basename(file) === 'ca-crl.pem' ? '' : 'put it in the cacerts folder as ca-crl.pem (Istio layout; the Kubernetes TLS layout has no CRL file): '}it must hold a CRL of every CA of the chain (signing certificate, cert-chain.pem, root), so run svid-ca cacerts crl with the same --out once per CA; check it with svid-ca cacerts verify, and apply the folder`);
     return 0;
   } finally {
