@@ -114,4 +114,16 @@ describe('cacerts crl --from onto an --out that already holds a CRL of the issue
     const fine = ok('cacerts', 'crl', '--issuer', 'current', '--out', 'current/ca-crl.pem');
     expect(fine).not.toContain('warning:');
   });
+
+  it("the next folder's ca-crl.pem applied too early to the current folder: refused for revoking its signer, not with --drop-issuer of the new intermediate's CRL", () => {
+    ok('cacerts', 'init-intermediate', '--root', 'offline/root1', '--out', 'early', '--cluster', 'early');
+    for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem']) copyFileSync(at(`current/${f}`), at(`early/${f}`));
+    copyFileSync(at('next/ca-crl.pem'), at('early/ca-crl.pem'));
+    // The fixture is bad as OpenSSL sees it: the root's CRL in it revokes the signer of "early" (current's certificate).
+    expect(rootVerdict('early/ca-cert.pem', 'early/ca-crl.pem')).toMatch(/certificate revoked/);
+    const refused = svidCa('cacerts', 'verify', 'early');
+    expect(refused.status).toBe(1);
+    expect(refused.out).toMatch(new RegExp(`^REJECTED: early/ca-crl.pem: certificate ".*" serial ${current} is revoked by CRL \\(issuer ".*", number 3\\) \\(reason keyCompromise, since .*\\), which is the signing certificate: svid-ca will not sign under a revoked certificate`, 'm'));
+    expect(refused.out).not.toContain('--drop-issuer');
+  });
 });
