@@ -243,8 +243,8 @@ function warnAsVerifyWould(file: string, at: Date, out: Out): void {
   try {
     for (const w of loadCacerts(dir, at).warnings) out(`warning: ${w}`);
   } catch (err) {
-    if (!(err instanceof BundleError) && !(err instanceof IssuerFolderError)) throw err;
-    out(`warning: as it is now, ${dir} would be refused by svid-ca serve and cacerts verify: ${err.message}`);
+    // The file is written already: any failure to load the folder is reported, never a crash after the write.
+    out(`warning: as it is now, ${dir} would be refused by svid-ca serve and cacerts verify: ${(err as Error).message}`);
   }
 }
 
