@@ -54,9 +54,10 @@ describe('CRL continuity across rotations', () => {
     expect(revokedByRoot('retired/ca-cert.pem', 'current/ca-crl.pem')).toMatch(/certificate revoked/);
     ok('cacerts', 'init-intermediate', '--root', 'offline/root1', '--out', 'bad-next', '--cluster', 'east');
     expect(ok('cacerts', 'crl', '--issuer', 'offline/root1', '--out', 'bad-next/ca-crl.pem', '--revoke', 'current/ca-cert.pem', '--reason', 'keyCompromise')).toContain(
-      `note: a new CRL (number 1): if ${rootSubject} has a CRL in use (e.g. in the current folder's ca-crl.pem), renew that one instead with --from <that file>`,
+      `note: a new CRL (number 1) of ${rootSubject}, while current/ca-crl.pem (number 2) holds a CRL of it: if that one is in use, renew it instead with --from current/ca-crl.pem, or its revocations are lost and the number goes back`,
     );
-    ok('cacerts', 'crl', '--issuer', 'bad-next', '--out', 'bad-next/ca-crl.pem');
+    // crl-safety2: a brand-new intermediate's first CRL has no CRL anywhere beside it: no note.
+    expect(ok('cacerts', 'crl', '--issuer', 'bad-next', '--out', 'bad-next/ca-crl.pem')).not.toContain('note:');
     // The fixture is bad as OpenSSL sees it: "retired" passes the CRL check again, and the number is back at 1.
     expect(revokedByRoot('retired/ca-cert.pem', 'bad-next/ca-crl.pem')).toMatch(/: OK/);
     expect(openssl('crl', '-in', at('bad-next/ca-crl.pem'), '-noout', '-crlnumber')).toContain('crlNumber=0x01');
@@ -105,9 +106,11 @@ describe('CRL continuity across rotations', () => {
     expect(notCrl.status).toBe(2);
     expect(notCrl.out).toMatch(/^svid-ca: --from: current\/ca-cert\.pem is not one CRL of .* \(it holds a PEM CERTIFICATE block; a CRL file holds only X509 CRL blocks\); give the ca-crl\.pem in use of this issuer$/m);
     expect(readFileSync(at('next/ca-crl.pem'), 'utf8')).toBe(before);
-    // --from a missing file starts at 1 and says so.
-    expect(ok('cacerts', 'crl', '--issuer', 'offline/root1', '--from', 'nowhere/ca-crl.pem', '--out', 'fresh-crl.pem')).toContain('--from nowhere/ca-crl.pem does not exist');
-    expect(openssl('crl', '-in', at('fresh-crl.pem'), '-noout', '-crlnumber')).toContain('crlNumber=0x01');
+    // crl-safety2: --from a missing file is an error (a typo must not start the CRL afresh); nothing is written.
+    const missing = svidCa('cacerts', 'crl', '--issuer', 'offline/root1', '--from', 'nowhere/ca-crl.pem', '--out', 'fresh-crl.pem');
+    expect(missing.status).toBe(2);
+    expect(missing.out).toContain('--from: cannot read nowhere/ca-crl.pem');
+    expect(existsSync(at('fresh-crl.pem'))).toBe(false);
     expect(currentSerial).not.toBe(retiredSerial);
   });
 

@@ -1,7 +1,7 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { IssuerFolderError, loadIssuerSigner } from '../ca/index.js';
+import { IssuerFolderError, ISTIO_FILES, loadCacerts, loadIssuerSigner } from '../ca/index.js';
 import { ConfigError, parseFlags, type FlagSpec } from '../flags.js';
 import {
   BundleError,
@@ -40,7 +40,7 @@ export const CRL_FLAGS: FlagSpec[] = [
   { name: 'unrevoke', kind: 'list', help: 'serial number(s) (hex, as openssl and cacerts verify print them) to take off the CRL when renewing it' },
   { name: 'next-update', kind: 'duration', default: '720h', help: 'nextUpdate of the CRL from now: renew it before then (alert SvidCaCrlNextUpdateWithin7Days)' },
   // crl-safety: a new CRL file continues the issuer's CRL in use; a retired CA's CRL is dropped by a command.
-  { name: 'from', kind: 'string', help: "the ca-crl.pem in use (e.g. current/ca-crl.pem): when --out has no CRL of --issuer, or an older one, the issuer's CRL in this file is renewed instead (its revocations kept, its CRL number up by one), so a CRL started in a new folder never goes back in number or forgets a revocation; only the --issuer's CRL is taken from it. A missing file means no CRL in use" },
+  { name: 'from', kind: 'string', help: "the ca-crl.pem in use (e.g. current/ca-crl.pem): when --out has no CRL of --issuer, or an older one, the issuer's CRL in this file is renewed instead (its revocations kept, its CRL number up by one), so a CRL started in a new folder never goes back in number or forgets a revocation; only the --issuer's CRL is taken from it; when --out holds a CRL of --issuer too, the new CRL revokes every serial of both (number: the higher plus one). The file must be readable: when no CRL is in use, leave out --from" },
   { name: 'drop-issuer', kind: 'string', help: "take the CRL of this CA (its subject as cacerts verify prints it, e.g. 'O=svid-ca, CN=old intermediate', or its SKI in hex) out of --out: for the CRL of an intermediate the folder no longer uses; without --issuer, nothing is signed; one CA per run" },
   { name: 'signing-key', kind: 'string', help: "PKCS#11 URI of the issuer's key: sign on the token (issue #17 folders hold only the certificate)" },
   ...TOKEN_FLAGS,
@@ -132,15 +132,21 @@ function crlFile(file: string, text: string, issuer: X509Certificate, now: Date)
 
 const numberOf = (crl: LoadedCrl) => (crl.number === undefined ? -1n : BigInt(crl.number));
 
-/** The --issuer's CRL in the --from file (checked like --out's), or undefined when the file is missing or has none. */
+/**
+ * The --issuer's CRL in the --from file (checked like --out's), or undefined when the file has none.
+ * crl-safety2: a --from that cannot be read (missing, a typo, no permission) is a ConfigError (exit 2): starting
+ * at number 1 instead would silently lose the revocations in use.
+ */
 function previousFrom(from: string, issuer: X509Certificate, now: Date, out: Out): LoadedCrl | undefined {
-  if (!existsSync(from)) {
-    out(`--from ${from} does not exist: no CRL in use, so the CRL starts at number 1`);
-    return undefined;
+  let text: string;
+  try {
+    text = readFileSync(from, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`--from: cannot read ${from} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); if the folder in use has no ca-crl.pem, leave out --from`);
   }
   let previous: LoadedCrl | undefined;
   try {
-    previous = crlFile(from, readFileSync(from, 'utf8'), issuer, now).previous;
+    previous = crlFile(from, text, issuer, now).previous;
   } catch (err) {
     // crlFile words its refusals for --out; here the file is --from's.
     if (err instanceof ConfigError) throw new ConfigError(err.message.replace(/^--out: /, '--from: ').replace(/; choose another --out, or move it away$/, '; give the ca-crl.pem in use of this issuer'));
@@ -148,6 +154,52 @@ function previousFrom(from: string, issuer: X509Certificate, now: Date, out: Out
   }
   out(previous ? `--from ${from}: continuing ${crlLabel(previous)}` : `--from ${from} holds no CRL of ${subjectText(issuer)}: the CRL starts at number 1`);
   return previous;
+}
+
+/**
+ * crl-safety2: the revocations of the issuer's CRL in --out and of its CRL in --from, as one list (the newer CRL's
+ * entries first, then the other's serials it lacks), and lines saying where each serial came from. Both CRLs are the
+ * issuer's (name and key checked by crlFile), so a serial either one revokes stays revoked (RFC 5280 5: a CRL
+ * lists every unexpired revoked certificate of its issuer); taking one off is --unrevoke's job.
+ */
+function unionOf(inOut: LoadedCrl, inFrom: LoadedCrl, file: string, from: string): { revoked: RevokedEntry[]; lines: string[] } {
+  const [newer, older] = numberOf(inFrom) > numberOf(inOut) ? [inFrom, inOut] : [inOut, inFrom];
+  const revoked = [...newer.revoked, ...older.revoked.filter((r) => !newer.revoked.some((n) => n.serialHex === r.serialHex))];
+  const where = (serial: string) => {
+    const a = inOut.revoked.some((r) => r.serialHex === serial);
+    const b = inFrom.revoked.some((r) => r.serialHex === serial);
+    return a && b ? `both` : a ? `from --out ${file}` : `from --from ${from}`;
+  };
+  const lines = [`merged the two CRLs of "${inOut.issuer}": number ${inOut.number ?? 'none'} in --out ${file} and number ${inFrom.number ?? 'none'} in --from ${from}; the new CRL revokes every serial of both:`];
+  for (const r of revoked) lines.push(`  serial ${r.serialHex}${r.reason ? ` (${r.reason})` : ''}: ${where(r.serialHex)}`);
+  return { revoked, lines };
+}
+
+/**
+ * crl-safety2: the CRLs of `issuer` in the ca-crl.pem of the folders beside --out's (`<parent>/<folder>/ca-crl.pem`;
+ * for an --out not named ca-crl.pem, of the folders in --out's folder), as `path` and CRL: where a CRL of the issuer
+ * may be in use. Files that cannot be read or hold no checked CRL of the issuer are passed over (this is a hint).
+ */
+function crlsBeside(file: string, issuer: X509Certificate, now: Date): { path: string; crl: LoadedCrl }[] {
+  const parent = basename(file) === 'ca-crl.pem' ? dirname(dirname(file)) : dirname(file);
+  const found: { path: string; crl: LoadedCrl }[] = [];
+  let entries: string[];
+  try {
+    entries = readdirSync(parent, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  } catch {
+    return found;
+  }
+  for (const entry of entries) {
+    const path = join(parent, entry, 'ca-crl.pem');
+    if (resolve(path) === resolve(file) || !existsSync(path)) continue;
+    try {
+      const crl = crlFile(path, readFileSync(path, 'utf8'), issuer, now).previous;
+      if (crl) found.push({ path, crl });
+    } catch {
+      // not a CRL file of this issuer: nothing to hint at
+    }
+  }
+  return found;
 }
 
 /** `text` without the CRL blocks whose issuer subject or authorityKeyIdentifier matches one of `drops`; each drop must match a block. */
@@ -177,6 +229,23 @@ function dropIssuers(file: string, text: string, drops: string[], out: Out): str
     }
   }
   return kept;
+}
+
+/**
+ * crl-safety2: when `file` is the ca-crl.pem of an Istio-layout cacerts folder (its certificates and key in files),
+ * that folder is loaded as `serve` and `cacerts verify` load it, and each problem is printed as a `warning:` line:
+ * the refusal verify would print, or the warnings of an accepted bundle. Only warnings (exit 0): the runbook builds
+ * ca-crl.pem in steps (the root's CRL, then the intermediate's), and the file is refused until the last one.
+ */
+function warnAsVerifyWould(file: string, at: Date, out: Out): void {
+  const dir = dirname(file) || '.';
+  if (basename(file) !== 'ca-crl.pem' || !Object.values(ISTIO_FILES).every((f) => existsSync(join(dir, f)))) return;
+  try {
+    for (const w of loadCacerts(dir, at).warnings) out(`warning: ${w}`);
+  } catch (err) {
+    // The file is written already: any failure to load the folder is reported, never a crash after the write.
+    out(`warning: as it is now, ${dir} would be refused by svid-ca serve and cacerts verify: ${(err as Error).message}`);
+  }
 }
 
 /** `file`'s text with `pem` in place of the issuer's block (others kept byte for byte, order kept), or appended. */
@@ -209,6 +278,7 @@ export function crlCommand(argv: string[], out: Out): number {
     if (!dir) {
       writeFolder(dirname(file) || '.', { [basename(file)]: text }, { force: true, forceKey: false });
       out(`wrote ${file}; check the folder with svid-ca cacerts verify before applying it`);
+      warnAsVerifyWould(file, new Date(), out);
       return 0;
     }
   }
@@ -223,10 +293,13 @@ export function crlCommand(argv: string[], out: Out): number {
     const inUse = from === undefined ? undefined : previousFrom(from, cert, now, out);
     // The newer of --out's and --from's CRL of the issuer is the one renewed (a CRL number never goes back).
     const previous = inUse && (!existing.previous || numberOf(inUse) > numberOf(existing.previous)) ? inUse : existing.previous;
+    // crl-safety2: --out and --from each hold a CRL of the issuer: the new one revokes the union of both.
+    const merged = inUse && existing.previous && !inUse.der.equals(existing.previous.der) ? unionOf(existing.previous, inUse, file, from!) : undefined;
+    const carried = merged?.revoked ?? previous?.revoked ?? [];
     const unrevoke = ((values.get('unrevoke') as string[] | undefined) ?? []).map(serialOf);
-    const unknown = unrevoke.filter((s) => !previous?.revoked.some((r) => r.serialHex === s));
+    const unknown = unrevoke.filter((s) => !carried.some((r) => r.serialHex === s));
     if (unknown.length > 0) throw new ConfigError(`--unrevoke: serial ${unknown.join(', ')} is not on ${file}`);
-    const revoked: RevokedEntry[] = (previous?.revoked ?? []).filter((r) => !unrevoke.includes(r.serialHex));
+    const revoked: RevokedEntry[] = carried.filter((r) => !unrevoke.includes(r.serialHex));
     for (const path of (values.get('revoke') as string[] | undefined) ?? []) {
       let target: X509Certificate;
       try {
@@ -250,9 +323,16 @@ export function crlCommand(argv: string[], out: Out): number {
     writeFolder(dirname(file) || '.', { [basename(file)]: withCrl(existing, pem) }, { force: true, forceKey: false });
     const kept = existing.others > 0 ? `; kept the ${existing.others} CRL(s) of other issuers in it` : '';
     out(`wrote ${file}: ${crlLabel(crl!)}${previous ? ` (renewed from number ${previous.number ?? 'none'})` : existing.others > 0 ? ' (added)' : ''}${kept}`);
+    for (const line of merged?.lines ?? []) out(line);
     for (const line of describeCrl(crl!, now)) out(line);
     // crl-safety: a CRL started afresh where one is in use would un-revoke and go back in number.
-    if (!previous && from === undefined) out(`note: a new CRL (number 1): if ${subjectText(cert)} has a CRL in use (e.g. in the current folder's ca-crl.pem), renew that one instead with --from <that file>, or its revocations are lost and the number goes back`);
+    // crl-safety2: only when a folder beside --out's holds a CRL of the issuer (a brand-new CA's first CRL gets no note).
+    const beside = !previous && from === undefined ? crlsBeside(file, cert, now) : [];
+    if (beside.length > 0) {
+      const held = beside.map((b) => `${b.path} (number ${b.crl.number ?? 'none'})`).join(', ');
+      out(`note: a new CRL (number 1) of ${subjectText(cert)}, while ${held} holds a CRL of it: if that one is in use, renew it instead with --from ${beside[0]!.path}, or its revocations are lost and the number goes back`);
+    }
+    warnAsVerifyWould(file, new Date(now.getTime() + 1000), out);
     out(`${basename(file) === 'ca-crl.pem' ? '' : 'put it in the cacerts folder as ca-crl.pem (Istio layout; the Kubernetes TLS layout has no CRL file): '}it must hold a CRL of every CA of the chain (signing certificate, cert-chain.pem, root), so run svid-ca cacerts crl with the same --out once per CA; check it with svid-ca cacerts verify, and apply the folder`);
     return 0;
   } finally {

@@ -190,7 +190,7 @@ function probeNames(values: Map<string, unknown>): ProbeNames {
  * Exactly the load checks of `serve` (with serve's --trust-domain and --serving-dns, and with
  * `tokenKey` the key on a PKCS#11 token, issue #17); exit 0 only when serve would accept the folder.
  */
-export function verifyFolder(dir: string, atGiven: Date | undefined, out: Out, names: ProbeNames = DEFAULT_PROBE_NAMES, tokenKey?: Pkcs11SigningKeySource): number {
+export function verifyFolder(dir: string, atGiven: Date | undefined, out: Out, names: ProbeNames = DEFAULT_PROBE_NAMES, tokenKey?: Pkcs11SigningKeySource, okLine = true): number {
   const at = atGiven ?? new Date();
   let bundle: SigningBundle;
   try {
@@ -205,9 +205,12 @@ export function verifyFolder(dir: string, atGiven: Date | undefined, out: Out, n
   printBundle(bundle, at, out);
   out(`paths validated for SVIDs of trust domain ${names.trustDomain} and serving DNS ${names.servingDns.join(', ')} (--trust-domain, --serving-dns)`);
   for (const w of bundle.warnings) out(`warning: ${w}`);
-  out(`OK: svid-ca serve would accept ${dir}${atGiven ? ` at ${at.toISOString()}` : ''}`);
+  // crl-safety2: with --previous, the verdict comes after the comparison (okLine false), never OK before REFUSED.
+  if (okLine) out(okVerdict(dir, atGiven));
   return 0;
 }
+
+const okVerdict = (dir: string, atGiven: Date | undefined) => `OK: svid-ca serve would accept ${dir}${atGiven ? ` at ${atGiven.toISOString()}` : ''}`;
 
 const VERIFY_FLAGS: FlagSpec[] = [
   { name: 'at', kind: 'string', help: 'check as of this time (ISO 8601); default: now' },
@@ -225,10 +228,12 @@ function verify(argv: string[], out: Out): number {
   const atText = values.get('at') as string | undefined;
   const at = atText === undefined ? undefined : new Date(atText);
   if (at && Number.isNaN(at.getTime())) throw new ConfigError(`--at: invalid value "${atText}" (want an ISO 8601 time, e.g. 2027-01-01T00:00:00Z)`);
-  const code = verifyFolder(dir, at, out, probeNames(values));
   const previous = values.get('previous') as string | undefined;
+  const code = verifyFolder(dir, at, out, probeNames(values), undefined, previous === undefined);
   if (code !== 0 || previous === undefined) return code;
-  return crlContinuity(loadCacerts(previous, at), loadCacerts(dir, at), previous, dir, out);
+  const continuity = crlContinuity(loadCacerts(previous, at), loadCacerts(dir, at), previous, dir, out);
+  out(continuity === 0 ? `${okVerdict(dir, at)}; its CRLs continue those of ${previous}` : `NOT OK: serve would load ${dir}, but against ${previous} its CRLs are REFUSED (above)`);
+  return continuity;
 }
 
 /**

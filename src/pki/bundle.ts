@@ -1,6 +1,6 @@
 import { createPrivateKey, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
 import type { ExternalKey, Signer } from './certificate.js';
-import { checkEveryLevelHasCrl, checkPathsNotRevoked, loadCrls, type LoadedCrl } from './crl.js';
+import { checkEveryLevelHasCrl, checkPathsNotRevoked, loadableCrls, loadCrls, type LoadedCrl } from './crl.js';
 import { BundleError } from './errors.js';
 import { inspectCertificate, type CertificateFacts } from './inspect.js';
 import { signatureAlgorithmForKey, spkiDer, describeKey, keyLabel } from './keys.js';
@@ -181,7 +181,16 @@ export function* signingBundleSteps(files: BundleFiles, now: Date, names: ProbeN
   const validity = yield* issuancePathSteps(located, signer, names, now);
   const path = paths[0]!;
   // issue #16: checked last, so that a refusal here means every certificate check above passed.
-  const crls = files.crl ? loadCrls(files.crl, unique([...signingFileCerts, ...chainCerts, ...roots]), now) : [];
+  const crlIssuers = unique([...signingFileCerts, ...chainCerts, ...roots]);
+  let crls: LoadedCrl[] = [];
+  try {
+    crls = files.crl ? loadCrls(files.crl, crlIssuers, now) : [];
+  } catch (err) {
+    // crl-safety2: the next folder's ca-crl.pem applied too early (a CRL revoking this signer beside the new
+    // intermediate's CRL) is refused for the revocation, not with --drop-issuer of the new intermediate's CRL.
+    if (err instanceof BundleError && files.crl) checkPathsNotRevoked(files.crl.name, paths, loadableCrls(files.crl, crlIssuers, now));
+    throw err;
+  }
   if (files.crl) checkPathsNotRevoked(files.crl.name, paths, crls);
   // Every CA a client walks through (each signing path: signer, intermediates, root) must have its CRL,
   // and every certificate of cert-chain.pem (istiod's rule, "missing CRL signed by certificates").

@@ -114,6 +114,20 @@ export function loadCrls(file: { name: string; text: string }, issuers: CrlIssue
   return crls;
 }
 
+/**
+ * crl-safety2: the CRLs of `file` that load (loadCrls' checks) on their own, each block alone; blocks refused
+ * (e.g. of an issuer not in `issuers`) are left out. For a refusal that explains more than the first bad block.
+ */
+export function loadableCrls(file: { name: string; text: string }, issuers: CrlIssuerCandidate[], now: Date): LoadedCrl[] {
+  return decodePem(file.text).flatMap((block, i) => {
+    try {
+      return block.type === 'X509 CRL' ? [parseOne(file.name, i, block.der, issuers, now)] : [];
+    } catch {
+      return [];
+    }
+  });
+}
+
 function parseOne(fileName: string, index: number, der: Buffer, issuers: CrlIssuerCandidate[], now: Date): LoadedCrl {
   let crl: pkijs.CertificateRevocationList;
   try {
