@@ -124,6 +124,33 @@ describe('svid-ca request: errors name the flag to fix', () => {
     expect(oneLine(r.stderr)).toBe(`svid-ca: --token: ${garbage} does not hold a service-account token (a JWT with sub system:serviceaccount:<ns>:<sa>): Invalid JWT; or give --identity`);
   }, 60_000);
 
+  it('a --token file with characters a bearer token cannot carry: one line naming --token, never the token; exit 2', async () => {
+    // grpc-js used to refuse the header in a 6-line error quoting "Bearer <the whole file>": a credential on stderr.
+    const secret = 'eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXBheWxvYWQ.c2lnbmF0dXJlLXNlY3JldA';
+    const cases: Array<[string, string, string]> = [
+      ['newline', `${secret.slice(0, 30)}\n${secret.slice(30)}\n`, 'a line break at byte 31 of the file'],
+      ['control', `${secret}\u0007tail`, `a control character at byte ${secret.length + 1} of the file`],
+      // Leading white space is trimmed (as a trailing newline is) but counted: the position is the file's.
+      ['non-ascii', `\n${secret}étail`, `a non-ASCII character at byte ${secret.length + 2} of the file`],
+      ['space', `${secret} ${secret}`, `a space at byte ${secret.length + 1} of the file`],
+    ];
+    for (const [name, content, what] of cases) {
+      const file = join(work, `token-${name}`);
+      writeFileSync(file, content);
+      // With --identity the token is not parsed as a JWT: this is the path that reached grpc-js.
+      const r = await request(['--ca', server!.address, '--root', rootFile, '--token', file, '--identity', 'spiffe://cluster.local/ns/default/sa/app', '--out', out]);
+      expect(r.status, name).toBe(2);
+      expect(oneLine(r.stderr)).toBe(`svid-ca: --token: ${file} holds ${what}, which a bearer token cannot carry (RFC 6750: letters, digits, - . _ ~ + / and trailing =; a JWT is base64url segments joined by dots)`);
+      for (const part of [secret.slice(0, 20), secret.slice(30, 50), 'tail', 'Bearer']) expect(r.stderr, name).not.toContain(part);
+      expect(r.stdout, name).toBe('');
+    }
+    const empty = join(work, 'token-empty');
+    writeFileSync(empty, ' \n');
+    const e = await request(['--ca', server!.address, '--root', rootFile, '--token', empty, '--identity', 'spiffe://cluster.local/ns/default/sa/app', '--out', out]);
+    expect(e.status).toBe(2);
+    expect(oneLine(e.stderr)).toBe(`svid-ca: --token: ${empty} is empty (give the file holding the service-account token)`);
+  }, 120_000);
+
   it('a call the server refused keeps its gRPC status; exit 1', async () => {
     const wrongAudience = join(work, 'token-wrong-audience');
     writeFileSync(wrongAudience, await issuer.token({ namespace: 'default', serviceAccount: 'app', audience: 'not-istio-ca' }));
