@@ -6,7 +6,7 @@
  * (all exit 2, as serve's flag errors). A call the server refused keeps its gRPC status (exit 1).
  * Real server on loopback (test/helpers/server.ts), the built CLI as a process.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -86,6 +86,32 @@ describe('svid-ca request: errors name the flag to fix', () => {
     expect(line).toMatch(/^svid-ca: --server-name: /);
     expect(line).toContain('wrong.example');
     expect(line).toContain('svid-ca.istio-system.svc'); // the names it does carry
+  }, 60_000);
+
+  it('--ca IP:PORT: no DeprecationWarning (no IP as TLS server name), and a certificate without that IP SAN or another root is still refused', async () => {
+    const port = server!.address.split(':').pop()!;
+    // This serving certificate carries DNS:localhost only (openssl shows it), so 127.0.0.1 must not verify.
+    // Asynchronously: the server runs in this process, so a synchronous s_client would block it.
+    const text = await new Promise<string>((resolve, reject) => {
+      const c = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-alpn', 'h2'], { stdio: ['ignore', 'pipe', 'ignore'] });
+      let o = '';
+      c.stdout.on('data', (d: Buffer) => (o += d.toString('utf8')));
+      c.on('error', reject);
+      c.on('close', () => resolve(o));
+    });
+    const leaf = join(work, 'serving-leaf.pem');
+    writeFileSync(leaf, /-----BEGIN CERTIFICATE-----[^]*?-----END CERTIFICATE-----/.exec(text)![0]);
+    expect(execFileSync('openssl', ['x509', '-in', leaf, '-noout', '-ext', 'subjectAltName'], { encoding: 'utf8' })).not.toContain('IP Address:127.0.0.1');
+    const noSan = await request(['--ca', `127.0.0.1:${port}`, '--root', rootFile, '--token', tokenFile, '--out', out]);
+    expect(noSan.status).toBe(2);
+    expect(oneLine(noSan.stderr)).toMatch(/^svid-ca: --server-name: the CA's serving certificate at 127\.0\.0\.1:\d+ does not carry the name 127\.0\.0\.1/);
+    const otherRoot = await request(['--ca', `127.0.0.1:${port}`, '--root', otherRootFile, '--token', tokenFile, '--out', out]);
+    expect(otherRoot.status).toBe(2);
+    expect(oneLine(otherRoot.stderr)).toMatch(/^svid-ca: --root: /);
+    // With --server-name the name is verified as before (grpc-js' own TLS path).
+    const named = await request(['--ca', `127.0.0.1:${port}`, '--server-name', 'localhost', '--root', rootFile, '--token', tokenFile, '--out', out]);
+    expect(named.stderr).toBe('');
+    expect(named.status).toBe(0);
   }, 60_000);
 
   it('nothing listening at --ca: says so with the address; exit 2', async () => {
