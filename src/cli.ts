@@ -9,7 +9,7 @@ import { createLogger } from './observability/index.js';
 import { BundleError, KEY_SPECS, type KeySpec } from './pki/index.js';
 import { ListenError, PrimaryBundle, probeListen, receiveBundleFeed, reportReadiness, reportStartupFailure, runPrimary, shareMetricsWithPrimary, startService, usableCores, type WorkerService } from './server/index.js';
 import { checkFileFlags, readFlagFile } from './preflight.js';
-import { identityOfTokenFlag, requestFailure, rootBundleOfFlag } from './request-errors.js';
+import { bearerTokenOfFlag, identityOfTokenFlag, requestFailure, rootBundleOfFlag } from './request-errors.js';
 import cluster from 'node:cluster';
 import { cacertsCommandHelp, CACERTS_USAGE, runCacertsCommand } from './operator/index.js';
 import { configurationReferenceMarkdown, DEV_TOKEN_FLAGS, REQUEST_FLAGS } from './commands.js';
@@ -215,7 +215,7 @@ async function request(argv: string[]): Promise<number> {
   const key = values.get('key') as string;
   if (!KEY_SPECS.includes(key as KeySpec)) throw new ConfigError(`--key: invalid value "${key}" (want one of ${KEY_SPECS.join(', ')})`);
   const tokenFile = required(values, 'token');
-  const token = readFlagFile('--token', tokenFile).trim();
+  const token = bearerTokenOfFlag(readFlagFile('--token', tokenFile), tokenFile);
   const rootFile = required(values, 'root');
   const rootPem = rootBundleOfFlag(readFlagFile('--root', rootFile), rootFile);
   const out = required(values, 'out');

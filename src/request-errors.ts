@@ -65,6 +65,42 @@ export function identityOfTokenFlag(token: string, file: string, trustDomain: st
   }
 }
 
+/** RFC 6750 section 2.1 b64token: the characters an `authorization: Bearer` value may carry (a JWT's base64url and dots among them). */
+const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
+
+/** What the first character outside b64token is, in an operator's words (never the character itself). */
+function kindOfCharacter(c: string): string {
+  if (c === '\n' || c === '\r') return 'a line break';
+  if (c === ' ') return 'a space';
+  if (c === '\t') return 'a tab';
+  const code = c.codePointAt(0)!;
+  if (code < 0x20 || code === 0x7f) return 'a control character';
+  if (code > 0x7f) return 'a non-ASCII character';
+  return 'a character outside the token alphabet';
+}
+
+/**
+ * The bearer token of the --token file's text `raw` (surrounding white space trimmed), checked before it goes
+ * into the `authorization` header: RFC 6750 b64token syntax, which grpc-js accepts in a header value (it refuses
+ * anything outside printable ASCII with an error that quotes the whole value: a credential on stderr).
+ * Throws a ConfigError naming --token, the file and the 1-based byte position of the first bad character in
+ * the file, never the token's content (exit 2).
+ */
+export function bearerTokenOfFlag(raw: string, file: string): string {
+  const token = raw.trim();
+  if (token === '') throw new ConfigError(`--token: ${file} is empty (give the file holding the service-account token)`);
+  if (B64TOKEN.test(token)) return token;
+  const chars = [...token];
+  let at = chars.findIndex((c) => !/^[A-Za-z0-9\-._~+/=]$/.test(c));
+  // Only alphabet characters, so an '=' before the end: padding comes last.
+  if (at < 0) at = Math.max(0, chars.findIndex((c, i) => c === '=' && chars.slice(i).some((d) => d !== '=')));
+  const kind = chars[at] === '=' ? "an '=' before the end" : kindOfCharacter(chars[at]!);
+  const byte = Buffer.byteLength(raw.slice(0, raw.indexOf(token)) + chars.slice(0, at).join(''), 'utf8') + 1;
+  throw new ConfigError(
+    `--token: ${file} holds ${kind} at byte ${byte} of the file, which a bearer token cannot carry (RFC 6750: letters, digits, - . _ ~ + / and trailing =; a JWT is base64url segments joined by dots)`,
+  );
+}
+
 /** The --root file's text, checked to hold at least one PEM certificate (a ConfigError naming --root otherwise, exit 2). */
 export function rootBundleOfFlag(rootPem: string, file: string): string {
   if (!rootPem.includes('-----BEGIN CERTIFICATE-----')) {

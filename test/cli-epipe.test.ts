@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCacerts, removeDir, tempDir } from './helpers/pki.js';
 import { createTestIssuer, startTestServer, type TestServer } from './helpers/server.js';
+import { freePort, waitForStatus } from './helpers/process.js';
 
 const work = tempDir('svid-ca-epipe-');
 afterAll(() => removeDir(work));
@@ -110,4 +111,76 @@ describe('the CLI stops quietly when the reader of its output goes away (EPIPE)'
       }
     }
   }, 120_000);
+});
+
+/**
+ * `serve`'s stdout is its JSON log. pino's fatal() flushes synchronously, and sonic-boom 4.2.1's flushSync
+ * retries a failed write every 100 ms forever unless the error is EAGAIN: into a closed pipe (EPIPE) a startup
+ * failure hung instead of exiting 1. A running serve whose log reader goes away keeps serving and drops its
+ * log lines (the audit file of --audit-log, if any, still gets them).
+ */
+describe('serve with its stdout (the log) into a closed pipe', () => {
+  let issuer: Awaited<ReturnType<typeof createTestIssuer>>;
+  let served = '';
+  let rootFile = '';
+  let tokenFile = '';
+
+  beforeAll(async () => {
+    issuer = await createTestIssuer(work);
+    const c = makeCacerts({ dir: join(work, 'serve-cacerts') });
+    served = c.dir;
+    rootFile = join(work, 'serve-root.pem');
+    writeFileSync(rootFile, c.root.certPem);
+    tokenFile = join(work, 'serve-token');
+    writeFileSync(tokenFile, await issuer.token({ namespace: 'default', serviceAccount: 'app' }));
+  }, 60_000);
+
+  it('a startup failure exits 1 (not a hang) with stderr into the same pipe or into /dev/null, one process or several', async () => {
+    for (const workers of [['--workers', '1'], []]) {
+      for (const redirect of ['2>&1', '2>/dev/null']) {
+        const args = ['serve', '--cacerts', join(work, 'no-such-cacerts'), '--jwt-issuer', issuer.issuer, '--jwks-file', issuer.jwksFile, '--listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0', ...workers];
+        const script = `timeout 30 "$0" dist/cli.js "$@" ${redirect} | true; echo "\${PIPESTATUS[0]}"`;
+        const r = spawnSync('bash', ['-c', script, process.execPath, ...args], { encoding: 'utf8', timeout: 60_000 });
+        // 124 would be timeout(1) killing a hung serve.
+        expect(Number(r.stdout.trim()), `${workers.join(' ') || 'default workers'} ${redirect} | true`).toBe(1);
+      }
+    }
+  }, 240_000);
+
+  it('a running serve whose log reader goes away keeps serving (log lines dropped), does not spin, and stops 0 on SIGTERM', async () => {
+    const monitoring = await freePort();
+    const listen = await freePort();
+    const child = spawn(
+      process.execPath,
+      ['dist/cli.js', 'serve', '--cacerts', served, '--jwt-issuer', issuer.issuer, '--jwks-file', issuer.jwksFile, '--listen', `127.0.0.1:${listen}`, '--monitoring-listen', `127.0.0.1:${monitoring}`, '--workers', '1'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      // The first log line shows the pipe works; then the reader closes its end (a real pipe, closed).
+      await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+      child.stdout.destroy();
+      await waitForStatus(`http://127.0.0.1:${monitoring}/readyz`, 200, 60_000);
+      for (let i = 0; i < 3; i++) {
+        // Each call logs its audit line into the closed pipe.
+        const r = spawnSync(process.execPath, ['dist/cli.js', 'request', '--ca', `localhost:${listen}`, '--root', rootFile, '--token', tokenFile, '--out', join(work, `serve-out-${i}`)], { encoding: 'utf8', timeout: 60_000 });
+        expect(r.stderr, `call ${i}`).toBe('');
+        expect(r.status, `call ${i}`).toBe(0);
+      }
+      // Not spinning on the broken pipe: idle for 3 s, it uses far less than 3 s of CPU.
+      const cpu = () => readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]!.split(' ').slice(11, 13).reduce((a, b) => a + Number(b), 0);
+      const before = cpu();
+      await new Promise((r) => setTimeout(r, 3000));
+      expect((cpu() - before) / 100, 'CPU seconds used while idle for 3 s').toBeLessThan(1.5);
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      expect(await exited, stderr).toBe(0);
+      clearTimeout(timer);
+      expect(stderr).toBe('');
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+  }, 180_000);
 });

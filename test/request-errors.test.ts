@@ -6,7 +6,7 @@
  * (all exit 2, as serve's flag errors). A call the server refused keeps its gRPC status (exit 1).
  * Real server on loopback (test/helpers/server.ts), the built CLI as a process.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -88,6 +88,32 @@ describe('svid-ca request: errors name the flag to fix', () => {
     expect(line).toContain('svid-ca.istio-system.svc'); // the names it does carry
   }, 60_000);
 
+  it('--ca IP:PORT: no DeprecationWarning (no IP as TLS server name), and a certificate without that IP SAN or another root is still refused', async () => {
+    const port = server!.address.split(':').pop()!;
+    // This serving certificate carries DNS:localhost only (openssl shows it), so 127.0.0.1 must not verify.
+    // Asynchronously: the server runs in this process, so a synchronous s_client would block it.
+    const text = await new Promise<string>((resolve, reject) => {
+      const c = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-alpn', 'h2'], { stdio: ['ignore', 'pipe', 'ignore'] });
+      let o = '';
+      c.stdout.on('data', (d: Buffer) => (o += d.toString('utf8')));
+      c.on('error', reject);
+      c.on('close', () => resolve(o));
+    });
+    const leaf = join(work, 'serving-leaf.pem');
+    writeFileSync(leaf, /-----BEGIN CERTIFICATE-----[^]*?-----END CERTIFICATE-----/.exec(text)![0]);
+    expect(execFileSync('openssl', ['x509', '-in', leaf, '-noout', '-ext', 'subjectAltName'], { encoding: 'utf8' })).not.toContain('IP Address:127.0.0.1');
+    const noSan = await request(['--ca', `127.0.0.1:${port}`, '--root', rootFile, '--token', tokenFile, '--out', out]);
+    expect(noSan.status).toBe(2);
+    expect(oneLine(noSan.stderr)).toMatch(/^svid-ca: --server-name: the CA's serving certificate at 127\.0\.0\.1:\d+ does not carry the name 127\.0\.0\.1/);
+    const otherRoot = await request(['--ca', `127.0.0.1:${port}`, '--root', otherRootFile, '--token', tokenFile, '--out', out]);
+    expect(otherRoot.status).toBe(2);
+    expect(oneLine(otherRoot.stderr)).toMatch(/^svid-ca: --root: /);
+    // With --server-name the name is verified as before (grpc-js' own TLS path).
+    const named = await request(['--ca', `127.0.0.1:${port}`, '--server-name', 'localhost', '--root', rootFile, '--token', tokenFile, '--out', out]);
+    expect(named.stderr).toBe('');
+    expect(named.status).toBe(0);
+  }, 60_000);
+
   it('nothing listening at --ca: says so with the address; exit 2', async () => {
     const port = await freePort(); // bound, then released: nothing listens
     const r = await request(['--ca', `127.0.0.1:${port}`, '--root', rootFile, '--token', tokenFile, '--out', out]);
@@ -123,6 +149,33 @@ describe('svid-ca request: errors name the flag to fix', () => {
     expect(r.status).toBe(2);
     expect(oneLine(r.stderr)).toBe(`svid-ca: --token: ${garbage} does not hold a service-account token (a JWT with sub system:serviceaccount:<ns>:<sa>): Invalid JWT; or give --identity`);
   }, 60_000);
+
+  it('a --token file with characters a bearer token cannot carry: one line naming --token, never the token; exit 2', async () => {
+    // grpc-js used to refuse the header in a 6-line error quoting "Bearer <the whole file>": a credential on stderr.
+    const secret = 'eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXBheWxvYWQ.c2lnbmF0dXJlLXNlY3JldA';
+    const cases: Array<[string, string, string]> = [
+      ['newline', `${secret.slice(0, 30)}\n${secret.slice(30)}\n`, 'a line break at byte 31 of the file'],
+      ['control', `${secret}\u0007tail`, `a control character at byte ${secret.length + 1} of the file`],
+      // Leading white space is trimmed (as a trailing newline is) but counted: the position is the file's.
+      ['non-ascii', `\n${secret}étail`, `a non-ASCII character at byte ${secret.length + 2} of the file`],
+      ['space', `${secret} ${secret}`, `a space at byte ${secret.length + 1} of the file`],
+    ];
+    for (const [name, content, what] of cases) {
+      const file = join(work, `token-${name}`);
+      writeFileSync(file, content);
+      // With --identity the token is not parsed as a JWT: this is the path that reached grpc-js.
+      const r = await request(['--ca', server!.address, '--root', rootFile, '--token', file, '--identity', 'spiffe://cluster.local/ns/default/sa/app', '--out', out]);
+      expect(r.status, name).toBe(2);
+      expect(oneLine(r.stderr)).toBe(`svid-ca: --token: ${file} holds ${what}, which a bearer token cannot carry (RFC 6750: letters, digits, - . _ ~ + / and trailing =; a JWT is base64url segments joined by dots)`);
+      for (const part of [secret.slice(0, 20), secret.slice(30, 50), 'tail', 'Bearer']) expect(r.stderr, name).not.toContain(part);
+      expect(r.stdout, name).toBe('');
+    }
+    const empty = join(work, 'token-empty');
+    writeFileSync(empty, ' \n');
+    const e = await request(['--ca', server!.address, '--root', rootFile, '--token', empty, '--identity', 'spiffe://cluster.local/ns/default/sa/app', '--out', out]);
+    expect(e.status).toBe(2);
+    expect(oneLine(e.stderr)).toBe(`svid-ca: --token: ${empty} is empty (give the file holding the service-account token)`);
+  }, 120_000);
 
   it('a call the server refused keeps its gRPC status; exit 1', async () => {
     const wrongAudience = join(work, 'token-wrong-audience');

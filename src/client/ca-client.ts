@@ -1,8 +1,10 @@
 import * as grpc from '@grpc/grpc-js';
 import { X509Certificate } from 'node:crypto';
+import { isIP } from 'node:net';
 import { decodeJwt } from 'jose';
 import { buildCsrPem, decodePem, generateKeyPair, privateKeyPem, verifyCertificateChain, type KeySpec } from '../pki/index.js';
 import { loadServices, type IstioCertificateRequest, type IstioCertificateResponse } from '../server/index.js';
+import { IpTargetCredentials } from './ip-target-credentials.js';
 
 export interface CaClientOptions {
   /** host:port of the CA, as in an agent's CA_ADDR. */
@@ -26,7 +28,10 @@ export function createCaClient(o: CaClientOptions): CaClient {
   const { ca } = loadServices();
   const channelOptions: grpc.ChannelOptions = {};
   if (o.serverName) channelOptions['grpc.ssl_target_name_override'] = o.serverName;
-  return new ca(o.address, grpc.credentials.createSsl(Buffer.from(o.rootPem)), channelOptions) as never;
+  // An IP is no TLS server name (RFC 6066): without --server-name, dial it without one (see IpTargetCredentials).
+  const host = o.address.slice(0, o.address.lastIndexOf(':')).replace(/^\[(.*)\]$/, '$1');
+  const credentials = !o.serverName && isIP(host) ? new IpTargetCredentials(o.rootPem, host) : grpc.credentials.createSsl(Buffer.from(o.rootPem));
+  return new ca(o.address, credentials, channelOptions) as never;
 }
 
 export function callCreateCertificate(
