@@ -6,33 +6,18 @@
  * plan-rotation warns when NEXT loses CRLs and its step1/step3 kubectl commands carry ca-crl.pem; `cacerts bundle`
  * carries the signing side's CRL and says so.
  */
-import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { copyFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { opensslCrlVerdict, probeLeaves } from './helpers/openssl-ca.js';
+import { cliInDir } from './helpers/cli-in-dir.js';
 import { removeDir, tempDir } from './helpers/pki.js';
 
 const work = tempDir('svid-ca-crl-continuity-');
 afterAll(() => removeDir(work));
 
-const cli = (...args: string[]) => spawnSync(process.execPath, [join(process.cwd(), 'dist/cli.js'), ...args], { encoding: 'utf8', timeout: 30_000, cwd: work });
-const svidCa = (...args: string[]) => {
-  const r = cli(...args);
-  return { status: r.status, out: `${r.stdout}${r.stderr}` };
-};
-const ok = (...args: string[]) => {
-  const r = svidCa(...args);
-  expect(r.out + `\n(exit ${r.status})`).toMatch(/\(exit 0\)$/);
-  return r.out;
-};
-const openssl = (...args: string[]) => {
-  const r = spawnSync('openssl', args, { encoding: 'utf8', cwd: work });
-  return `${r.stdout}${r.stderr}`;
-};
-const at = (p: string) => join(work, p);
-const serialOf = (file: string) => new X509Certificate(readFileSync(at(file))).serialNumber.toLowerCase().replace(/^(00)+(?=..)/, '');
+const { svidCa, ok, openssl, at, serialOf } = cliInDir(work);
 const ca = (dir: string) => ({ certPem: readFileSync(at(`${dir}/ca-cert.pem`), 'utf8'), keyPem: readFileSync(at(`${dir}/ca-key.pem`), 'utf8'), cert: new X509Certificate(readFileSync(at(`${dir}/ca-cert.pem`))) });
 const subjectOf = (file: string) => new X509Certificate(readFileSync(at(file))).subject.split('\n').join(', ');
 /** What openssl says of a certificate of `dir`'s root with the CRLs of `crlFile` (-crl_check: the root's CRL). */

@@ -4,31 +4,15 @@
  * issuer (the one in use and the fresh one in --out), as OpenSSL shows; a --from that cannot be read is an error
  * and nothing is written.
  */
-import { spawnSync } from 'node:child_process';
-import { X509Certificate } from 'node:crypto';
 import { copyFileSync, existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { cliInDir } from './helpers/cli-in-dir.js';
 import { removeDir, tempDir } from './helpers/pki.js';
 
 const work = tempDir('svid-ca-crl-merge-');
 afterAll(() => removeDir(work));
 
-const svidCa = (...args: string[]) => {
-  const r = spawnSync(process.execPath, [join(process.cwd(), 'dist/cli.js'), ...args], { encoding: 'utf8', timeout: 30_000, cwd: work });
-  return { status: r.status, out: `${r.stdout}${r.stderr}` };
-};
-const ok = (...args: string[]) => {
-  const r = svidCa(...args);
-  expect(r.out + `\n(exit ${r.status})`).toMatch(/\(exit 0\)$/);
-  return r.out;
-};
-const openssl = (...args: string[]) => {
-  const r = spawnSync('openssl', args, { encoding: 'utf8', cwd: work });
-  return `${r.stdout}${r.stderr}`;
-};
-const at = (p: string) => join(work, p);
-const serialOf = (file: string) => new X509Certificate(readFileSync(at(file))).serialNumber.toLowerCase().replace(/^(00)+(?=..)/, '');
+const { svidCa, ok, openssl, at, serialOf } = cliInDir(work);
 /** openssl verify of `certFile` under root1 with every CRL of `crlFile` checked at every level it has. */
 const rootVerdict = (certFile: string, crlFile: string) => openssl('verify', '-crl_check', '-CAfile', at('offline/root1/root-cert.pem'), '-CRLfile', at(crlFile), at(certFile));
 
