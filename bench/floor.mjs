@@ -24,11 +24,10 @@
 // intermediate for RSA-2048 CSRs, a fresh token per request (as `npm run bench`).
 // --runtime BIN runs svid-ca and bench/bare-ca.mjs on another JavaScript runtime's binary (another Node, or Bun: its
 // node flags are then left out); the load generator stays on the node running this script.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -37,7 +36,7 @@ const { forkMessenger } = await import('./messenger.mjs');
 const { productionNodeFlags } = await import('./node-flags.mjs');
 const { cpuSeconds } = await import('./proc-stats.mjs');
 const { startSvidCa, stopServer } = await import('./svid-ca-server.mjs');
-const { goVersion, goMissing, buildGoCa, startGoCa } = await import('./go-ca-server.mjs');
+const { goVersion, goMissing, buildGoCa, startGoCa, startPeer } = await import('./go-ca-server.mjs');
 const { benchCacerts } = await import('./bench-cacerts.mjs');
 
 const args = process.argv.slice(2);
@@ -87,15 +86,8 @@ function prepareBare(dir, env, c, name) {
   return config;
 }
 
-async function startBare(config, mode) {
-  const child = spawn(RUNTIME, [...nodeArgs, join(ROOT, 'bench', 'bare-ca.mjs'), '--config', config, '--listen', '127.0.0.1:0', ...(mode ? [mode] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const first = await Promise.race([
-    new Promise((resolve) => createInterface({ input: child.stdout }).once('line', resolve)),
-    new Promise((_, reject) => child.once('exit', (code) => reject(new Error(`bare-ca exited (${code}) before serving`)))),
-    sleep(30_000).then(() => Promise.reject(new Error('bare-ca did not say it serves within 30 s'))),
-  ]);
-  child.stdout.resume();
-  return { child, grpcPort: Number(JSON.parse(first).grpc.split(':').pop()) };
+function startBare(config, mode) {
+  return startPeer('bare-ca', RUNTIME, [...nodeArgs, join(ROOT, 'bench', 'bare-ca.mjs'), '--config', config, '--listen', '127.0.0.1:0', ...(mode ? [mode] : [])]);
 }
 
 function start(name, ctx) {

@@ -1,4 +1,5 @@
-// Building and starting bench/go-ca (our grpc-go + crypto/x509 CA, Debian's Go packages in GOPATH mode): shared by
+// Building and starting bench/go-ca (our grpc-go + crypto/x509 CA, Debian's Go packages in GOPATH mode) and starting any
+// benchmark peer that announces its port in one JSON line (bench/bare-ca.mjs too): shared by
 // bench/compare-go.mjs and bench/floor.mjs, so both measure the same Go CA started the same way.
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -37,14 +38,23 @@ export function buildGoCa(bin) {
   });
 }
 
-/** The Go CA on loopback with `cacertsDir` and the dev JWT issuer of `env` (ensureDevEnvironment's): { child, grpcPort }. */
-export async function startGoCa(bin, cacertsDir, env) {
-  const child = spawn(bin, ['-listen', '127.0.0.1:0', '-cacerts', cacertsDir, '-jwks', env.jwksFile, '-issuer', env.issuer, '-audience', 'istio-ca', '-trust-domain', 'cluster.local'], { stdio: ['ignore', 'pipe', 'inherit'] });
+/**
+ * A benchmark peer that prints one JSON line `{ "grpc": "HOST:PORT", ... }` on stdout when it serves (bench/go-ca,
+ * bench/bare-ca.mjs): spawns `bin args`, waits up to 30 s for that line, and resolves { child, grpcPort }; rejects
+ * naming `name` when the process exits first or stays silent.
+ */
+export async function startPeer(name, bin, args) {
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   const first = await Promise.race([
     new Promise((resolve) => createInterface({ input: child.stdout }).once('line', resolve)),
-    new Promise((_, reject) => child.once('exit', (code) => reject(new Error(`go-ca exited (${code}) before serving`)))),
-    sleep(30_000).then(() => Promise.reject(new Error('go-ca did not say it serves within 30 s'))),
+    new Promise((_, reject) => child.once('exit', (code) => reject(new Error(`${name} exited (${code}) before serving`)))),
+    sleep(30_000).then(() => Promise.reject(new Error(`${name} did not say it serves within 30 s`))),
   ]);
   child.stdout.resume();
   return { child, grpcPort: Number(JSON.parse(first).grpc.split(':').pop()) };
+}
+
+/** The Go CA on loopback with `cacertsDir` and the dev JWT issuer of `env` (ensureDevEnvironment's): { child, grpcPort }. */
+export function startGoCa(bin, cacertsDir, env) {
+  return startPeer('go-ca', bin, ['-listen', '127.0.0.1:0', '-cacerts', cacertsDir, '-jwks', env.jwksFile, '-issuer', env.issuer, '-audience', 'istio-ca', '-trust-domain', 'cluster.local']);
 }
