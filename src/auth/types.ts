@@ -79,5 +79,5 @@ export interface Authenticator {
    * issue #14: the namespace claim stored with a token this authenticator verified, by its cache key
    * (BearerKey.key); undefined when it holds none. For the admission queue's order only.
    */
-  cachedClaim?(tokenKey: string): { value: string | undefined } | undefined;
+  cachedClaim?(tokenKey: string): BearerKey['namespace'];
 }
