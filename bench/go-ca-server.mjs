@@ -31,8 +31,13 @@ export function goMissing() {
 
 /** Builds bench/go-ca into `bin` (GO111MODULE=off, GOPATH above); build output goes to our stderr. */
 export function buildGoCa(bin) {
+  buildGo('go-ca', bin);
+}
+
+/** Builds the Go program in bench/`folder` into `bin` (GO111MODULE=off, GOPATH above); build output goes to our stderr. */
+export function buildGo(folder, bin) {
   execFileSync('go', ['build', '-o', bin, '.'], {
-    cwd: join(ROOT, 'bench', 'go-ca'),
+    cwd: join(ROOT, 'bench', folder),
     stdio: ['ignore', 'inherit', 'inherit'],
     env: { ...process.env, GO111MODULE: 'off', GOPATH, GOFLAGS: '', GOCACHE: process.env.GOCACHE || join(tmpdir(), 'svid-ca-go-cache') },
   });
