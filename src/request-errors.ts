@@ -65,8 +65,14 @@ export function identityOfTokenFlag(token: string, file: string, trustDomain: st
   }
 }
 
-/** RFC 6750 section 2.1 b64token: the characters an `authorization: Bearer` value may carry (a JWT's base64url and dots among them). */
-const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
+/**
+ * RFC 6750 section 2.1 b64token: the characters an `authorization: Bearer` value may carry (a JWT's
+ * base64url and dots among them), then '=' padding at the end. One class for the whole-token check
+ * and for finding the first bad character.
+ */
+const B64TOKEN_CHAR = /[A-Za-z0-9\-._~+/]/;
+const B64TOKEN = new RegExp(`^${B64TOKEN_CHAR.source}+=*$`);
+const B64TOKEN_CHAR_OR_PADDING = new RegExp(`^(?:${B64TOKEN_CHAR.source}|=)$`);
 
 /** What the first character outside b64token is, in an operator's words (never the character itself). */
 function kindOfCharacter(c: string): string {
@@ -91,7 +97,7 @@ export function bearerTokenOfFlag(raw: string, file: string): string {
   if (token === '') throw new ConfigError(`--token: ${file} is empty (give the file holding the service-account token)`);
   if (B64TOKEN.test(token)) return token;
   const chars = [...token];
-  let at = chars.findIndex((c) => !/^[A-Za-z0-9\-._~+/=]$/.test(c));
+  let at = chars.findIndex((c) => !B64TOKEN_CHAR_OR_PADDING.test(c));
   // Only alphabet characters, so an '=' before the end: padding comes last.
   if (at < 0) at = Math.max(0, chars.findIndex((c, i) => c === '=' && chars.slice(i).some((d) => d !== '=')));
   const kind = chars[at] === '=' ? "an '=' before the end" : kindOfCharacter(chars[at]!);

@@ -189,6 +189,30 @@ describe('fair share of --max-pending (issue #19)', () => {
   });
 });
 
+describe('the pending bound', () => {
+  it('asks whether a caller is a priority one only once --max-pending calls are pending (issue #14), and keeps the reserve for it', () => {
+    const admission = new Admission({ maxPending: 20, priorityNamespaces: ['istio-system'] });
+    let asked = 0;
+    const ask = (answer: boolean) => () => {
+      asked++;
+      return answer;
+    };
+    for (let i = 0; i < 20; i++) expect(admission.tryAdmit(ask(false))).toBe(true);
+    expect(asked).toBe(0);
+    expect(admission.tryAdmit(ask(false))).toBe(false);
+    expect(asked).toBe(1);
+    // The reserve: ceil(20 / 10) = 2 more for priority callers, then none.
+    expect(admission.tryAdmit(ask(true))).toBe(true);
+    expect(admission.tryAdmit(ask(true))).toBe(true);
+    expect(admission.tryAdmit(ask(true))).toBe(false);
+    expect(admission.tryAdmit(true)).toBe(false);
+    expect(asked).toBe(4);
+    admission.release();
+    expect(admission.tryAdmit(true)).toBe(true);
+    expect(admission.pendingCount).toBe(22);
+  });
+});
+
 describe('the signing queue', () => {
   it('runs priority work first, and work of one slice before yielding to I/O', async () => {
     const admission = new Admission({ maxPending: 10, priorityNamespaces: ['istio-system'] });

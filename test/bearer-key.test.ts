@@ -1,16 +1,16 @@
 /**
  * Issue #14: the admission queue's namespace read (claimedNamespace) is skipped for a token the JWT
- * authenticator has already verified: its claim is kept in the verified-token cache entry, and the
+ * authenticator has already verified: its claim is kept in the verified-token cache entry; a fresh
+ * token's claim is taken from the payload the authenticator verifies (not decoded again); and the
  * token is hashed once per call (bearerKey, handed on in CallCredentials.bearer). These tests hold the
  * cached claim equal to claimedNamespace for tokens of every shape the read distinguishes, and count
  * the hashes per call through a real server.
  */
 import { SignJWT } from 'jose';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { bearerKey, JwtAuthenticator, type CallCredentials } from '../src/auth/index.js';
+import { bearerKey, bearerToken, claimedNamespace, JwtAuthenticator, type CallCredentials } from '../src/auth/index.js';
 import { VerifiedTokenCache } from '../src/auth/jwt.js';
 import { buildCsrPem, generateKeyPair } from '../src/pki/index.js';
-import { claimedNamespace } from '../src/server/index.js';
 import { makeCacerts, removeDir } from './helpers/pki.js';
 import { call, clientFor, createTestIssuer, startTestServer, TEST_ISSUER, type TestIssuer } from './helpers/server.js';
 
@@ -31,15 +31,22 @@ function sign(issuer: TestIssuer, payload: Record<string, unknown>): Promise<str
     .sign(issuer.privateKey);
 }
 
-/** The handler's steps (certificate-service.ts): bearerKey, decode when not cached, then authenticate with the key handed on. */
+/**
+ * The handler's steps (certificate-service.ts): bearerKey, authenticate with the key handed on, then
+ * the claim for the signing queue: the authenticator's (a verified token), else decoded.
+ */
 async function admitAndAuthenticate(jwt: JwtAuthenticator, authorization: string[]) {
   const bearer = bearerKey([jwt], authorization);
   const fromCache = bearer?.namespace !== undefined;
-  if (bearer && !bearer.namespace) bearer.namespace = { value: claimedNamespace(authorization) };
   const creds: CallCredentials = { authorization, clusterId: [], bearer };
   const caller = await jwt.authenticate(creds).catch(() => undefined);
-  return { namespace: bearer?.namespace?.value, fromCache, caller };
+  const fromAuthenticator = !fromCache && bearer?.namespace !== undefined;
+  if (bearer) bearer.namespace ??= { value: claimedNamespace(bearer.token) };
+  return { namespace: bearer?.namespace?.value, fromCache, fromAuthenticator, caller };
 }
+
+/** claimedNamespace of the bearer token of `authorization` (as bearerToken reads it). */
+const claimOf = (authorization: string[]) => claimedNamespace(bearerToken({ authorization, clusterId: [] })!);
 
 describe('the verified-token cache holds the admission queue namespace claim', () => {
   it('for a verified token the cached claim equals claimedNamespace for every token shape, and is served from the cache on the renewal', async () => {
@@ -61,10 +68,13 @@ describe('the verified-token cache holds the admission queue namespace claim', (
     };
     for (const [name, payload] of Object.entries(shapes)) {
       const token = await sign(issuer, payload);
-      for (const authorization of [[`Bearer ${token}`], [`Bearer   ${token}  `], ['Basic x', `Bearer ${token}`]]) {
-        const expected = claimedNamespace(authorization);
+      const spellings = [[`Bearer ${token}`], [`Bearer   ${token}  `], ['Basic x', `Bearer ${token}`]];
+      for (const authorization of spellings) {
+        const expected = claimOf(authorization);
         const first = await admitAndAuthenticate(jwt, authorization);
         expect(first.caller, name).toBeDefined();
+        // The first spelling meets the token fresh; the others find it verified already.
+        expect(first.fromAuthenticator, `${name}: the claim of a fresh token comes from the payload the authenticator verified`).toBe(authorization === spellings[0]);
         expect(first.namespace, name).toBe(expected);
         const renewal = await admitAndAuthenticate(jwt, authorization);
         expect(renewal.fromCache, `${name}: the renewal reads the claim from the cache`).toBe(true);
@@ -72,7 +82,7 @@ describe('the verified-token cache holds the admission queue namespace claim', (
       }
     }
     // The shapes reach the read's branches: a namespace from kubernetes.io, one from sub, none.
-    expect(new Set(await Promise.all(Object.values(shapes).map(async (p) => claimedNamespace([`Bearer ${await sign(issuer, p)}`]))))).toEqual(
+    expect(new Set(await Promise.all(Object.values(shapes).map(async (p) => claimedNamespace(await sign(issuer, p)))))).toEqual(
       new Set(['istio-system', 'demo', undefined]),
     );
   });
@@ -87,6 +97,7 @@ describe('the verified-token cache holds the admission queue namespace claim', (
       const r = await admitAndAuthenticate(jwt, [`Bearer ${forged}`]);
       expect(r.caller).toBeUndefined();
       expect(r.fromCache).toBe(false);
+      expect(r.fromAuthenticator).toBe(false);
       expect(r.namespace).toBe('istio-system');
     }
   });

@@ -24,6 +24,8 @@ const other = opensslCa(work, 'other intermediate', STDEXT, root);
 
 const metrics = async (server: TestServer) => (await fetchText(`http://127.0.0.1:${server.service.monitoringPort}/metrics`)).body;
 const REFUSED = 'cacerts reload refused; still serving with the current bundle';
+/** How every reload refusal of a CRL ends (src/ca/reloader.ts). */
+const AND_ONLY_THE_CRL = '; the certificates and key of this bundle pass every other check; only the CRL is refused: fix ca-crl.pem or remove it';
 
 describe('a CRL rollback through a ..data swap', () => {
   it('an older CRL (lower number) and a changed CRL under the same number are refused naming issuer and numbers; a higher number and removal are accepted', async () => {
@@ -45,10 +47,11 @@ describe('a CRL rollback through a ..data swap', () => {
     const refused = await until('the rollback refusal', () => refusals()[0]);
     expect(refused.crl).toBe(true);
     expect(String(refused.file)).toMatch(/ca-crl\.pem$/);
-    expect(String(refused.problem)).toContain(
-      'CRL (issuer "O=svid-ca test, CN=crl root", number 1) has a lower CRL number than the one in use, CRL (issuer "O=svid-ca test, CN=crl root", number 2): an older CRL is a rollback',
+    // The change in the words of `cacerts verify --previous` / `plan-rotation` (describeCrlChange), then what to do.
+    expect(String(refused.problem)).toBe(
+      'the CRL of "O=svid-ca test, CN=crl root" goes back from number 2 to number 1: CRL numbers only increase (RFC 5280 5.2.3), so this is an older CRL' +
+        `; renew it from the CRL in use with svid-ca cacerts crl --issuer <its CA's folder> --from <the ca-crl.pem in use> --out <this file>${AND_ONLY_THE_CRL}`,
     );
-    expect(String(refused.problem)).toContain('svid-ca cacerts crl --issuer <its CA\'s folder> --from <the ca-crl.pem in use>');
     expect(server.service.authority.bundle.crlPem).toBe(inUse);
     expect(server.service.authority.bundle.crls.find((c) => c.issuer === 'O=svid-ca test, CN=crl root')!.revoked).toHaveLength(1);
     expect(await metrics(server)).toMatch(/svid_ca_bundle_reloads_total\{result="failure"\} 1/);
@@ -56,8 +59,11 @@ describe('a CRL rollback through a ..data swap', () => {
     // The same number with other contents (another serial revoked): refused too.
     const sameNumber = opensslCrl(work, root, [retired.cert, other.cert], { number: 2 }) + opensslCrl(work, intA, [], { number: 1 });
     volume.write({ ...istioFiles(intA, [root]), 'ca-crl.pem': sameNumber });
-    const same = await until('the same-number refusal', () => refusals().find((r) => String(r.problem).includes('same CRL number')));
-    expect(String(same.problem)).toContain('CRL (issuer "O=svid-ca test, CN=crl root", number 2) has the same CRL number as the one in use but revokes other serials');
+    const same = await until('the same-number refusal', () => refusals().find((r) => String(r.problem).includes('keeps number')));
+    expect(String(same.problem)).toBe(
+      'the CRL of "O=svid-ca test, CN=crl root" keeps number 2 but revokes other serials: a changed CRL takes the next number' +
+        `; renew it from the CRL in use with svid-ca cacerts crl --issuer <its CA's folder> --from <the ca-crl.pem in use> --out <this file>${AND_ONLY_THE_CRL}`,
+    );
     expect(server.service.authority.bundle.crlPem).toBe(inUse);
 
     // The same serials re-signed under the same numbers (a later thisUpdate) are no change: accepted.

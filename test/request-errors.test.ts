@@ -159,6 +159,8 @@ describe('svid-ca request: errors name the flag to fix', () => {
       // Leading white space is trimmed (as a trailing newline is) but counted: the position is the file's.
       ['non-ascii', `\n${secret}étail`, `a non-ASCII character at byte ${secret.length + 2} of the file`],
       ['space', `${secret} ${secret}`, `a space at byte ${secret.length + 1} of the file`],
+      // Only alphabet characters, but padding before the end: the first such '=' is named.
+      ['padding', `${secret}=.tail==`, `an '=' before the end at byte ${secret.length + 1} of the file`],
     ];
     for (const [name, content, what] of cases) {
       const file = join(work, `token-${name}`);

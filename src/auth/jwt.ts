@@ -1,5 +1,6 @@
 import { hash } from 'node:crypto';
 import { createVerifier, TokenError } from 'fast-jwt';
+import { MAX_CLAIM_PAYLOAD_CHARS, namespaceClaim } from './claimed-namespace.js';
 import { FileKeySource, JwksUnavailableError, RemoteKeySource, TOKEN_ALGORITHMS, type JwksKey, type KeySetListener, type KeySetReload, type KeySource } from './jwks.js';
 import { isKubernetesName, parseServiceAccountUsername, spiffeId } from './spiffe.js';
 import { AuthError, type Authenticator, type BearerKey, type CallCredentials, type Caller } from './types.js';
@@ -151,8 +152,11 @@ const BASE64URL = /^[A-Za-z0-9_-]+$/;
 const SUPPORTED = new Set<string>(TOKEN_ALGORITHMS);
 const malformed = () => new AuthError('unauthenticated', 'token is malformed (not a signed JWT)');
 
-/** The protected header's alg and kid (RFC 7515 section 4.1), read before any key is chosen. */
-function readHeader(token: string): { alg: string; kid: string | undefined } {
+/**
+ * The protected header's alg and kid (RFC 7515 section 4.1), read before any key is chosen, and the
+ * length of the payload segment (base64url characters).
+ */
+function readHeader(token: string): { alg: string; kid: string | undefined; payloadChars: number } {
   const dot = token.indexOf('.');
   const segment = dot > 0 ? token.slice(0, dot) : '';
   // Exactly three segments (two dots), counted without splitting the token into strings.
@@ -166,7 +170,7 @@ function readHeader(token: string): { alg: string; kid: string | undefined } {
   }
   const { alg, kid } = (header ?? {}) as { alg?: unknown; kid?: unknown };
   if (typeof header !== 'object' || Array.isArray(header) || typeof alg !== 'string' || (kid !== undefined && typeof kid !== 'string')) throw malformed();
-  return { alg, kid: kid as string | undefined };
+  return { alg, kid: kid as string | undefined, payloadChars: second - dot - 1 };
 }
 
 /**
@@ -220,7 +224,11 @@ export class JwtAuthenticator implements Authenticator {
     }
     const { payload, key } = this.verifyWith(keys, token, header);
     const caller = this.callerFrom(payload);
-    this.verified.set(cacheKey, caller, (payload.exp as number) * 1000, Date.now(), key.fingerprint, bearer?.namespace);
+    // issue #14: the admission queue's claim, from the payload fast-jwt has just decoded (the same
+    // rule as claimedNamespace, so not decoded a second time); handed back through creds.bearer.
+    const claim = bearer?.namespace ?? { value: header.payloadChars <= MAX_CLAIM_PAYLOAD_CHARS ? namespaceClaim(payload) : undefined };
+    if (bearer) bearer.namespace = claim;
+    this.verified.set(cacheKey, caller, (payload.exp as number) * 1000, Date.now(), key.fingerprint, claim);
     return caller;
   }
 

@@ -20,14 +20,17 @@ export interface CallCredentials {
 /**
  * issue #14: a call's bearer token with its verified-token-cache key (SHA-256, base64), so the token is
  * hashed once per call, and the namespace the token claims (the admission queue's order only, never a
- * decision: see server/admission.ts claimedNamespace) when it is known.
+ * decision: see auth/claimed-namespace.ts) when it is known.
  */
 export interface BearerKey {
   /** The token as bearerToken() reads it from the authorization header. */
   token: string;
   /** VerifiedTokenCache.keyOf(token). */
   key: string;
-  /** The namespace the token claims, as claimedNamespace reads it: from a verified-token cache entry, or set by the caller once decoded. */
+  /**
+   * The namespace the token claims, as claimedNamespace reads it: from a verified-token cache entry,
+   * set by the JWT authenticator from the payload it verified, or by the caller once decoded.
+   */
   namespace?: { value: string | undefined } | undefined;
 }
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { BundleError, compareCrlSets, crlLabel, runPathJobsAsync, runPathJobsSync, subjectText, type BundleFiles, type PathJobSteps, type ProbeNames, type SigningBundle } from '../pki/index.js';
+import { BundleError, compareCrlSets, describeCrlChange, runPathJobsAsync, runPathJobsSync, subjectText, type BundleFiles, type PathJobSteps, type ProbeNames, type SigningBundle } from '../pki/index.js';
 import type { Authority } from './authority.js';
 import { cacertsSteps, DEFAULT_PROBE_NAMES, readCacertsFiles } from './cacerts.js';
 import { FolderWatcher } from '../watch/index.js';
@@ -196,15 +196,12 @@ export class CacertsReloader {
     // would un-revoke what the newer CRL revokes. Dropping a CRL altogether stays allowed (how a CRL is cleared).
     const rollback = compareCrlSets(this.authority.bundle.crls, next.crls).find((c) => c.kind === 'rollback' || c.kind === 'sameNumber');
     if (rollback) {
-      const what =
-        rollback.kind === 'rollback'
-          ? `has a lower CRL number than the one in use, ${crlLabel(rollback.current)}: an older CRL is a rollback that would trust again what the newer one revokes (RFC 5280 5.2.3: CRL numbers increase)`
-          : `has the same CRL number as the one in use but revokes other serials: a changed CRL takes the next number`;
+      // The change in the words of `cacerts plan-rotation` and `cacerts verify --previous` (describeCrlChange).
       return {
         result: 'failure',
         error: new BundleError(
           files.crl?.name ?? this.options.dir,
-          `${crlLabel(rollback.next!)} ${what}; renew it from the CRL in use with svid-ca cacerts crl --issuer <its CA's folder> --from <the ca-crl.pem in use> --out <this file>; the certificates and key of this bundle pass every other check; only the CRL is refused: fix ca-crl.pem or remove it`,
+          `${describeCrlChange(rollback)}; renew it from the CRL in use with svid-ca cacerts crl --issuer <its CA's folder> --from <the ca-crl.pem in use> --out <this file>; the certificates and key of this bundle pass every other check; only the CRL is refused: fix ca-crl.pem or remove it`,
         ),
       };
     }

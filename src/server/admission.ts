@@ -76,10 +76,16 @@ export class Admission {
     return namespace !== undefined && this.priority.has(namespace);
   }
 
-  /** Takes a pending slot; false when the CA is full (the caller answers RESOURCE_EXHAUSTED). */
-  tryAdmit(priority: boolean): boolean {
-    const limit = this.options.maxPending + (priority ? this.reserve : 0);
-    if (this.pending >= limit) return false;
+  /**
+   * Takes a pending slot; false when the CA is full (the caller answers RESOURCE_EXHAUSTED). Whether
+   * the caller is a priority one matters only once maxPending calls are pending (the reserve), so a
+   * function is called only then (issue #14: the token's payload is not decoded below the bound).
+   */
+  tryAdmit(priority: boolean | (() => boolean)): boolean {
+    if (this.pending >= this.options.maxPending) {
+      const reserved = typeof priority === 'function' ? priority() : priority;
+      if (!reserved || this.pending >= this.options.maxPending + this.reserve) return false;
+    }
     this.pending++;
     return true;
   }
@@ -175,25 +181,4 @@ function sameParts(a: readonly string[], b: readonly string[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
-}
-
-/**
- * The namespace a bearer token claims, read without verification: used only to order work (never
- * to decide anything), so that gateways and ztunnel in istio-system go first in a storm.
- */
-export function claimedNamespace(authorization: string[]): string | undefined {
-  const header = authorization.find((v) => v.startsWith('Bearer '));
-  // The second segment, as header.split('.')[1], without splitting the whole token into strings.
-  const dot = header === undefined ? -1 : header.indexOf('.');
-  const next = dot < 0 ? -1 : header!.indexOf('.', dot + 1);
-  const payload = dot < 0 ? undefined : header!.slice(dot + 1, next < 0 ? undefined : next);
-  if (!payload || payload.length > 8192) return undefined;
-  try {
-    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { sub?: unknown; 'kubernetes.io'?: { namespace?: unknown } };
-    if (typeof claims['kubernetes.io']?.namespace === 'string') return claims['kubernetes.io'].namespace;
-    if (typeof claims.sub === 'string') return claims.sub.split(':')[2];
-  } catch {
-    // not a JWT: no priority
-  }
-  return undefined;
 }

@@ -1,9 +1,9 @@
 import * as grpc from '@grpc/grpc-js';
-import { AuthError, authenticateCall, authorizeSans, bearerKey, AuthzError, type AuthenticationOptions, type Authenticator, type Caller, type ImpersonationAuthorizer } from '../auth/index.js';
+import { AuthError, authenticateCall, authorizeSans, bearerKey, bearerToken, AuthzError, claimedNamespace, type AuthenticationOptions, type Authenticator, type Caller, type ImpersonationAuthorizer } from '../auth/index.js';
 import type { Authority, IssuedCertificate } from '../ca/index.js';
 import type { AuditLog, AuditRecord, CaMetrics, Logger } from '../observability/index.js';
 import { readCsrPem } from '../pki/index.js';
-import { Admission, claimedNamespace } from './admission.js';
+import { Admission } from './admission.js';
 import { classifyError, RequestError } from './errors.js';
 import { wholeSeconds } from './lifecycle.js';
 import { readRequestMetadata, readValidityDuration } from './metadata.js';
@@ -109,6 +109,17 @@ function requestKey(authorization: string[], clusterIds: string[], peerCertifica
     String(req.validity_duration),
     req.metadata ? JSON.stringify(req.metadata) : '',
   ];
+}
+
+/** The namespace the call's bearer token claims (claimedNamespace) when bearerKey did not read the token. */
+function unverifiedClaim(authorization: string[]): string | undefined {
+  let token: string | undefined;
+  try {
+    token = bearerToken({ authorization, clusterId: [] });
+  } catch {
+    return undefined;
+  }
+  return token === undefined ? undefined : claimedNamespace(token);
 }
 
 /** IstioCertificateService/CreateCertificate: authenticate, parse, authorize, check TTL, sign, answer. */
@@ -235,7 +246,7 @@ export function createCertificateHandler(deps: CertificateServiceDeps): Certific
       // Parsing (signature check) and signing are the CPU-bound part: one job on the admission
       // queue, priority namespaces first.
       try {
-        return await deps.admission.run(priority, () => {
+        return await deps.admission.run(isPriority(), () => {
           if (deps.shuttingDown?.()) throw new RequestError(grpc.status.UNAVAILABLE, 'unavailable', SHUTTING_DOWN);
           const csr = readCsrPem(csrPem);
           authorizeSansFor(csr.sans, identity, impersonating);
@@ -253,10 +264,12 @@ export function createCertificateHandler(deps: CertificateServiceDeps): Certific
     // issue #14: the token is hashed once (its verified-token-cache key, handed on to authentication);
     // a token already verified (an agent's renewal) has its claimed namespace in the cache, so only
     // the others' payloads are decoded here. Either way the same namespace, for the order only.
+    // A fresh token's payload is decoded only when its claim is needed before the JWT authenticator
+    // has verified it (the bound is reached, tryAdmit); after verification the authenticator has put
+    // the claim of the payload it decoded into `bearer`.
     const bearer = bearerKey(deps.authenticators, authorization);
-    if (bearer && !bearer.namespace) bearer.namespace = { value: claimedNamespace(authorization) };
-    const priority = deps.admission.isPriority(bearer ? bearer.namespace!.value : claimedNamespace(authorization));
-    if (!deps.admission.tryAdmit(priority)) {
+    const isPriority = (): boolean => deps.admission.isPriority(bearer ? (bearer.namespace ??= { value: claimedNamespace(bearer.token) }).value : unverifiedClaim(authorization));
+    if (!deps.admission.tryAdmit(isPriority)) {
       finish(
         undefined,
         new RequestError(grpc.status.RESOURCE_EXHAUSTED, 'overloaded', `CA overloaded: ${deps.admission.pendingCount} requests pending; retry with backoff`),

@@ -5,7 +5,7 @@ export { loadServices, PROTO_DIR, CA_SERVICE_NAME, CREATE_CERTIFICATE_PATH, type
 export { classifyError, RequestError, type Failure } from './errors.js';
 export { ServingTls, type KeyAndChain } from './tls.js';
 export { HealthService } from './health.js';
-export { Admission, claimedNamespace, type AdmissionOptions } from './admission.js';
+export { Admission, type AdmissionOptions } from './admission.js';
 export { shareKey } from './certificate-service.js';
 export { runPrimary, reportReadiness, reportStartupFailure, shareMetricsWithPrimary, usableCores, type Primary, type PrimaryOptions } from './workers.js';
 export { PrimaryBundle, receiveBundleFeed, type BundleFeed } from './bundle-owner.js';
