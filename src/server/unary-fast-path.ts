@@ -40,6 +40,12 @@ export interface UnaryFastPathOptions {
   /** The method's requestDeserialize / responseSerialize (from @grpc/proto-loader, as grpc-js uses them). */
   deserialize(message: Buffer): IstioCertificateRequest;
   serialize(response: IstioCertificateResponse): Buffer;
+  /**
+   * issue #14: the whole gRPC message (prefix and protobuf) for `response` in one Buffer, byte for byte
+   * what framing serialize(response) gives, or undefined where it does not apply (then serialize is
+   * used, with its errors); never throws.
+   */
+  frame?(response: IstioCertificateResponse): Buffer | undefined;
 }
 
 /** What the fast path has taken (tests, diagnostics). */
@@ -160,19 +166,22 @@ function serveUnary(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttp
   };
   const sendMessage = (response: IstioCertificateResponse) => {
     if (finished) return;
-    let body: Buffer;
-    try {
-      body = options.serialize(response);
-    } catch (err) {
-      sendStatus(grpc.status.INTERNAL, SEND_ERROR_DETAILS ? `Error serializing response: ${(err as Error).message}` : 'Error serializing response');
-      return;
+    let framed = options.frame?.(response);
+    if (!framed) {
+      let body: Buffer;
+      try {
+        body = options.serialize(response);
+      } catch (err) {
+        sendStatus(grpc.status.INTERNAL, SEND_ERROR_DETAILS ? `Error serializing response: ${(err as Error).message}` : 'Error serializing response');
+        return;
+      }
+      framed = Buffer.allocUnsafe(body.length + 5);
+      framed[0] = 0;
+      framed.writeUInt32BE(body.length, 1);
+      body.copy(framed, 5);
     }
     finish();
     if (gone()) return;
-    const framed = Buffer.allocUnsafe(body.length + 5);
-    framed[0] = 0;
-    framed.writeUInt32BE(body.length, 1);
-    body.copy(framed, 5);
     stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
     stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0', 'grpc-message': 'OK' }));
     stream.end(framed);
