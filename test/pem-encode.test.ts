@@ -7,7 +7,9 @@
 import { X509Certificate } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { decodePem, encodePem } from '../src/pki/index.js';
+import { joinedPem } from '../src/pki/pem.js';
 import { makeIntermediate, makeRoot, opensslText } from './helpers/pki.js';
 
 describe('encodePem', () => {
@@ -41,5 +43,14 @@ describe('encodePem', () => {
       const outer = Buffer.concat([Buffer.from([1, 2, 3]), der, Buffer.from([4])]);
       expect(encodePem('TEST BLOCK', outer.subarray(3, 3 + len))).toBe(pem);
     }
+  });
+
+  it('equals the line-by-line join for any bytes and label (issue #14: written in one Buffer)', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 3000 }), fc.oneof(fc.constantFrom('CERTIFICATE', 'PRIVATE KEY', 'X509 CRL', ''), fc.string(), fc.string({ unit: 'binary' })), (der, type) => {
+        expect(encodePem(type, der)).toBe(joinedPem(type, Buffer.from(der).toString('base64')));
+      }),
+      { numRuns: 500 },
+    );
   });
 });

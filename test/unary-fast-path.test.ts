@@ -191,6 +191,18 @@ describe('the fast path answers as grpc-js does (raw HTTP/2 client, fast path on
     expect(status(a)).toEqual({ status: grpc.status.OK, message: 'OK' });
   });
 
+  it('a prefix one octet per DATA frame, then the message in pieces, is reassembled (issued)', async () => {
+    const whole = frame(requestBody());
+    const chunks = [...[0, 1, 2, 3, 4].map((i) => whole.subarray(i, i + 1)), whole.subarray(5, 6), whole.subarray(6, 200), whole.subarray(200)];
+    const a = await sameOnBoth({ chunks });
+    expect(status(a)).toEqual({ status: grpc.status.OK, message: 'OK' });
+  });
+
+  it('a message of zero bytes is an empty request (no CSR): the same refusal from both', async () => {
+    const a = await sameOnBoth({ chunks: [frame(Buffer.alloc(0))] });
+    expect(status(a).status).not.toBe(grpc.status.OK);
+  });
+
   it('a truncated message and END_STREAM: UNIMPLEMENTED (no request message)', async () => {
     const a = await sameOnBoth({ chunks: [frame(requestBody()).subarray(0, 60)] });
     expect(status(a)).toEqual({ status: grpc.status.UNIMPLEMENTED, message: `Received no request message for server streaming method ${CREATE_CERTIFICATE_PATH}` });

@@ -46,7 +46,9 @@ export async function authenticateCall(
   creds = { ...creds, cluster: resolveCluster(creds, options) };
   let refused: AuthError | undefined;
   let undecided: AuthError | undefined;
-  for (const [i, authenticator] of authenticators.entries()) {
+  // An index loop: entries() made an iterator and an [index, value] pair per authenticator (issue #14).
+  for (let i = 0; i < authenticators.length; i++) {
+    const authenticator = authenticators[i]!;
     try {
       const caller = await authenticator.authenticate(creds);
       if (caller?.renewalNotAfter && creds.authorization.length > 0) return (await tokenForSameIdentity(authenticators.slice(i + 1), creds, caller)) ?? caller;

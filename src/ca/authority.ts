@@ -33,6 +33,8 @@ interface PerBundle {
    * turns NOT_SERVING then, so a leaf claiming more would outlive every chain it can be used in).
    */
   pathNotAfter: Date;
+  /** The signer's subject key identifier in hex (IssuedCertificate.signerKeyId), made once rather than per leaf. */
+  signerKeyId: string | undefined;
 }
 const perBundle = new WeakMap<SigningBundle, PerBundle>();
 function perBundleFor(bundle: SigningBundle): PerBundle {
@@ -42,6 +44,7 @@ function perBundleFor(bundle: SigningBundle): PerBundle {
       encoder: new WorkloadLeafEncoder(bundle.signer, bundle.signingCert.facts.subjectKeyId),
       signerNotBefore: new Date(bundle.signingCert.x509.validFrom),
       pathNotAfter: bundle.validity.notAfter < bundle.notAfter ? bundle.validity.notAfter : bundle.notAfter,
+      signerKeyId: bundle.signingCert.facts.subjectKeyId?.toString('hex'),
     };
     perBundle.set(bundle, entry);
   }
@@ -182,10 +185,9 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
   #issue(req: IssueRequest, sign: (encoder: WorkloadLeafEncoder, fields: FastLeafFields) => Buffer | Promise<Buffer>): IssuedCertificate | Promise<IssuedCertificate> {
     const now = this.clock();
     const bundle = this.usableBundle(now);
-    const { encoder, signerNotBefore, pathNotAfter } = perBundleFor(bundle);
+    const { encoder, signerNotBefore, pathNotAfter, signerKeyId } = perBundleFor(bundle);
     const validity = grantValidity(this.policy, req.requestedTtlSeconds, pathNotAfter, now, { signerNotBefore, notAfterLimit: req.notAfterLimit });
     const serial = randomSerial();
-    const keyId = bundle.signingCert.facts.subjectKeyId;
     // The workload profile through the fast encoder (byte-identical to signCertificate(workloadLeaf(...)), see test/fast-path.test.ts).
     const der = sign(encoder, {
       spiffeId: req.identity,
@@ -203,7 +205,7 @@ export class Authority extends EventEmitter<{ bundle: [SigningBundle] }> {
       grantedMs: validity.grantedMs,
       clamped: validity.clamped,
       credentialCapped: validity.credentialCapped,
-      signerKeyId: keyId?.toString('hex'),
+      signerKeyId,
     });
     return der instanceof Promise ? der.then(answer) : answer(der);
   }

@@ -16,6 +16,7 @@ import { ClientCaProvider, ServingTls } from './tls.js';
 import { ListenError, probeListen } from './listen.js';
 import { CallDrain } from './drain.js';
 import { installUnaryFastPath, type FastPathStats } from './unary-fast-path.js';
+import { frameCertificateResponse } from './response-frame.js';
 import { DEFAULT_TRANSPORT_LIMITS, HardenedServerCredentials, installTransportLimits, TransportGuard, type TransportLimits } from './transport-limits.js';
 
 interface Listen {
@@ -290,6 +291,7 @@ export async function startService(options: ServiceOptions & { feed?: BundleFeed
         maxReceiveMessageBytes: maxRequestBytes,
         deserialize: (message) => method.requestDeserialize(message) as IstioCertificateRequest,
         serialize: (response: IstioCertificateResponse) => method.responseSerialize(response),
+        frame: frameCertificateResponse,
       });
     }
     installTransportLimits(server, transport);

@@ -483,8 +483,9 @@ export class TransportGuard {
       if (over) refuse(over, grpc.status.RESOURCE_EXHAUSTED, BUDGET_MESSAGES[over]);
     });
     // The request is complete (END_STREAM), or the stream is gone: its bytes are no longer ours to count.
-    stream.once('end', release);
-    stream.once('close', release);
+    // Each comes once per stream and release runs once: `on` spares a `once` wrapper per event (issue #14).
+    stream.on('end', release);
+    stream.on('close', release);
   }
 }
 

@@ -40,6 +40,12 @@ export interface UnaryFastPathOptions {
   /** The method's requestDeserialize / responseSerialize (from @grpc/proto-loader, as grpc-js uses them). */
   deserialize(message: Buffer): IstioCertificateRequest;
   serialize(response: IstioCertificateResponse): Buffer;
+  /**
+   * issue #14: the whole gRPC message (prefix and protobuf) for `response` in one Buffer, byte for byte
+   * what framing serialize(response) gives, or undefined where it does not apply (then serialize is
+   * used, with its errors); never throws.
+   */
+  frame?(response: IstioCertificateResponse): Buffer | undefined;
 }
 
 /** What the fast path has taken (tests, diagnostics). */
@@ -47,6 +53,9 @@ export interface FastPathStats {
   /** Streams answered here rather than by grpc-js, since start. */
   streams: number;
 }
+
+/** An empty message (length 0 in its prefix). */
+const EMPTY = Buffer.alloc(0);
 
 /** grpc-js's parse of grpc-timeout (server-interceptors.js DEADLINE_REGEX and units, in ms). */
 const DEADLINE = /(\d{1,8})\s*([HMSmun])/;
@@ -60,6 +69,9 @@ const RESPONSE_HEADERS = {
   'grpc-encoding': 'identity',
 } as const;
 
+/** grpc-js's trailers of a call answered with a message. */
+const OK_TRAILERS = { 'grpc-status': '0', 'grpc-message': 'OK' } as const;
+
 /** grpc-js's GRPC_NODE_DEBUG_SEND_ERROR_DETAILS, read the way grpc-js reads it (once, at load). */
 const SEND_ERROR_DETAILS = (process.env.GRPC_NODE_DEBUG_SEND_ERROR_DETAILS ?? 'false') === 'true';
 
@@ -67,6 +79,9 @@ const SEND_ERROR_DETAILS = (process.env.GRPC_NODE_DEBUG_SEND_ERROR_DETAILS ?? 'f
 interface GrpcServerInternals {
   onStreamOpened(stream: http2.ServerHttp2Stream): void;
 }
+
+/** The fast path's 'error' listener: each error is followed by 'close', which ends the call. */
+const ignoreError = (): void => {};
 
 type StreamListener = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => void;
 
@@ -99,7 +114,7 @@ export function installUnaryFastPath(server: grpc.Server, options: UnaryFastPath
         return;
       }
       // As grpc-js's _streamHandler: an 'error' listener (each error is followed by 'close'), idle accounting.
-      stream.once('error', () => {});
+      stream.on('error', ignoreError);
       onStreamOpened(stream);
       stats.streams++;
       serveUnary(stream, headers, timeoutMs, options);
@@ -141,10 +156,12 @@ function serveUnary(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttp
   let finished = false;
   let request: IstioCertificateRequest | undefined;
   let deadlineTimer: NodeJS.Timeout | undefined;
-  // The message decoder's state: the 5-byte prefix, then the message's bytes.
-  const prefix = Buffer.allocUnsafe(5);
+  // The message decoder's state: how much of the 5-byte prefix is read (its length octets summed into
+  // `remaining`), then the message's bytes: the first piece, and the rest only when a message spans
+  // chunks (issue #14: no Buffer for the prefix nor array per message when it comes in one chunk).
   let prefixRead = 0;
-  let parts: Buffer[] = [];
+  let first: Buffer | undefined;
+  let more: Buffer[] | undefined;
   let remaining = 0;
 
   const finish = () => {
@@ -160,21 +177,25 @@ function serveUnary(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttp
   };
   const sendMessage = (response: IstioCertificateResponse) => {
     if (finished) return;
-    let body: Buffer;
-    try {
-      body = options.serialize(response);
-    } catch (err) {
-      sendStatus(grpc.status.INTERNAL, SEND_ERROR_DETAILS ? `Error serializing response: ${(err as Error).message}` : 'Error serializing response');
-      return;
+    let framed = options.frame?.(response);
+    if (!framed) {
+      let body: Buffer;
+      try {
+        body = options.serialize(response);
+      } catch (err) {
+        sendStatus(grpc.status.INTERNAL, SEND_ERROR_DETAILS ? `Error serializing response: ${(err as Error).message}` : 'Error serializing response');
+        return;
+      }
+      framed = Buffer.allocUnsafe(body.length + 5);
+      framed[0] = 0;
+      framed.writeUInt32BE(body.length, 1);
+      body.copy(framed, 5);
     }
     finish();
     if (gone()) return;
-    const framed = Buffer.allocUnsafe(body.length + 5);
-    framed[0] = 0;
-    framed.writeUInt32BE(body.length, 1);
-    body.copy(framed, 5);
     stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
-    stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0', 'grpc-message': 'OK' }));
+    // 'wantTrailers', 'close' and 'end' come once per stream: `on` rather than `once` spares a wrapper per listener.
+    stream.on('wantTrailers', () => stream.sendTrailers(OK_TRAILERS));
     stream.end(framed);
   };
 
@@ -196,26 +217,31 @@ function serveUnary(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttp
     let at = 0;
     while (at < chunk.length && !finished) {
       if (prefixRead < 5) {
-        const n = Math.min(5 - prefixRead, chunk.length - at);
-        chunk.copy(prefix, prefixRead, at, at + n);
-        prefixRead += n;
-        at += n;
-        if (prefixRead < 5) return;
-        remaining = prefix.readUInt32BE(1);
+        // Octet 0 is the compressed flag, read as is with identity encoding (as grpc-js does); octets
+        // 1-4 the message length, big-endian unsigned.
+        if (prefixRead === 0) remaining = 0;
+        else remaining = remaining * 256 + chunk[at]!;
+        prefixRead++;
+        at++;
+        if (prefixRead < 5) continue;
         if (remaining > options.maxReceiveMessageBytes) {
           sendStatus(grpc.status.RESOURCE_EXHAUSTED, `Received message larger than max (${remaining} vs ${options.maxReceiveMessageBytes})`);
           return;
         }
-        parts = [];
+        first = undefined;
+        more = undefined;
       }
       const n = Math.min(remaining, chunk.length - at);
-      if (n > 0) parts.push(chunk.subarray(at, at + n));
+      if (n > 0) {
+        const piece = chunk.subarray(at, at + n);
+        if (first === undefined) first = piece;
+        else (more ??= [first]).push(piece);
+      }
       remaining -= n;
       at += n;
       if (remaining === 0) {
         prefixRead = 0;
-        // The compressed flag (prefix[0]) with identity encoding is read as is, as grpc-js does.
-        onMessage(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+        onMessage(more ? Buffer.concat(more) : (first ?? EMPTY));
       }
     }
   };
@@ -241,12 +267,12 @@ function serveUnary(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttp
     }
   };
 
-  stream.once('close', finish);
+  stream.on('close', finish);
   if (timeoutMs !== Infinity) deadlineTimer = setTimeout(() => sendStatus(grpc.status.DEADLINE_EXCEEDED, 'Deadline exceeded'), timeoutMs);
   stream.on('data', (chunk: Buffer) => {
     if (!finished) onData(chunk);
   });
-  stream.once('end', onEnd);
+  stream.on('end', onEnd);
 }
 
 /** grpc-js's call.getPeer(): "address:port" of the connection, "unknown" without one. */
