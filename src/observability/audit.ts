@@ -107,6 +107,20 @@ export class AuditLog {
   }
 }
 
+const isoTime = pino.stdTimeFunctions.isoTime;
+let isoTimeMs = NaN;
+let isoTimeText = '';
+
+/** pino.stdTimeFunctions.isoTime's text (`,"time":"<ISO 8601>"`, pino lib/time.js), formatted once per millisecond (~0.35 us each). */
+function isoTimeNow(): string {
+  const now = Date.now();
+  if (now !== isoTimeMs) {
+    isoTimeMs = now;
+    isoTimeText = `,"time":"${new Date(now).toISOString()}"`;
+  }
+  return isoTimeText;
+}
+
 /** Writes one audit record as the logger's info line `{ audit: record }, message`. */
 type AuditLineWriter = (record: AuditRecord, message: string) => void;
 
@@ -152,7 +166,8 @@ function auditLineWriter(logger: Logger): AuditLineWriter {
       if (messages.size < 16) messages.set(message, msg);
     }
     // Read at each line, as pino does: setBindings and a level change replace these pieces.
-    const line = (l[s.lsCacheSym] as Record<number, string>)[info]! + (l[s.timeSym] as () => string)() + (l[s.chindingsSym] as string) + ',"audit":' + JSON.stringify(record) + msg + (l[s.endSym] as string);
+    const timeOf = l[s.timeSym] as () => string;
+    const line = (l[s.lsCacheSym] as Record<number, string>)[info]! + (timeOf === isoTime ? isoTimeNow() : timeOf()) + (l[s.chindingsSym] as string) + ',"audit":' + JSON.stringify(record) + msg + (l[s.endSym] as string);
     (l[s.streamSym] as { write(line: string): unknown }).write(line);
   };
 }
