@@ -1,10 +1,12 @@
 /**
- * The audit lines' own logger (issue #14): AuditLog writes its records through a child of the
- * server's logger without the redaction paths, which can never match an audit record's keys. These
- * tests hold every audit line byte-equal (apart from its timestamp) to what the redacting logger
- * itself writes for the same record, and show the redaction still works on that logger.
+ * The audit lines (issue #14): AuditLog builds each line itself (one JSON.stringify of the record) from
+ * the server logger's own pieces and writes it to that logger's destination, without the redaction
+ * paths, which can never match an audit record's keys. These tests hold every audit line byte-equal
+ * (time included, under a fixed clock) to what the redacting logger itself writes for the same record,
+ * and show the redaction still works on that logger.
  */
 import { Writable } from 'node:stream';
+import pino from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { AuditLog, createLogger, REDACT_PATHS, type AuditRecord } from '../src/observability/index.js';
 
@@ -118,6 +120,22 @@ describe('audit lines', () => {
     audit.record(FULL);
     expect(a.lines).toHaveLength(1);
     expect(JSON.parse(a.lines[0]!).worker).toBe(3);
+  });
+
+  it("keeps pino's own path for a logger whose options change lines (a mixin)", () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(new Date('2026-11-30T12:34:56.789Z'));
+    const a = capture();
+    const b = capture();
+    const make = (s: Writable) => pino({ base: { service: 'svid-ca' }, timestamp: pino.stdTimeFunctions.isoTime, mixin: () => ({ mixed: 1 }) }, s);
+    const audit = new AuditLog(make(a.stream));
+    const reference = make(b.stream);
+    for (const [record] of VARIED) {
+      audit.record(record);
+      reference.info({ audit: record }, record.event === 'issued' ? 'certificate issued' : 'certificate denied');
+    }
+    expect(a.lines).toEqual(b.lines);
+    expect(JSON.parse(a.lines[0]!).mixed).toBe(1);
   });
 
   it('the server logger still redacts its other lines', () => {

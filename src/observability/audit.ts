@@ -39,10 +39,9 @@ export class AuditLog {
   private fd: number | undefined;
   private broken: string | undefined;
   /**
-   * The audit lines' logger: `logger` without its redaction paths. Redaction matches keys (logger.ts),
-   * and no key of an AuditRecord is one of them, so it could never change an audit line; it only cost
-   * a walk and a copy of every record (~5 KB of garbage per certificate, issue #14).
-   * test/audit-log.test.ts holds the lines byte-equal to what `logger` writes.
+   * Writes the audit line to `logger`'s destination, byte-equal to `logger.info({ audit }, message)`
+   * (auditLineWriter below; test/audit-log.test.ts holds them equal). No redaction: it matches keys
+   * (logger.ts) and no key of an AuditRecord is one of them, so it could never change an audit line.
    */
   private readonly lines: AuditLineWriter;
 
