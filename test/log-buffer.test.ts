@@ -7,7 +7,7 @@
  * and once the pipe is read again lines flow. Every audit line is either read or counted as dropped, and
  * the --audit-log file holds every record.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -108,4 +108,23 @@ describe('serve with a stdout log reader that stops reading', () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     }
   }, 300_000);
+});
+
+describe('the stdout log destination', () => {
+  it('writes every line byte for byte, multi-byte UTF-8 and lines across its 64 KB slabs included', () => {
+    // The built logger in a child process (its stdout is the destination), 3,000 lines of growing length.
+    const script = `
+      const { createLogger } = await import('./dist/observability/index.js');
+      const logger = createLogger('info');
+      for (let i = 0; i < 3000; i++) logger.info({ i, text: 'é中😀\\ud800'.repeat(i % 50) + 'x'.repeat(i % 7000) }, 'line');
+      logger.flush(() => {});`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const lines = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { i: number; text: string });
+    expect(lines).toHaveLength(3000);
+    lines.forEach((l, i) => {
+      expect(l.i).toBe(i);
+      expect(l.text).toBe('é中😀\ud800'.repeat(i % 50) + 'x'.repeat(i % 7000));
+    });
+  }, 120_000);
 });
