@@ -66,7 +66,7 @@ async function serve(argv: string[]): Promise<number> {
   refuseDevCaInProduction(cfg);
   const inWorker = cluster.isWorker;
   // Each worker's lines say which process wrote them (per-process facts: calls, 'svid-ca serving').
-  const logger = inWorker ? createLogger(cfg.logLevel).child({ worker: cluster.worker!.id }) : createLogger(cfg.logLevel);
+  const logger = inWorker ? createLogger(cfg.logLevel, undefined, cfg.logBufferBytes).child({ worker: cluster.worker!.id }) : createLogger(cfg.logLevel, undefined, cfg.logBufferBytes);
   // One request's bug must never take the CA down: log it and keep serving.
   process.on('uncaughtException', (err) => logger.error({ err }, 'uncaught exception; still serving'));
   process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled rejection; still serving'));

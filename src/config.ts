@@ -1,4 +1,4 @@
-import { LOG_LEVELS } from './observability/index.js';
+import { DEFAULT_LOG_BUFFER_BYTES, LOG_LEVELS } from './observability/index.js';
 import { ConfigError, parseFlags, type FlagSource, type FlagSpec, type HostPort } from './flags.js';
 import { formatGoDuration, parseDuration } from './duration.js';
 import { parseGrace, type Grace, type SigningKeyConfig } from './ca/index.js';
@@ -93,6 +93,8 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'publish-cluster-trust-bundle', kind: 'boolean', help: 'keep ClusterTrustBundle istio.io:istiod-ca:root-cert (signer istio.io/istiod-ca) equal to the root bundle (leader only; certificates.k8s.io v1beta1, else v1alpha1)' },
   // issue #14: CreateCertificate on node:http2 streams beside grpc-js
   { name: 'grpc-fast-path', kind: 'boolean', default: 'true', help: 'answer CreateCertificate directly on the HTTP/2 stream (same gRPC wire behaviour as grpc-js; measured 16-18 us less server CPU per certificate); every other call stays with grpc-js. Turn off (--no-grpc-fast-path, SVID_CA_GRPC_FAST_PATH=false) to rule it out when a client sees a protocol error, or if startup says grpc-js internals changed' },
+  // issue #14: the stdout log's buffer for a reader that stops reading
+  { name: 'log-buffer-bytes', kind: 'int', default: String(DEFAULT_LOG_BUFFER_BYTES), help: 'stdout log lines waiting for their reader, at most (bytes, per process); when the reader (log collector, pipe) falls this far behind, further lines are dropped and counted (svid_ca_log_lines_dropped_total) until it catches up. The --audit-log file is written synchronously and still gets every record' },
 ];
 
 export interface JwtConfig {
@@ -157,6 +159,8 @@ export interface ServeConfig {
   jwtAudience: string;
   /** issue #14: --grpc-fast-path. */
   grpcFastPath: boolean;
+  /** issue #14: --log-buffer-bytes, the stdout log lines waiting for their reader at most (bytes). */
+  logBufferBytes: number;
 }
 
 const TRUST_DOMAIN = /^[a-z0-9._-]+$/;
@@ -209,6 +213,7 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     jwtIssuersFile: str('jwt-issuers-file') || undefined,
     jwtAudience: str('jwt-audience')!,
     grpcFastPath: values.get('grpc-fast-path') as boolean,
+    logBufferBytes: values.get('log-buffer-bytes') as number,
   };
   if (!TRUST_DOMAIN.test(cfg.trustDomain)) throw new ConfigError(`--trust-domain: invalid value "${cfg.trustDomain}" (lower-case letters, digits, '.', '-', '_')`);
   if (!LOG_LEVELS.includes(cfg.logLevel as never)) throw new ConfigError(`--log-level: invalid value "${cfg.logLevel}" (want one of ${LOG_LEVELS.join(', ')})`);
@@ -232,6 +237,7 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   if (cfg.maxCsrBytes < 1024 || cfg.maxCsrBytes > cfg.maxRequestBytes) throw new ConfigError('--max-csr-bytes: must be between 1024 and --max-request-bytes');
   if (cfg.maxPendingSharePercent < 1 || cfg.maxPendingSharePercent > 100) throw new ConfigError('--max-pending-share: must be a percentage from 1 to 100');
   if (cfg.clientCertMaxTtlMs < 60_000) throw new ConfigError('--client-cert-max-ttl: must be at least 1m');
+  if (cfg.logBufferBytes < 65536) throw new ConfigError('--log-buffer-bytes: must be at least 65536');
   const grace = parseGrace(str('serving-cert-grace')!, parseDuration);
   if (!grace) throw new ConfigError(`--serving-cert-grace: invalid value "${str('serving-cert-grace')}" (want a percentage such as 50% or a duration such as 6h)`);
   cfg.servingCertGrace = grace;

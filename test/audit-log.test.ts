@@ -1,11 +1,13 @@
 /**
- * The audit lines' own logger (issue #14): AuditLog writes its records through a child of the
- * server's logger without the redaction paths, which can never match an audit record's keys. These
- * tests hold every audit line byte-equal (apart from its timestamp) to what the redacting logger
- * itself writes for the same record, and show the redaction still works on that logger.
+ * The audit lines (issue #14): AuditLog builds each line itself (one JSON.stringify of the record) from
+ * the server logger's own pieces and writes it to that logger's destination, without the redaction
+ * paths, which can never match an audit record's keys. These tests hold every audit line byte-equal
+ * (time included, under a fixed clock) to what the redacting logger itself writes for the same record,
+ * and show the redaction still works on that logger.
  */
 import { Writable } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import pino from 'pino';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { AuditLog, createLogger, REDACT_PATHS, type AuditRecord } from '../src/observability/index.js';
 
 /** A pino destination that keeps the lines, written synchronously. */
@@ -66,6 +68,74 @@ describe('audit lines', () => {
       expect(a.lines.map(withoutTime)).toEqual(b.lines.map(withoutTime));
       expect(JSON.parse(a.lines[0]!).audit).toEqual(FULL);
     }
+  });
+
+  afterEach(() => vi.useRealTimers());
+
+  /** Records with optional fields left undefined, strings JSON must escape, and denials. */
+  const VARIED: Array<[AuditRecord, string | undefined]> = [
+    [FULL, undefined],
+    [{ event: 'issued', identity: 'spiffe://td/ns/x/sa/y', namespace: undefined, serviceAccount: 'y', pod: undefined, serial: '01', code: 'OK', durationMs: 3 }, undefined],
+    [{ event: 'denied', code: 'UNAUTHENTICATED', reason: 'line\nbreak\ttab\u0001ctl "q" \\ back', durationMs: 0 }, undefined],
+    [{ event: 'denied', identity: undefined, code: 'INVALID_ARGUMENT', reason: 'x'.repeat(150) + '"', durationMs: 12.000001 }, 'certificate denied'],
+    [{ event: 'denied', pod: 'p\u00e9d-\u4e2d\ud83d\ude00', reason: 'lone \ud800 surrogate \u2028 sep', code: 'INTERNAL', durationMs: 1e-7 }, 'request failed unexpectedly'],
+    [{ event: 'issued', clusterId: '', requestedTtlSeconds: 0, grantedTtlSeconds: 86400, code: 'OK', durationMs: 0.1 }, 'certificate issued'],
+  ];
+
+  it('is byte-equal to the logger\'s own line, time included, for varied records and bindings', () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(new Date('2026-11-30T12:34:56.789Z'));
+    const loggers = [
+      (s: Writable) => createLogger('info', s),
+      (s: Writable) => createLogger('info', s).child({ worker: 2 }),
+      (s: Writable) => createLogger('debug', s).child({ worker: 7, zone: 'a"b' }).child({ nested: true }),
+    ];
+    for (const make of loggers) {
+      const a = capture();
+      const b = capture();
+      const audit = new AuditLog(make(a.stream));
+      const reference = make(b.stream);
+      for (const [record, message] of VARIED) {
+        audit.record(record, message);
+        reference.info({ audit: record }, message ?? (record.event === 'issued' ? 'certificate issued' : 'certificate denied'));
+      }
+      expect(a.lines).toHaveLength(VARIED.length);
+      expect(a.lines).toEqual(b.lines);
+      const first = JSON.parse(a.lines[0]!);
+      expect(Object.keys(first).slice(0, 3)).toEqual(['level', 'time', 'service']);
+      expect(first.service).toBe('svid-ca');
+      expect(first.time).toBe('2026-11-30T12:34:56.789Z');
+      expect(a.lines[1]).not.toContain('namespace');
+    }
+  });
+
+  it('honours the logger\'s level and bindings at each line', () => {
+    const a = capture();
+    const logger = createLogger('warn', a.stream).child({ worker: 1 });
+    const audit = new AuditLog(logger);
+    audit.record(FULL);
+    expect(a.lines).toHaveLength(0);
+    logger.level = 'info';
+    logger.setBindings({ worker: 3 });
+    audit.record(FULL);
+    expect(a.lines).toHaveLength(1);
+    expect(JSON.parse(a.lines[0]!).worker).toBe(3);
+  });
+
+  it("keeps pino's own path for a logger whose options change lines (a mixin)", () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(new Date('2026-11-30T12:34:56.789Z'));
+    const a = capture();
+    const b = capture();
+    const make = (s: Writable) => pino({ base: { service: 'svid-ca' }, timestamp: pino.stdTimeFunctions.isoTime, mixin: () => ({ mixed: 1 }) }, s);
+    const audit = new AuditLog(make(a.stream));
+    const reference = make(b.stream);
+    for (const [record] of VARIED) {
+      audit.record(record);
+      reference.info({ audit: record }, record.event === 'issued' ? 'certificate issued' : 'certificate denied');
+    }
+    expect(a.lines).toEqual(b.lines);
+    expect(JSON.parse(a.lines[0]!).mixed).toBe(1);
   });
 
   it('the server logger still redacts its other lines', () => {

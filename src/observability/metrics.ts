@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { droppedLogLines } from './logger.js';
 
 /** Request outcomes, a closed set so label values stay bounded. */
 export type Outcome =
@@ -59,6 +60,8 @@ export class CaMetrics {
   readonly crlNextUpdate: Gauge<'issuer'>;
   readonly crlThisUpdate: Gauge<'issuer'>;
   readonly crlRevoked: Gauge<'issuer'>;
+  /** issue #14: stdout log lines this process dropped, its reader being --log-buffer-bytes behind (read from logger.ts at scrape). */
+  readonly logLinesDropped: Counter;
   private rootExpiry: number | undefined;
   private signer: { notAfterMs: number; maxTtlMs: number } | undefined;
   private chainExpiry: number | undefined;
@@ -251,6 +254,16 @@ export class CaMetrics {
       help: 'Number of revoked certificates each CRL of ca-crl.pem lists, by issuer.',
       labelNames: ['issuer'],
       registers,
+    });
+    // issue #14: per process (each worker writes its own lines to the shared stdout), summed over the workers.
+    this.logLinesDropped = new Counter({
+      name: 'svid_ca_log_lines_dropped_total',
+      help: 'stdout log lines dropped because the log reader (collector, pipe) was --log-buffer-bytes behind; the --audit-log file is not affected.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(droppedLogLines());
+      },
     });
     for (const outcome of ['issued', 'unauthenticated', 'permission_denied', 'invalid_csr', 'invalid_ttl', 'unavailable', 'overloaded', 'internal']) {
       this.requests.inc({ outcome }, 0);
