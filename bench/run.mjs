@@ -36,6 +36,12 @@ const workersArg = args.includes('--workers') ? args[args.indexOf('--workers') +
 // The ec-p256-pkcs11 row's --pkcs11-sessions (default: svid-ca's own, 4), to see how the session pool relates to throughput.
 const pkcs11SessionsArg = args.includes('--pkcs11-sessions') ? args[args.indexOf('--pkcs11-sessions') + 1] : undefined;
 const CORES = cpus().length;
+// Each per-certificate row (and transport) first sends --warmup seconds of its own distinct requests (default 2; 1
+// with --quick; 0 for none), not measured: its figures are the server's steady state, as bench/floor.mjs and
+// bench/compare-go.mjs measure and as issue #14 measured ("15 s after 2 s warm-up"). Without it a row counts the
+// fresh server's JIT compilation (TurboFan on its background threads) against ~15 s of certificates. The storm
+// (a cold burst by design) and cpu-attack (the attacker runs from the start) have none.
+const WARMUP_MS = Number(args.includes('--warmup') ? args[args.indexOf('--warmup') + 1] : QUICK ? 1 : 2) * 1000;
 
 const SCENARIOS = [
   { name: 'ec-p256', title: 'EC P-256 signer, P-256 CSRs, 64 callers', signer: 'dev', csrKey: 'ec-p256', callers: 64, durationMs: QUICK ? 5_000 : 30_000, poolRate: poolRateArg ?? 3_000 },
@@ -55,7 +61,7 @@ const log = (...a) => process.stderr.write(`[bench] ${a.join(' ')}\n`);
 // What the figures were measured on: the server and the load generator run on this same node binary; `openssl
 // speed` runs the machine's openssl CLI, which may be another OpenSSL than the one inside node.
 const OPENSSL_CLI = execFileSync('openssl', ['version'], { encoding: 'utf8' }).trim();
-const RUNTIME_LINE = `runtime: Node ${process.version} with OpenSSL ${process.versions.openssl} (server, load generator, node:crypto); server node flags: ${serverNodeArgs.join(' ') || '(none)'}; openssl speed: ${OPENSSL_CLI}; ${CORES} cores`;
+const RUNTIME_LINE = `runtime: Node ${process.version} with OpenSSL ${process.versions.openssl} (server, load generator, node:crypto); server node flags: ${serverNodeArgs.join(' ') || '(none)'}; openssl speed: ${OPENSSL_CLI}; ${CORES} cores; ${WARMUP_MS / 1000} s warm-up per row before it is measured (not the storm or cpu-attack)`;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** `openssl speed -multi <cores>`: sign/s and verify/s of the algorithm on all cores. */
@@ -177,7 +183,8 @@ async function runScenario(s, dir, env, speed) {
   }
   let serverEnv = process.env;
   if (s.signer === 'pkcs11') ({ extra, env: serverEnv } = softHsmSigner(dir, env.cacertsDir));
-  const count = s.count ?? Math.ceil((s.durationMs / 1000) * s.poolRate);
+  const warm = s.count === undefined && !s.attackers ? Math.ceil((WARMUP_MS / 1000) * s.poolRate) : 0;
+  const count = s.count ?? warm + Math.ceil((s.durationMs / 1000) * s.poolRate);
   const jwks = JSON.parse(readFileSync(env.jwksFile, 'utf8'));
   const lg = forkLoadgen();
   const t = performance.now();
@@ -238,7 +245,16 @@ async function runScenario(s, dir, env, speed) {
       attackResult = attacker.next('result', runMs, explain);
       attackResult.catch(() => {});
     }
-    lg.child.send({ type: 'run', callers: s.callers, durationMs: s.durationMs, retry: !!s.retry, target });
+    if (warm > 0) {
+      // The warm-up slice [0, warm) of the pool, then the measured run from `warm` on.
+      lg.child.send({ type: 'run', callers: s.callers, durationMs: WARMUP_MS, retry: false, from: 0, to: warm, target });
+      await lg.next('started', 60_000, explain);
+      await lg.next('finished', WARMUP_MS + 2 * LOADGEN_CALL_TIMEOUT_MS, explain);
+      const warmResult = await lg.next('result', 60_000, explain);
+      const warmErrors = Object.entries(warmResult.codes).filter(([k]) => k !== 'OK');
+      if (warmErrors.length || warmResult.badResponses) throw new Error(`${s.name}: the warm-up had errors: ${JSON.stringify(warmResult.codes)}, ${warmResult.badResponses} bad responses`);
+    }
+    lg.child.send({ type: 'run', callers: s.callers, durationMs: s.durationMs, retry: !!s.retry, from: warm, target });
     await lg.next('started', 60_000, explain);
     const cpu0 = cpuSeconds(pid);
     await lg.next('finished', runMs, explain);
