@@ -72,9 +72,16 @@ async function prepare(msg) {
   requests = parts.flat().map((r) => ({ frame: Buffer.from(r.frame), authorization: r.authorization, identity: r.identity }));
 }
 
-function connect(target) {
+/**
+ * The loopback address caller `c` connects from when a run asks for distinct sources (the storm): 127.1.x.y, one per
+ * caller (up to 64,000), as pods connect from their own IPs. The whole of 127.0.0.0/8 is the loopback on Linux. From
+ * one address, svid-ca's --max-handshakes-per-source (64) refuses most of 1,000 simultaneous handshakes.
+ */
+const sourceAddress = (c) => `127.1.${Math.floor(c / 250)}.${(c % 250) + 1}`;
+
+function connect(target, localAddress) {
   return new Promise((resolve) => {
-    const session = http2.connect(`https://127.0.0.1:${target.port}`, { ca: target.rootPem, servername: target.serverName });
+    const session = http2.connect(`https://127.0.0.1:${target.port}`, { ca: target.rootPem, servername: target.serverName, ...(localAddress ? { localAddress } : {}) });
     session.on('error', () => {});
     const timer = setTimeout(() => session.destroy(), CONNECT_TIMEOUT_MS);
     const done = () => {
@@ -162,7 +169,8 @@ function percentile(sorted, p) {
 
 async function run(msg) {
   const target = msg.target;
-  const sessions = await Promise.all(Array.from({ length: msg.callers }, () => connect(target)));
+  const source = (c) => (msg.distinctSources ? sourceAddress(c) : undefined);
+  const sessions = await Promise.all(Array.from({ length: msg.callers }, (_, c) => connect(target, source(c))));
   const signerPublicKey = new X509Certificate(target.signerPem).publicKey;
   const latencies = new Float64Array(requests.length);
   let done = 0;
@@ -194,7 +202,7 @@ async function run(msg) {
       const start = performance.now();
       let result;
       for (let attempt = 1; ; attempt++) {
-        if (sessions[c].destroyed || sessions[c].closed) sessions[c] = await connect(target);
+        if (sessions[c].destroyed || sessions[c].closed) sessions[c] = await connect(target, source(c));
         result = await call(sessions[c], req, keep, i);
         if (result.code === 0 || !msg.retry || attempt >= MAX_CALLS || !RETRYABLE.has(result.code)) break;
         retries++;

@@ -54,7 +54,7 @@ const SCENARIOS = [
   { name: 'transport', title: 'grpc.health.v1 Health/Check on the same TLS connections (transport floor), 64 callers', signer: 'dev', health: true, callers: 64, durationMs: QUICK ? 3_000 : 10_000, poolRate: 10_000 },
   // Issue #19: the renewals load beside one stolen token sending 3,300-extension CSRs (~23 KB) from 256 connections.
   { name: 'cpu-attack', title: 'renewals (64 callers, 1,000 workloads) beside one token sending 3,300-extension CSRs from 256 connections', signer: 'dev', csrKey: 'ec-p256', callers: 64, identities: 1_000, durationMs: QUICK ? 5_000 : 30_000, poolRate: poolRateArg ?? 3_000, attackers: 256 },
-  { name: 'storm', title: `storm: ${QUICK ? '1,000' : '10,000'} identities at once, ${QUICK ? 100 : 1000} callers, agent retries`, signer: 'dev', csrKey: 'ec-p256', callers: QUICK ? 100 : 1000, count: QUICK ? 1_000 : 10_000, retry: true },
+  { name: 'storm', title: `storm: ${QUICK ? '1,000' : '10,000'} identities at once, ${QUICK ? 100 : 1000} callers, agent retries`, signer: 'dev', csrKey: 'ec-p256', callers: QUICK ? 100 : 1000, count: QUICK ? 1_000 : 10_000, retry: true, distinctSources: true },
 ].filter((s) => !only || only.includes(s.name));
 
 const log = (...a) => process.stderr.write(`[bench] ${a.join(' ')}\n`);
@@ -254,7 +254,7 @@ async function runScenario(s, dir, env, speed) {
       const warmErrors = Object.entries(warmResult.codes).filter(([k]) => k !== 'OK');
       if (warmErrors.length || warmResult.badResponses) throw new Error(`${s.name}: the warm-up had errors: ${JSON.stringify(warmResult.codes)}, ${warmResult.badResponses} bad responses`);
     }
-    lg.child.send({ type: 'run', callers: s.callers, durationMs: s.durationMs, retry: !!s.retry, from: warm, target });
+    lg.child.send({ type: 'run', callers: s.callers, durationMs: s.durationMs, retry: !!s.retry, distinctSources: !!s.distinctSources, from: warm, target });
     await lg.next('started', 60_000, explain);
     const cpu0 = cpuSeconds(pid);
     await lg.next('finished', runMs, explain);
