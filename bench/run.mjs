@@ -61,7 +61,7 @@ const log = (...a) => process.stderr.write(`[bench] ${a.join(' ')}\n`);
 // What the figures were measured on: the server and the load generator run on this same node binary; `openssl
 // speed` runs the machine's openssl CLI, which may be another OpenSSL than the one inside node.
 const OPENSSL_CLI = execFileSync('openssl', ['version'], { encoding: 'utf8' }).trim();
-const RUNTIME_LINE = `runtime: Node ${process.version} with OpenSSL ${process.versions.openssl} (server, load generator, node:crypto); server node flags: ${serverNodeArgs.join(' ') || '(none)'}; openssl speed: ${OPENSSL_CLI}; ${CORES} cores; ${WARMUP_MS / 1000} s warm-up per row before it is measured (not the storm or cpu-attack)`;
+const RUNTIME_LINE = `runtime: Node ${process.version} with OpenSSL ${process.versions.openssl} (server, load generator, node:crypto); server node flags: ${serverNodeArgs.join(' ') || '(none)'}; openssl speed: ${OPENSSL_CLI}; ${CORES} cores; ${WARMUP_MS > 0 ? `${WARMUP_MS / 1000} s warm-up per row before it is measured (not the storm or cpu-attack)` : 'no warm-up (--warmup 0)'}`;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** `openssl speed -multi <cores>`: sign/s and verify/s of the algorithm on all cores. */
@@ -385,7 +385,7 @@ try {
   for (const s of SCENARIOS) rows.push(await runScenario(s, dir, env, speed));
   // A --quick run is a smoke test (5 s, a tenth of the storm): its figures are not the targets' measure.
   const targets = QUICK ? undefined : verdicts(rows);
-  const out = { date: new Date().toISOString(), node: process.version, nodeOpenssl: process.versions.openssl, serverNodeArgs, opensslCli: OPENSSL_CLI, cores: CORES, quick: QUICK, openssl: speed, cryptoFloor: floor, scenarios: rows, targets };
+  const out = { date: new Date().toISOString(), node: process.version, nodeOpenssl: process.versions.openssl, serverNodeArgs, opensslCli: OPENSSL_CLI, cores: CORES, quick: QUICK, warmupSeconds: WARMUP_MS / 1000, openssl: speed, cryptoFloor: floor, scenarios: rows, targets };
   process.stdout.write(`\n${RUNTIME_LINE}\n\n${table(rows)}\n\n${floorLine}\n`);
   if (targets) process.stdout.write(`\nTargets of the performance issue, this run:\n${targets.join('\n')}\n\n`);
   else process.stdout.write('\n');

@@ -70,6 +70,16 @@ describe('a CRL rollback through a ..data swap', () => {
     );
     expect(server.service.authority.bundle.crlPem).toBe(inUse);
 
+    // Both CRLs at once (the root's back to number 1, the intermediate's number 1 revoking another serial): the
+    // refusal names both, so that fixing one is not met by a second refusal.
+    const both = opensslCrl(work, root, [], { number: 1 }) + opensslCrl(work, intA, [other.cert], { number: 1 });
+    volume.write({ ...istioFiles(intA, [root]), 'ca-crl.pem': both });
+    const twice = await until('the two-CRL refusal', () => refusals().find((r) => String(r.problem).includes('renew them')));
+    expect(String(twice.problem)).toContain('the CRL of "O=svid-ca test, CN=crl root" goes back from number 2 to number 1: CRL numbers only increase (RFC 5280 5.2.3), so this is an older CRL; ');
+    expect(String(twice.problem)).toMatch(/the CRL of "[^"]+" keeps number 1 but revokes other serials: a changed CRL takes the next number; /);
+    expect(String(twice.problem)).toMatch(/; renew them from the CRL in use with svid-ca cacerts crl /);
+    expect(server.service.authority.bundle.crlPem).toBe(inUse);
+
     // The same serials re-signed under the same numbers (a later thisUpdate) are no change: accepted.
     const resigned = opensslCrl(work, root, [retired.cert], { number: 2 }) + opensslCrl(work, intA, [], { number: 1 });
     expect(resigned).not.toBe(inUse);

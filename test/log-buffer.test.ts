@@ -88,6 +88,12 @@ describe('serve with a stdout log reader that stops reading', () => {
         60_000,
       );
       expect(stderr.match(/"msg":"stdout log lines flow again after some were dropped"/g)).toHaveLength(droppingWorkers);
+      // The stdout log marks each gap with the process that had it (its pid), as stderr does.
+      const gapLines = await until('the gap lines complete in stdout', () => {
+        const lines = out.match(/^\{[^\n]*"msg":"stdout log lines flow again after some were dropped"\}$/gm) ?? [];
+        return lines.length === droppingWorkers ? lines : undefined;
+      });
+      for (const l of gapLines) expect(JSON.parse(l).pid).toEqual(expect.any(Number));
       expect(stderr.match(/"msg":"stdout log reader is behind/g)).toHaveLength(droppingWorkers);
       const finalDropped = metric((await fetchText(`${base}/metrics`)).body, 'svid_ca_log_lines_dropped_total');
       child.kill('SIGTERM');

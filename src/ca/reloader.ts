@@ -194,14 +194,15 @@ export class CacertsReloader {
     }
     // A CRL older than the one in use (lower cRLNumber, or the same number with other contents) is a rollback: it
     // would un-revoke what the newer CRL revokes. Dropping a CRL altogether stays allowed (how a CRL is cleared).
-    const rollback = compareCrlSets(this.authority.bundle.crls, next.crls).find((c) => c.kind === 'rollback' || c.kind === 'sameNumber');
-    if (rollback) {
-      // The change in the words of `cacerts plan-rotation` and `cacerts verify --previous` (describeCrlChange).
+    const rollbacks = compareCrlSets(this.authority.bundle.crls, next.crls).filter((c) => c.kind === 'rollback' || c.kind === 'sameNumber');
+    if (rollbacks.length > 0) {
+      // Each change in the words of `cacerts plan-rotation` and `cacerts verify --previous` (describeCrlChange),
+      // all of them: an operator who fixed only the first would be refused again at the next reload.
       return {
         result: 'failure',
         error: new BundleError(
           files.crl?.name ?? this.options.dir,
-          `${describeCrlChange(rollback)}; renew it from the CRL in use with svid-ca cacerts crl --issuer <its CA's folder> --from <the ca-crl.pem in use> --out <this file>; the certificates and key of this bundle pass every other check; only the CRL is refused: fix ca-crl.pem or remove it`,
+          `${rollbacks.map(describeCrlChange).join('; ')}; renew ${rollbacks.length > 1 ? 'them' : 'it'} from the CRL in use with svid-ca cacerts crl --issuer <its CA's folder> --from <the ca-crl.pem in use> --out <this file>; the certificates and key of this bundle pass every other check; only the CRL is refused: fix ca-crl.pem or remove it`,
         ),
       };
     }

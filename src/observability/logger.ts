@@ -40,8 +40,8 @@ export function createLogger(level: string, destination?: DestinationStream, buf
     dropping: () => stderr.warn({ pid: process.pid, logBufferBytes: bufferBytes }, LOG_DROPPING),
     resumed: (lines) => {
       stderr.warn({ pid: process.pid, droppedLines: lines }, LOG_RESUMED);
-      // The stdout reader sees where its gap is, too.
-      logger?.warn({ droppedLines: lines }, LOG_RESUMED);
+      // The stdout reader sees where its gap is, and whose (with --workers, each process has its own gap).
+      logger?.warn({ pid: process.pid, droppedLines: lines }, LOG_RESUMED);
     },
   });
   return (logger = pino(redacting, stdout));
