@@ -29,9 +29,24 @@ describe('svid-ca cacerts crl: the closing hint', () => {
     expect(inPlace.stderr).toBe('');
     expect(inPlace.status).toBe(0);
     expect(inPlace.stdout).not.toContain(PUT_IT);
-    // The rest of the advice stays: one CRL per CA of the chain, then verify.
+    // The folder lacks the intermediate's CRL (the signing certificate): the warning names it, and the rule stays.
+    const intermediate = /subject=\s*(.*)$/m.exec(runTool('openssl', ['x509', '-in', join(cacerts, 'ca-cert.pem'), '-noout', '-subject', '-nameopt', 'sep_comma_plus_space']).stdout)![1]!.trim();
+    expect(inPlace.stdout).toContain(`certificate "${intermediate}" (SKI `);
+    expect(inPlace.stdout).toContain('has no CRL in this file');
     expect(inPlace.stdout).toContain('it must hold a CRL of every CA of the chain');
+    expect(inPlace.stdout).not.toContain('holds a CRL of every CA of the chain');
     const verified = runTool('openssl', ['crl', '-verify', '-in', join(cacerts, 'ca-crl.pem'), '-CAfile', join(root, 'root-cert.pem'), '-noout']);
     expect(`${verified.stdout}${verified.stderr}`).toMatch(/^verify OK/m);
+
+    // The intermediate's CRL added to the same file: every CA has one, so only verify and apply remain.
+    const complete = svidCa('cacerts', 'crl', '--issuer', cacerts, '--out', join(cacerts, 'ca-crl.pem'));
+    expect(complete.stderr).toBe('');
+    expect(complete.status).toBe(0);
+    expect(complete.stdout).toContain(`${join(cacerts, 'ca-crl.pem')} holds a CRL of every CA of the chain: check the folder with svid-ca cacerts verify, and apply it`);
+    expect(complete.stdout).not.toContain('it must hold a CRL of every CA of the chain');
+    expect(complete.stdout).not.toContain('warning:');
+    // openssl agrees: a leaf-level check of the intermediate against both CRLs (crl_check_all) passes.
+    const chainCheck = runTool('openssl', ['verify', '-crl_check_all', '-CRLfile', join(cacerts, 'ca-crl.pem'), '-CAfile', join(root, 'root-cert.pem'), join(cacerts, 'ca-cert.pem')]);
+    expect(`${chainCheck.stdout}${chainCheck.stderr}`).toMatch(/: OK$/m);
   }, 60_000);
 });

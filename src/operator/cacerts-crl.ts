@@ -237,14 +237,22 @@ function dropIssuers(file: string, text: string, drops: string[], out: Out): str
  * the refusal verify would print, or the warnings of an accepted bundle. Only warnings (exit 0): the runbook builds
  * ca-crl.pem in steps (the root's CRL, then the intermediate's), and the file is refused until the last one.
  */
-function warnAsVerifyWould(file: string, at: Date, out: Out): void {
+/**
+ * Prints the warnings `cacerts verify` would give for the cacerts folder `file` (a ca-crl.pem) sits in, or that
+ * the folder would be refused and why (for a CA of the chain without a CRL, naming it). Returns true when the
+ * folder loads, which with a CRL file means every CA of the chain has a CRL in it; false when it would be
+ * refused; undefined when `file` is not the ca-crl.pem of a complete Istio-layout folder.
+ */
+function warnAsVerifyWould(file: string, at: Date, out: Out): boolean | undefined {
   const dir = dirname(file) || '.';
-  if (basename(file) !== 'ca-crl.pem' || !Object.values(ISTIO_FILES).every((f) => existsSync(join(dir, f)))) return;
+  if (basename(file) !== 'ca-crl.pem' || !Object.values(ISTIO_FILES).every((f) => existsSync(join(dir, f)))) return undefined;
   try {
     for (const w of loadCacerts(dir, at).warnings) out(`warning: ${w}`);
+    return true;
   } catch (err) {
     // The file is written already: any failure to load the folder is reported, never a crash after the write.
     out(`warning: as it is now, ${dir} would be refused by svid-ca serve and cacerts verify: ${(err as Error).message}`);
+    return false;
   }
 }
 
@@ -332,8 +340,13 @@ export function crlCommand(argv: string[], out: Out): number {
       const held = beside.map((b) => `${b.path} (number ${b.crl.number ?? 'none'})`).join(', ');
       out(`note: a new CRL (number 1) of ${subjectText(cert)}, while ${held} holds a CRL of it: if that one is in use, renew it instead with --from ${beside[0]!.path}, or its revocations are lost and the number goes back`);
     }
-    warnAsVerifyWould(file, new Date(now.getTime() + 1000), out);
-    out(`${basename(file) === 'ca-crl.pem' ? '' : 'put it in the cacerts folder as ca-crl.pem (Istio layout; the Kubernetes TLS layout has no CRL file): '}it must hold a CRL of every CA of the chain (signing certificate, cert-chain.pem, root), so run svid-ca cacerts crl with the same --out once per CA; check it with svid-ca cacerts verify, and apply the folder`);
+    // A folder that loads with this file has a CRL of every CA of its chain (loadCacerts refuses one without, and the
+    // warning above names the CA): only verify and apply remain. Elsewhere, the rule.
+    if (warnAsVerifyWould(file, new Date(now.getTime() + 1000), out)) {
+      out(`${file} holds a CRL of every CA of the chain: check the folder with svid-ca cacerts verify, and apply it`);
+    } else {
+      out(`${basename(file) === 'ca-crl.pem' ? '' : 'put it in the cacerts folder as ca-crl.pem (Istio layout; the Kubernetes TLS layout has no CRL file): '}it must hold a CRL of every CA of the chain (signing certificate, cert-chain.pem, root), so run svid-ca cacerts crl with the same --out once per CA; check it with svid-ca cacerts verify, and apply the folder`);
+    }
     return 0;
   } finally {
     close();
