@@ -1,6 +1,6 @@
 /** Authenticators (who is calling) and the authorization rule (which identity they may ask for). */
 export { AuthError, type Authenticator, type AuthFailure, type BearerKey, type CallCredentials, type Caller } from './types.js';
-export { JwtAuthenticator, bearerToken, bearerKey, MAX_TOKEN_BYTES, MAX_KIDLESS_CANDIDATES, type JwtAuthenticatorOptions } from './jwt.js';
+export { JwtAuthenticator, acceptedBearerToken, bearerToken, bearerKey, MAX_TOKEN_BYTES, MAX_KIDLESS_CANDIDATES, type JwtAuthenticatorOptions } from './jwt.js';
 export { claimedNamespace, namespaceClaim, MAX_CLAIM_PAYLOAD_CHARS } from './claimed-namespace.js';
 export { parseJwks, maxAgeMs, MIN_REFRESH_MS, type KeySetReload, type JwksKey, type KeySet } from './jwks.js';
 export { authenticateCall, resolveCluster, type AuthenticationOptions } from './authenticate.js';

@@ -116,6 +116,18 @@ export function bearerToken(creds: CallCredentials): string | undefined {
 }
 
 /**
+ * The bearer token of `authorization` (the call's authorization header values) as bearerToken() reads it, or
+ * undefined when there is none or bearerToken() refuses it (the authenticators report that one in their turn).
+ */
+export function acceptedBearerToken(authorization: string[]): string | undefined {
+  try {
+    return bearerToken({ authorization, clusterId: [] });
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * issue #14: the call's bearer token and its verified-token-cache key, with the namespace claim one of
  * `authenticators` has cached for it (Authenticator.cachedClaim); undefined when none of them keeps a
  * verified-token cache, or the call has no bearer token bearerToken() accepts (the authenticators
@@ -124,12 +136,7 @@ export function bearerToken(creds: CallCredentials): string | undefined {
  */
 export function bearerKey(authenticators: readonly Authenticator[], authorization: string[]): BearerKey | undefined {
   if (!authenticators.some((a) => a.cachedClaim !== undefined)) return undefined;
-  let token: string | undefined;
-  try {
-    token = bearerToken({ authorization, clusterId: [] });
-  } catch {
-    return undefined;
-  }
+  const token = acceptedBearerToken(authorization);
   if (token === undefined) return undefined;
   const key = VerifiedTokenCache.keyOf(token);
   for (const authenticator of authenticators) {

@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { AuthError, authenticateCall, authorizeSans, bearerKey, bearerToken, AuthzError, claimedNamespace, type AuthenticationOptions, type Authenticator, type Caller, type ImpersonationAuthorizer } from '../auth/index.js';
+import { acceptedBearerToken, AuthError, authenticateCall, authorizeSans, bearerKey, AuthzError, claimedNamespace, type AuthenticationOptions, type Authenticator, type Caller, type ImpersonationAuthorizer } from '../auth/index.js';
 import type { Authority, IssuedCertificate } from '../ca/index.js';
 import type { AuditLog, AuditRecord, CaMetrics, Logger } from '../observability/index.js';
 import { readCsrPem } from '../pki/index.js';
@@ -113,12 +113,7 @@ function requestKey(authorization: string[], clusterIds: string[], peerCertifica
 
 /** The namespace the call's bearer token claims (claimedNamespace) when bearerKey did not read the token. */
 function unverifiedClaim(authorization: string[]): string | undefined {
-  let token: string | undefined;
-  try {
-    token = bearerToken({ authorization, clusterId: [] });
-  } catch {
-    return undefined;
-  }
+  const token = acceptedBearerToken(authorization);
   return token === undefined ? undefined : claimedNamespace(token);
 }
 
