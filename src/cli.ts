@@ -66,7 +66,8 @@ async function serve(argv: string[]): Promise<number> {
   refuseDevCaInProduction(cfg);
   const inWorker = cluster.isWorker;
   // Each worker's lines say which process wrote them (per-process facts: calls, 'svid-ca serving').
-  const logger = inWorker ? createLogger(cfg.logLevel, undefined, cfg.logBufferBytes).child({ worker: cluster.worker!.id }) : createLogger(cfg.logLevel, undefined, cfg.logBufferBytes);
+  const processLogger = createLogger(cfg.logLevel, undefined, cfg.logBufferBytes);
+  const logger = inWorker ? processLogger.child({ worker: cluster.worker!.id }) : processLogger;
   // One request's bug must never take the CA down: log it and keep serving.
   process.on('uncaughtException', (err) => logger.error({ err }, 'uncaught exception; still serving'));
   process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled rejection; still serving'));

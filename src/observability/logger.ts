@@ -67,7 +67,7 @@ function stdoutDestination(
 ): DestinationStream & { flush(cb: (err?: Error) => void): void } {
   // maxLength (sonic-boom 4.2.1): a line that would take the bytes not yet written past it is not
   // buffered and 'drop' is emitted with it; a later line that fits is written as usual.
-  // contentMode 'buffer': each line is encoded once (Buffer.from) and the lines waiting are concatenated
+  // contentMode 'buffer': each line is encoded once (encodeLine, below) and the lines waiting are concatenated
   // once per write(2). In its default 'utf8' mode sonic-boom appends each line to a string and measures
   // that string's UTF-8 length at every line, which flattens it: up to 16 KB copied per line while a
   // write is in flight, most of the garbage of a busy server's log (issue #14).
