@@ -11,28 +11,21 @@ import { copyFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { opensslCrlVerdict, probeLeaves } from './helpers/openssl-ca.js';
-import { cliInDir } from './helpers/cli-in-dir.js';
+import { cliInDir, crlFolderInUse } from './helpers/cli-in-dir.js';
 import { removeDir, tempDir } from './helpers/pki.js';
 
 const work = tempDir('svid-ca-crl-continuity-');
 afterAll(() => removeDir(work));
 
-const { svidCa, ok, openssl, at, serialOf } = cliInDir(work);
+const cli = cliInDir(work);
+const { svidCa, ok, openssl, at } = cli;
 const ca = (dir: string) => ({ certPem: readFileSync(at(`${dir}/ca-cert.pem`), 'utf8'), keyPem: readFileSync(at(`${dir}/ca-key.pem`), 'utf8'), cert: new X509Certificate(readFileSync(at(`${dir}/ca-cert.pem`))) });
 const subjectOf = (file: string) => new X509Certificate(readFileSync(at(file))).subject.split('\n').join(', ');
-/** What openssl says of a certificate of `dir`'s root with the CRLs of `crlFile` (-crl_check: the root's CRL). */
-const revokedByRoot = (certFile: string, crlFile: string) => openssl('verify', '-crl_check', '-CAfile', at('offline/root1/root-cert.pem'), '-CRLfile', at(crlFile), at(certFile));
 
 describe('CRL continuity across rotations', () => {
   // The folder in use: `current` signs, its ca-crl.pem holds the root's CRL number 2 (revoking "retired") and its own.
-  ok('cacerts', 'init-root', '--out', 'offline/root1');
-  ok('cacerts', 'init-intermediate', '--root', 'offline/root1', '--out', 'retired', '--cluster', 'retired');
-  ok('cacerts', 'init-intermediate', '--root', 'offline/root1', '--out', 'current', '--cluster', 'current');
-  ok('cacerts', 'crl', '--issuer', 'offline/root1', '--out', 'current/ca-crl.pem');
-  ok('cacerts', 'crl', '--issuer', 'offline/root1', '--out', 'current/ca-crl.pem', '--revoke', 'retired/ca-cert.pem');
-  ok('cacerts', 'crl', '--issuer', 'current', '--out', 'current/ca-crl.pem');
-  const retiredSerial = serialOf('retired/ca-cert.pem');
-  const currentSerial = serialOf('current/ca-cert.pem');
+  // revokedByRoot: what openssl says of a certificate under root1 with the CRLs of a file (-crl_check: the root's CRL).
+  const { retiredSerial, currentSerial, rootVerdict: revokedByRoot } = crlFolderInUse(cli);
   const rootSubject = new X509Certificate(readFileSync(at('offline/root1/root-cert.pem'))).subject.split('\n').join(', ');
 
   it('a root CRL started afresh in next/ un-revokes and goes back in number: OpenSSL shows it; plan-rotation and verify --previous refuse it', () => {

@@ -6,27 +6,19 @@
  */
 import { copyFileSync, existsSync, readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { cliInDir } from './helpers/cli-in-dir.js';
+import { cliInDir, crlFolderInUse } from './helpers/cli-in-dir.js';
 import { removeDir, tempDir } from './helpers/pki.js';
 
 const work = tempDir('svid-ca-crl-merge-');
 afterAll(() => removeDir(work));
 
-const { svidCa, ok, openssl, at, serialOf } = cliInDir(work);
-/** openssl verify of `certFile` under root1 with every CRL of `crlFile` checked at every level it has. */
-const rootVerdict = (certFile: string, crlFile: string) => openssl('verify', '-crl_check', '-CAfile', at('offline/root1/root-cert.pem'), '-CRLfile', at(crlFile), at(certFile));
+const cli = cliInDir(work);
+const { svidCa, ok, openssl, at } = cli;
 
 describe('cacerts crl --from onto an --out that already holds a CRL of the issuer', () => {
-  ok('cacerts', 'init-root', '--out', 'offline/root1');
-  ok('cacerts', 'init-intermediate', '--root', 'offline/root1', '--out', 'retired', '--cluster', 'retired');
-  ok('cacerts', 'init-intermediate', '--root', 'offline/root1', '--out', 'current', '--cluster', 'current');
+  // In use: root CRL #2 revoking "retired", and current's own CRL; rootVerdict: openssl verify -crl_check under root1.
+  const { retiredSerial: retired, currentSerial: current, rootVerdict } = crlFolderInUse(cli);
   ok('cacerts', 'init-intermediate', '--root', 'offline/root1', '--out', 'next', '--cluster', 'east');
-  // In use: root CRL #2 revoking "retired", and current's own CRL.
-  ok('cacerts', 'crl', '--issuer', 'offline/root1', '--out', 'current/ca-crl.pem');
-  ok('cacerts', 'crl', '--issuer', 'offline/root1', '--out', 'current/ca-crl.pem', '--revoke', 'retired/ca-cert.pem');
-  ok('cacerts', 'crl', '--issuer', 'current', '--out', 'current/ca-crl.pem');
-  const retired = serialOf('retired/ca-cert.pem');
-  const current = serialOf('current/ca-cert.pem');
 
   it('the printed fix revokes the union (number = higher + 1) and says what came from where; OpenSSL sees both revocations', () => {
     // The mistake of the trial: a fresh root CRL #1 in next/ revoking the current signer (keyCompromise).
